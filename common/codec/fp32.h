@@ -1,0 +1,36 @@
+// FP32: the dense encoding (small tensors, the fp32 baseline codec, exact averages).
+//
+// Wire layout: n little-endian IEEE-754 float32 values, 4*n bytes. Values must be finite: a NaN
+// or infinity from one worker would poison every replica's model, so decoders reject it.
+//
+//   EncodeFp32(g, wire);  RETURN_IF_ERROR(DecodeFp32Add(wire, out));
+//
+// Thread-safe; decoders validate before writing (output untouched on error).
+#ifndef TERNPS_COMMON_CODEC_FP32_H_
+#define TERNPS_COMMON_CODEC_FP32_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+
+namespace ternps::common {
+
+constexpr size_t Fp32Bytes(size_t n) { return 4 * n; }
+
+// Copies g to `out` (exactly 4 * g.size() bytes) in wire byte order.
+absl::Status EncodeFp32(absl::Span<const float> g, absl::Span<uint8_t> out);
+
+// Checks length and finiteness of an FP32 payload of n elements.
+absl::Status ValidateFp32(absl::Span<const uint8_t> data, size_t n);
+
+// out[k] += value_k, after validating data for out.size() elements.
+absl::Status DecodeFp32Add(absl::Span<const uint8_t> data, absl::Span<float> out);
+
+// out[k] = value_k, after validating data for out.size() elements.
+absl::Status DecodeFp32(absl::Span<const uint8_t> data, absl::Span<float> out);
+
+}  // namespace ternps::common
+
+#endif  // TERNPS_COMMON_CODEC_FP32_H_

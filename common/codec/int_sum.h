@@ -1,0 +1,54 @@
+// INT_SUM: the exact downlink encoding of TernGrad with scaler sharing.
+//
+// When all N workers ternarize a partition with the same scaler s, the shard's sum of their codes
+// k_j = sum_i code_ij is an integer in [-N, N], and the average gradient is s * k_j / N. The shard
+// sends k_j + N (0..2N) in b = ceil(log2(2N+1)) bits per element (N=4: 4 bits, N=8: 5 bits).
+//
+// Wire layout: fields packed into a little-endian bit stream, least significant bit first
+// (field j occupies stream bits [j*b, (j+1)*b)); ceil(n*b/8) bytes; unused high bits of the last
+// byte are 0; fields above 2N are invalid. Element j decodes to float(k_j) * (s / float(N)),
+// evaluated in float32 exactly in that order on every implementation.
+//
+//   std::vector<uint8_t> wire(IntSumBytes(n, N));
+//   RETURN_IF_ERROR(EncodeIntSum(sums, N, wire));                 // shard
+//   RETURN_IF_ERROR(DecodeIntSumAdd(wire, N, s, gradient));      // worker
+//
+// Decoders validate everything before writing (INVALID_ARGUMENT naming the field; output
+// untouched on error). Thread-safe; allocation-free.
+#ifndef TERNPS_COMMON_CODEC_INT_SUM_H_
+#define TERNPS_COMMON_CODEC_INT_SUM_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/codec/isa.h"
+
+namespace ternps::common {
+
+inline constexpr int kMaxIntSumContributors = 32767;
+
+// b = ceil(log2(2N+1)) for 1 <= N <= 32767 (so 2 <= b <= 16); 0 for N outside that range.
+int IntSumBits(int contributors);
+// ceil(n * b / 8).
+size_t IntSumBytes(size_t n, int contributors);
+
+// Packs sums (each in [-N, N]) into `out` (exactly IntSumBytes(sums.size(), N) bytes).
+absl::Status EncodeIntSum(absl::Span<const int16_t> sums, int contributors,
+                          absl::Span<uint8_t> out);
+
+// Checks an INT_SUM payload of n elements from N contributors: N in range, length, no field
+// above 2N, zero padding bits.
+absl::Status ValidateIntSum(absl::Span<const uint8_t> data, size_t n, int contributors,
+                            Isa isa = Isa::kAuto);
+
+// out[j] += float(k_j) * (scaler / N) after validating the payload (for out.size() elements)
+// and the scaler.
+absl::Status DecodeIntSumAdd(absl::Span<const uint8_t> data, int contributors, float scaler,
+                             absl::Span<float> out, Isa isa = Isa::kAuto);
+
+}  // namespace ternps::common
+
+#endif  // TERNPS_COMMON_CODEC_INT_SUM_H_

@@ -1,0 +1,83 @@
+// Internal: the per-ISA codec kernels behind common/codec/ternary.h and int_sum.h.
+//
+// Kernels take already-validated arguments (sizes, scalers, payload contents); validation and
+// error reporting live in the public functions. Every kernel set produces bit-identical results
+// to the scalar reference (kernels_scalar.cc), which is the specification in code.
+//
+// Thread safety: kernels are pure functions of their arguments.
+#ifndef TERNPS_COMMON_CODEC_KERNELS_H_
+#define TERNPS_COMMON_CODEC_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/codec/ternary_element.h"
+
+// This header is included by the SIMD translation units, which are compiled with -mavx2 or
+// -mavx512*: it must stay free of inline functions that other translation units also emit (absl,
+// the standard library), or the linker could keep a SIMD copy for baseline callers.
+namespace ternps::common {
+enum class Isa : int;
+}  // namespace ternps::common
+
+namespace ternps::common::internal {
+
+// Lanes of the statistics pass: element k adds into lane k % 16, lanes are then reduced by the
+// fixed tree lane[j] += lane[j + w] for w = 8, 4, 2, 1. Fixing the order makes the sums, and so
+// sigma and the clip threshold, bit-identical across implementations.
+inline constexpr int kStatsLanes = 16;
+
+struct StatsLanes {
+  double sum[kStatsLanes];
+  double sum_squares[kStatsLanes];
+  float max_abs;
+};
+
+struct CodecKernels {
+  // Fills `lanes` from g[0, n).
+  void (*stats)(const float* g, size_t n, StatsLanes* lanes);
+  // Writes the 2-bit codes of g[0, n) into out[0, ceil(n/4)); g[0] is element `first` of the
+  // partition (first % 4 == 0). scale = 65536 / s, s > 0.
+  void (*ternarize)(const float* g, size_t n, uint64_t first, float clip, float scale,
+                    const TernaryKey& key, uint8_t* out);
+  // out[k] += scaler * code_k for k < n; `data` is a valid TERNARY_2BIT payload of n elements.
+  void (*decode_ternary_add)(const uint8_t* data, size_t n, float scaler, float* out);
+  // sums[k] += code_k (as -1, 0, +1); `data` is a valid TERNARY_2BIT payload.
+  void (*add_ternary_codes)(const uint8_t* data, size_t n, int16_t* sums);
+  // Whether any of the n bytes holds a 0b11 code (ignores the element count: a caller checks the
+  // padding bits of the last byte itself).
+  bool (*has_invalid_ternary_code)(const uint8_t* data, size_t bytes);
+  // The largest of the n `bits`-wide fields of an INT_SUM stream (data holds ceil(n*bits/8) bytes).
+  uint32_t (*int_sum_max_field)(const uint8_t* data, size_t n, int bits);
+  // out[k] += float(field_k - contributors) * scale for k < n; fields already validated.
+  void (*decode_int_sum_add)(const uint8_t* data, size_t n, int bits, int contributors, float scale,
+                             float* out);
+};
+
+const CodecKernels& ScalarKernels();
+const CodecKernels& Avx2Kernels();
+const CodecKernels& Avx512Kernels();
+// The kernel set for ResolveIsa(isa).
+const CodecKernels& KernelsFor(Isa isa);
+
+// Scalar helpers (compiled for the baseline ISA) the SIMD kernels use for heads and tails.
+void TernarizeScalar(const float* g, size_t n, uint64_t first, float clip, float scale,
+                     const TernaryKey& key, uint8_t* out);
+// Fields [begin, end) of an INT_SUM stream of `bytes` bytes.
+uint32_t IntSumMaxFieldRange(const uint8_t* data, size_t bytes, size_t begin, size_t end, int bits);
+void DecodeIntSumAddRange(const uint8_t* data, size_t bytes, size_t begin, size_t end, int bits,
+                          int contributors, float scale, float* out);
+// Reads the `bits`-wide field `k` (bits <= 16) of a stream of `bytes` bytes.
+inline uint32_t ReadField(const uint8_t* data, size_t bytes, size_t k, int bits) {
+  const size_t bit = k * static_cast<size_t>(bits);
+  size_t byte = bit >> 3;
+  uint32_t window = 0;
+  for (int i = 0; i < 3 && byte + i < bytes; ++i) {
+    window |= static_cast<uint32_t>(data[byte + i]) << (8 * i);
+  }
+  return (window >> (bit & 7)) & ((1u << bits) - 1u);
+}
+
+}  // namespace ternps::common::internal
+
+#endif  // TERNPS_COMMON_CODEC_KERNELS_H_

@@ -1,0 +1,256 @@
+// AVX-512 (F/BW/DQ/VL/VBMI) + BMI2 codec kernels. Compiled with those flags; called only when the
+// CPU has them (isa.cc). Bit-identical to kernels_scalar.cc.
+//
+// Ternarization runs 16 Philox4x32-10 instances side by side, one per 32-bit lane: lane i of
+// output word w gives the 16-bit draws of elements 16w+i (low half) and 64+16w+i (high half) of a
+// 128-element block (see ternary_element.h), so each draw vector lines up with 16 consecutive
+// gradient values without any shuffle.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "common/codec/kernels.h"
+
+namespace ternps::common::internal {
+namespace {
+
+struct PhiloxLanes {
+  __m512i x[4];
+};
+
+inline void MulHiLo(__m512i a, __m512i m, __m512i* hi, __m512i* lo) {
+  const __m512i even = _mm512_mul_epu32(a, m);                        // lanes 0, 2, 4, ...
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);  // lanes 1, 3, 5, ...
+  *lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+  *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+}
+
+// Philox4x32-10 on 16 counters (c0 + lane, c1, c2, c3) with round keys rk0/rk1.
+inline PhiloxLanes Philox16(__m512i c0, __m512i c1, __m512i c2, __m512i c3, const __m512i* rk0,
+                            const __m512i* rk1) {
+  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(kPhiloxM0));
+  const __m512i m1 = _mm512_set1_epi32(static_cast<int>(kPhiloxM1));
+  for (int r = 0; r < kPhiloxRounds; ++r) {
+    __m512i hi0, lo0, hi1, lo1;
+    MulHiLo(c0, m0, &hi0, &lo0);
+    MulHiLo(c2, m1, &hi1, &lo1);
+    c0 = _mm512_ternarylogic_epi32(hi1, c1, rk0[r], 0x96);  // a ^ b ^ c
+    c1 = lo1;
+    c2 = _mm512_ternarylogic_epi32(hi0, c3, rk1[r], 0x96);
+    c3 = lo0;
+  }
+  return PhiloxLanes{{c0, c1, c2, c3}};
+}
+
+void StatsAvx512(const float* g, size_t n, StatsLanes* lanes) {
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  __m512d q0 = _mm512_setzero_pd(), q1 = _mm512_setzero_pd();
+  __m512 mx = _mm512_setzero_ps();
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+  size_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 v = _mm512_loadu_ps(g + k);
+    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    const __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+    s0 = _mm512_add_pd(s0, lo);
+    s1 = _mm512_add_pd(s1, hi);
+    q0 = _mm512_fmadd_pd(lo, lo, q0);  // == add(mul): a float squared is exact in a double
+    q1 = _mm512_fmadd_pd(hi, hi, q1);
+    mx = _mm512_max_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask)), mx);
+  }
+  _mm512_storeu_pd(lanes->sum, s0);
+  _mm512_storeu_pd(lanes->sum + 8, s1);
+  _mm512_storeu_pd(lanes->sum_squares, q0);
+  _mm512_storeu_pd(lanes->sum_squares + 8, q1);
+  float max_abs = _mm512_reduce_max_ps(mx);
+  for (; k < n; ++k) {  // tail: the same lanes, as the reference
+    const double x = g[k];
+    lanes->sum[k % kStatsLanes] += x;
+    lanes->sum_squares[k % kStatsLanes] += x * x;
+    uint32_t bits;
+    std::memcpy(&bits, g + k, 4);
+    bits &= 0x7fffffffu;
+    float a;
+    std::memcpy(&a, &bits, 4);
+    max_abs = max_abs < a ? a : max_abs;
+  }
+  lanes->max_abs = max_abs;
+}
+
+void TernarizeAvx512(const float* g, size_t n, uint64_t first, float clip, float scale,
+                     const TernaryKey& key, uint8_t* out) {
+  size_t k = 0;
+  const size_t head = first % 128 == 0 ? 0 : (n < 128 - first % 128 ? n : 128 - first % 128);
+  if (head > 0) TernarizeScalar(g, head, first, clip, scale, key, out);
+  k = head;
+  if (k + 128 <= n) {
+    __m512i rk0[kPhiloxRounds], rk1[kPhiloxRounds];
+    uint32_t k0 = static_cast<uint32_t>(key.seed), k1 = static_cast<uint32_t>(key.seed >> 32);
+    for (int r = 0; r < kPhiloxRounds; ++r) {
+      rk0[r] = _mm512_set1_epi32(static_cast<int>(k0));
+      rk1[r] = _mm512_set1_epi32(static_cast<int>(k1));
+      k0 += kPhiloxW0;
+      k1 += kPhiloxW1;
+    }
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i c1 = _mm512_set1_epi32(static_cast<int>(key.partition));
+    const __m512i c2 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(key.step)));
+    const __m512i c3 = _mm512_set1_epi32(static_cast<int>(key.worker));
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+    const __m512i low16 = _mm512_set1_epi32(0xffff);
+    const __m512 clip_v = _mm512_set1_ps(clip);
+    const __m512 scale_v = _mm512_set1_ps(scale);
+    const __m512 range_v = _mm512_set1_ps(kDrawRange);
+    const __m512 half_v = _mm512_set1_ps(0.5f);
+    for (; k + 128 <= n; k += 128) {
+      const uint64_t e0 = first + k;
+      const __m512i c0 =
+          _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>((e0 >> 7) * 16)), lane);
+      const PhiloxLanes p = Philox16(c0, c1, c2, c3, rk0, rk1);
+      for (int h = 0; h < 2; ++h) {
+        for (int w = 0; w < 4; ++w) {
+          const int m = 64 * h + 16 * w;
+          const __m512i draw =
+              h == 0 ? _mm512_and_si512(p.x[w], low16) : _mm512_srli_epi32(p.x[w], 16);
+          const __m512 v = _mm512_loadu_ps(g + k + m);
+          __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask));
+          a = _mm512_min_ps(a, clip_v);
+          const __m512 x = _mm512_min_ps(_mm512_mul_ps(a, scale_v), range_v);
+          const __m512i thr = _mm512_cvttps_epi32(_mm512_add_ps(x, half_v));
+          const __mmask16 b = _mm512_cmplt_epu32_mask(draw, thr);
+          const __mmask16 neg = _mm512_movepi32_mask(_mm512_castps_si512(v));
+          const uint32_t plus = _cvtmask16_u32(_kandn_mask16(neg, b));
+          const uint32_t minus = _cvtmask16_u32(_kand_mask16(neg, b));
+          const uint32_t word = _pdep_u32(plus, 0x55555555u) | _pdep_u32(minus, 0xAAAAAAAAu);
+          std::memcpy(out + (k + m) / 4, &word, 4);
+        }
+      }
+    }
+  }
+  if (k < n) TernarizeScalar(g + k, n - k, first + k, clip, scale, key, out + k / 4);
+}
+
+void DecodeTernaryAddAvx512(const uint8_t* data, size_t n, float scaler, float* out) {
+  const __m512 plus = _mm512_set1_ps(scaler);
+  const __m512 minus = _mm512_set1_ps(-scaler);
+  const __m512 zero = _mm512_setzero_ps();
+  size_t k = 0;
+  for (; k + 32 <= n; k += 32) {
+    uint64_t word;
+    std::memcpy(&word, data + k / 4, 8);
+    const uint64_t p = _pext_u64(word, 0x5555555555555555ull);
+    const uint64_t m = _pext_u64(word, 0xAAAAAAAAAAAAAAAAull);
+    for (int half = 0; half < 2; ++half) {
+      const __mmask16 pm = static_cast<__mmask16>(p >> (16 * half));
+      const __mmask16 mm = static_cast<__mmask16>(m >> (16 * half));
+      const __m512 v = _mm512_mask_mov_ps(_mm512_mask_mov_ps(zero, pm, plus), mm, minus);
+      float* o = out + k + 16 * half;
+      _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), v));
+    }
+  }
+  if (k < n) ScalarKernels().decode_ternary_add(data + k / 4, n - k, scaler, out + k);
+}
+
+void AddTernaryCodesAvx512(const uint8_t* data, size_t n, int16_t* sums) {
+  const __m512i one = _mm512_set1_epi16(1);
+  size_t k = 0;
+  for (; k + 32 <= n; k += 32) {
+    uint64_t word;
+    std::memcpy(&word, data + k / 4, 8);
+    const __mmask32 p = static_cast<__mmask32>(_pext_u64(word, 0x5555555555555555ull));
+    const __mmask32 m = static_cast<__mmask32>(_pext_u64(word, 0xAAAAAAAAAAAAAAAAull));
+    __m512i s = _mm512_loadu_si512(sums + k);
+    s = _mm512_mask_add_epi16(s, p, s, one);
+    s = _mm512_mask_sub_epi16(s, m, s, one);
+    _mm512_storeu_si512(sums + k, s);
+  }
+  if (k < n) ScalarKernels().add_ternary_codes(data + k / 4, n - k, sums + k);
+}
+
+bool HasInvalidTernaryCodeAvx512(const uint8_t* data, size_t bytes) {
+  const __m512i low_bits = _mm512_set1_epi8(0x55);
+  __m512i bad = _mm512_setzero_si512();
+  size_t i = 0;
+  for (; i + 64 <= bytes; i += 64) {
+    const __m512i v = _mm512_loadu_si512(data + i);
+    bad = _mm512_or_si512(bad,
+                          _mm512_and_si512(_mm512_and_si512(v, _mm512_srli_epi16(v, 1)), low_bits));
+  }
+  uint8_t tail = 0;
+  for (; i < bytes; ++i) tail |= data[i] & (data[i] >> 1) & 0x55u;
+  return _mm512_test_epi64_mask(bad, bad) != 0 || tail != 0;
+}
+
+// Byte-permute indices and shifts that pull 16 consecutive `bits`-wide fields out of a 64-byte
+// window starting at the byte where the first of them starts (16 * bits is a whole byte count).
+struct FieldLayout {
+  __m512i index;
+  __m512i shift;
+  __m512i mask;
+  size_t group_bytes;  // 2 * bits
+};
+
+FieldLayout MakeFieldLayout(int bits) {
+  alignas(64) uint8_t index[64];
+  alignas(64) uint32_t shift[16];
+  for (int i = 0; i < 16; ++i) {
+    const int bit = i * bits;
+    for (int j = 0; j < 4; ++j) index[4 * i + j] = static_cast<uint8_t>((bit >> 3) + j);
+    shift[i] = static_cast<uint32_t>(bit & 7);
+  }
+  return FieldLayout{_mm512_load_si512(index), _mm512_load_si512(shift),
+                     _mm512_set1_epi32(static_cast<int>((1u << bits) - 1u)),
+                     static_cast<size_t>(2 * bits)};
+}
+
+inline __m512i ExtractFields(const uint8_t* group, const FieldLayout& layout) {
+  const __m512i window = _mm512_loadu_si512(group);
+  const __m512i gathered = _mm512_permutexvar_epi8(layout.index, window);
+  return _mm512_and_si512(_mm512_srlv_epi32(gathered, layout.shift), layout.mask);
+}
+
+uint32_t IntSumMaxFieldAvx512(const uint8_t* data, size_t n, int bits) {
+  const size_t bytes = (n * bits + 7) / 8;
+  const FieldLayout layout = MakeFieldLayout(bits);
+  __m512i mx = _mm512_setzero_si512();
+  size_t k = 0;
+  // A group's 64-byte window must stay inside the payload.
+  for (; k + 16 <= n && (k / 16) * layout.group_bytes + 64 <= bytes; k += 16) {
+    mx = _mm512_max_epu32(mx, ExtractFields(data + (k / 16) * layout.group_bytes, layout));
+  }
+  const uint32_t simd_max = _mm512_reduce_max_epu32(mx);
+  const uint32_t tail_max = k < n ? IntSumMaxFieldRange(data, bytes, k, n, bits) : 0;
+  return simd_max > tail_max ? simd_max : tail_max;
+}
+
+void DecodeIntSumAddAvx512(const uint8_t* data, size_t n, int bits, int contributors, float scale,
+                           float* out) {
+  const size_t bytes = (n * bits + 7) / 8;
+  const FieldLayout layout = MakeFieldLayout(bits);
+  const __m512i offset = _mm512_set1_epi32(contributors);
+  const __m512 scale_v = _mm512_set1_ps(scale);
+  size_t k = 0;
+  for (; k + 16 <= n && (k / 16) * layout.group_bytes + 64 <= bytes; k += 16) {
+    const __m512i fields = ExtractFields(data + (k / 16) * layout.group_bytes, layout);
+    const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(fields, offset)), scale_v);
+    _mm512_storeu_ps(out + k, _mm512_add_ps(_mm512_loadu_ps(out + k), v));
+  }
+  if (k < n) DecodeIntSumAddRange(data, bytes, k, n, bits, contributors, scale, out);
+}
+
+}  // namespace
+
+const CodecKernels& Avx512Kernels() {
+  static constexpr CodecKernels kKernels = {
+      StatsAvx512,
+      TernarizeAvx512,
+      DecodeTernaryAddAvx512,
+      AddTernaryCodesAvx512,
+      HasInvalidTernaryCodeAvx512,
+      IntSumMaxFieldAvx512,
+      DecodeIntSumAddAvx512,
+  };
+  return kKernels;
+}
+
+}  // namespace ternps::common::internal

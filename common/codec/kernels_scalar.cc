@@ -1,0 +1,146 @@
+// The scalar reference kernels: the specification in code of every other kernel set.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "common/codec/isa.h"
+#include "common/codec/kernels.h"
+
+namespace ternps::common::internal {
+namespace {
+
+void StatsScalar(const float* g, size_t n, StatsLanes* lanes) {
+  for (int l = 0; l < kStatsLanes; ++l) lanes->sum[l] = lanes->sum_squares[l] = 0.0;
+  float max_abs = 0.0f;
+  for (size_t k = 0; k < n; ++k) {
+    const double x = g[k];
+    lanes->sum[k % kStatsLanes] += x;
+    lanes->sum_squares[k % kStatsLanes] += x * x;  // exact: a float squared fits a double
+    const float a = BitsFloat(FloatBits(g[k]) & 0x7fffffffu);
+    max_abs = max_abs < a ? a : max_abs;
+  }
+  lanes->max_abs = max_abs;
+}
+
+void DecodeTernaryAddScalar(const uint8_t* data, size_t n, float scaler, float* out) {
+  const float values[4] = {0.0f, scaler, -scaler, 0.0f};
+  for (size_t k = 0; k < n; ++k) {
+    out[k] += values[(data[k >> 2] >> (2 * (k & 3))) & 3];
+  }
+}
+
+void AddTernaryCodesScalar(const uint8_t* data, size_t n, int16_t* sums) {
+  static constexpr int16_t kValues[4] = {0, 1, -1, 0};
+  for (size_t k = 0; k < n; ++k) {
+    sums[k] = static_cast<int16_t>(sums[k] + kValues[(data[k >> 2] >> (2 * (k & 3))) & 3]);
+  }
+}
+
+bool HasInvalidTernaryCodeScalar(const uint8_t* data, size_t bytes) {
+  size_t i = 0;
+  uint64_t bad = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, data + i, 8);
+    bad |= w & (w >> 1) & 0x5555555555555555ull;
+  }
+  for (; i < bytes; ++i) bad |= data[i] & (data[i] >> 1) & 0x55u;
+  return bad != 0;
+}
+
+uint32_t IntSumMaxFieldScalar(const uint8_t* data, size_t n, int bits) {
+  return IntSumMaxFieldRange(data, (n * bits + 7) / 8, 0, n, bits);
+}
+
+void DecodeIntSumAddScalar(const uint8_t* data, size_t n, int bits, int contributors, float scale,
+                           float* out) {
+  DecodeIntSumAddRange(data, (n * bits + 7) / 8, 0, n, bits, contributors, scale, out);
+}
+
+}  // namespace
+
+uint32_t IntSumMaxFieldRange(const uint8_t* data, size_t bytes, size_t begin, size_t end,
+                             int bits) {
+  uint32_t max_field = 0;
+  for (size_t k = begin; k < end; ++k) {
+    const uint32_t f = ReadField(data, bytes, k, bits);
+    max_field = f > max_field ? f : max_field;
+  }
+  return max_field;
+}
+
+void DecodeIntSumAddRange(const uint8_t* data, size_t bytes, size_t begin, size_t end, int bits,
+                          int contributors, float scale, float* out) {
+  for (size_t k = begin; k < end; ++k) {
+    const int field = static_cast<int>(ReadField(data, bytes, k, bits));
+    out[k] += static_cast<float>(field - contributors) * scale;
+  }
+}
+
+void TernarizeScalar(const float* g, size_t n, uint64_t first, float clip, float scale,
+                     const TernaryKey& key, uint8_t* out) {
+  std::memset(out, 0, (n + 3) / 4);
+  uint64_t cached_counter = ~0ull;
+  Philox4x32 block{};
+  for (size_t k = 0; k < n; ++k) {
+    const uint64_t e = first + k;
+    const uint32_t counter = TernaryCounter(e);
+    if (counter != cached_counter) {
+      block = TernaryBlock(key, e);
+      cached_counter = counter;
+    }
+    const uint32_t code =
+        TernaryCode(g[k], TernaryThreshold(g[k], clip, scale), TernaryDraw(block, e));
+    out[k >> 2] |= static_cast<uint8_t>(code << (2 * (k & 3)));
+  }
+}
+
+namespace {
+
+// Natural element order visits the 16 lanes of a 128-element block in turn, so the reference
+// computes a whole block's 16 Philox outputs at once instead of re-deriving them per element.
+void TernarizeScalarBlocked(const float* g, size_t n, uint64_t first, float clip, float scale,
+                            const TernaryKey& key, uint8_t* out) {
+  size_t k = 0;
+  // Head up to a 128-element boundary of the partition, and any tail, element by element.
+  const size_t head = first % 128 == 0 ? 0 : std::min<size_t>(n, 128 - first % 128);
+  if (head > 0) TernarizeScalar(g, head, first, clip, scale, key, out);
+  k = head;
+  for (; k + 128 <= n; k += 128) {
+    const uint64_t e0 = first + k;
+    Philox4x32 blocks[16];
+    for (int i = 0; i < 16; ++i) blocks[i] = TernaryBlock(key, e0 + i);
+    uint8_t* o = out + k / 4;
+    std::memset(o, 0, 32);
+    for (int m = 0; m < 128; ++m) {
+      const uint32_t draw = TernaryDraw(blocks[m & 15], e0 + m);
+      const uint32_t code = TernaryCode(g[k + m], TernaryThreshold(g[k + m], clip, scale), draw);
+      o[m >> 2] |= static_cast<uint8_t>(code << (2 * (m & 3)));
+    }
+  }
+  if (k < n) TernarizeScalar(g + k, n - k, first + k, clip, scale, key, out + k / 4);
+}
+
+}  // namespace
+
+const CodecKernels& ScalarKernels() {
+  static constexpr CodecKernels kKernels = {
+      StatsScalar,           TernarizeScalarBlocked,      DecodeTernaryAddScalar,
+      AddTernaryCodesScalar, HasInvalidTernaryCodeScalar, IntSumMaxFieldScalar,
+      DecodeIntSumAddScalar,
+  };
+  return kKernels;
+}
+
+const CodecKernels& KernelsFor(Isa isa) {
+  switch (ResolveIsa(isa)) {
+    case Isa::kAvx512:
+      return Avx512Kernels();
+    case Isa::kAvx2:
+      return Avx2Kernels();
+    default:
+      return ScalarKernels();
+  }
+}
+
+}  // namespace ternps::common::internal

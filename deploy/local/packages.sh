@@ -1,0 +1,38 @@
+# deploy/local/packages.sh — the Debian packages ternps needs, and a helper that installs the
+# missing ones. Sourced by tests/run.sh and deploy/local/run.sh; not meant to be run directly.
+
+TERNPS_BUILD_PACKAGES=(
+  build-essential cmake pkg-config
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev prometheus-cpp-dev libssl-dev zlib1g-dev
+)
+TERNPS_TEST_PACKAGES=(
+  libgtest-dev libgmock-dev libbenchmark-dev clang-format
+)
+
+# ternps_install_packages PKG... — apt-get installs those not yet installed (sudo when not root).
+ternps_install_packages() {
+  local missing=()
+  local pkg
+  for pkg in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("${pkg}")
+    fi
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "== packages: all ${#} present"
+    return 0
+  fi
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    if ! command -v sudo >/dev/null; then
+      echo "error: missing packages (${missing[*]}) and not root, and sudo is not installed" >&2
+      return 1
+    fi
+    sudo=(sudo)
+  fi
+  echo "== packages: installing ${missing[*]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    "${missing[@]}"
+}

@@ -1,0 +1,154 @@
+// Every decoder rejects every malformed payload class of DESIGN.md §3 with INVALID_ARGUMENT
+// naming the field, on every kernel set, and leaves its output buffer untouched.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "common/codec/fp32.h"
+#include "common/codec/int_sum.h"
+#include "common/codec/isa.h"
+#include "common/codec/ternary.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace ternps::common {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr float kSentinel = 12345.0f;
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// Runs `decode` into a sentinel-filled buffer of n elements; expects INVALID_ARGUMENT whose
+// message contains `field`, and the buffer unchanged.
+template <typename Decode>
+void ExpectRejected(size_t n, const std::string& field, Decode decode) {
+  std::vector<float> out(n, kSentinel);
+  const absl::Status st = decode(absl::MakeSpan(out));
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_THAT(std::string(st.message()), HasSubstr(field));
+  for (size_t k = 0; k < n; ++k) ASSERT_EQ(out[k], kSentinel) << "output written at " << k;
+}
+
+std::vector<uint8_t> ValidTernary(size_t n) {
+  std::vector<uint8_t> p(TernaryBytes(n));
+  for (size_t k = 0; k < n; ++k) p[k / 4] |= static_cast<uint8_t>((k % 3)) << (2 * (k % 4));
+  return p;
+}
+
+TEST(MalformedTest, TernaryPayloads) {
+  for (Isa isa : SupportedIsas()) {
+    for (size_t n : {1, 5, 1000, 4099}) {
+      SCOPED_TRACE(testing::Message() << IsaName(isa) << " n " << n);
+      const std::vector<uint8_t> good = ValidTernary(n);
+      {
+        std::vector<float> out(n, 0.0f);
+        ASSERT_TRUE(DecodeTernaryAdd(good, 1.0f, absl::MakeSpan(out), isa).ok());
+      }
+      auto decode = [&](std::vector<uint8_t> data, float s) {
+        return [=](absl::Span<float> out) { return DecodeTernaryAdd(data, s, out, isa); };
+      };
+      std::vector<uint8_t> longer = good;
+      longer.push_back(0);
+      ExpectRejected(n, "data: ", decode(longer, 1.0f));
+      std::vector<uint8_t> shorter(good.begin(), good.end() - 1);
+      ExpectRejected(n, "data: ", decode(shorter, 1.0f));
+      // An 0b11 code at the first, a middle and the last element.
+      for (size_t k : {size_t{0}, n / 2, n - 1}) {
+        std::vector<uint8_t> bad = good;
+        bad[k / 4] |= static_cast<uint8_t>(3u << (2 * (k % 4)));
+        ExpectRejected(n, "element " + std::to_string(k) + " has the invalid code",
+                       decode(bad, 1.0f));
+      }
+      if (n % 4 != 0) {
+        std::vector<uint8_t> pad = good;
+        pad.back() |= 0x80;  // the top code slot is past the last element
+        ExpectRejected(n, "padding bits", decode(pad, 1.0f));
+      }
+      for (float s : {kNaN, kInf, -kInf, -1.0f}) ExpectRejected(n, "scaler: ", decode(good, s));
+
+      // The shard's integer sum rejects the same payloads and leaves its sums alone.
+      std::vector<uint8_t> bad = good;
+      bad[0] |= 3;
+      std::vector<int16_t> sums(n, 7);
+      EXPECT_EQ(AddTernaryCodes(bad, absl::MakeSpan(sums), isa).code(),
+                absl::StatusCode::kInvalidArgument);
+      EXPECT_EQ(AddTernaryCodes(shorter, absl::MakeSpan(sums), isa).code(),
+                absl::StatusCode::kInvalidArgument);
+      for (int16_t s : sums) ASSERT_EQ(s, 7);
+    }
+  }
+}
+
+TEST(MalformedTest, IntSumPayloads) {
+  for (Isa isa : SupportedIsas()) {
+    for (int contributors : {1, 4, 8, 100}) {
+      for (size_t n : {1, 7, 1000, 4099}) {
+        SCOPED_TRACE(testing::Message() << IsaName(isa) << " N " << contributors << " n " << n);
+        std::vector<int16_t> sums(n, 0);
+        std::vector<uint8_t> good(IntSumBytes(n, contributors));
+        ASSERT_TRUE(EncodeIntSum(sums, contributors, absl::MakeSpan(good)).ok());
+        auto decode = [&](std::vector<uint8_t> data, int contrib, float s) {
+          return [=](absl::Span<float> out) { return DecodeIntSumAdd(data, contrib, s, out, isa); };
+        };
+        std::vector<uint8_t> longer = good;
+        longer.push_back(0);
+        ExpectRejected(n, "data: ", decode(longer, contributors, 1.0f));
+        std::vector<uint8_t> shorter(good.begin(), good.end() - 1);
+        ExpectRejected(n, "data: ", decode(shorter, contributors, 1.0f));
+        // A field above 2N at the first, a middle and the last element: set all its bits.
+        const int bits = IntSumBits(contributors);
+        if ((1 << bits) - 1 > 2 * contributors) {
+          for (size_t k : {size_t{0}, n / 2, n - 1}) {
+            std::vector<uint8_t> bad = good;
+            for (int b = 0; b < bits; ++b) {
+              const size_t bit = k * bits + b;
+              bad[bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
+            }
+            ExpectRejected(n, "element " + std::to_string(k) + " has field",
+                           decode(bad, contributors, 1.0f));
+          }
+        }
+        if ((n * bits) % 8 != 0) {
+          std::vector<uint8_t> pad = good;
+          pad.back() |= 0x80;
+          ExpectRejected(n, "padding bits", decode(pad, contributors, 1.0f));
+        }
+        for (float s : {kNaN, kInf, -2.0f})
+          ExpectRejected(n, "scaler: ", decode(good, contributors, s));
+        ExpectRejected(n, "contributors: ", decode(good, 0, 1.0f));
+        ExpectRejected(n, "contributors: ", decode(good, 32768, 1.0f));
+        ExpectRejected(n, "contributors: ", decode(good, -3, 1.0f));
+      }
+    }
+  }
+}
+
+TEST(MalformedTest, Fp32Payloads) {
+  for (size_t n : {1, 5, 1000}) {
+    std::vector<float> values(n, 0.5f);
+    std::vector<uint8_t> good(Fp32Bytes(n));
+    ASSERT_TRUE(EncodeFp32(values, absl::MakeSpan(good)).ok());
+    auto decode = [](std::vector<uint8_t> data) {
+      return [=](absl::Span<float> out) { return DecodeFp32Add(data, out); };
+    };
+    std::vector<uint8_t> shorter(good.begin(), good.end() - 1);
+    ExpectRejected(n, "data: ", decode(shorter));
+    std::vector<uint8_t> longer = good;
+    longer.insert(longer.end(), 4, 0);
+    ExpectRejected(n, "data: ", decode(longer));
+    for (float bad : {kNaN, kInf, -kInf}) {
+      std::vector<uint8_t> data = good;
+      std::memcpy(data.data() + 4 * (n - 1), &bad, 4);
+      ExpectRejected(n, "element " + std::to_string(n - 1) + " is not finite", decode(data));
+      std::vector<float> out(n, kSentinel);
+      EXPECT_FALSE(DecodeFp32(data, absl::MakeSpan(out)).ok());
+      for (float v : out) ASSERT_EQ(v, kSentinel);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ternps::common

@@ -1,0 +1,133 @@
+// Every kernel set (AVX2, AVX-512 where this CPU has them) gives bit-identical results to the
+// scalar reference on random inputs, at sizes that exercise heads, full blocks and tails.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "common/codec/int_sum.h"
+#include "common/codec/isa.h"
+#include "common/codec/ternary.h"
+#include "gtest/gtest.h"
+
+namespace ternps::common {
+namespace {
+
+std::vector<Isa> SimdIsas() {
+  std::vector<Isa> isas;
+  for (Isa isa : SupportedIsas()) {
+    if (isa != Isa::kScalar) isas.push_back(isa);
+  }
+  return isas;
+}
+
+std::vector<float> Input(size_t n, std::mt19937_64& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> special(0, 40);
+  std::vector<float> g(n);
+  for (float& x : g) {
+    switch (special(rng)) {
+      case 0:
+        x = 0.0f;
+        break;
+      case 1:
+        x = -0.0f;
+        break;
+      case 2:
+        x = std::numeric_limits<float>::denorm_min();
+        break;
+      case 3:
+        x = 1e30f;
+        break;  // beyond any clip and scaler
+      default:
+        x = normal(rng) * std::ldexp(1.0f, special(rng) - 20);
+    }
+  }
+  return g;
+}
+
+uint32_t Bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+TEST(SimdTest, HasSomethingToCompare) {
+  if (SimdIsas().empty()) GTEST_SKIP() << "this CPU has neither AVX2 nor AVX-512";
+  EXPECT_EQ(ResolveIsa(Isa::kAuto), BestIsa());
+}
+
+TEST(SimdTest, StatsAndTernarizeAreBitIdentical) {
+  std::mt19937_64 rng(42);
+  const size_t sizes[] = {1, 3, 15, 16, 17, 127, 128, 129, 255, 256, 1000, 4099, (1u << 20) + 3};
+  for (Isa isa : SimdIsas()) {
+    for (size_t n : sizes) {
+      for (int variant = 0; variant < 3; ++variant) {
+        const std::vector<float> g = Input(n, rng);
+        const PartitionStats ref = *ComputeStats(g, Isa::kScalar);
+        const PartitionStats got = *ComputeStats(g, isa);
+        ASSERT_EQ(Bits(got.sigma), Bits(ref.sigma)) << IsaName(isa) << " n " << n;
+        ASSERT_EQ(Bits(got.max_abs), Bits(ref.max_abs)) << IsaName(isa) << " n " << n;
+        ASSERT_EQ(got.mean, ref.mean);
+        // Variant 0: clipped with the local scaler; 1: no clip, scaler 4x the max (sharing);
+        // 2: scaler below the max (every |g| >= s must give p = 1).
+        const float clip =
+            variant == 0 ? ClipThreshold(ref, 2.5f) : std::numeric_limits<float>::infinity();
+        const float s = variant == 0   ? LocalScaler(ref, 2.5f)
+                        : variant == 1 ? 4.0f * ref.max_abs
+                                       : 0.25f * ref.max_abs;
+        const TernaryKey key{.seed = rng(),
+                             .worker = static_cast<uint32_t>(rng()),
+                             .step = rng(),
+                             .partition = static_cast<uint32_t>(rng())};
+        // Start at a random multiple-of-4 element of the partition.
+        const uint64_t first = (rng() % 1000) * 4;
+        std::vector<uint8_t> a(TernaryBytes(n)), b(TernaryBytes(n), 0xff);
+        ASSERT_TRUE(Ternarize(g, clip, s, key, absl::MakeSpan(a), first, Isa::kScalar).ok());
+        ASSERT_TRUE(Ternarize(g, clip, s, key, absl::MakeSpan(b), first, isa).ok());
+        ASSERT_EQ(a, b) << IsaName(isa) << " n " << n << " variant " << variant;
+      }
+    }
+  }
+}
+
+TEST(SimdTest, DecodersAreBitIdentical) {
+  std::mt19937_64 rng(7);
+  const size_t sizes[] = {1, 5, 31, 32, 33, 100, 1000, 4097, (1u << 18) + 5};
+  for (Isa isa : SimdIsas()) {
+    for (size_t n : sizes) {
+      std::vector<uint8_t> packed(TernaryBytes(n));
+      for (size_t k = 0; k < n; ++k)
+        packed[k / 4] |= static_cast<uint8_t>(rng() % 3) << (2 * (k % 4));
+      const std::vector<float> base = Input(n, rng);
+      std::vector<float> a = base, b = base;
+      ASSERT_TRUE(DecodeTernaryAdd(packed, 0.37f, absl::MakeSpan(a), Isa::kScalar).ok());
+      ASSERT_TRUE(DecodeTernaryAdd(packed, 0.37f, absl::MakeSpan(b), isa).ok());
+      ASSERT_EQ(0, std::memcmp(a.data(), b.data(), 4 * n)) << IsaName(isa) << " n " << n;
+
+      std::vector<int16_t> sa(n), sb(n);
+      for (size_t k = 0; k < n; ++k) sa[k] = sb[k] = static_cast<int16_t>(rng() % 9) - 4;
+      ASSERT_TRUE(AddTernaryCodes(packed, absl::MakeSpan(sa), Isa::kScalar).ok());
+      ASSERT_TRUE(AddTernaryCodes(packed, absl::MakeSpan(sb), isa).ok());
+      ASSERT_EQ(sa, sb) << IsaName(isa) << " n " << n;
+
+      for (int contributors : {1, 2, 4, 8, 31, 300, 32767}) {
+        std::vector<int16_t> sums(n);
+        for (int16_t& s : sums) {
+          s = static_cast<int16_t>(static_cast<int>(rng() % (2 * contributors + 1)) - contributors);
+        }
+        std::vector<uint8_t> wire(IntSumBytes(n, contributors));
+        ASSERT_TRUE(EncodeIntSum(sums, contributors, absl::MakeSpan(wire)).ok());
+        std::vector<float> x = base, y = base;
+        ASSERT_TRUE(
+            DecodeIntSumAdd(wire, contributors, 1.25f, absl::MakeSpan(x), Isa::kScalar).ok());
+        ASSERT_TRUE(DecodeIntSumAdd(wire, contributors, 1.25f, absl::MakeSpan(y), isa).ok());
+        ASSERT_EQ(0, std::memcmp(x.data(), y.data(), 4 * n))
+            << IsaName(isa) << " n " << n << " N " << contributors;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ternps::common

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# tests/run.sh — install what is missing, build, and run every test through ctest.
+#
+#   tests/run.sh                 # default: all tests except the `slow` and `benchmark` labels
+#   tests/run.sh --all           # every label, slow and benchmark included
+#   tests/run.sh --no-install    # skip the apt-get step
+#   tests/run.sh --build-dir DIR # build somewhere other than ./build
+#
+# Exits non-zero on any failure (install, configure, build or test).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${ROOT}/build"
+INSTALL=1
+LABEL_EXCLUDE="slow|benchmark"
+JOBS="$(nproc)"
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --all) LABEL_EXCLUDE=""; shift ;;
+    --no-install) INSTALL=0; shift ;;
+    --build-dir) BUILD_DIR="$2"; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "tests/run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+# shellcheck source=deploy/local/packages.sh
+source "${ROOT}/deploy/local/packages.sh"
+if [[ "${INSTALL}" == 1 ]]; then
+  ternps_install_packages "${TERNPS_BUILD_PACKAGES[@]}" "${TERNPS_TEST_PACKAGES[@]}"
+fi
+
+echo "== configure (${BUILD_DIR})"
+cmake -S "${ROOT}" -B "${BUILD_DIR}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTERNPS_WERROR=ON \
+  -DTERNPS_CUDA="${TERNPS_CUDA:-AUTO}"
+echo "== build (${JOBS} jobs)"
+cmake --build "${BUILD_DIR}" -j "${JOBS}"
+echo "== format check"
+"${ROOT}/tests/check_format.sh"
+echo "== test"
+ctest_args=(--test-dir "${BUILD_DIR}" --output-on-failure -j "${JOBS}" --timeout 900)
+if [[ -n "${LABEL_EXCLUDE}" ]]; then
+  ctest_args+=(-LE "${LABEL_EXCLUDE}")
+fi
+ctest "${ctest_args[@]}"
