@@ -22,10 +22,11 @@ enum class Isa : int;
 
 namespace ternps::common::internal {
 
-// Lanes of the statistics pass: element k adds into lane k % 16, lanes are then reduced by the
-// fixed tree lane[j] += lane[j + w] for w = 8, 4, 2, 1. Fixing the order makes the sums, and so
+// Lanes of the statistics pass: element k adds into lane k % 32, lanes are then reduced by the
+// fixed tree lane[j] += lane[j + w] for w = 16, 8, 4, 2, 1. (32 lanes = 8 independent AVX-512
+// accumulator chains, enough to hide the add latency.) Fixing the order makes the sums, and so
 // sigma and the clip threshold, bit-identical across implementations.
-inline constexpr int kStatsLanes = 16;
+inline constexpr int kStatsLanes = 32;
 
 struct StatsLanes {
   double sum[kStatsLanes];

@@ -58,25 +58,25 @@ inline float AbsBits(float f) {
 }
 
 void StatsAvx2(const float* g, size_t n, StatsLanes* lanes) {
-  __m256d s[4], q[4];
-  for (int i = 0; i < 4; ++i) s[i] = q[i] = _mm256_setzero_pd();
+  static_assert(kStatsLanes == 32);
+  __m256d s[8], q[8];
+  for (int i = 0; i < 8; ++i) s[i] = q[i] = _mm256_setzero_pd();
   __m256 mx = _mm256_setzero_ps();
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   size_t k = 0;
-  for (; k + 16 <= n; k += 16) {
-    const __m256 v0 = _mm256_loadu_ps(g + k);
-    const __m256 v1 = _mm256_loadu_ps(g + k + 8);
-    const __m256d d[4] = {
-        _mm256_cvtps_pd(_mm256_castps256_ps128(v0)), _mm256_cvtps_pd(_mm256_extractf128_ps(v0, 1)),
-        _mm256_cvtps_pd(_mm256_castps256_ps128(v1)), _mm256_cvtps_pd(_mm256_extractf128_ps(v1, 1))};
-    for (int i = 0; i < 4; ++i) {
-      s[i] = _mm256_add_pd(s[i], d[i]);
-      q[i] = _mm256_fmadd_pd(d[i], d[i], q[i]);  // exact square: equals add(mul)
+  for (; k + 32 <= n; k += 32) {
+    for (int quarter = 0; quarter < 4; ++quarter) {
+      const __m256 v = _mm256_loadu_ps(g + k + 8 * quarter);
+      const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+      const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+      s[2 * quarter] = _mm256_add_pd(s[2 * quarter], lo);
+      s[2 * quarter + 1] = _mm256_add_pd(s[2 * quarter + 1], hi);
+      q[2 * quarter] = _mm256_fmadd_pd(lo, lo, q[2 * quarter]);  // exact square: == add(mul)
+      q[2 * quarter + 1] = _mm256_fmadd_pd(hi, hi, q[2 * quarter + 1]);
+      mx = _mm256_max_ps(_mm256_and_ps(v, abs_mask), mx);
     }
-    mx = _mm256_max_ps(_mm256_and_ps(v0, abs_mask), mx);
-    mx = _mm256_max_ps(_mm256_and_ps(v1, abs_mask), mx);
   }
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < 8; ++i) {
     _mm256_storeu_pd(lanes->sum + 4 * i, s[i]);
     _mm256_storeu_pd(lanes->sum_squares + 4 * i, q[i]);
   }

@@ -25,43 +25,63 @@ inline void MulHiLo(__m512i a, __m512i m, __m512i* hi, __m512i* lo) {
   *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
 }
 
-// Philox4x32-10 on 16 counters (c0 + lane, c1, c2, c3) with round keys rk0/rk1.
+// Philox4x32-10 on 16 counters (c0 + lane, c1, c2, c3) with round keys rk0/rk1. The state is
+// kept "unpacked": two vectors of 8 instances, each value in the low half of a 64-bit lane, so
+// one VPMULUDQ yields a full 64-bit product (lo in place, hi after one shift) and the high halves
+// may hold garbage that VPMULUDQ ignores. The 16 results are packed back once at the end.
 inline PhiloxLanes Philox16(__m512i c0, __m512i c1, __m512i c2, __m512i c3, const __m512i* rk0,
                             const __m512i* rk1) {
-  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(kPhiloxM0));
-  const __m512i m1 = _mm512_set1_epi32(static_cast<int>(kPhiloxM1));
+  const __m512i m0 = _mm512_set1_epi64(kPhiloxM0);
+  const __m512i m1 = _mm512_set1_epi64(kPhiloxM1);
+  // Even lanes (instances 0, 2, ...) in e*, odd lanes (1, 3, ...) in o*.
+  __m512i e0 = c0, e1 = c1, e2 = c2, e3 = c3;
+  __m512i o0 = _mm512_srli_epi64(c0, 32), o1 = e1, o2 = e2, o3 = e3;
   for (int r = 0; r < kPhiloxRounds; ++r) {
-    __m512i hi0, lo0, hi1, lo1;
-    MulHiLo(c0, m0, &hi0, &lo0);
-    MulHiLo(c2, m1, &hi1, &lo1);
-    c0 = _mm512_ternarylogic_epi32(hi1, c1, rk0[r], 0x96);  // a ^ b ^ c
-    c1 = lo1;
-    c2 = _mm512_ternarylogic_epi32(hi0, c3, rk1[r], 0x96);
-    c3 = lo0;
+    const __m512i pe0 = _mm512_mul_epu32(e0, m0), pe1 = _mm512_mul_epu32(e2, m1);
+    const __m512i po0 = _mm512_mul_epu32(o0, m0), po1 = _mm512_mul_epu32(o2, m1);
+    e0 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(pe1, 32), e1, rk0[r], 0x96);
+    o0 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(po1, 32), o1, rk0[r], 0x96);
+    e2 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(pe0, 32), e3, rk1[r], 0x96);
+    o2 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(po0, 32), o3, rk1[r], 0x96);
+    e1 = pe1;
+    o1 = po1;
+    e3 = pe0;
+    o3 = po0;
   }
-  return PhiloxLanes{{c0, c1, c2, c3}};
+  // Lane 2j <- low half of e's 64-bit lane j, lane 2j+1 <- low half of o's lane j.
+  const __m512i interleave =
+      _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+  return PhiloxLanes{{_mm512_permutex2var_epi32(e0, interleave, o0),
+                      _mm512_permutex2var_epi32(e1, interleave, o1),
+                      _mm512_permutex2var_epi32(e2, interleave, o2),
+                      _mm512_permutex2var_epi32(e3, interleave, o3)}};
 }
 
 void StatsAvx512(const float* g, size_t n, StatsLanes* lanes) {
-  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-  __m512d q0 = _mm512_setzero_pd(), q1 = _mm512_setzero_pd();
+  static_assert(kStatsLanes == 32);
+  __m512d sum[4], sq[4];
+  for (int i = 0; i < 4; ++i) sum[i] = sq[i] = _mm512_setzero_pd();
   __m512 mx = _mm512_setzero_ps();
   const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
   size_t k = 0;
-  for (; k + 16 <= n; k += 16) {
-    const __m512 v = _mm512_loadu_ps(g + k);
-    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-    const __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
-    s0 = _mm512_add_pd(s0, lo);
-    s1 = _mm512_add_pd(s1, hi);
-    q0 = _mm512_fmadd_pd(lo, lo, q0);  // == add(mul): a float squared is exact in a double
-    q1 = _mm512_fmadd_pd(hi, hi, q1);
-    mx = _mm512_max_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask)), mx);
+  for (; k + 32 <= n; k += 32) {
+    for (int half = 0; half < 2; ++half) {
+      const __m512 v = _mm512_loadu_ps(g + k + 16 * half);
+      const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+      const __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+      sum[2 * half] = _mm512_add_pd(sum[2 * half], lo);
+      sum[2 * half + 1] = _mm512_add_pd(sum[2 * half + 1], hi);
+      // fmadd == add(mul): a float squared is exact in a double.
+      sq[2 * half] = _mm512_fmadd_pd(lo, lo, sq[2 * half]);
+      sq[2 * half + 1] = _mm512_fmadd_pd(hi, hi, sq[2 * half + 1]);
+      mx = _mm512_max_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask)),
+                         mx);
+    }
   }
-  _mm512_storeu_pd(lanes->sum, s0);
-  _mm512_storeu_pd(lanes->sum + 8, s1);
-  _mm512_storeu_pd(lanes->sum_squares, q0);
-  _mm512_storeu_pd(lanes->sum_squares + 8, q1);
+  for (int i = 0; i < 4; ++i) {
+    _mm512_storeu_pd(lanes->sum + 8 * i, sum[i]);
+    _mm512_storeu_pd(lanes->sum_squares + 8 * i, sq[i]);
+  }
   float max_abs = _mm512_reduce_max_ps(mx);
   for (; k < n; ++k) {  // tail: the same lanes, as the reference
     const double x = g[k];
@@ -87,15 +107,15 @@ void TernarizeAvx512(const float* g, size_t n, uint64_t first, float clip, float
     __m512i rk0[kPhiloxRounds], rk1[kPhiloxRounds];
     uint32_t k0 = static_cast<uint32_t>(key.seed), k1 = static_cast<uint32_t>(key.seed >> 32);
     for (int r = 0; r < kPhiloxRounds; ++r) {
-      rk0[r] = _mm512_set1_epi32(static_cast<int>(k0));
-      rk1[r] = _mm512_set1_epi32(static_cast<int>(k1));
+      rk0[r] = _mm512_set1_epi64(k0);  // low halves matter (unpacked Philox state)
+      rk1[r] = _mm512_set1_epi64(k1);
       k0 += kPhiloxW0;
       k1 += kPhiloxW1;
     }
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i c1 = _mm512_set1_epi32(static_cast<int>(key.partition));
-    const __m512i c2 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(key.step)));
-    const __m512i c3 = _mm512_set1_epi32(static_cast<int>(key.worker));
+    const __m512i c1 = _mm512_set1_epi64(key.partition);
+    const __m512i c2 = _mm512_set1_epi64(static_cast<uint32_t>(key.step));
+    const __m512i c3 = _mm512_set1_epi64(key.worker);
     const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
     const __m512i low16 = _mm512_set1_epi32(0xffff);
     const __m512 clip_v = _mm512_set1_ps(clip);
@@ -108,21 +128,25 @@ void TernarizeAvx512(const float* g, size_t n, uint64_t first, float clip, float
           _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>((e0 >> 7) * 16)), lane);
       const PhiloxLanes p = Philox16(c0, c1, c2, c3, rk0, rk1);
       for (int h = 0; h < 2; ++h) {
-        for (int w = 0; w < 4; ++w) {
-          const int m = 64 * h + 16 * w;
-          const __m512i draw =
-              h == 0 ? _mm512_and_si512(p.x[w], low16) : _mm512_srli_epi32(p.x[w], 16);
-          const __m512 v = _mm512_loadu_ps(g + k + m);
-          __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask));
-          a = _mm512_min_ps(a, clip_v);
-          const __m512 x = _mm512_min_ps(_mm512_mul_ps(a, scale_v), range_v);
-          const __m512i thr = _mm512_cvttps_epi32(_mm512_add_ps(x, half_v));
-          const __mmask16 b = _mm512_cmplt_epu32_mask(draw, thr);
-          const __mmask16 neg = _mm512_movepi32_mask(_mm512_castps_si512(v));
-          const uint32_t plus = _cvtmask16_u32(_kandn_mask16(neg, b));
-          const uint32_t minus = _cvtmask16_u32(_kand_mask16(neg, b));
-          const uint32_t word = _pdep_u32(plus, 0x55555555u) | _pdep_u32(minus, 0xAAAAAAAAu);
-          std::memcpy(out + (k + m) / 4, &word, 4);
+        for (int w = 0; w < 4; w += 2) {  // groups w and w+1 are 32 consecutive elements
+          uint64_t plus = 0, minus = 0;
+          for (int j = 0; j < 2; ++j) {
+            const int m = 64 * h + 16 * (w + j);
+            const __m512i draw =
+                h == 0 ? _mm512_and_si512(p.x[w + j], low16) : _mm512_srli_epi32(p.x[w + j], 16);
+            const __m512 v = _mm512_loadu_ps(g + k + m);
+            __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask));
+            a = _mm512_min_ps(a, clip_v);
+            const __m512 x = _mm512_min_ps(_mm512_mul_ps(a, scale_v), range_v);
+            const __m512i thr = _mm512_cvttps_epi32(_mm512_add_ps(x, half_v));
+            const __mmask16 b = _mm512_cmplt_epu32_mask(draw, thr);
+            const __mmask16 neg = _mm512_movepi32_mask(_mm512_castps_si512(v));
+            plus |= static_cast<uint64_t>(_cvtmask16_u32(_kandn_mask16(neg, b))) << (16 * j);
+            minus |= static_cast<uint64_t>(_cvtmask16_u32(_kand_mask16(neg, b))) << (16 * j);
+          }
+          const uint64_t word =
+              _pdep_u64(plus, 0x5555555555555555ull) | _pdep_u64(minus, 0xAAAAAAAAAAAAAAAAull);
+          std::memcpy(out + (k + 64 * h + 16 * w) / 4, &word, 8);
         }
       }
     }

@@ -43,8 +43,8 @@ double BestSeconds(int repeats, F&& f) {
 }
 
 // Read-only pass over memory at full vector width: the single-core read bandwidth reference.
-// Integer sums vectorize without reassociation concerns.
-__attribute__((target("avx512f"))) uint64_t ReadSumAvx512(const uint64_t* p, size_t n) {
+// Integer sums vectorize without reassociation concerns; the body is compiled once per target.
+__attribute__((always_inline)) inline uint64_t ReadSumBody(const uint64_t* p, size_t n) {
   uint64_t acc[8] = {};
   for (size_t i = 0; i + 8 <= n; i += 8) {
     for (int j = 0; j < 8; ++j) acc[j] += p[i + j];
@@ -53,25 +53,16 @@ __attribute__((target("avx512f"))) uint64_t ReadSumAvx512(const uint64_t* p, siz
   for (uint64_t a : acc) s += a;
   return s;
 }
+__attribute__((target("avx512f"))) uint64_t ReadSumAvx512(const uint64_t* p, size_t n) {
+  return ReadSumBody(p, n);
+}
 __attribute__((target("avx2"))) uint64_t ReadSumAvx2(const uint64_t* p, size_t n) {
-  uint64_t acc[8] = {};
-  for (size_t i = 0; i + 8 <= n; i += 8) {
-    for (int j = 0; j < 8; ++j) acc[j] += p[i + j];
-  }
-  uint64_t s = 0;
-  for (uint64_t a : acc) s += a;
-  return s;
+  return ReadSumBody(p, n);
 }
 uint64_t ReadSum(const uint64_t* p, size_t n) {
   if (common::IsaSupported(Isa::kAvx512)) return ReadSumAvx512(p, n);
   if (common::IsaSupported(Isa::kAvx2)) return ReadSumAvx2(p, n);
-  uint64_t acc[8] = {};
-  for (size_t i = 0; i + 8 <= n; i += 8) {
-    for (int j = 0; j < 8; ++j) acc[j] += p[i + j];
-  }
-  uint64_t s = 0;
-  for (uint64_t a : acc) s += a;
-  return s;
+  return ReadSumBody(p, n);
 }
 
 struct Row {
@@ -145,6 +136,7 @@ int RunCodecBench() {
   for (Isa isa : isas) {
     const std::string name(common::IsaName(isa));
     // Full encode per partition: statistics pass + clip + ternarize + pack.
+    bool ok = true;
     const double enc_s = BestSeconds(repeats, [&] {
       for (size_t p = 0, off = 0; off < n; ++p, off += part) {
         const size_t len = std::min(part, n - off);
@@ -156,9 +148,27 @@ int RunCodecBench() {
       }
     });
     Print({"codec_encode", name, enc_s, dense_bytes}, n, part, read_gbps, repeats);
+    // Its two halves, for diagnosis: the statistics pass, and ternarize + pack given the scaler.
+    const double stats_s = BestSeconds(repeats, [&] {
+      for (size_t off = 0; off < n; off += part) {
+        const size_t len = std::min(part, n - off);
+        sink += common::ComputeStats(absl::MakeConstSpan(grad.data() + off, len), isa)->elements;
+      }
+    });
+    Print({"codec_encode_stats", name, stats_s, dense_bytes}, n, part, read_gbps, repeats);
+    const double tern_s = BestSeconds(repeats, [&] {
+      for (size_t p = 0, off = 0; off < n; ++p, off += part) {
+        const size_t len = std::min(part, n - off);
+        ok &= common::Ternarize(
+                  absl::MakeConstSpan(grad.data() + off, len), 2.5e-3f, scalers[p],
+                  {.seed = 1, .worker = 0, .step = 7, .partition = static_cast<uint32_t>(p)},
+                  absl::MakeSpan(packed.data() + off / 4, common::TernaryBytes(len)), 0, isa)
+                  .ok();
+      }
+    });
+    Print({"codec_encode_ternarize", name, tern_s, dense_bytes}, n, part, read_gbps, repeats);
 
     // Decode-accumulate of one whole TERNARY_2BIT gradient (validation included).
-    bool ok = true;
     const double dec_s = BestSeconds(repeats, [&] {
       ok &= common::DecodeTernaryAdd(packed, 1e-3f, absl::MakeSpan(out), isa).ok();
     });

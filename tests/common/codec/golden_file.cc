@@ -17,7 +17,7 @@ const char kGoldenHeader[] =
 # order. Integers are decimal.
 #
 # encoding: TERNARY_2BIT cases give the gradient and the key, and expect:
-#   sigma, max_abs      ComputeStats (population sd; sums in double, 16 lanes, fixed tree)
+#   sigma, max_abs      ComputeStats (population sd; sums in double, 32 lanes, fixed tree)
 #   clip                clip_sigmas * sigma, or 7f800000 (+inf) when clip_sigmas is 0
 #   scaler              the scaler the codes are relative to (local, or a shared one)
 #   bytes               the TERNARY_2BIT payload of Ternarize(input, clip, scaler, key)
