@@ -38,8 +38,8 @@ struct CodecKernels {
   // Fills `lanes` from g[0, n).
   void (*stats)(const float* g, size_t n, StatsLanes* lanes);
   // Writes the 2-bit codes of g[0, n) into out[0, ceil(n/4)); g[0] is element `first` of the
-  // partition (first % 4 == 0). scale = 65536 / s, s > 0.
-  void (*ternarize)(const float* g, size_t n, uint64_t first, float clip, float scale,
+  // partition (first % 4 == 0). limit = min(C, s), scale = 65536 / s, s >= kMinScaler.
+  void (*ternarize)(const float* g, size_t n, uint64_t first, float limit, float scale,
                     const TernaryKey& key, uint8_t* out);
   // out[k] += scaler * code_k for k < n; `data` is a valid TERNARY_2BIT payload of n elements.
   void (*decode_ternary_add)(const uint8_t* data, size_t n, float scaler, float* out);

@@ -117,8 +117,6 @@ void TernarizeAvx2(const float* g, size_t n, uint64_t first, float clip, float s
     const __m256i low16 = _mm256_set1_epi32(0xffff);
     const __m256 clip_v = _mm256_set1_ps(clip);
     const __m256 scale_v = _mm256_set1_ps(scale);
-    const __m256 range_v = _mm256_set1_ps(kDrawRange);
-    const __m256 half_v = _mm256_set1_ps(0.5f);
     for (; k + 128 <= n; k += 128) {
       const uint64_t e0 = first + k;
       const __m256i base = _mm256_set1_epi32(static_cast<int>((e0 >> 7) * 16));
@@ -136,8 +134,8 @@ void TernarizeAvx2(const float* g, size_t n, uint64_t first, float clip, float s
                 h == 0 ? _mm256_and_si256(word, low16) : _mm256_srli_epi32(word, 16);
             const __m256 v = _mm256_loadu_ps(g + k + m + 8 * set);
             const __m256 a = _mm256_min_ps(_mm256_and_ps(v, abs_mask), clip_v);
-            const __m256 x = _mm256_min_ps(_mm256_mul_ps(a, scale_v), range_v);
-            const __m256i thr = _mm256_cvttps_epi32(_mm256_add_ps(x, half_v));
+            const __m256i thr = _mm256_cvttps_epi32(_mm256_round_ps(
+                _mm256_mul_ps(a, scale_v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
             // Both are below 2^17, so the signed compare is the unsigned one.
             const uint32_t b = static_cast<uint32_t>(
                 _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(thr, draw))));

@@ -116,12 +116,9 @@ void TernarizeAvx512(const float* g, size_t n, uint64_t first, float clip, float
     const __m512i c1 = _mm512_set1_epi64(key.partition);
     const __m512i c2 = _mm512_set1_epi64(static_cast<uint32_t>(key.step));
     const __m512i c3 = _mm512_set1_epi64(key.worker);
-    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
     const __m512i low16 = _mm512_set1_epi32(0xffff);
     const __m512 clip_v = _mm512_set1_ps(clip);
     const __m512 scale_v = _mm512_set1_ps(scale);
-    const __m512 range_v = _mm512_set1_ps(kDrawRange);
-    const __m512 half_v = _mm512_set1_ps(0.5f);
     for (; k + 128 <= n; k += 128) {
       const uint64_t e0 = first + k;
       const __m512i c0 =
@@ -135,10 +132,10 @@ void TernarizeAvx512(const float* g, size_t n, uint64_t first, float clip, float
             const __m512i draw =
                 h == 0 ? _mm512_and_si512(p.x[w + j], low16) : _mm512_srli_epi32(p.x[w + j], 16);
             const __m512 v = _mm512_loadu_ps(g + k + m);
-            __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask));
-            a = _mm512_min_ps(a, clip_v);
-            const __m512 x = _mm512_min_ps(_mm512_mul_ps(a, scale_v), range_v);
-            const __m512i thr = _mm512_cvttps_epi32(_mm512_add_ps(x, half_v));
+            // VRANGEPS imm 0b1010: the smaller absolute value, sign cleared = min(|v|, limit).
+            const __m512 a = _mm512_range_ps(v, clip_v, 0x0A);
+            const __m512i thr = _mm512_cvt_roundps_epi32(
+                _mm512_mul_ps(a, scale_v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             const __mmask16 b = _mm512_cmplt_epu32_mask(draw, thr);
             const __mmask16 neg = _mm512_movepi32_mask(_mm512_castps_si512(v));
             plus |= static_cast<uint64_t>(_cvtmask16_u32(_kandn_mask16(neg, b))) << (16 * j);

@@ -83,12 +83,13 @@ absl::Status Ternarize(absl::Span<const float> g, float clip, float scaler, cons
   if (std::isnan(clip) || clip < 0.0f) {
     return absl::InvalidArgumentError(absl::StrCat("clip: must be >= 0 (", clip, ")"));
   }
-  if (scaler == 0.0f || g.empty()) {
+  if (scaler < kMinScaler || g.empty()) {
     if (!out.empty()) std::memset(out.data(), 0, out.size());
     return absl::OkStatus();
   }
   const float scale = kDrawRange / scaler;
-  internal::KernelsFor(isa).ternarize(g.data(), g.size(), first, clip, scale, key, out.data());
+  const float limit = clip < scaler ? clip : scaler;
+  internal::KernelsFor(isa).ternarize(g.data(), g.size(), first, limit, scale, key, out.data());
   return absl::OkStatus();
 }
 

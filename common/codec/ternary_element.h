@@ -9,19 +9,22 @@
 // so a block of 128 elements uses 16 Philox outputs, one SIMD lane each: elements 16w+i and
 // 64+16w+i come from lane i's word w, which keeps vector code free of shuffles.
 //
-// Code. With clip threshold C (+inf when clipping is off) and scaler s > 0, all in float32:
-//   a   = min(|g|, C)                     (min as x < y ? x : y, like the x86 MINPS instruction)
-//   x   = min(a * (65536 / s), 65536)      (65536 / s computed once per partition)
-//   thr = (uint32)(x + 0.5)
+// Code. With clip threshold C (+inf when clipping is off) and scaler s >= 2^-100, in float32:
+//   L   = min(C, s)                       (once per partition; min as x < y ? x : y)
+//   a   = min(|g|, L)
+//   x   = a * (65536 / s)                 (65536 / s computed once per partition; x <= 65536)
+//   thr = (uint32)round_half_even(x)
 //   b   = draw < thr                      (Bernoulli with p = thr / 65536 ~ a / s)
 //   code = b ? (signbit(g) ? -1 : +1) : 0
 // so E[s * code] = sign(g) * a up to |bias| <= s * 2^-17 from the 16-bit draw (rounding to the
-// nearest 1/65536 of s). s == 0 gives all codes 0.
+// nearest 1/65536 of s). s < 2^-100 (including 0) gives all codes 0: it keeps 65536 / s finite,
+// and such a partition is zero for every practical purpose.
 //
 // Thread safety: pure functions. Usable in CUDA device code.
 #ifndef TERNPS_COMMON_CODEC_TERNARY_ELEMENT_H_
 #define TERNPS_COMMON_CODEC_TERNARY_ELEMENT_H_
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -73,11 +76,17 @@ TERNPS_HOST_DEVICE float BitsFloat(uint32_t u) {
   return f;
 }
 
-// `scale` = 65536 / s.
-TERNPS_HOST_DEVICE uint32_t TernaryThreshold(float g, float clip, float scale) {
-  const float a = MinPs(BitsFloat(FloatBits(g) & 0x7fffffffu), clip);
-  const float x = MinPs(a * scale, kDrawRange);
-  return static_cast<uint32_t>(x + 0.5f);
+// Scalers below this encode as all zeros.
+inline constexpr float kMinScaler = 0x1p-100f;
+
+// `limit` = min(C, s), `scale` = 65536 / s. Assumes the default (round-to-nearest-even) mode.
+TERNPS_HOST_DEVICE uint32_t TernaryThreshold(float g, float limit, float scale) {
+  const float a = MinPs(BitsFloat(FloatBits(g) & 0x7fffffffu), limit);
+#if defined(__CUDA_ARCH__)
+  return __float2uint_rn(__fmul_rn(a, scale));
+#else
+  return static_cast<uint32_t>(nearbyintf(a * scale));
+#endif
 }
 
 // The 2-bit wire code (0 = 0, 1 = +1, 2 = -1) of one element.

@@ -16,20 +16,19 @@ namespace ternps::testing {
 // -1, 0 or +1 for element e of g (e is the absolute index in the partition).
 inline int NaiveCode(float g, uint64_t e, float clip, float scaler, uint64_t seed, uint32_t worker,
                      uint64_t step, uint32_t partition) {
-  if (scaler == 0.0f) return 0;
+  if (scaler < 0x1p-100f) return 0;
   const uint32_t counter = static_cast<uint32_t>((e / 128) * 16 + e % 16);
   const common::Philox4x32 out =
       common::Philox4x32_10({{counter, partition, static_cast<uint32_t>(step), worker}},
                             {{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)}});
   const uint32_t word = out.v[(e / 16) % 4];
   const uint32_t draw = (e / 64) % 2 == 0 ? (word & 0xffff) : (word >> 16);
+  const float limit = clip < scaler ? clip : scaler;
   float a = std::fabs(g);
-  if (!(a < clip)) a = clip;
+  if (!(a < limit)) a = limit;
   const float scale = 65536.0f / scaler;
-  float x = a * scale;
-  if (!(x < 65536.0f)) x = 65536.0f;
-  const volatile float rounded = x + 0.5f;  // volatile: no fused multiply-add
-  const uint32_t threshold = static_cast<uint32_t>(rounded);
+  const volatile float x = a * scale;  // volatile: rounded to float before the conversion
+  const uint32_t threshold = static_cast<uint32_t>(std::nearbyint(x));
   if (draw >= threshold) return 0;
   return std::signbit(g) ? -1 : 1;
 }
