@@ -62,8 +62,11 @@ const CodecKernels& Avx512Kernels();
 const CodecKernels& KernelsFor(Isa isa);
 
 // Scalar helpers (compiled for the baseline ISA) the SIMD kernels use for heads and tails.
-void TernarizeScalar(const float* g, size_t n, uint64_t first, float clip, float scale,
+void TernarizeScalar(const float* g, size_t n, uint64_t first, float limit, float scale,
                      const TernaryKey& key, uint8_t* out);
+// Adds g[begin, n) into lanes k % kStatsLanes and folds |g| into *max_abs: the statistics of
+// the elements a SIMD loop left over, in exactly the reference's order.
+void StatsTail(const float* g, size_t begin, size_t n, StatsLanes* lanes, float* max_abs);
 // Fields [begin, end) of an INT_SUM stream of `bytes` bytes.
 uint32_t IntSumMaxFieldRange(const uint8_t* data, size_t bytes, size_t begin, size_t end, int bits);
 void DecodeIntSumAddRange(const uint8_t* data, size_t bytes, size_t begin, size_t end, int bits,

@@ -49,14 +49,6 @@ inline uint32_t SpreadBits(uint32_t x) {
   return x;
 }
 
-inline float AbsBits(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  bits &= 0x7fffffffu;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 void StatsAvx2(const float* g, size_t n, StatsLanes* lanes) {
   static_assert(kStatsLanes == 32);
   __m256d s[8], q[8];
@@ -82,23 +74,16 @@ void StatsAvx2(const float* g, size_t n, StatsLanes* lanes) {
   }
   alignas(32) float m8[8];
   _mm256_store_ps(m8, mx);
-  float max_abs = 0.0f;
-  for (float m : m8) max_abs = max_abs < m ? m : max_abs;
-  for (; k < n; ++k) {
-    const double x = g[k];
-    lanes->sum[k % kStatsLanes] += x;
-    lanes->sum_squares[k % kStatsLanes] += x * x;
-    const float a = AbsBits(g[k]);
-    max_abs = max_abs < a ? a : max_abs;
-  }
-  lanes->max_abs = max_abs;
+  lanes->max_abs = 0.0f;
+  for (float m : m8) lanes->max_abs = lanes->max_abs < m ? m : lanes->max_abs;
+  StatsTail(g, k, n, lanes, &lanes->max_abs);
 }
 
-void TernarizeAvx2(const float* g, size_t n, uint64_t first, float clip, float scale,
+void TernarizeAvx2(const float* g, size_t n, uint64_t first, float limit, float scale,
                    const TernaryKey& key, uint8_t* out) {
   size_t k = 0;
   const size_t head = first % 128 == 0 ? 0 : (n < 128 - first % 128 ? n : 128 - first % 128);
-  if (head > 0) TernarizeScalar(g, head, first, clip, scale, key, out);
+  if (head > 0) TernarizeScalar(g, head, first, limit, scale, key, out);
   k = head;
   if (k + 128 <= n) {
     __m256i rk0[kPhiloxRounds], rk1[kPhiloxRounds];
@@ -115,7 +100,7 @@ void TernarizeAvx2(const float* g, size_t n, uint64_t first, float clip, float s
     const __m256i c3 = _mm256_set1_epi32(static_cast<int>(key.worker));
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256i low16 = _mm256_set1_epi32(0xffff);
-    const __m256 clip_v = _mm256_set1_ps(clip);
+    const __m256 limit_v = _mm256_set1_ps(limit);
     const __m256 scale_v = _mm256_set1_ps(scale);
     for (; k + 128 <= n; k += 128) {
       const uint64_t e0 = first + k;
@@ -133,7 +118,7 @@ void TernarizeAvx2(const float* g, size_t n, uint64_t first, float clip, float s
             const __m256i draw =
                 h == 0 ? _mm256_and_si256(word, low16) : _mm256_srli_epi32(word, 16);
             const __m256 v = _mm256_loadu_ps(g + k + m + 8 * set);
-            const __m256 a = _mm256_min_ps(_mm256_and_ps(v, abs_mask), clip_v);
+            const __m256 a = _mm256_min_ps(_mm256_and_ps(v, abs_mask), limit_v);
             const __m256i thr = _mm256_cvttps_epi32(_mm256_round_ps(
                 _mm256_mul_ps(a, scale_v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
             // Both are below 2^17, so the signed compare is the unsigned one.
@@ -149,7 +134,7 @@ void TernarizeAvx2(const float* g, size_t n, uint64_t first, float clip, float s
       }
     }
   }
-  if (k < n) TernarizeScalar(g + k, n - k, first + k, clip, scale, key, out + k / 4);
+  if (k < n) TernarizeScalar(g + k, n - k, first + k, limit, scale, key, out + k / 4);
 }
 
 void DecodeTernaryAddAvx2(const uint8_t* data, size_t n, float scaler, float* out) {

@@ -82,26 +82,15 @@ void StatsAvx512(const float* g, size_t n, StatsLanes* lanes) {
     _mm512_storeu_pd(lanes->sum + 8 * i, sum[i]);
     _mm512_storeu_pd(lanes->sum_squares + 8 * i, sq[i]);
   }
-  float max_abs = _mm512_reduce_max_ps(mx);
-  for (; k < n; ++k) {  // tail: the same lanes, as the reference
-    const double x = g[k];
-    lanes->sum[k % kStatsLanes] += x;
-    lanes->sum_squares[k % kStatsLanes] += x * x;
-    uint32_t bits;
-    std::memcpy(&bits, g + k, 4);
-    bits &= 0x7fffffffu;
-    float a;
-    std::memcpy(&a, &bits, 4);
-    max_abs = max_abs < a ? a : max_abs;
-  }
-  lanes->max_abs = max_abs;
+  lanes->max_abs = _mm512_reduce_max_ps(mx);
+  StatsTail(g, k, n, lanes, &lanes->max_abs);
 }
 
-void TernarizeAvx512(const float* g, size_t n, uint64_t first, float clip, float scale,
+void TernarizeAvx512(const float* g, size_t n, uint64_t first, float limit, float scale,
                      const TernaryKey& key, uint8_t* out) {
   size_t k = 0;
   const size_t head = first % 128 == 0 ? 0 : (n < 128 - first % 128 ? n : 128 - first % 128);
-  if (head > 0) TernarizeScalar(g, head, first, clip, scale, key, out);
+  if (head > 0) TernarizeScalar(g, head, first, limit, scale, key, out);
   k = head;
   if (k + 128 <= n) {
     __m512i rk0[kPhiloxRounds], rk1[kPhiloxRounds];
@@ -117,7 +106,7 @@ void TernarizeAvx512(const float* g, size_t n, uint64_t first, float clip, float
     const __m512i c2 = _mm512_set1_epi64(static_cast<uint32_t>(key.step));
     const __m512i c3 = _mm512_set1_epi64(key.worker);
     const __m512i low16 = _mm512_set1_epi32(0xffff);
-    const __m512 clip_v = _mm512_set1_ps(clip);
+    const __m512 limit_v = _mm512_set1_ps(limit);
     const __m512 scale_v = _mm512_set1_ps(scale);
     for (; k + 128 <= n; k += 128) {
       const uint64_t e0 = first + k;
@@ -133,7 +122,7 @@ void TernarizeAvx512(const float* g, size_t n, uint64_t first, float clip, float
                 h == 0 ? _mm512_and_si512(p.x[w + j], low16) : _mm512_srli_epi32(p.x[w + j], 16);
             const __m512 v = _mm512_loadu_ps(g + k + m);
             // VRANGEPS imm 0b1010: the smaller absolute value, sign cleared = min(|v|, limit).
-            const __m512 a = _mm512_range_ps(v, clip_v, 0x0A);
+            const __m512 a = _mm512_range_ps(v, limit_v, 0x0A);
             const __m512i thr = _mm512_cvt_roundps_epi32(
                 _mm512_mul_ps(a, scale_v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             const __mmask16 b = _mm512_cmplt_epu32_mask(draw, thr);
@@ -148,7 +137,7 @@ void TernarizeAvx512(const float* g, size_t n, uint64_t first, float clip, float
       }
     }
   }
-  if (k < n) TernarizeScalar(g + k, n - k, first + k, clip, scale, key, out + k / 4);
+  if (k < n) TernarizeScalar(g + k, n - k, first + k, limit, scale, key, out + k / 4);
 }
 
 void DecodeTernaryAddAvx512(const uint8_t* data, size_t n, float scaler, float* out) {

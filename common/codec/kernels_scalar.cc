@@ -11,15 +11,8 @@ namespace {
 
 void StatsScalar(const float* g, size_t n, StatsLanes* lanes) {
   for (int l = 0; l < kStatsLanes; ++l) lanes->sum[l] = lanes->sum_squares[l] = 0.0;
-  float max_abs = 0.0f;
-  for (size_t k = 0; k < n; ++k) {
-    const double x = g[k];
-    lanes->sum[k % kStatsLanes] += x;
-    lanes->sum_squares[k % kStatsLanes] += x * x;  // exact: a float squared fits a double
-    const float a = BitsFloat(FloatBits(g[k]) & 0x7fffffffu);
-    max_abs = max_abs < a ? a : max_abs;
-  }
-  lanes->max_abs = max_abs;
+  lanes->max_abs = 0.0f;
+  StatsTail(g, 0, n, lanes, &lanes->max_abs);
 }
 
 void DecodeTernaryAddScalar(const uint8_t* data, size_t n, float scaler, float* out) {
@@ -59,6 +52,18 @@ void DecodeIntSumAddScalar(const uint8_t* data, size_t n, int bits, int contribu
 
 }  // namespace
 
+void StatsTail(const float* g, size_t begin, size_t n, StatsLanes* lanes, float* max_abs) {
+  float m = *max_abs;
+  for (size_t k = begin; k < n; ++k) {
+    const double x = g[k];
+    lanes->sum[k % kStatsLanes] += x;
+    lanes->sum_squares[k % kStatsLanes] += x * x;  // exact: a float squared fits a double
+    const float a = BitsFloat(FloatBits(g[k]) & 0x7fffffffu);
+    m = m < a ? a : m;
+  }
+  *max_abs = m;
+}
+
 uint32_t IntSumMaxFieldRange(const uint8_t* data, size_t bytes, size_t begin, size_t end,
                              int bits) {
   uint32_t max_field = 0;
@@ -77,7 +82,7 @@ void DecodeIntSumAddRange(const uint8_t* data, size_t bytes, size_t begin, size_
   }
 }
 
-void TernarizeScalar(const float* g, size_t n, uint64_t first, float clip, float scale,
+void TernarizeScalar(const float* g, size_t n, uint64_t first, float limit, float scale,
                      const TernaryKey& key, uint8_t* out) {
   std::memset(out, 0, (n + 3) / 4);
   uint64_t cached_counter = ~0ull;
@@ -90,7 +95,7 @@ void TernarizeScalar(const float* g, size_t n, uint64_t first, float clip, float
       cached_counter = counter;
     }
     const uint32_t code =
-        TernaryCode(g[k], TernaryThreshold(g[k], clip, scale), TernaryDraw(block, e));
+        TernaryCode(g[k], TernaryThreshold(g[k], limit, scale), TernaryDraw(block, e));
     out[k >> 2] |= static_cast<uint8_t>(code << (2 * (k & 3)));
   }
 }
@@ -99,12 +104,12 @@ namespace {
 
 // Natural element order visits the 16 lanes of a 128-element block in turn, so the reference
 // computes a whole block's 16 Philox outputs at once instead of re-deriving them per element.
-void TernarizeScalarBlocked(const float* g, size_t n, uint64_t first, float clip, float scale,
+void TernarizeScalarBlocked(const float* g, size_t n, uint64_t first, float limit, float scale,
                             const TernaryKey& key, uint8_t* out) {
   size_t k = 0;
   // Head up to a 128-element boundary of the partition, and any tail, element by element.
   const size_t head = first % 128 == 0 ? 0 : std::min<size_t>(n, 128 - first % 128);
-  if (head > 0) TernarizeScalar(g, head, first, clip, scale, key, out);
+  if (head > 0) TernarizeScalar(g, head, first, limit, scale, key, out);
   k = head;
   for (; k + 128 <= n; k += 128) {
     const uint64_t e0 = first + k;
@@ -114,11 +119,11 @@ void TernarizeScalarBlocked(const float* g, size_t n, uint64_t first, float clip
     std::memset(o, 0, 32);
     for (int m = 0; m < 128; ++m) {
       const uint32_t draw = TernaryDraw(blocks[m & 15], e0 + m);
-      const uint32_t code = TernaryCode(g[k + m], TernaryThreshold(g[k + m], clip, scale), draw);
+      const uint32_t code = TernaryCode(g[k + m], TernaryThreshold(g[k + m], limit, scale), draw);
       o[m >> 2] |= static_cast<uint8_t>(code << (2 * (m & 3)));
     }
   }
-  if (k < n) TernarizeScalar(g + k, n - k, first + k, clip, scale, key, out + k / 4);
+  if (k < n) TernarizeScalar(g + k, n - k, first + k, limit, scale, key, out + k / 4);
 }
 
 }  // namespace

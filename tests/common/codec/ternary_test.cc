@@ -107,6 +107,26 @@ TEST(TernaryTest, ZeroPartitionHasZeroScalerAndCodes) {
   for (uint8_t b : packed) ASSERT_EQ(b, 0);
 }
 
+TEST(TernaryTest, TinyScalerEncodesAsZeros) {
+  // Below kMinScaler, 65536 / s would overflow to infinity (and 0 * inf is NaN): such partitions
+  // are sent as all zeros on every ISA instead of as garbage codes.
+  const std::vector<float> g = {1e-36f, -1e-36f, 0.0f, 5e-37f, 1e-36f};
+  for (Isa isa : SupportedIsas()) {
+    std::vector<uint8_t> packed(TernaryBytes(g.size()), 0xff);
+    ASSERT_TRUE(Ternarize(g, std::numeric_limits<float>::infinity(), 1e-36f, {},
+                          absl::MakeSpan(packed), 0, isa)
+                    .ok());
+    for (uint8_t b : packed) EXPECT_EQ(b, 0) << IsaName(isa);
+  }
+  // Just above it, the codes are live again.
+  const std::vector<float> h(64, 0x1p-99f);
+  std::vector<uint8_t> packed(TernaryBytes(h.size()));
+  ASSERT_TRUE(
+      Ternarize(h, std::numeric_limits<float>::infinity(), 0x1p-99f, {}, absl::MakeSpan(packed))
+          .ok());
+  for (uint8_t b : packed) EXPECT_EQ(b, 0x55) << "|g| == s must give +1 with certainty";
+}
+
 TEST(TernaryTest, NonFiniteGradientIsRejected) {
   for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                     -std::numeric_limits<float>::infinity()}) {
