@@ -191,59 +191,117 @@ bool HasInvalidTernaryCodeAvx512(const uint8_t* data, size_t bytes) {
   return _mm512_test_epi64_mask(bad, bad) != 0 || tail != 0;
 }
 
-// Byte-permute indices and shifts that pull 16 consecutive `bits`-wide fields out of a 64-byte
-// window starting at the byte where the first of them starts (16 * bits is a whole byte count).
+// Byte-permute indices and shifts that pull 512 / kLaneBits consecutive `bits`-wide fields out
+// of a 64-byte window starting at the byte where the first of them starts, one field per lane.
+// 32-bit lanes take any bits <= 16; 16-bit lanes (twice the fields per permute) take bits <= 9,
+// where a field plus its bit offset fits in two bytes: the common N <= 255 payloads.
+template <int kLaneBits>
 struct FieldLayout {
+  static constexpr int kLanes = 512 / kLaneBits;
   __m512i index;
   __m512i shift;
   __m512i mask;
-  size_t group_bytes;  // 2 * bits
+  size_t group_bytes;  // kLanes * bits / 8
 };
 
-FieldLayout MakeFieldLayout(int bits) {
+template <int kLaneBits>
+FieldLayout<kLaneBits> MakeFieldLayout(int bits) {
+  constexpr int kLaneBytes = kLaneBits / 8;
   alignas(64) uint8_t index[64];
-  alignas(64) uint32_t shift[16];
-  for (int i = 0; i < 16; ++i) {
+  alignas(64) uint8_t shift[64] = {};  // little-endian lanes; a shift (< 8) fits the low byte
+  for (int i = 0; i < FieldLayout<kLaneBits>::kLanes; ++i) {
     const int bit = i * bits;
-    for (int j = 0; j < 4; ++j) index[4 * i + j] = static_cast<uint8_t>((bit >> 3) + j);
-    shift[i] = static_cast<uint32_t>(bit & 7);
+    for (int j = 0; j < kLaneBytes; ++j) {
+      index[kLaneBytes * i + j] = static_cast<uint8_t>((bit >> 3) + j);
+    }
+    shift[kLaneBytes * i] = static_cast<uint8_t>(bit & 7);
   }
-  return FieldLayout{_mm512_load_si512(index), _mm512_load_si512(shift),
-                     _mm512_set1_epi32(static_cast<int>((1u << bits) - 1u)),
-                     static_cast<size_t>(2 * bits)};
+  const uint32_t mask = (1u << bits) - 1u;
+  return FieldLayout<kLaneBits>{_mm512_load_si512(index), _mm512_load_si512(shift),
+                                kLaneBits == 32 ? _mm512_set1_epi32(static_cast<int>(mask))
+                                                : _mm512_set1_epi16(static_cast<short>(mask)),
+                                static_cast<size_t>(FieldLayout<kLaneBits>::kLanes * bits / 8)};
 }
 
-inline __m512i ExtractFields(const uint8_t* group, const FieldLayout& layout) {
+template <int kLaneBits>
+inline __m512i ExtractFields(const uint8_t* group, const FieldLayout<kLaneBits>& layout) {
   const __m512i window = _mm512_loadu_si512(group);
   const __m512i gathered = _mm512_permutexvar_epi8(layout.index, window);
-  return _mm512_and_si512(_mm512_srlv_epi32(gathered, layout.shift), layout.mask);
+  const __m512i shifted = kLaneBits == 32 ? _mm512_srlv_epi32(gathered, layout.shift)
+                                          : _mm512_srlv_epi16(gathered, layout.shift);
+  return _mm512_and_si512(shifted, layout.mask);
 }
+
+inline constexpr int kMaxBits16 = 9;
 
 uint32_t IntSumMaxFieldAvx512(const uint8_t* data, size_t n, int bits) {
   const size_t bytes = (n * bits + 7) / 8;
-  const FieldLayout layout = MakeFieldLayout(bits);
-  __m512i mx = _mm512_setzero_si512();
   size_t k = 0;
+  uint32_t simd_max = 0;
   // A group's 64-byte window must stay inside the payload.
-  for (; k + 16 <= n && (k / 16) * layout.group_bytes + 64 <= bytes; k += 16) {
-    mx = _mm512_max_epu32(mx, ExtractFields(data + (k / 16) * layout.group_bytes, layout));
+  if (bits == 4) {  // N = 4..7, the common world sizes: 128 nibbles per load
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    __m512i mx = _mm512_setzero_si512();
+    for (; k + 128 <= n; k += 128) {
+      const __m512i v = _mm512_loadu_si512(data + k / 2);
+      mx = _mm512_max_epu8(mx, _mm512_max_epu8(_mm512_and_si512(v, low),
+                                               _mm512_and_si512(_mm512_srli_epi16(v, 4), low)));
+    }
+    const __m256i half =
+        _mm256_max_epu8(_mm512_castsi512_si256(mx), _mm512_extracti64x4_epi64(mx, 1));
+    const __m128i quarter =
+        _mm_max_epu8(_mm256_castsi256_si128(half), _mm256_extracti128_si256(half, 1));
+    simd_max = _mm512_reduce_max_epu32(_mm512_cvtepu8_epi32(quarter));
+  } else if (bits <= kMaxBits16) {
+    const FieldLayout<16> layout = MakeFieldLayout<16>(bits);
+    __m512i mx0 = _mm512_setzero_si512();
+    __m512i mx1 = _mm512_setzero_si512();
+    for (; k + 64 <= n && (k / 32 + 1) * layout.group_bytes + 64 <= bytes; k += 64) {
+      const uint8_t* group = data + (k / 32) * layout.group_bytes;
+      mx0 = _mm512_max_epu16(mx0, ExtractFields(group, layout));
+      mx1 = _mm512_max_epu16(mx1, ExtractFields(group + layout.group_bytes, layout));
+    }
+    const __m512i mx = _mm512_max_epu16(mx0, mx1);
+    const __m256i half =
+        _mm256_max_epu16(_mm512_castsi512_si256(mx), _mm512_extracti64x4_epi64(mx, 1));
+    simd_max = _mm512_reduce_max_epu32(_mm512_cvtepu16_epi32(half));
+  } else {
+    const FieldLayout<32> layout = MakeFieldLayout<32>(bits);
+    __m512i mx = _mm512_setzero_si512();
+    for (; k + 16 <= n && (k / 16) * layout.group_bytes + 64 <= bytes; k += 16) {
+      mx = _mm512_max_epu32(mx, ExtractFields(data + (k / 16) * layout.group_bytes, layout));
+    }
+    simd_max = _mm512_reduce_max_epu32(mx);
   }
-  const uint32_t simd_max = _mm512_reduce_max_epu32(mx);
   const uint32_t tail_max = k < n ? IntSumMaxFieldRange(data, bytes, k, n, bits) : 0;
   return simd_max > tail_max ? simd_max : tail_max;
+}
+
+inline void AddScaled(__m512i fields32, __m512i offset, __m512 scale, float* out) {
+  const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(fields32, offset)), scale);
+  _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), v));
 }
 
 void DecodeIntSumAddAvx512(const uint8_t* data, size_t n, int bits, int contributors, float scale,
                            float* out) {
   const size_t bytes = (n * bits + 7) / 8;
-  const FieldLayout layout = MakeFieldLayout(bits);
   const __m512i offset = _mm512_set1_epi32(contributors);
   const __m512 scale_v = _mm512_set1_ps(scale);
   size_t k = 0;
-  for (; k + 16 <= n && (k / 16) * layout.group_bytes + 64 <= bytes; k += 16) {
-    const __m512i fields = ExtractFields(data + (k / 16) * layout.group_bytes, layout);
-    const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(fields, offset)), scale_v);
-    _mm512_storeu_ps(out + k, _mm512_add_ps(_mm512_loadu_ps(out + k), v));
+  if (bits <= kMaxBits16) {
+    const FieldLayout<16> layout = MakeFieldLayout<16>(bits);
+    for (; k + 32 <= n && (k / 32) * layout.group_bytes + 64 <= bytes; k += 32) {
+      const __m512i fields = ExtractFields(data + (k / 32) * layout.group_bytes, layout);
+      AddScaled(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(fields)), offset, scale_v, out + k);
+      AddScaled(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(fields, 1)), offset, scale_v,
+                out + k + 16);
+    }
+  } else {
+    const FieldLayout<32> layout = MakeFieldLayout<32>(bits);
+    for (; k + 16 <= n && (k / 16) * layout.group_bytes + 64 <= bytes; k += 16) {
+      AddScaled(ExtractFields(data + (k / 16) * layout.group_bytes, layout), offset, scale_v,
+                out + k);
+    }
   }
   if (k < n) DecodeIntSumAddRange(data, bytes, k, n, bits, contributors, scale, out);
 }

@@ -84,7 +84,7 @@ TEST(MalformedTest, TernaryPayloads) {
 
 TEST(MalformedTest, IntSumPayloads) {
   for (Isa isa : SupportedIsas()) {
-    for (int contributors : {1, 4, 8, 100}) {
+    for (int contributors : {1, 4, 5, 8, 100, 200, 300}) {
       for (size_t n : {1, 7, 1000, 4099}) {
         SCOPED_TRACE(testing::Message() << IsaName(isa) << " N " << contributors << " n " << n);
         std::vector<int16_t> sums(n, 0);
@@ -98,14 +98,16 @@ TEST(MalformedTest, IntSumPayloads) {
         ExpectRejected(n, "data: ", decode(longer, contributors, 1.0f));
         std::vector<uint8_t> shorter(good.begin(), good.end() - 1);
         ExpectRejected(n, "data: ", decode(shorter, contributors, 1.0f));
-        // A field above 2N at the first, a middle and the last element: set all its bits.
+        // The smallest invalid field, 2N + 1, at the first, a middle and the last element.
         const int bits = IntSumBits(contributors);
-        if ((1 << bits) - 1 > 2 * contributors) {
+        const unsigned invalid = 2u * static_cast<unsigned>(contributors) + 1u;
+        if (invalid < (1u << bits)) {
           for (size_t k : {size_t{0}, n / 2, n - 1}) {
             std::vector<uint8_t> bad = good;
             for (int b = 0; b < bits; ++b) {
               const size_t bit = k * bits + b;
-              bad[bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
+              const auto mask = static_cast<uint8_t>(1u << (bit % 8));
+              bad[bit / 8] = ((invalid >> b) & 1u) ? (bad[bit / 8] | mask) : (bad[bit / 8] & ~mask);
             }
             ExpectRejected(n, "element " + std::to_string(k) + " has field",
                            decode(bad, contributors, 1.0f));

@@ -111,7 +111,7 @@ TEST(SimdTest, DecodersAreBitIdentical) {
       ASSERT_TRUE(AddTernaryCodes(packed, absl::MakeSpan(sb), isa).ok());
       ASSERT_EQ(sa, sb) << IsaName(isa) << " n " << n;
 
-      for (int contributors : {1, 2, 4, 8, 31, 300, 32767}) {
+      for (int contributors : {1, 2, 4, 7, 8, 31, 200, 300, 32767}) {
         std::vector<int16_t> sums(n);
         for (int16_t& s : sums) {
           s = static_cast<int16_t>(static_cast<int>(rng() % (2 * contributors + 1)) - contributors);
