@@ -28,7 +28,8 @@ done
 # shellcheck source=deploy/local/packages.sh
 source "${ROOT}/deploy/local/packages.sh"
 if [[ "${INSTALL}" == 1 ]]; then
-  ternps_install_packages "${TERNPS_BUILD_PACKAGES[@]}" "${TERNPS_TEST_PACKAGES[@]}"
+  ternps_install_packages "${TERNPS_BUILD_PACKAGES[@]}" "${TERNPS_RUN_PACKAGES[@]}" \
+    "${TERNPS_TEST_PACKAGES[@]}"
 fi
 
 echo "== configure (${BUILD_DIR})"

@@ -4,7 +4,10 @@
 TERNPS_BUILD_PACKAGES=(
   build-essential cmake pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev prometheus-cpp-dev libssl-dev zlib1g-dev
+  libabsl-dev prometheus-cpp-dev libssl-dev zlib1g-dev libjemalloc-dev libopenblas-dev
+)
+TERNPS_RUN_PACKAGES=(
+  dataset-fashion-mnist
 )
 TERNPS_TEST_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev clang-format

@@ -1,0 +1,276 @@
+#include "server/aggregator.h"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "common/codec/fp32.h"
+#include "common/codec/int_sum.h"
+#include "common/codec/ternary.h"
+#include "common/util/check.h"
+
+namespace ternps::server {
+
+using ternps::v1::PartitionPayload;
+
+PartitionAggregator::PartitionAggregator(const PartitionConfig& config) : config_(config) {}
+
+absl::Status PartitionAggregator::CheckStep(uint64_t step, absl::string_view field) const {
+  const uint64_t base = base_step();
+  if (step < base) {
+    return absl::FailedPreconditionError(absl::StrCat("step: ", step, " is already complete for ",
+                                                      field, " (partition ", config_.id,
+                                                      " is at step ", base, ")"));
+  }
+  if (step > base + 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("step: ", step, " is too far ahead for ", field, " (partition ", config_.id,
+                     " is at step ", base, "; at most one step ahead is accepted)"));
+  }
+  return absl::OkStatus();
+}
+
+PartitionAggregator::Slot& PartitionAggregator::SlotFor(uint64_t step, uint32_t world_size) {
+  Slot& slot = slots_[step % 2];
+  if (slot.active) {
+    TERNPS_CHECK(slot.step == step, "partition ", config_.id, ": slot of step ", slot.step,
+                 " reused for step ", step);
+    return slot;
+  }
+  slot.active = true;
+  slot.step = step;
+  slot.deadline = absl::Now() + config_.step_timeout;
+  slot.offered.assign(RankWords(world_size), 0);
+  slot.pushed.assign(RankWords(world_size), 0);
+  slot.shared_scaler = 0.0f;
+  slot.scalers_done = !sharing();
+  slot.pushes = 0;
+  return slot;
+}
+
+absl::Status PartitionAggregator::CheckOffer(uint32_t rank, uint64_t step,
+                                             absl::string_view field) {
+  if (!sharing()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        field, ": partition ", config_.id, " does not use scaler sharing (FP32 or no sharing)"));
+  }
+  if (absl::Status st = CheckStep(step, field); !st.ok()) return st;
+  const Slot& slot = slots_[step % 2];
+  if (slot.active && slot.step == step && TestRank(slot.offered, rank)) {
+    return absl::AlreadyExistsError(absl::StrCat(field, ": worker_rank ", rank,
+                                                 " already offered its scaler of partition ",
+                                                 config_.id, " for step ", step));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PartitionAggregator::CheckPush(uint32_t rank, uint64_t step,
+                                            const PartitionPayload& payload,
+                                            absl::string_view field) {
+  if (absl::Status st = CheckStep(step, field); !st.ok()) return st;
+  const Slot& slot = slots_[step % 2];
+  const bool current = slot.active && slot.step == step;
+  if (current && TestRank(slot.pushed, rank)) {
+    return absl::AlreadyExistsError(absl::StrCat(field, ": worker_rank ", rank,
+                                                 " already pushed partition ", config_.id,
+                                                 " for step ", step));
+  }
+  if (sharing()) {
+    if (!current || !slot.scalers_done) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(field, ": the shared scaler of partition ", config_.id, " for step ", step,
+                       " is not settled yet; call ShareScalers and wait for its answer first"));
+    }
+    if (payload.scaler() != slot.shared_scaler) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".scaler: ", payload.scaler(), " differs from the shared scaler ",
+                       slot.shared_scaler, " of partition ", config_.id, " for step ", step));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void PartitionAggregator::Offer(uint32_t rank, uint64_t step, float scaler,
+                                std::shared_ptr<PendingCall<ternps::v1::ShareScalersResponse>> call,
+                                int index, const MembershipView& view, Finisher& finisher) {
+  Slot& slot = SlotFor(step, view.world_size);
+  SetRank(slot.offered, rank);
+  if (slot.scalers_done) {  // a rank readmitted after the others settled: take the settled one
+    ternps::v1::ShareScalersResponse* r = call->response();
+    r->set_shared_scalers(index, slot.shared_scaler);
+    r->set_contributors(static_cast<uint32_t>(CountRanks(slot.offered)));
+    finisher.PartDone(std::move(call));
+    return;
+  }
+  slot.shared_scaler = std::max(slot.shared_scaler, scaler);
+  slot.scaler_waiters.push_back({std::move(call), index});
+  TryComplete(view, finisher, nullptr);
+}
+
+void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PartitionPayload& payload,
+                               std::shared_ptr<PendingCall<ternps::v1::PushPullResponse>> call,
+                               int index, const MembershipView& view, Finisher& finisher,
+                               std::vector<CompletionStats>* completed) {
+  Slot& slot = SlotFor(step, view.world_size);
+  const size_t n = config_.elements;
+  const auto data = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload.data().data()),
+                                        payload.data().size());
+  absl::Status st;
+  if (slot.pushes == 0) {
+    slot.first_push = absl::Now();
+    if (config_.kind == AggregationKind::kIntSum) {
+      slot.int_sums.assign(n, 0);
+    } else {
+      slot.float_sums.assign(n, 0.0f);
+    }
+  }
+  switch (config_.kind) {
+    case AggregationKind::kIntSum:
+      st = common::AddTernaryCodes(data, absl::MakeSpan(slot.int_sums));
+      break;
+    case AggregationKind::kTernaryFloat:
+      st = common::DecodeTernaryAdd(data, payload.scaler(), absl::MakeSpan(slot.float_sums));
+      break;
+    case AggregationKind::kFp32:
+      st = common::DecodeFp32Add(data, absl::MakeSpan(slot.float_sums));
+      break;
+  }
+  // The caller validated the payload; a failure here is a bug, not bad input.
+  TERNPS_CHECK(st.ok(), "partition ", config_.id,
+               ": validated payload failed to apply: ", st.ToString());
+  SetRank(slot.pushed, rank);
+  ++slot.pushes;
+  slot.push_waiters.push_back({std::move(call), index});
+  TryComplete(view, finisher, completed);
+}
+
+void PartitionAggregator::Recheck(const MembershipView& view, Finisher& finisher,
+                                  std::vector<CompletionStats>* completed) {
+  TryComplete(view, finisher, completed);
+}
+
+void PartitionAggregator::TryComplete(const MembershipView& view, Finisher& finisher,
+                                      std::vector<CompletionStats>* completed) {
+  // Steps complete in order: the base step first, then possibly the next one.
+  for (int round = 0; round < 2; ++round) {
+    const uint64_t base = base_step();
+    Slot& slot = slots_[base % 2];
+    if (!slot.active || slot.step != base) return;
+    if (!slot.scalers_done) {
+      if (slot.scaler_waiters.empty() || !view.AllRequiredIn(base, slot.offered)) return;
+      slot.scalers_done = true;
+      slot.deadline = absl::Now() + config_.step_timeout;  // the push phase starts now
+      const auto contributors = static_cast<uint32_t>(CountRanks(slot.offered));
+      for (ScalerWaiter& w : slot.scaler_waiters) {
+        ternps::v1::ShareScalersResponse* r = w.call->response();
+        r->set_shared_scalers(w.index, slot.shared_scaler);
+        // Several partitions answer one call: report the smallest number of contributors.
+        if (r->contributors() == 0 || contributors < r->contributors()) {
+          r->set_contributors(contributors);
+        }
+        finisher.PartDone(std::move(w.call));
+      }
+      slot.scaler_waiters.clear();
+    }
+    if (slot.pushes == 0 || !view.AllRequiredIn(base, slot.pushed)) return;
+    const CompletionStats stats = Complete(slot, finisher);
+    if (completed != nullptr) completed->push_back(stats);
+    slot.active = false;
+    slot.deadline = absl::InfiniteFuture();
+    base_step_.store(base + 1, std::memory_order_release);
+  }
+}
+
+CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
+  const absl::Time start = absl::Now();
+  const size_t n = config_.elements;
+  const int contributors = slot.pushes;
+  PartitionPayload average;
+  average.set_partition_id(config_.id);
+  average.set_elements(config_.elements);
+  average.set_contributors(static_cast<uint32_t>(contributors));
+  std::string& bytes = *average.mutable_data();
+  absl::Status st;
+  if (config_.kind == AggregationKind::kIntSum) {
+    average.set_encoding(ternps::v1::INT_SUM);
+    average.set_scaler(slot.shared_scaler);
+    bytes.resize(common::IntSumBytes(n, contributors));
+    st = common::EncodeIntSum(
+        slot.int_sums, contributors,
+        absl::MakeSpan(reinterpret_cast<uint8_t*>(bytes.data()), bytes.size()));
+  } else {
+    const float divisor = static_cast<float>(contributors);
+    for (float& v : slot.float_sums) v /= divisor;
+    if (config_.kind == AggregationKind::kTernaryFloat &&
+        config_.downlink == ternps::v1::TERNARY_2BIT) {
+      average.set_encoding(ternps::v1::TERNARY_2BIT);
+      bytes.resize(common::TernaryBytes(n));
+      const common::TernaryKey key{config_.seed, kShardStreamWorker, slot.step, config_.id};
+      absl::StatusOr<float> scaler = common::EncodeTernary(
+          slot.float_sums, /*clip_sigmas=*/0.0f, key,
+          absl::MakeSpan(reinterpret_cast<uint8_t*>(bytes.data()), bytes.size()));
+      st = scaler.status();
+      if (scaler.ok()) average.set_scaler(*scaler);
+    } else {
+      average.set_encoding(ternps::v1::FP32);
+      bytes.resize(common::Fp32Bytes(n));
+      st = common::EncodeFp32(
+          slot.float_sums, absl::MakeSpan(reinterpret_cast<uint8_t*>(bytes.data()), bytes.size()));
+    }
+  }
+  // Sums of validated pushes are always encodable (|sum| <= pushes, finite averages).
+  TERNPS_CHECK(st.ok(), "partition ", config_.id, ": encoding the average failed: ", st.ToString());
+  CompletionStats stats;
+  stats.aggregate = absl::Now() - start;
+  stats.straggler_wait = absl::Now() - slot.first_push;
+  for (PushWaiter& w : slot.push_waiters) {
+    *w.call->response()->mutable_averages(w.index) = average;
+    stats.sent_bytes += bytes.size();
+    finisher.PartDone(std::move(w.call));
+  }
+  slot.push_waiters.clear();
+  return stats;
+}
+
+void PartitionAggregator::CollectExpired(absl::Time now, const MembershipView& view,
+                                         std::vector<uint32_t>* missing) {
+  for (Slot& slot : slots_) {
+    if (!slot.active || slot.deadline > now) continue;
+    const RankBits required = view.Required(slot.step);
+    const RankBits& have = slot.scalers_done ? slot.pushed : slot.offered;
+    for (uint32_t r = 0; r < view.world_size; ++r) {
+      if (TestRank(required, r) && !TestRank(have, r)) missing->push_back(r);
+    }
+    // Whoever is missing gets dropped; the step completes with the rest at the next Recheck.
+    slot.deadline = now + config_.step_timeout;
+  }
+}
+
+void PartitionAggregator::FailAll(const absl::Status& status, Finisher& finisher) {
+  for (Slot& slot : slots_) {
+    for (ScalerWaiter& w : slot.scaler_waiters) {
+      w.call->Fail(status);
+      finisher.PartDone(std::move(w.call));
+    }
+    for (PushWaiter& w : slot.push_waiters) {
+      w.call->Fail(status);
+      finisher.PartDone(std::move(w.call));
+    }
+    slot.scaler_waiters.clear();
+    slot.push_waiters.clear();
+    slot.active = false;
+  }
+}
+
+size_t PartitionAggregator::BufferBytes() const {
+  size_t bytes = 0;
+  for (const Slot& slot : slots_) {
+    bytes +=
+        slot.int_sums.capacity() * sizeof(int16_t) + slot.float_sums.capacity() * sizeof(float);
+  }
+  return bytes;
+}
+
+}  // namespace ternps::server

@@ -1,0 +1,143 @@
+// The aggregation state of one partition on its shard: the scaler exchange and the sum of the
+// pushes of the oldest incomplete step and the one after it (a worker done with step t may push
+// t+1 while others still read t), so memory stays O(2 x partition).
+//
+// Per step, a partition collects one offer (ShareScalers, with scaler sharing) and one push
+// (PushPull) from every rank the membership requires at that step, then answers every waiting
+// call and frees the step:
+//   - kIntSum (TERNARY_2BIT with scaler sharing): int16 sums of the codes, answered as INT_SUM
+//     with the shared scaler; exact, independent of arrival order.
+//   - kTernaryFloat (TERNARY_2BIT without sharing): float32 sum of scaler_i * code_i in arrival
+//     order, answered as FP32 or re-ternarized (the shard's own random stream).
+//   - kFp32: float32 sum in arrival order, answered as FP32.
+// The average is sum / contributors in float32 (contributors = pushes included).
+//
+// The caller validates payloads before handing them over (so applying cannot fail) and holds
+// mu() around every call (several aggregators are locked in ascending id order by one push).
+// Thread-compatible under mu().
+#ifndef TERNPS_SERVER_AGGREGATOR_H_
+#define TERNPS_SERVER_AGGREGATOR_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/codec/ternary_element.h"
+#include "server/membership.h"
+#include "server/pending_call.h"
+#include "ternps/v1/ternps.pb.h"
+
+namespace ternps::server {
+
+// The worker id of the shard's own random stream (re-ternarized averages).
+inline constexpr uint32_t kShardStreamWorker = 0xFFFFFFFFu;
+
+enum class AggregationKind { kIntSum, kTernaryFloat, kFp32 };
+
+struct PartitionConfig {
+  uint32_t id = 0;
+  uint32_t elements = 0;
+  AggregationKind kind = AggregationKind::kFp32;
+  ternps::v1::Encoding downlink = ternps::v1::FP32;  // kTernaryFloat only
+  uint64_t seed = 0;
+  absl::Duration step_timeout = absl::Seconds(60);
+};
+
+// Figures of one completed step of a partition, for metrics and status.
+struct CompletionStats {
+  uint64_t sent_bytes = 0;
+  absl::Duration straggler_wait;  // first push to last push
+  absl::Duration aggregate;       // time to encode the average
+};
+
+class PartitionAggregator {
+ public:
+  explicit PartitionAggregator(const PartitionConfig& config);
+
+  const PartitionConfig& config() const { return config_; }
+  absl::Mutex& mu() ABSL_LOCK_RETURNED(mu_) { return mu_; }
+  // The oldest incomplete step. Readable without the lock.
+  uint64_t base_step() const { return base_step_.load(std::memory_order_acquire); }
+
+  // OK if `rank` may offer (scalers) or push at `step` now: FAILED_PRECONDITION for a step
+  // outside [base, base + 1] or, for a push under sharing, before the scalers are shared;
+  // ALREADY_EXISTS for a repeat. `field` prefixes the messages ("partitions[2]").
+  absl::Status CheckOffer(uint32_t rank, uint64_t step, absl::string_view field)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckPush(uint32_t rank, uint64_t step, const ternps::v1::PartitionPayload& payload,
+                         absl::string_view field) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Records an offer / a push that passed the checks above; the call's part `index` is answered
+  // when the step completes.
+  void Offer(uint32_t rank, uint64_t step, float scaler,
+             std::shared_ptr<PendingCall<ternps::v1::ShareScalersResponse>> call, int index,
+             const MembershipView& view, Finisher& finisher) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Push(uint32_t rank, uint64_t step, const ternps::v1::PartitionPayload& payload,
+            std::shared_ptr<PendingCall<ternps::v1::PushPullResponse>> call, int index,
+            const MembershipView& view, Finisher& finisher, std::vector<CompletionStats>* completed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Completes whatever the (changed) membership no longer waits for.
+  void Recheck(const MembershipView& view, Finisher& finisher,
+               std::vector<CompletionStats>* completed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds to `missing` the ranks an expired step (deadline before `now`) still waits for.
+  void CollectExpired(absl::Time now, const MembershipView& view, std::vector<uint32_t>* missing)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fails every waiting call with `status` and forgets both steps (shutdown, job removed).
+  void FailAll(const absl::Status& status, Finisher& finisher) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Bytes of live aggregation buffers (for status and the RSS budget).
+  size_t BufferBytes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+ private:
+  struct ScalerWaiter {
+    std::shared_ptr<PendingCall<ternps::v1::ShareScalersResponse>> call;
+    int index;
+  };
+  struct PushWaiter {
+    std::shared_ptr<PendingCall<ternps::v1::PushPullResponse>> call;
+    int index;
+  };
+  struct Slot {
+    bool active = false;
+    uint64_t step = 0;
+    absl::Time deadline = absl::InfiniteFuture();
+    RankBits offered;
+    float shared_scaler = 0.0f;
+    bool scalers_done = false;
+    std::vector<ScalerWaiter> scaler_waiters;
+    RankBits pushed;
+    int pushes = 0;
+    absl::Time first_push;
+    std::vector<int16_t> int_sums;  // kIntSum; capacity kept across steps
+    std::vector<float> float_sums;  // otherwise
+    std::vector<PushWaiter> push_waiters;
+  };
+
+  bool sharing() const { return config_.kind == AggregationKind::kIntSum; }
+  absl::Status CheckStep(uint64_t step, absl::string_view field) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The slot of `step` (in [base, base + 1]), activated if idle.
+  Slot& SlotFor(uint64_t step, uint32_t world_size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TryComplete(const MembershipView& view, Finisher& finisher,
+                   std::vector<CompletionStats>* completed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Encodes the average of a complete slot into `payload` (without data ownership games: the
+  // encoded bytes are copied to every waiter).
+  CompletionStats Complete(Slot& slot, Finisher& finisher) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const PartitionConfig config_;
+  absl::Mutex mu_;
+  std::atomic<uint64_t> base_step_{0};
+  Slot slots_[2] ABSL_GUARDED_BY(mu_);  // slot of step s: s % 2
+};
+
+}  // namespace ternps::server
+
+#endif  // TERNPS_SERVER_AGGREGATOR_H_

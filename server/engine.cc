@@ -1,0 +1,150 @@
+#include "server/engine.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
+namespace ternps::server {
+
+Engine::Engine(const ShardConfig& config) : config_(config) {
+  reaper_ = std::thread([this] { ReaperLoop(); });
+}
+
+Engine::~Engine() {
+  Shutdown();
+  reaper_.join();
+}
+
+absl::StatusOr<std::shared_ptr<Job>> Engine::FindJob(absl::string_view job_id) const {
+  absl::MutexLock lock(&mu_);
+  if (shutdown_) return absl::UnavailableError("the shard is shutting down");
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) {
+    if (absl::Status st = ValidateJobId(job_id); !st.ok()) return st;
+    return absl::NotFoundError(absl::StrCat("job_id: no job '", job_id, "' on shard ",
+                                            config_.shard_index,
+                                            " (Join first, or the job ended)"));
+  }
+  return it->second;
+}
+
+absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequest& request) {
+  if (request.shard_index() != config_.shard_index ||
+      request.shard_count() != config_.shard_count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("shard_index/shard_count: the request is for shard ", request.shard_index(),
+                     " of ", request.shard_count(), ", this is shard ", config_.shard_index, " of ",
+                     config_.shard_count, " (check the order of the shard addresses)"));
+  }
+  if (request.worker_rank() >= request.world_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "worker_rank: ", request.worker_rank(), " is not below world_size ", request.world_size()));
+  }
+  std::shared_ptr<Job> job;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return absl::UnavailableError("the shard is shutting down");
+    auto it = jobs_.find(request.job_id());
+    if (it != jobs_.end()) job = it->second;
+  }
+  if (job == nullptr) {
+    // Validate and build outside the lock (the plan is O(partitions)); first one in wins.
+    absl::StatusOr<std::unique_ptr<Job>> created = Job::Create(request, config_);
+    if (!created.ok()) return created.status();
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return absl::UnavailableError("the shard is shutting down");
+    auto [it, inserted] = jobs_.try_emplace(request.job_id(), std::move(*created));
+    job = it->second;
+  }
+  if (absl::Status st = job->Matches(request); !st.ok()) return st;
+  return job->Join(request);
+}
+
+void Engine::ShareScalers(const ternps::v1::ShareScalersRequest& request,
+                          ternps::v1::ShareScalersResponse* response, DoneCallback done) {
+  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id());
+  if (!job.ok()) return done(job.status());
+  (*job)->ShareScalers(request, response, std::move(done));
+}
+
+void Engine::PushPull(const ternps::v1::PushPullRequest& request,
+                      ternps::v1::PushPullResponse* response, DoneCallback done) {
+  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id());
+  if (!job.ok()) return done(job.status());
+  (*job)->PushPull(request, response, std::move(done));
+}
+
+absl::StatusOr<ternps::v1::LeaveResponse> Engine::Leave(const ternps::v1::LeaveRequest& request) {
+  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id());
+  if (!job.ok()) return job.status();
+  absl::StatusOr<ternps::v1::LeaveResponse> response = (*job)->Leave(request);
+  if (response.ok() && !(*job)->AnyLive()) {
+    // Everyone left: the job is over and its id free for a new run.
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(request.job_id());
+    if (it != jobs_.end() && it->second == *job) jobs_.erase(it);
+  }
+  return response;
+}
+
+absl::StatusOr<ternps::v1::GetStatusResponse> Engine::GetStatus(
+    const ternps::v1::GetStatusRequest& request) const {
+  std::vector<std::shared_ptr<Job>> jobs;
+  if (!request.job_id().empty()) {
+    absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id());
+    if (!job.ok()) return job.status();
+    jobs.push_back(*std::move(job));
+  } else {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, job] : jobs_) jobs.push_back(job);
+  }
+  std::sort(jobs.begin(), jobs.end(),
+            [](const auto& a, const auto& b) { return a->id() < b->id(); });
+  ternps::v1::GetStatusResponse response;
+  response.set_shard_index(config_.shard_index);
+  response.set_shard_count(config_.shard_count);
+  for (const auto& job : jobs) job->FillStatus(response.add_jobs());
+  return response;
+}
+
+void Engine::CheckTimeouts() {
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, job] : jobs_) jobs.push_back(job);
+  }
+  const absl::Time now = absl::Now();
+  for (const auto& job : jobs) job->CheckTimeouts(now);
+}
+
+void Engine::ReaperLoop() {
+  const absl::Duration tick =
+      std::clamp(config_.step_timeout / 8, absl::Milliseconds(10), absl::Seconds(1));
+  auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutdown_; };
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      // The reaper's own wait: wakes early only for shutdown.
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping), tick)) return;
+    }
+    CheckTimeouts();
+  }
+}
+
+void Engine::Shutdown() {
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return;
+    shutdown_ = true;
+    for (const auto& [id, job] : jobs_) jobs.push_back(job);
+  }
+  for (const auto& job : jobs) {
+    job->FailAll(absl::UnavailableError("the shard is shutting down"));
+  }
+}
+
+}  // namespace ternps::server

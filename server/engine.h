@@ -1,0 +1,65 @@
+// The shard's engine: its jobs, and the reaper that enforces the step timeout. The gRPC service
+// is a thin layer over this class, which speaks protobuf messages and absl::Status.
+//
+//   Engine engine(ShardConfig{.shard_index = 0, .shard_count = 2});
+//   absl::StatusOr<JoinResponse> joined = engine.Join(request);
+//   engine.PushPull(request, &response, [](absl::Status st) { ... });  // answered when complete
+//   engine.Shutdown();  // fails whatever still waits
+//
+// Thread-safe. Every asynchronous call's `done` runs exactly once, on some thread, without engine
+// locks held.
+#ifndef TERNPS_SERVER_ENGINE_H_
+#define TERNPS_SERVER_ENGINE_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "server/job.h"
+#include "server/pending_call.h"
+#include "ternps/v1/ternps.pb.h"
+
+namespace ternps::server {
+
+class Engine {
+ public:
+  explicit Engine(const ShardConfig& config);
+  ~Engine();  // Shutdown()
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const ShardConfig& config() const { return config_; }
+
+  absl::StatusOr<ternps::v1::JoinResponse> Join(const ternps::v1::JoinRequest& request);
+  void ShareScalers(const ternps::v1::ShareScalersRequest& request,
+                    ternps::v1::ShareScalersResponse* response, DoneCallback done);
+  void PushPull(const ternps::v1::PushPullRequest& request, ternps::v1::PushPullResponse* response,
+                DoneCallback done);
+  absl::StatusOr<ternps::v1::LeaveResponse> Leave(const ternps::v1::LeaveRequest& request);
+  absl::StatusOr<ternps::v1::GetStatusResponse> GetStatus(
+      const ternps::v1::GetStatusRequest& request) const;
+
+  // Runs the timeout check now (the reaper does it every step_timeout / 8).
+  void CheckTimeouts();
+  // Fails all waiting calls with UNAVAILABLE and refuses new ones; idempotent.
+  void Shutdown();
+
+ private:
+  absl::StatusOr<std::shared_ptr<Job>> FindJob(absl::string_view job_id) const;
+  void ReaperLoop();
+
+  const ShardConfig config_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread reaper_;
+};
+
+}  // namespace ternps::server
+
+#endif  // TERNPS_SERVER_ENGINE_H_

@@ -1,0 +1,113 @@
+// ternps-server: one parameter-server shard of a TernGrad job (see DESIGN.md §4).
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/util/flags_help.h"
+#include "server/shard_server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
+          "host:port to serve gRPC on; port 0 picks a free port (see --port_file)");
+ABSL_FLAG(uint32_t, shard_index, 0, "This shard's index in [0, shard_count)");
+ABSL_FLAG(uint32_t, shard_count, 1, "Number of shards of the job");
+ABSL_FLAG(absl::Duration, step_timeout, absl::Seconds(60),
+          "How long a partition waits for a worker's push (or scaler) after the first one "
+          "arrived; the late worker is then dropped and must Join again");
+ABSL_FLAG(uint32_t, max_world_size, 4096, "Largest world_size a job may register");
+ABSL_FLAG(uint32_t, max_partition_elements, 1u << 24,
+          "Largest partition_elements a job may use; sets the gRPC message size limit "
+          "(4 bytes per element + 1 MiB)");
+ABSL_FLAG(uint64_t, max_shard_elements, uint64_t{1} << 29,
+          "Largest number of elements a job may place on this shard (memory bound: about "
+          "4 bytes per element in flight)");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, write the chosen port to this file once serving (for --listen with port 0)");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port for the Prometheus /metrics endpoint (empty: no metrics)");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TLS (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for TLS (with --tls_cert)");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
+          "On SIGTERM/SIGINT: how long in-flight calls may finish before the rest are failed");
+ABSL_FLAG(bool, quiet, false, "Log only errors");
+
+namespace {
+
+bool WritePortFile(const std::string& path, int port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << port << "\n";
+    if (!out) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Signals are waited for by main (sigwait); block them before any other thread exists.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ternps::common::SetUsage(
+      "One parameter-server shard of a ternps (TernGrad) job.\n"
+      "Usage: ternps-server --listen=127.0.0.1:7070 --shard_index=0 --shard_count=2");
+  absl::ParseCommandLine(argc, argv);
+
+  ternps::server::ShardServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.shard.shard_index = absl::GetFlag(FLAGS_shard_index);
+  options.shard.shard_count = absl::GetFlag(FLAGS_shard_count);
+  options.shard.step_timeout = absl::GetFlag(FLAGS_step_timeout);
+  options.shard.max_world_size = absl::GetFlag(FLAGS_max_world_size);
+  options.shard.max_partition_elements = absl::GetFlag(FLAGS_max_partition_elements);
+  options.shard.max_shard_elements = absl::GetFlag(FLAGS_max_shard_elements);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  if (options.shard.max_partition_elements == 0 ||
+      options.shard.max_partition_elements > ternps::common::kMaxPartitionElements) {
+    std::fprintf(stderr, "ternps-server: --max_partition_elements must be in [1, %u]\n",
+                 ternps::common::kMaxPartitionElements);
+    return 2;
+  }
+  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
+    std::fprintf(stderr, "ternps-server: --metrics_address is not supported yet in this build\n");
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<ternps::server::ShardServer>> shard =
+      ternps::server::ShardServer::Start(options);
+  if (!shard.ok()) {
+    std::fprintf(stderr, "ternps-server: %s\n", std::string(shard.status().ToString()).c_str());
+    return 1;
+  }
+  const std::string port_file = absl::GetFlag(FLAGS_port_file);
+  if (!port_file.empty() && !WritePortFile(port_file, (*shard)->port())) {
+    std::fprintf(stderr, "ternps-server: --port_file: cannot write '%s'\n", port_file.c_str());
+    return 1;
+  }
+  if (!absl::GetFlag(FLAGS_quiet)) {
+    std::fprintf(stderr, "ternps-server: shard %u of %u serving on %s (step timeout %s)\n",
+                 options.shard.shard_index, options.shard.shard_count, (*shard)->address().c_str(),
+                 absl::FormatDuration(options.shard.step_timeout).c_str());
+  }
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  if (!absl::GetFlag(FLAGS_quiet)) {
+    std::fprintf(stderr, "ternps-server: %s received, draining (up to %s)\n",
+                 signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
+                 absl::FormatDuration(absl::GetFlag(FLAGS_drain_timeout)).c_str());
+  }
+  (*shard)->Shutdown(absl::GetFlag(FLAGS_drain_timeout));
+  shard->reset();
+  if (!absl::GetFlag(FLAGS_quiet)) std::fprintf(stderr, "ternps-server: stopped\n");
+  return 0;
+}

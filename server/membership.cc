@@ -1,0 +1,167 @@
+#include "server/membership.h"
+
+#include <bit>
+
+#include "absl/strings/str_cat.h"
+
+namespace ternps::server {
+
+int CountRanks(const RankBits& bits) {
+  int n = 0;
+  for (const uint64_t w : bits) n += std::popcount(w);
+  return n;
+}
+
+RankBits MembershipView::Required(uint64_t step) const {
+  RankBits required = live;
+  for (const Late& l : late) {
+    if (l.from_step > step) required[l.rank / 64] &= ~(uint64_t{1} << (l.rank % 64));
+  }
+  return required;
+}
+
+bool MembershipView::AllRequiredIn(uint64_t step, const RankBits& have) const {
+  if (late.empty()) {
+    for (size_t w = 0; w < live.size(); ++w) {
+      if (live[w] & ~have[w]) return false;
+    }
+    return true;
+  }
+  const RankBits required = Required(step);
+  for (size_t w = 0; w < required.size(); ++w) {
+    if (required[w] & ~have[w]) return false;
+  }
+  return true;
+}
+
+std::vector<uint32_t> MembershipView::LiveRanks() const {
+  std::vector<uint32_t> ranks;
+  for (uint32_t r = 0; r < world_size; ++r) {
+    if (TestRank(live, r)) ranks.push_back(r);
+  }
+  return ranks;
+}
+
+Membership::Membership(uint32_t world_size) : world_size_(world_size), ranks_(world_size) {
+  absl::MutexLock lock(&mu_);
+  PublishLocked();
+}
+
+std::shared_ptr<const MembershipView> Membership::View() const {
+  absl::MutexLock lock(&mu_);
+  return view_;
+}
+
+void Membership::PublishLocked() {
+  auto view = std::make_shared<MembershipView>();
+  view->epoch = epoch_;
+  view->world_size = world_size_;
+  view->live.assign(RankWords(world_size_), 0);
+  for (uint32_t r = 0; r < world_size_; ++r) {
+    const Rank& rank = ranks_[r];
+    if (rank.state == State::kExpected || rank.state == State::kJoined) {
+      SetRank(view->live, r);
+      if (rank.from_step > 0) view->late.push_back({r, rank.from_step});
+    }
+  }
+  view_ = std::move(view);
+}
+
+absl::Status Membership::CheckCaller(uint32_t rank, uint64_t epoch) const {
+  if (rank >= world_size_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker_rank: ", rank, " is not below world_size ", world_size_));
+  }
+  absl::MutexLock lock(&mu_);
+  const Rank& r = ranks_[rank];
+  switch (r.state) {
+    case State::kExpected:
+      return absl::FailedPreconditionError(
+          absl::StrCat("worker_rank: ", rank, " has not joined this shard; call Join first"));
+    case State::kDropped:
+      return absl::AbortedError(absl::StrCat("worker_rank: ", rank,
+                                             " was dropped from the live set after a step "
+                                             "timeout; Join again to continue"));
+    case State::kLeft:
+      return absl::AbortedError(
+          absl::StrCat("worker_rank: ", rank, " has left the job; Join again to continue"));
+    case State::kJoined:
+      break;
+  }
+  if (epoch > epoch_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("epoch: ", epoch, " is newer than the job's epoch ", epoch_));
+  }
+  if (epoch < r.join_epoch) {
+    return absl::AbortedError(absl::StrCat("epoch: ", epoch, " is older than worker_rank ", rank,
+                                           "'s latest Join (epoch ", r.join_epoch,
+                                           "); this session was replaced"));
+  }
+  return absl::OkStatus();
+}
+
+Membership::Admission Membership::Join(uint32_t rank, uint64_t first_step, uint64_t resume_step) {
+  absl::MutexLock lock(&mu_);
+  Rank& r = ranks_[rank];
+  if (r.state == State::kExpected) {
+    r.state = State::kJoined;
+    r.join_epoch = epoch_;
+    return {epoch_, first_step};
+  }
+  // Readmission: the live set changes (or the rank's session is replaced).
+  ++epoch_;
+  r.state = State::kJoined;
+  r.join_epoch = epoch_;
+  r.from_step = resume_step;
+  r.awaiting_first_call = true;
+  PublishLocked();
+  return {epoch_, resume_step};
+}
+
+bool Membership::NoteFirstCall(uint32_t rank, uint64_t step) {
+  absl::MutexLock lock(&mu_);
+  Rank& r = ranks_[rank];
+  if (!r.awaiting_first_call) return false;
+  r.awaiting_first_call = false;
+  if (step <= r.from_step) return false;
+  r.from_step = step;
+  PublishLocked();
+  return true;
+}
+
+int Membership::Drop(absl::Span<const uint32_t> ranks) {
+  absl::MutexLock lock(&mu_);
+  int dropped = 0;
+  for (const uint32_t rank : ranks) {
+    Rank& r = ranks_[rank];
+    if (r.state == State::kExpected || r.state == State::kJoined) {
+      r.state = State::kDropped;
+      r.awaiting_first_call = false;
+      ++dropped;
+    }
+  }
+  if (dropped > 0) {
+    ++epoch_;
+    PublishLocked();
+  }
+  return dropped;
+}
+
+uint64_t Membership::Leave(uint32_t rank) {
+  absl::MutexLock lock(&mu_);
+  ranks_[rank].state = State::kLeft;
+  ranks_[rank].awaiting_first_call = false;
+  ++epoch_;
+  PublishLocked();
+  return epoch_;
+}
+
+bool Membership::AnyLive() const {
+  absl::MutexLock lock(&mu_);
+  for (const Rank& r : ranks_) {
+    if (r.state == State::kExpected || r.state == State::kJoined) return true;
+  }
+  return false;
+}
+
+}  // namespace ternps::server

@@ -1,0 +1,112 @@
+// Membership of one job on one shard: which worker ranks are live, since which step each one is
+// expected to push, and the membership epoch.
+//
+//   Membership members(/*world_size=*/4);
+//   RETURN_IF_ERROR(members.CheckCaller(rank, epoch));            // every data-path call
+//   std::shared_ptr<const MembershipView> view = members.View();  // immutable snapshot
+//   if (view->AllRequiredIn(step, pushed_bits)) ...
+//
+// A rank starts `expected`: it counts as live (partitions wait for it) but must Join before it may
+// call anything else. A step timeout or Leave drops it; a dropped rank is readmitted by Join from a
+// given step on, and the epoch increases whenever the live set changes.
+//
+// Thread-safe. View() snapshots are immutable and cheap to share: the data path reads them
+// without holding the membership lock.
+#ifndef TERNPS_SERVER_MEMBERSHIP_H_
+#define TERNPS_SERVER_MEMBERSHIP_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+
+namespace ternps::server {
+
+// A set of ranks as 64-bit words, rank r at bit r % 64 of word r / 64.
+using RankBits = std::vector<uint64_t>;
+
+inline size_t RankWords(uint32_t world_size) { return (world_size + 63) / 64; }
+inline bool TestRank(const RankBits& bits, uint32_t rank) {
+  return (bits[rank / 64] >> (rank % 64)) & 1u;
+}
+inline void SetRank(RankBits& bits, uint32_t rank) {
+  bits[rank / 64] |= uint64_t{1} << (rank % 64);
+}
+int CountRanks(const RankBits& bits);
+
+// An immutable snapshot of the live set.
+struct MembershipView {
+  uint64_t epoch = 0;
+  uint32_t world_size = 0;
+  RankBits live;  // expected or joined
+  // Ranks readmitted after a drop: they are awaited only from their from_step on.
+  struct Late {
+    uint32_t rank;
+    uint64_t from_step;
+  };
+  std::vector<Late> late;
+
+  // The ranks a partition of `step` waits for.
+  RankBits Required(uint64_t step) const;
+  // Whether every rank required at `step` is in `have`.
+  bool AllRequiredIn(uint64_t step, const RankBits& have) const;
+  int LiveCount() const { return CountRanks(live); }
+  std::vector<uint32_t> LiveRanks() const;
+};
+
+class Membership {
+ public:
+  explicit Membership(uint32_t world_size);
+
+  uint32_t world_size() const { return world_size_; }
+  std::shared_ptr<const MembershipView> View() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // OK if `rank` may make data-path calls with `epoch`: INVALID_ARGUMENT (rank out of range,
+  // epoch from the future), FAILED_PRECONDITION (never joined), ABORTED (dropped, left, or an
+  // epoch older than its Join: Join again).
+  absl::Status CheckCaller(uint32_t rank, uint64_t epoch) const ABSL_LOCKS_EXCLUDED(mu_);
+
+  struct Admission {
+    uint64_t epoch;       // the epoch to send with later calls
+    uint64_t start_step;  // the first step this rank is awaited at
+  };
+  // Admits `rank` (rank < world_size): a first Join keeps the epoch; a readmission (after a drop,
+  // a Leave, or a restart of a joined worker) is awaited from `resume_step` and bumps the epoch.
+  Admission Join(uint32_t rank, uint64_t first_step, uint64_t resume_step) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // A readmitted rank made its first call at `step` (>= its start): it is awaited from `step` on,
+  // not from the start it was given. Returns whether the live set changed.
+  bool NoteFirstCall(uint32_t rank, uint64_t step) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Removes ranks from the live set (step timeout). Returns how many were live.
+  int Drop(absl::Span<const uint32_t> ranks) ABSL_LOCKS_EXCLUDED(mu_);
+  // Removes a rank that leaves. Returns the new epoch.
+  uint64_t Leave(uint32_t rank) ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether any rank is still expected or joined.
+  bool AnyLive() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  enum class State { kExpected, kJoined, kDropped, kLeft };
+  struct Rank {
+    State state = State::kExpected;
+    uint64_t join_epoch = 0;
+    uint64_t from_step = 0;
+    bool awaiting_first_call = false;  // readmitted, from_step still provisional
+  };
+
+  void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const uint32_t world_size_;
+  mutable absl::Mutex mu_;
+  uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 1;
+  std::vector<Rank> ranks_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const MembershipView> view_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace ternps::server
+
+#endif  // TERNPS_SERVER_MEMBERSHIP_H_

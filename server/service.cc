@@ -1,0 +1,60 @@
+#include "server/service.h"
+
+#include <utility>
+
+#include "common/rpc/status.h"
+
+namespace ternps::server {
+namespace {
+
+// Answers a synchronous engine result.
+template <typename Response>
+grpc::ServerUnaryReactor* FinishWith(grpc::CallbackServerContext* context,
+                                     absl::StatusOr<Response> result, Response* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (result.ok()) *response = *std::move(result);
+  reactor->Finish(common::ToGrpcStatus(result.status()));
+  return reactor;
+}
+
+DoneCallback FinishLater(grpc::ServerUnaryReactor* reactor) {
+  return [reactor](absl::Status status) { reactor->Finish(common::ToGrpcStatus(status)); };
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ParameterServerService::Join(grpc::CallbackServerContext* context,
+                                                       const ternps::v1::JoinRequest* request,
+                                                       ternps::v1::JoinResponse* response) {
+  return FinishWith(context, engine_->Join(*request), response);
+}
+
+grpc::ServerUnaryReactor* ParameterServerService::ShareScalers(
+    grpc::CallbackServerContext* context, const ternps::v1::ShareScalersRequest* request,
+    ternps::v1::ShareScalersResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  engine_->ShareScalers(*request, response, FinishLater(reactor));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ParameterServerService::PushPull(
+    grpc::CallbackServerContext* context, const ternps::v1::PushPullRequest* request,
+    ternps::v1::PushPullResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  engine_->PushPull(*request, response, FinishLater(reactor));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ParameterServerService::Leave(grpc::CallbackServerContext* context,
+                                                        const ternps::v1::LeaveRequest* request,
+                                                        ternps::v1::LeaveResponse* response) {
+  return FinishWith(context, engine_->Leave(*request), response);
+}
+
+grpc::ServerUnaryReactor* ParameterServerService::GetStatus(
+    grpc::CallbackServerContext* context, const ternps::v1::GetStatusRequest* request,
+    ternps::v1::GetStatusResponse* response) {
+  return FinishWith(context, engine_->GetStatus(*request), response);
+}
+
+}  // namespace ternps::server

@@ -1,0 +1,105 @@
+#include "server/shard_server.h"
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/notification.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+
+namespace ternps::server {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(flag, ": cannot read '", path, "'"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
+    const ShardServerOptions& options) {
+  if (options.tls_cert_file.empty() && options.tls_key_file.empty()) {
+    return grpc::InsecureServerCredentials();
+  }
+  if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("tls_cert/tls_key: give both or neither");
+  }
+  absl::StatusOr<std::string> cert = ReadFile(options.tls_cert_file, "tls_cert");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadFile(options.tls_key_file, "tls_key");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
+
+int MaxMessageBytes(uint32_t max_partition_elements) {
+  const uint64_t bytes = uint64_t{max_partition_elements} * 4 + (1u << 20);
+  return bytes > INT32_MAX ? INT32_MAX : static_cast<int>(bytes);
+}
+
+absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ShardServerOptions& options) {
+  if (options.shard.shard_count == 0 || options.shard.shard_index >= options.shard.shard_count) {
+    return absl::InvalidArgumentError(absl::StrCat("shard_index: ", options.shard.shard_index,
+                                                   " must be below shard_count ",
+                                                   options.shard.shard_count));
+  }
+  if (options.shard.step_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("step_timeout: must be positive");
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = Credentials(options);
+  if (!creds.ok()) return creds.status();
+  std::unique_ptr<ShardServer> shard(new ShardServer());
+  shard->engine_ = std::make_unique<Engine>(options.shard);
+  shard->service_ = std::make_unique<ParameterServerService>(shard->engine_.get());
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, *creds, &shard->port_);
+  builder.RegisterService(shard->service_.get());
+  const int max_bytes = MaxMessageBytes(options.shard.max_partition_elements);
+  builder.SetMaxReceiveMessageSize(max_bytes);
+  builder.SetMaxSendMessageSize(max_bytes);
+  shard->server_ = builder.BuildAndStart();
+  if (shard->server_ == nullptr || shard->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("listen: cannot listen on '", options.listen, "' (in use or invalid)"));
+  }
+  const size_t colon = options.listen.rfind(':');
+  shard->address_ = absl::StrCat(options.listen.substr(0, colon), ":", shard->port_);
+  return shard;
+}
+
+ShardServer::~ShardServer() { Shutdown(absl::ZeroDuration()); }
+
+void ShardServer::Shutdown(absl::Duration drain) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  // grpc::Server::Shutdown waits for in-flight calls; calls waiting for absent workers only
+  // end when the engine fails them, so do that once the drain time is over.
+  absl::Notification drained;
+  std::thread shutdown([&] {
+    server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(drain));
+    drained.Notify();
+  });
+  if (!drained.WaitForNotificationWithTimeout(drain)) engine_->Shutdown();
+  shutdown.join();
+  engine_->Shutdown();
+  server_->Wait();
+}
+
+void ShardServer::Wait() { server_->Wait(); }
+
+}  // namespace ternps::server

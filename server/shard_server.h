@@ -1,0 +1,65 @@
+// A running shard: the engine behind a gRPC server with the ParameterServer service, the standard
+// health service and server reflection. Used by ternps-server's main and by in-process tests.
+//
+//   ASSIGN_OR_RETURN(auto shard, ShardServer::Start({.listen = "127.0.0.1:0"}));
+//   std::string address = shard->address();   // 127.0.0.1:<chosen port>
+//   shard->Shutdown(absl::Seconds(5));         // drain, then fail what still waits
+//
+// Thread-safe.
+#ifndef TERNPS_SERVER_SHARD_SERVER_H_
+#define TERNPS_SERVER_SHARD_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/server.h"
+#include "server/engine.h"
+#include "server/service.h"
+
+namespace ternps::server {
+
+struct ShardServerOptions {
+  // host:port; port 0 picks a free one.
+  std::string listen = "127.0.0.1:0";
+  ShardConfig shard;
+  // PEM files for TLS; both empty: plaintext.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+};
+
+// The largest request a shard accepts: one FP32 partition of the largest size plus framing.
+int MaxMessageBytes(uint32_t max_partition_elements);
+
+class ShardServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<ShardServer>> Start(const ShardServerOptions& options);
+  ~ShardServer();  // Shutdown(0)
+
+  int port() const { return port_; }
+  // host:port with the chosen port.
+  const std::string& address() const { return address_; }
+  Engine& engine() { return *engine_; }
+
+  // Stops accepting calls, lets in-flight ones finish for up to `drain`, then fails those still
+  // waiting for other workers (UNAVAILABLE) and returns. Idempotent.
+  void Shutdown(absl::Duration drain);
+  // Blocks until Shutdown has completed.
+  void Wait();
+
+ private:
+  ShardServer() = default;
+
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<ParameterServerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::string address_;
+  absl::Mutex mu_;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace ternps::server
+
+#endif  // TERNPS_SERVER_SHARD_SERVER_H_
