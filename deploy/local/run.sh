@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# deploy/local/run.sh — a local ternps cluster that trains Fashion-MNIST with TernGrad.
+#
+#   deploy/local/run.sh                       # 2 shards, 4 workers, 5 epochs, terngrad
+#   deploy/local/run.sh --codec fp32          # the uncompressed baseline over the same system
+#   deploy/local/run.sh --epochs 1 --workers 2 --shards 1
+#
+# Options: --epochs N, --workers N, --shards N, --codec terngrad|fp32, --batch-size N, --lr X,
+#   --build-dir DIR, --no-install (skip apt-get), --no-build, --logs DIR (keep logs there),
+#   --with-prometheus (not available yet), -- ARGS... (extra ternps-worker flags).
+# Installs what is missing (apt-get; sudo when not root), builds, starts the shards and workers on
+# 127.0.0.1 (free ports), prints rank 0's progress, and ends with the JSON summary as the last
+# line. Stops everything it started, also on Ctrl-C; exits non-zero if any process failed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BUILD_DIR="${ROOT}/build"
+EPOCHS=5
+WORKERS=4
+SHARDS=2
+CODEC=terngrad
+BATCH=32
+LR=0.05
+INSTALL=1
+BUILD=1
+LOGS=""
+EXTRA=()
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --epochs) EPOCHS="$2"; shift 2 ;;
+    --workers) WORKERS="$2"; shift 2 ;;
+    --shards) SHARDS="$2"; shift 2 ;;
+    --codec) CODEC="$2"; shift 2 ;;
+    --batch-size) BATCH="$2"; shift 2 ;;
+    --lr) LR="$2"; shift 2 ;;
+    --build-dir) BUILD_DIR="$2"; shift 2 ;;
+    --no-install) INSTALL=0; shift ;;
+    --no-build) BUILD=0; shift ;;
+    --logs) LOGS="$2"; shift 2 ;;
+    --with-prometheus)
+      echo "run.sh: --with-prometheus is not available yet (metrics are a later milestone)" >&2
+      exit 2 ;;
+    --) shift; EXTRA=("$@"); break ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+for n in EPOCHS WORKERS SHARDS BATCH; do
+  if ! [[ "${!n}" =~ ^[1-9][0-9]*$ ]]; then
+    echo "run.sh: --${n,,} must be a positive integer, got '${!n}'" >&2
+    exit 2
+  fi
+done
+if [[ "${CODEC}" != terngrad && "${CODEC}" != fp32 ]]; then
+  echo "run.sh: --codec must be terngrad or fp32, got '${CODEC}'" >&2
+  exit 2
+fi
+
+# shellcheck source=deploy/local/packages.sh
+source "${ROOT}/deploy/local/packages.sh"
+if [[ "${INSTALL}" == 1 ]]; then
+  ternps_install_packages "${TERNPS_BUILD_PACKAGES[@]}" "${TERNPS_RUN_PACKAGES[@]}"
+fi
+if [[ "${BUILD}" == 1 ]]; then
+  echo "== build (${BUILD_DIR})"
+  cmake -S "${ROOT}" -B "${BUILD_DIR}" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "${BUILD_DIR}" -j "$(nproc)" --target ternps-server ternps-worker
+fi
+BIN="${BUILD_DIR}/bin"
+for b in ternps-server ternps-worker; do
+  [[ -x "${BIN}/${b}" ]] || { echo "run.sh: ${BIN}/${b} is missing (drop --no-build)" >&2; exit 1; }
+done
+
+WORK="${LOGS:-$(mktemp -d -t ternps-local.XXXXXX)}"
+mkdir -p "${WORK}"
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "${pid}" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "${pid}" 2>/dev/null || true; done
+  PIDS=()
+}
+trap 'cleanup' EXIT
+trap 'echo; echo "run.sh: interrupted, stopping everything" >&2; cleanup; exit 130' INT TERM
+
+echo "== ${SHARDS} shards, ${WORKERS} workers, codec ${CODEC}, ${EPOCHS} epochs (logs: ${WORK})"
+SHARD_PIDS=()
+for ((s = 0; s < SHARDS; s++)); do
+  rm -f "${WORK}/shard-${s}.port"
+  "${BIN}/ternps-server" --listen=127.0.0.1:0 --port_file="${WORK}/shard-${s}.port" \
+    --shard_index="${s}" --shard_count="${SHARDS}" >"${WORK}/shard-${s}.log" 2>&1 &
+  PIDS+=("$!")
+  SHARD_PIDS+=("$!")
+done
+ADDRESSES=()
+for ((s = 0; s < SHARDS; s++)); do
+  # Bounded wait for the shard to publish its port (it exits on a start-up error).
+  for ((i = 0; i < 300; i++)); do
+    [[ -s "${WORK}/shard-${s}.port" ]] && break
+    if ! kill -0 "${SHARD_PIDS[s]}" 2>/dev/null; then
+      echo "run.sh: shard ${s} failed to start:" >&2
+      cat "${WORK}/shard-${s}.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  [[ -s "${WORK}/shard-${s}.port" ]] || { echo "run.sh: shard ${s} did not start in 30 s" >&2; exit 1; }
+  ADDRESSES+=("127.0.0.1:$(cat "${WORK}/shard-${s}.port")")
+done
+SHARD_LIST="$(IFS=,; echo "${ADDRESSES[*]}")"
+echo "== shards: ${SHARD_LIST}"
+
+WORKER_PIDS=()
+for ((r = 0; r < WORKERS; r++)); do
+  args=(--shards="${SHARD_LIST}" --rank="${r}" --world_size="${WORKERS}" --codec="${CODEC}"
+        --epochs="${EPOCHS}" --batch_size="${BATCH}" --lr="${LR}"
+        --job_id="local-$$" --summary_file="${WORK}/worker-${r}.json" "${EXTRA[@]}")
+  if [[ "${r}" == 0 ]]; then
+    # Rank 0's progress goes to the terminal and to its log.
+    "${BIN}/ternps-worker" "${args[@]}" > >(tee "${WORK}/worker-0.log" | grep -v '^{') 2>&1 &
+  else
+    "${BIN}/ternps-worker" "${args[@]}" --quiet >"${WORK}/worker-${r}.log" 2>&1 &
+  fi
+  PIDS+=("$!")
+  WORKER_PIDS+=("$!")
+done
+
+FAILED=0
+for ((r = 0; r < WORKERS; r++)); do
+  if ! wait "${WORKER_PIDS[r]}"; then
+    echo "run.sh: worker ${r} failed; the end of its log:" >&2
+    tail -n 20 "${WORK}/worker-${r}.log" >&2
+    FAILED=1
+  fi
+done
+for ((s = 0; s < SHARDS; s++)); do
+  kill -TERM "${SHARD_PIDS[s]}" 2>/dev/null || true
+  if ! wait "${SHARD_PIDS[s]}"; then
+    echo "run.sh: shard ${s} did not exit cleanly; the end of its log:" >&2
+    tail -n 20 "${WORK}/shard-${s}.log" >&2
+    FAILED=1
+  fi
+done
+PIDS=()
+if [[ "${FAILED}" != 0 ]]; then exit 1; fi
+
+# Every replica must end with the same model.
+CHECKSUMS="$(grep -ho '"model_checksum": "[0-9a-f]*"' "${WORK}"/worker-*.json | sort -u | wc -l)"
+if [[ "${CHECKSUMS}" != 1 ]]; then
+  echo "run.sh: the workers' models differ (${CHECKSUMS} distinct checksums)" >&2
+  exit 1
+fi
+SUMMARY="$(cat "${WORK}/worker-0.json")"
+field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" <<<"${SUMMARY}"; }
+echo "== done: test accuracy $(field test_accuracy), uplink $(field uplink_ratio)x and downlink" \
+  "$(field downlink_ratio)x fewer bytes than float32 ($(field compression_ratio)x both ways);" \
+  "all ${WORKERS} replicas identical; logs in ${WORK}"
+echo "${SUMMARY}"

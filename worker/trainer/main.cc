@@ -1,0 +1,243 @@
+// ternps-worker: a data-parallel trainer. Trains an MLP on Fashion-MNIST, each worker on its own
+// slice of the training set, exchanging gradients through the ternps parameter server.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/util/flags_help.h"
+#include "ternps/worker.h"
+#include "worker/trainer/fashion_mnist.h"
+#include "worker/trainer/mlp.h"
+
+ABSL_FLAG(std::string, shards, "127.0.0.1:7070",
+          "Comma-separated host:port of every shard, shard 0 first");
+ABSL_FLAG(uint32_t, rank, 0, "This worker's rank in [0, world_size)");
+ABSL_FLAG(uint32_t, world_size, 1, "Number of workers");
+ABSL_FLAG(std::string, job_id, "fashion-mnist", "Job identifier shared by all workers");
+ABSL_FLAG(std::string, codec, "terngrad", "terngrad | fp32 (the uncompressed baseline)");
+ABSL_FLAG(bool, scaler_sharing, true, "TernGrad: share the max scaler (exact INT_SUM downlink)");
+ABSL_FLAG(float, clip_sigmas, 2.5f, "TernGrad: clip at this many standard deviations (0: off)");
+ABSL_FLAG(std::string, device, "cpu", "cpu | cuda");
+ABSL_FLAG(int, epochs, 5, "Training epochs");
+ABSL_FLAG(int, batch_size, 32, "Per-worker batch size");
+ABSL_FLAG(float, lr, 0.05f, "Learning rate (peak, see --lr_schedule)");
+ABSL_FLAG(std::string, lr_schedule, "cosine",
+          "constant | cosine (decays the rate to 0 over the run, step by step)");
+ABSL_FLAG(uint32_t, partition_elements, 1u << 20,
+          "TernGrad: elements per partition (each partition has its own scaler)");
+ABSL_FLAG(float, momentum, 0.9f, "SGD momentum");
+ABSL_FLAG(float, weight_decay, 5e-4f, "L2 weight decay (weights, not biases)");
+ABSL_FLAG(std::string, hidden, "512,256", "Hidden layer sizes, comma-separated");
+ABSL_FLAG(uint64_t, seed, 1, "Seed of the model init, the data order and the rounding streams");
+ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist",
+          "Directory with the Fashion-MNIST IDX .gz files");
+ABSL_FLAG(int, max_steps_per_epoch, 0, "Stop each epoch after this many steps (0: full epoch)");
+ABSL_FLAG(int, threads, 2, "Encode/decode threads of the client library");
+ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(60),
+          "How long to wait for the shards to come up");
+ABSL_FLAG(absl::Duration, rpc_timeout, absl::Seconds(180), "Deadline of each call");
+ABSL_FLAG(std::string, summary_file, "", "Also write the final JSON summary to this file");
+ABSL_FLAG(bool, quiet, false, "Print only the final summary");
+
+namespace {
+
+using ternps::worker::CodecKind;
+using ternps::worker::Dataset;
+using ternps::worker::kImagePixels;
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "ternps-worker: %s\n", message.c_str());
+  return 1;
+}
+
+std::string Human(double bytes) {
+  if (bytes >= 1e6) return absl::StrFormat("%.2f MB", bytes / 1e6);
+  if (bytes >= 1e3) return absl::StrFormat("%.1f kB", bytes / 1e3);
+  return absl::StrFormat("%.0f B", bytes);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ternps::common::SetUsage(
+      "Trains an MLP on Fashion-MNIST through a ternps parameter server.\n"
+      "Usage: ternps-worker --shards=127.0.0.1:7070,127.0.0.1:7071 --rank=0 --world_size=4");
+  absl::ParseCommandLine(argc, argv);
+  const uint32_t rank = absl::GetFlag(FLAGS_rank);
+  const uint32_t world = absl::GetFlag(FLAGS_world_size);
+  const bool quiet = absl::GetFlag(FLAGS_quiet);
+  const bool lead = rank == 0 && !quiet;
+  if (absl::GetFlag(FLAGS_device) != "cpu") {
+    return Fail(absl::StrCat("--device=", absl::GetFlag(FLAGS_device),
+                             ": only cpu is available in this build (the CUDA trainer is not "
+                             "implemented yet)"));
+  }
+  const std::string codec_name = absl::GetFlag(FLAGS_codec);
+  if (codec_name != "terngrad" && codec_name != "fp32") {
+    return Fail(absl::StrCat("--codec=", codec_name, ": expected terngrad or fp32"));
+  }
+  std::vector<int> sizes = {kImagePixels};
+  for (absl::string_view h : absl::StrSplit(absl::GetFlag(FLAGS_hidden), ',', absl::SkipEmpty())) {
+    int n = 0;
+    if (!absl::SimpleAtoi(h, &n) || n < 1 || n > 65536) {
+      return Fail(absl::StrCat("--hidden: '", std::string(h), "' is not a size in [1, 65536]"));
+    }
+    sizes.push_back(n);
+  }
+  sizes.push_back(ternps::worker::kClasses);
+  const std::string schedule = absl::GetFlag(FLAGS_lr_schedule);
+  if (schedule != "constant" && schedule != "cosine") {
+    return Fail(absl::StrCat("--lr_schedule=", schedule, ": expected constant or cosine"));
+  }
+  const int batch = absl::GetFlag(FLAGS_batch_size);
+  const int epochs = absl::GetFlag(FLAGS_epochs);
+  if (batch < 1 || epochs < 1 || world < 1 || rank >= world) {
+    return Fail("--batch_size and --epochs must be >= 1 and --rank below --world_size");
+  }
+  openblas_set_num_threads(1);  // several workers share the machine's cores
+
+  absl::StatusOr<Dataset> train = ternps::worker::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir),
+                                                                   ternps::worker::Split::kTrain);
+  if (!train.ok()) return Fail(std::string(train.status().message()));
+  absl::StatusOr<Dataset> test =
+      ternps::worker::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir), ternps::worker::Split::kTest);
+  if (!test.ok()) return Fail(std::string(test.status().message()));
+
+  const uint64_t seed = absl::GetFlag(FLAGS_seed);
+  ternps::worker::Mlp model(sizes, seed);
+  ternps::worker::WorkerOptions options;
+  options.job_id = absl::GetFlag(FLAGS_job_id);
+  options.rank = rank;
+  options.world_size = world;
+  options.shards = absl::StrSplit(absl::GetFlag(FLAGS_shards), ',', absl::SkipEmpty());
+  options.tensors = model.Tensors();
+  options.codec.codec = codec_name == "fp32" ? CodecKind::kFp32 : CodecKind::kTernGrad;
+  options.codec.scaler_sharing = absl::GetFlag(FLAGS_scaler_sharing);
+  options.codec.clip_sigmas = absl::GetFlag(FLAGS_clip_sigmas);
+  options.codec.seed = seed;
+  options.codec.partition_elements = absl::GetFlag(FLAGS_partition_elements);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
+  options.rpc_timeout = absl::GetFlag(FLAGS_rpc_timeout);
+  if (lead) {
+    std::printf("ternps-worker: %zu parameters (MLP %s), %u workers, %zu shards, codec %s\n",
+                model.parameter_count(), absl::GetFlag(FLAGS_hidden).c_str(), world,
+                options.shards.size(), codec_name.c_str());
+    std::fflush(stdout);
+  }
+  absl::StatusOr<std::unique_ptr<ternps::worker::Worker>> worker =
+      ternps::worker::Worker::Connect(options);
+  if (!worker.ok()) return Fail(worker.status().ToString());
+
+  // This worker's slice of the training set; the same number of steps on every worker.
+  const int begin = static_cast<int>(uint64_t{rank} * train->count / world);
+  const int end = static_cast<int>(uint64_t{rank + 1} * train->count / world);
+  std::vector<int> order(end - begin);
+  std::iota(order.begin(), order.end(), begin);
+  int steps_per_epoch = train->count / static_cast<int>(world) / batch;
+  if (absl::GetFlag(FLAGS_max_steps_per_epoch) > 0) {
+    steps_per_epoch = std::min(steps_per_epoch, absl::GetFlag(FLAGS_max_steps_per_epoch));
+  }
+  std::vector<float> images(size_t(batch) * kImagePixels);
+  std::vector<uint8_t> labels(batch);
+  std::mt19937_64 shuffle(seed * 1000003 + rank);
+
+  const absl::Time start = absl::Now();
+  uint64_t steps = 0, sent = 0, received = 0, dense = 0;
+  double step_seconds = 0.0;
+  double last_loss = 0.0;
+  for (int epoch = 1; epoch <= epochs; ++epoch) {
+    std::shuffle(order.begin(), order.end(), shuffle);
+    double loss_sum = 0.0;
+    uint64_t epoch_sent = 0, epoch_received = 0;
+    double epoch_step_seconds = 0.0;
+    for (int s = 0; s < steps_per_epoch; ++s) {
+      for (int i = 0; i < batch; ++i) {
+        const int item = order[size_t(s) * batch + i];
+        std::copy_n(&train->images[size_t(item) * kImagePixels], kImagePixels,
+                    &images[size_t(i) * kImagePixels]);
+        labels[i] = train->labels[item];
+      }
+      loss_sum += model.ComputeGradients(images.data(), labels.data(), batch);
+      absl::Status st = (*worker)->Step(model.Gradients());
+      if (st.code() == absl::StatusCode::kAborted) {
+        std::fprintf(stderr, "ternps-worker %u: %s; joining again\n", rank,
+                     std::string(st.message()).c_str());
+        st = (*worker)->Rejoin();
+        if (st.ok()) continue;  // this batch's gradient is dropped; go on with the next step
+      }
+      if (!st.ok()) return Fail(st.ToString());
+      const double progress =
+          double((epoch - 1) * steps_per_epoch + s) / double(epochs * steps_per_epoch);
+      const float lr = schedule == "cosine"
+                           ? static_cast<float>(absl::GetFlag(FLAGS_lr) * 0.5 *
+                                                (1.0 + std::cos(3.14159265358979 * progress)))
+                           : absl::GetFlag(FLAGS_lr);
+      model.Apply(lr, absl::GetFlag(FLAGS_momentum), absl::GetFlag(FLAGS_weight_decay));
+      const ternps::worker::StepStats stats = (*worker)->last_step();
+      ++steps;
+      epoch_sent += stats.sent_bytes;
+      epoch_received += stats.received_bytes;
+      dense += stats.dense_bytes;
+      epoch_step_seconds += stats.seconds;
+    }
+    sent += epoch_sent;
+    received += epoch_received;
+    step_seconds += epoch_step_seconds;
+    last_loss = loss_sum / steps_per_epoch;
+    if (lead) {
+      const ternps::worker::Mlp::Evaluation eval = model.Evaluate(*test);
+      const double dense_step = double((*worker)->last_step().dense_bytes);
+      const double up = double(epoch_sent) / steps_per_epoch;
+      const double down = double(epoch_received) / steps_per_epoch;
+      std::printf(
+          "epoch %d/%d  train_loss %.4f  test_loss %.4f  test_accuracy %.4f  step %.2f ms  "
+          "up %s/step (%.1fx less than fp32)  down %s/step (%.1fx)  %.0f s\n",
+          epoch, epochs, last_loss, eval.loss, eval.accuracy,
+          1e3 * epoch_step_seconds / steps_per_epoch, Human(up).c_str(), dense_step / up,
+          Human(down).c_str(), dense_step / down, absl::ToDoubleSeconds(absl::Now() - start));
+      std::fflush(stdout);
+    }
+  }
+  const ternps::worker::Mlp::Evaluation eval = model.Evaluate(*test);
+  if (absl::Status st = (*worker)->Leave(); !st.ok()) {
+    std::fprintf(stderr, "ternps-worker %u: leave: %s\n", rank, st.ToString().c_str());
+  }
+  const double uplink_ratio = sent > 0 ? double(dense) / sent : 0.0;
+  const double downlink_ratio = received > 0 ? double(dense) / received : 0.0;
+  const double both = sent + received > 0 ? 2.0 * dense / double(sent + received) : 0.0;
+  const std::string summary = absl::StrFormat(
+      "{\"summary\": \"ternps-worker\", \"rank\": %u, \"world_size\": %u, \"shards\": %zu, "
+      "\"codec\": \"%s\", \"epochs\": %d, \"steps\": %u, \"test_accuracy\": %.4f, "
+      "\"test_loss\": %.4f, \"train_loss\": %.4f, \"seconds\": %.1f, \"mean_step_ms\": %.3f, "
+      "\"uplink_bytes_per_step\": %.0f, \"downlink_bytes_per_step\": %.0f, "
+      "\"dense_bytes_per_step\": %.0f, \"uplink_ratio\": %.2f, \"downlink_ratio\": %.2f, "
+      "\"compression_ratio\": %.2f, \"model_checksum\": \"%016x\"}",
+      rank, world, options.shards.size(), codec_name, epochs, steps, eval.accuracy, eval.loss,
+      last_loss, absl::ToDoubleSeconds(absl::Now() - start),
+      steps > 0 ? 1e3 * step_seconds / steps : 0.0, steps > 0 ? double(sent) / steps : 0.0,
+      steps > 0 ? double(received) / steps : 0.0, steps > 0 ? double(dense) / steps : 0.0,
+      uplink_ratio, downlink_ratio, both, model.Checksum());
+  std::printf("%s\n", summary.c_str());
+  const std::string summary_file = absl::GetFlag(FLAGS_summary_file);
+  if (!summary_file.empty()) {
+    std::ofstream out(summary_file);
+    out << summary << "\n";
+    if (!out) return Fail(absl::StrCat("--summary_file: cannot write '", summary_file, "'"));
+  }
+  return 0;
+}
