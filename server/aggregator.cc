@@ -225,9 +225,15 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   CompletionStats stats;
   stats.aggregate = absl::Now() - start;
   stats.straggler_wait = absl::Now() - slot.first_push;
-  for (PushWaiter& w : slot.push_waiters) {
-    *w.call->response()->mutable_averages(w.index) = average;
-    stats.sent_bytes += bytes.size();
+  stats.sent_bytes = bytes.size() * slot.push_waiters.size();
+  for (size_t i = 0; i < slot.push_waiters.size(); ++i) {
+    PushWaiter& w = slot.push_waiters[i];
+    ternps::v1::PartitionPayload* out = w.call->response()->mutable_averages(w.index);
+    if (i + 1 < slot.push_waiters.size()) {
+      *out = average;
+    } else {
+      *out = std::move(average);  // the last waiter takes the bytes without a copy
+    }
     finisher.PartDone(std::move(w.call));
   }
   slot.push_waiters.clear();
