@@ -118,8 +118,10 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PartitionPayl
   const auto data = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload.data().data()),
                                         payload.data().size());
   absl::Status st;
+  const absl::Time apply_start = absl::Now();
   if (slot.pushes == 0) {
-    slot.first_push = absl::Now();
+    slot.first_push = apply_start;
+    slot.apply = absl::ZeroDuration();
     if (config_.kind == AggregationKind::kIntSum) {
       slot.int_sums.assign(n, 0);
     } else {
@@ -142,6 +144,8 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PartitionPayl
                ": validated payload failed to apply: ", st.ToString());
   SetRank(slot.pushed, rank);
   ++slot.pushes;
+  slot.last_push = apply_start;
+  slot.apply += absl::Now() - apply_start;
   slot.push_waiters.push_back({std::move(call), index});
   TryComplete(view, finisher, completed);
 }
@@ -223,8 +227,9 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   // Sums of validated pushes are always encodable (|sum| <= pushes, finite averages).
   TERNPS_CHECK(st.ok(), "partition ", config_.id, ": encoding the average failed: ", st.ToString());
   CompletionStats stats;
-  stats.aggregate = absl::Now() - start;
-  stats.straggler_wait = absl::Now() - slot.first_push;
+  stats.step = slot.step;
+  stats.aggregate = slot.apply + (absl::Now() - start);
+  stats.straggler_wait = slot.last_push - slot.first_push;
   stats.sent_bytes = bytes.size() * slot.push_waiters.size();
   for (size_t i = 0; i < slot.push_waiters.size(); ++i) {
     PushWaiter& w = slot.push_waiters[i];

@@ -52,9 +52,10 @@ struct PartitionConfig {
 
 // Figures of one completed step of a partition, for metrics and status.
 struct CompletionStats {
+  uint64_t step = 0;
   uint64_t sent_bytes = 0;
   absl::Duration straggler_wait;  // first push to last push
-  absl::Duration aggregate;       // time to encode the average
+  absl::Duration aggregate;       // decoding and summing the pushes, and encoding the average
 };
 
 class PartitionAggregator {
@@ -116,6 +117,8 @@ class PartitionAggregator {
     RankBits pushed;
     int pushes = 0;
     absl::Time first_push;
+    absl::Time last_push;
+    absl::Duration apply;           // time spent decoding and summing pushes
     std::vector<int16_t> int_sums;  // kIntSum; capacity kept across steps
     std::vector<float> float_sums;  // otherwise
     std::vector<PushWaiter> push_waiters;

@@ -117,7 +117,17 @@ void Engine::CheckTimeouts() {
     for (const auto& [id, job] : jobs_) jobs.push_back(job);
   }
   const absl::Time now = absl::Now();
-  for (const auto& job : jobs) job->CheckTimeouts(now);
+  int workers = 0;
+  uint64_t step = 0;
+  for (const auto& job : jobs) {
+    job->CheckTimeouts(now);
+    workers += job->LiveWorkers();
+    step = std::max(step, job->NewestStep());
+  }
+  if (config_.metrics != nullptr) {
+    config_.metrics->workers->Set(workers);
+    config_.metrics->step->Set(static_cast<double>(step));
+  }
 }
 
 void Engine::ReaperLoop() {

@@ -395,6 +395,11 @@ void Job::PushPull(const ternps::v1::PushPullRequest& request,
     if (rejected.ok()) {
       counters_.received_bytes.fetch_add(received, std::memory_order_relaxed);
       counters_.dense_bytes.fetch_add(dense, std::memory_order_relaxed);
+      if (shard_.metrics != nullptr) {
+        shard_.metrics->received_bytes->Increment(static_cast<double>(received));
+        shard_.metrics->dense_bytes->Increment(static_cast<double>(dense));
+        NoteStepStart(request.step());
+      }
       response->set_step(request.step());
       for (int i = 0; i < request.partitions_size(); ++i) response->add_averages();
       auto call = std::make_shared<PendingCall<ternps::v1::PushPullResponse>>(
@@ -431,10 +436,33 @@ void Job::RecheckAll() {
 }
 
 void Job::Account(const std::vector<CompletionStats>& completed) {
+  common::ServerMetrics* m = shard_.metrics;
   for (const CompletionStats& c : completed) {
     counters_.sent_bytes.fetch_add(c.sent_bytes, std::memory_order_relaxed);
     counters_.partition_steps.fetch_add(1, std::memory_order_relaxed);
+    if (m == nullptr) continue;
+    m->sent_bytes->Increment(static_cast<double>(c.sent_bytes));
+    m->straggler_wait_seconds->Observe(absl::ToDoubleSeconds(c.straggler_wait));
+    m->aggregate_seconds->Observe(absl::ToDoubleSeconds(c.aggregate));
+    absl::MutexLock lock(&timing_mu_);
+    StepTiming& t = timing_[c.step % 2];
+    if (t.step == c.step && ++t.completed == aggregators_.size()) {
+      m->step_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - t.first_push));
+    }
   }
+}
+
+void Job::NoteStepStart(uint64_t step) {
+  if (shard_.metrics == nullptr) return;
+  absl::MutexLock lock(&timing_mu_);
+  StepTiming& t = timing_[step % 2];
+  if (t.step != step) t = {step, absl::Now(), 0};
+}
+
+uint64_t Job::NewestStep() const {
+  uint64_t step = 0;
+  for (const auto& a : aggregators_) step = std::max(step, a->base_step());
+  return step;
 }
 
 int Job::CheckTimeouts(absl::Time now) {
@@ -449,6 +477,7 @@ int Job::CheckTimeouts(absl::Time now) {
   missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
   const int dropped = membership_.Drop(missing);
   counters_.worker_timeouts.fetch_add(dropped, std::memory_order_relaxed);
+  if (shard_.metrics != nullptr) shard_.metrics->worker_timeouts->Increment(dropped);
   RecheckAll();
   return dropped;
 }

@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/metrics/metrics.h"
 #include "common/plan/partition_plan.h"
 #include "server/aggregator.h"
 #include "server/membership.h"
@@ -41,6 +42,8 @@ struct ShardConfig {
   // Jobs whose owned partitions exceed this many elements are refused (RESOURCE_EXHAUSTED).
   uint64_t max_shard_elements = uint64_t{1} << 29;
   uint32_t max_partition_elements = common::kMaxPartitionElements;
+  // Where to record metrics; null: none. Not owned; outlives the engine.
+  common::ServerMetrics* metrics = nullptr;
 };
 
 // The codec settings with their defaults applied.
@@ -92,6 +95,9 @@ class Job {
   // Fails every waiting call (shutdown).
   void FailAll(const absl::Status& status);
   bool AnyLive() const { return membership_.AnyLive(); }
+  int LiveWorkers() const { return membership_.View()->LiveCount(); }
+  // The newest step any owned partition is at.
+  uint64_t NewestStep() const;
   const JobCounters& counters() const { return counters_; }
 
  private:
@@ -103,6 +109,8 @@ class Job {
   // Completes what a membership change released.
   void RecheckAll();
   void Account(const std::vector<CompletionStats>& completed);
+  // Notes the first push of `step` (for ternps_server_step_seconds).
+  void NoteStepStart(uint64_t step);
 
   const std::string id_;
   const uint32_t world_size_;
@@ -114,6 +122,14 @@ class Job {
   std::vector<int32_t> owned_index_;  // partition id -> index into aggregators_, or -1
   std::vector<std::unique_ptr<PartitionAggregator>> aggregators_;
   JobCounters counters_;
+  // Per in-flight step: when its first push arrived and how many owned partitions completed it.
+  struct StepTiming {
+    uint64_t step = UINT64_MAX;
+    absl::Time first_push;
+    size_t completed = 0;
+  };
+  absl::Mutex timing_mu_;
+  StepTiming timing_[2] ABSL_GUARDED_BY(timing_mu_);
 };
 
 }  // namespace ternps::server

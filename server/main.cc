@@ -30,7 +30,10 @@ ABSL_FLAG(uint64_t, max_shard_elements, uint64_t{1} << 29,
 ABSL_FLAG(std::string, port_file, "",
           "If set, write the chosen port to this file once serving (for --listen with port 0)");
 ABSL_FLAG(std::string, metrics_address, "",
-          "host:port for the Prometheus /metrics endpoint (empty: no metrics)");
+          "host:port for the Prometheus /metrics endpoint, port 0 picks a free one (see "
+          "--metrics_port_file); empty: no metrics");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set, write the chosen metrics port to this file once serving");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TLS (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for TLS (with --tls_cert)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
@@ -79,10 +82,7 @@ int main(int argc, char** argv) {
                  ternps::common::kMaxPartitionElements);
     return 2;
   }
-  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
-    std::fprintf(stderr, "ternps-server: --metrics_address is not supported yet in this build\n");
-    return 2;
-  }
+  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   absl::StatusOr<std::unique_ptr<ternps::server::ShardServer>> shard =
       ternps::server::ShardServer::Start(options);
   if (!shard.ok()) {

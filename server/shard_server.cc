@@ -59,7 +59,17 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ShardServe
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = Credentials(options);
   if (!creds.ok()) return creds.status();
   std::unique_ptr<ShardServer> shard(new ShardServer());
-  shard->engine_ = std::make_unique<Engine>(options.shard);
+  ShardConfig config = options.shard;
+  if (!options.metrics_address.empty()) {
+    absl::StatusOr<std::unique_ptr<common::MetricsEndpoint>> endpoint =
+        common::MetricsEndpoint::Start(options.metrics_address);
+    if (!endpoint.ok()) return endpoint.status();
+    shard->metrics_endpoint_ = *std::move(endpoint);
+    shard->metrics_ =
+        common::ServerMetrics::Create(*shard->metrics_endpoint_->registry(), config.shard_index);
+    config.metrics = shard->metrics_.get();
+  }
+  shard->engine_ = std::make_unique<Engine>(config);
   shard->service_ = std::make_unique<ParameterServerService>(shard->engine_.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

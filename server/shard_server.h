@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/metrics/metrics.h"
 #include "grpcpp/server.h"
 #include "server/engine.h"
 #include "server/service.h"
@@ -27,6 +28,8 @@ struct ShardServerOptions {
   // PEM files for TLS; both empty: plaintext.
   std::string tls_cert_file;
   std::string tls_key_file;
+  // host:port for the Prometheus /metrics endpoint (port 0 picks one); empty: no metrics.
+  std::string metrics_address;
 };
 
 // The largest request a shard accepts: one FP32 partition of the largest size plus framing.
@@ -41,6 +44,8 @@ class ShardServer {
   // host:port with the chosen port.
   const std::string& address() const { return address_; }
   Engine& engine() { return *engine_; }
+  // The /metrics port, 0 without metrics.
+  int metrics_port() const { return metrics_endpoint_ ? metrics_endpoint_->port() : 0; }
 
   // Stops accepting calls, lets in-flight ones finish for up to `drain`, then fails those still
   // waiting for other workers (UNAVAILABLE) and returns. Idempotent.
@@ -51,6 +56,9 @@ class ShardServer {
  private:
   ShardServer() = default;
 
+  // Declared before the engine, which records into them: destroyed after it.
+  std::unique_ptr<common::MetricsEndpoint> metrics_endpoint_;
+  std::unique_ptr<common::ServerMetrics> metrics_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ParameterServerService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -31,6 +31,7 @@ ABSL_FLAG(int, shards, 2, "cluster: number of shards S (ternps-server processes)
 ABSL_FLAG(int, steps, 5, "cluster: measured steps per codec (after one warm-up step)");
 ABSL_FLAG(std::string, codecs, "terngrad,fp32", "cluster: codecs to run, in order");
 ABSL_FLAG(int, worker_threads, 1, "cluster: encode/decode threads per worker");
+ABSL_FLAG(uint64_t, max_call_bytes, 4u << 20, "cluster: payload bytes per PushPull call");
 ABSL_FLAG(std::string, server_binary, "", "cluster: ternps-server path (default: next to this)");
 ABSL_FLAG(std::string, server_args, "", "cluster: extra ternps-server flags, comma-separated");
 
@@ -149,6 +150,7 @@ absl::Status RunCodec(const std::string& codec, const std::vector<worker::Tensor
       options.codec.codec =
           codec == "fp32" ? worker::CodecKind::kFp32 : worker::CodecKind::kTernGrad;
       options.threads = absl::GetFlag(FLAGS_worker_threads);
+      options.max_call_bytes = absl::GetFlag(FLAGS_max_call_bytes);
       auto w = worker::Worker::Connect(options);
       if (!w.ok()) {
         out.status = w.status();
