@@ -94,10 +94,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ternps-server: --port_file: cannot write '%s'\n", port_file.c_str());
     return 1;
   }
+  const std::string metrics_port_file = absl::GetFlag(FLAGS_metrics_port_file);
+  if (!metrics_port_file.empty() && !WritePortFile(metrics_port_file, (*shard)->metrics_port())) {
+    std::fprintf(stderr, "ternps-server: --metrics_port_file: cannot write '%s'\n",
+                 metrics_port_file.c_str());
+    return 1;
+  }
   if (!absl::GetFlag(FLAGS_quiet)) {
-    std::fprintf(stderr, "ternps-server: shard %u of %u serving on %s (step timeout %s)\n",
+    const std::string metrics =
+        (*shard)->metrics_port() > 0
+            ? absl::StrCat(", metrics on 127.0.0.1:", (*shard)->metrics_port(), "/metrics")
+            : "";
+    std::fprintf(stderr, "ternps-server: shard %u of %u serving on %s (step timeout %s)%s\n",
                  options.shard.shard_index, options.shard.shard_count, (*shard)->address().c_str(),
-                 absl::FormatDuration(options.shard.step_timeout).c_str());
+                 absl::FormatDuration(options.shard.step_timeout).c_str(), metrics.c_str());
   }
   int signal_number = 0;
   sigwait(&signals, &signal_number);

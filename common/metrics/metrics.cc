@@ -112,4 +112,20 @@ std::unique_ptr<WorkerMetrics> WorkerMetrics::Create(prometheus::Registry& r, ui
   return m;
 }
 
+void WorkerMetrics::RecordStep(double step_s, double compute_s, double encode_s,
+                               double communication_s, uint64_t sent, uint64_t received,
+                               uint64_t dense) {
+  step_seconds->Observe(step_s);
+  compute_seconds->Observe(compute_s);
+  encode_seconds->Observe(encode_s);
+  communication_seconds->Observe(communication_s);
+  sent_bytes->Increment(static_cast<double>(sent));
+  received_bytes->Increment(static_cast<double>(received));
+  dense_bytes->Increment(static_cast<double>(dense));
+  steps->Increment();
+  if (communication_s > 0) {
+    bandwidth_bytes_per_second->Set(static_cast<double>(sent + received) / communication_s);
+  }
+}
+
 }  // namespace ternps::common

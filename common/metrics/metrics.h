@@ -83,6 +83,10 @@ struct WorkerMetrics {
   prometheus::Counter* dense_bytes;
   prometheus::Counter* steps;
   prometheus::Gauge* bandwidth_bytes_per_second;
+
+  // Records one completed step (seconds; wire and dense bytes of its gradient exchange).
+  void RecordStep(double step_s, double compute_s, double encode_s, double communication_s,
+                  uint64_t sent, uint64_t received, uint64_t dense);
 };
 
 }  // namespace ternps::common

@@ -7,7 +7,8 @@
 #
 # Options: --epochs N, --workers N, --shards N, --codec terngrad|fp32, --batch-size N, --lr X,
 #   --build-dir DIR, --no-install (skip apt-get), --no-build, --logs DIR (keep logs there),
-#   --with-prometheus (not available yet), -- ARGS... (extra ternps-worker flags).
+#   --with-prometheus (also start a local Prometheus scraping every shard and worker),
+#   -- ARGS... (extra ternps-worker flags).
 # Installs what is missing (apt-get; sudo when not root), builds, starts the shards and workers on
 # 127.0.0.1 (free ports), prints rank 0's progress, and ends with the JSON summary as the last
 # line. Stops everything it started, also on Ctrl-C; exits non-zero if any process failed.
@@ -24,6 +25,7 @@ LR=0.05
 INSTALL=1
 BUILD=1
 LOGS=""
+PROMETHEUS=0
 EXTRA=()
 
 while [[ $# -gt 0 ]]; do
@@ -38,9 +40,7 @@ while [[ $# -gt 0 ]]; do
     --no-install) INSTALL=0; shift ;;
     --no-build) BUILD=0; shift ;;
     --logs) LOGS="$2"; shift 2 ;;
-    --with-prometheus)
-      echo "run.sh: --with-prometheus is not available yet (metrics are a later milestone)" >&2
-      exit 2 ;;
+    --with-prometheus) PROMETHEUS=1; shift ;;
     --) shift; EXTRA=("$@"); break ;;
     -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -61,6 +61,11 @@ fi
 source "${ROOT}/deploy/local/packages.sh"
 if [[ "${INSTALL}" == 1 ]]; then
   ternps_install_packages "${TERNPS_BUILD_PACKAGES[@]}" "${TERNPS_RUN_PACKAGES[@]}"
+  if [[ "${PROMETHEUS}" == 1 ]]; then ternps_install_packages prometheus; fi
+fi
+if [[ "${PROMETHEUS}" == 1 ]] && ! command -v prometheus >/dev/null; then
+  echo "run.sh: --with-prometheus needs the Debian package 'prometheus' (drop --no-install)" >&2
+  exit 1
 fi
 if [[ "${BUILD}" == 1 ]]; then
   echo "== build (${BUILD_DIR})"
@@ -85,11 +90,19 @@ trap 'cleanup' EXIT
 trap 'echo; echo "run.sh: interrupted, stopping everything" >&2; cleanup; exit 130' INT TERM
 
 echo "== ${SHARDS} shards, ${WORKERS} workers, codec ${CODEC}, ${EPOCHS} epochs (logs: ${WORK})"
+# metrics_flags NAME: with --with-prometheus, the flags that make a process serve /metrics on a
+# free port and name it in ${WORK}/NAME.metrics.
+metrics_flags() {
+  if [[ "${PROMETHEUS}" == 1 ]]; then
+    echo "--metrics_address=127.0.0.1:0 --metrics_port_file=${WORK}/$1.metrics"
+  fi
+}
 SHARD_PIDS=()
 for ((s = 0; s < SHARDS; s++)); do
   rm -f "${WORK}/shard-${s}.port"
   "${BIN}/ternps-server" --listen=127.0.0.1:0 --port_file="${WORK}/shard-${s}.port" \
-    --shard_index="${s}" --shard_count="${SHARDS}" >"${WORK}/shard-${s}.log" 2>&1 &
+    --shard_index="${s}" --shard_count="${SHARDS}" $(metrics_flags "shard-${s}") \
+    >"${WORK}/shard-${s}.log" 2>&1 &
   PIDS+=("$!")
   SHARD_PIDS+=("$!")
 done
@@ -115,7 +128,8 @@ WORKER_PIDS=()
 for ((r = 0; r < WORKERS; r++)); do
   args=(--shards="${SHARD_LIST}" --rank="${r}" --world_size="${WORKERS}" --codec="${CODEC}"
         --epochs="${EPOCHS}" --batch_size="${BATCH}" --lr="${LR}"
-        --job_id="local-$$" --summary_file="${WORK}/worker-${r}.json" "${EXTRA[@]}")
+        --job_id="local-$$" --summary_file="${WORK}/worker-${r}.json"
+        $(metrics_flags "worker-${r}") "${EXTRA[@]}")
   if [[ "${r}" == 0 ]]; then
     # Rank 0's progress goes to the terminal and to its log.
     "${BIN}/ternps-worker" "${args[@]}" > >(tee "${WORK}/worker-0.log" | grep -v '^{') 2>&1 &
@@ -125,6 +139,47 @@ for ((r = 0; r < WORKERS; r++)); do
   PIDS+=("$!")
   WORKER_PIDS+=("$!")
 done
+
+# wait_for_file FILE PID WHAT: bounded wait (30 s) for a port file written by a live process.
+wait_for_file() {
+  local i
+  for ((i = 0; i < 300; i++)); do
+    [[ -s "$1" ]] && return 0
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "run.sh: $3 did not publish $1" >&2
+  return 1
+}
+
+if [[ "${PROMETHEUS}" == 1 ]]; then
+  PROM_DIR="${WORK}/prometheus"
+  mkdir -p "${PROM_DIR}/targets"
+  cp "${ROOT}/deploy/prometheus/prometheus-local.yml" "${ROOT}/deploy/prometheus/alerts.yml" \
+    "${PROM_DIR}/"
+  targets() {  # targets KIND COUNT PIDS...
+    local kind="$1" count="$2" list="" i
+    shift 2
+    local pids=("$@")
+    for ((i = 0; i < count; i++)); do
+      wait_for_file "${WORK}/${kind}-${i}.metrics" "${pids[i]}" "${kind} ${i}" || exit 1
+      list+="${list:+, }\"127.0.0.1:$(cat "${WORK}/${kind}-${i}.metrics")\""
+    done
+    echo "[{\"targets\": [${list}]}]"
+  }
+  targets shard "${SHARDS}" "${SHARD_PIDS[@]}" >"${PROM_DIR}/targets/server.json"
+  targets worker "${WORKERS}" "${WORKER_PIDS[@]}" >"${PROM_DIR}/targets/worker.json"
+  PROM_PORT=9090
+  while (exec 3<>"/dev/tcp/127.0.0.1/${PROM_PORT}") 2>/dev/null; do PROM_PORT=$((PROM_PORT + 1)); done
+  prometheus --config.file="${PROM_DIR}/prometheus-local.yml" \
+    --storage.tsdb.path="${PROM_DIR}/data" --web.listen-address="127.0.0.1:${PROM_PORT}" \
+    >"${PROM_DIR}/prometheus.log" 2>&1 &
+  PIDS+=("$!")
+  PROM_PID="$!"
+  echo "== Prometheus: http://127.0.0.1:${PROM_PORT} (scraping every 5 s). Try:"
+  echo "     sum(rate(ternps_server_dense_bytes_total[1m])) / sum(rate(ternps_server_received_bytes_total[1m]))   # uplink compression"
+  echo "     histogram_quantile(0.9, sum by (le) (rate(ternps_worker_step_seconds_bucket[1m])))                 # p90 step time"
+fi
 
 FAILED=0
 for ((r = 0; r < WORKERS; r++)); do
@@ -143,6 +198,7 @@ for ((s = 0; s < SHARDS; s++)); do
   fi
 done
 PIDS=()
+if [[ "${PROMETHEUS}" == 1 ]]; then PIDS=("${PROM_PID}"); fi
 if [[ "${FAILED}" != 0 ]]; then exit 1; fi
 
 # Every replica must end with the same model.
@@ -157,3 +213,12 @@ echo "== done: test accuracy $(field test_accuracy), uplink $(field uplink_ratio
   "$(field downlink_ratio)x fewer bytes than float32 ($(field compression_ratio)x both ways);" \
   "all ${WORKERS} replicas identical; logs in ${WORK}"
 echo "${SUMMARY}"
+if [[ "${PROMETHEUS}" == 1 ]]; then
+  if [[ -t 0 ]]; then
+    # Keep Prometheus up to browse the run; the summary above stays the last line of stdout.
+    echo "== Prometheus keeps the run's data at http://127.0.0.1:${PROM_PORT}; Ctrl-C stops it" >&2
+    trap 'cleanup; exit 0' INT TERM
+    wait "${PROM_PID}" || true
+  fi
+  cleanup
+fi

@@ -16,13 +16,15 @@ namespace ternps::testing {
 
 class TestCluster {
  public:
-  explicit TestCluster(uint32_t shards, absl::Duration step_timeout = absl::Seconds(60)) {
+  explicit TestCluster(uint32_t shards, absl::Duration step_timeout = absl::Seconds(60),
+                       bool metrics = false) {
     for (uint32_t s = 0; s < shards; ++s) {
       server::ShardServerOptions options;
       options.listen = "127.0.0.1:0";
       options.shard.shard_index = s;
       options.shard.shard_count = shards;
       options.shard.step_timeout = step_timeout;
+      if (metrics) options.metrics_address = "127.0.0.1:0";
       auto shard = server::ShardServer::Start(options);
       EXPECT_TRUE(shard.ok()) << shard.status();
       if (shard.ok()) shards_.push_back(*std::move(shard));

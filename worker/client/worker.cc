@@ -491,6 +491,7 @@ absl::Status Worker::Impl::Step(absl::Span<const absl::Span<float>> gradients) {
   last_.encode_seconds = counters.encode.load();
   last_.decode_seconds = counters.decode.load();
   last_.scaler_seconds = scaler_seconds;
+  last_.communication_seconds = Seconds(scaler_start);
   last_.min_contributors = counters.min_contributors.load();
   ++step_;
   return absl::OkStatus();

@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/metrics/metrics.h"
 #include "common/util/flags_help.h"
 #include "ternps/worker.h"
 #include "worker/trainer/fashion_mnist.h"
@@ -52,6 +53,11 @@ ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(60),
 ABSL_FLAG(absl::Duration, rpc_timeout, absl::Seconds(180), "Deadline of each call");
 ABSL_FLAG(std::string, summary_file, "", "Also write the final JSON summary to this file");
 ABSL_FLAG(bool, quiet, false, "Print only the final summary");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port for the Prometheus /metrics endpoint, port 0 picks a free one (see "
+          "--metrics_port_file); empty: no metrics");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set, write the chosen metrics port to this file once serving");
 
 namespace {
 
@@ -117,6 +123,23 @@ int main(int argc, char** argv) {
       ternps::worker::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir), ternps::worker::Split::kTest);
   if (!test.ok()) return Fail(std::string(test.status().message()));
 
+  std::unique_ptr<ternps::common::MetricsEndpoint> metrics_endpoint;
+  std::unique_ptr<ternps::common::WorkerMetrics> metrics;
+  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
+    auto endpoint = ternps::common::MetricsEndpoint::Start(absl::GetFlag(FLAGS_metrics_address));
+    if (!endpoint.ok()) return Fail(endpoint.status().ToString());
+    metrics_endpoint = *std::move(endpoint);
+    metrics = ternps::common::WorkerMetrics::Create(*metrics_endpoint->registry(), rank);
+    const std::string port_file = absl::GetFlag(FLAGS_metrics_port_file);
+    if (!port_file.empty()) {
+      std::ofstream out(port_file + ".tmp");
+      out << metrics_endpoint->port() << "\n";
+      out.close();
+      if (!out || std::rename((port_file + ".tmp").c_str(), port_file.c_str()) != 0) {
+        return Fail(absl::StrCat("--metrics_port_file: cannot write '", port_file, "'"));
+      }
+    }
+  }
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   ternps::worker::Mlp model(sizes, seed);
   ternps::worker::WorkerOptions options;
@@ -172,7 +195,9 @@ int main(int argc, char** argv) {
                     &images[size_t(i) * kImagePixels]);
         labels[i] = train->labels[item];
       }
+      const absl::Time step_start = absl::Now();
       loss_sum += model.ComputeGradients(images.data(), labels.data(), batch);
+      const double compute_seconds = absl::ToDoubleSeconds(absl::Now() - step_start);
       absl::Status st = (*worker)->Step(model.Gradients());
       if (st.code() == absl::StatusCode::kAborted) {
         std::fprintf(stderr, "ternps-worker %u: %s; joining again\n", rank,
@@ -189,6 +214,11 @@ int main(int argc, char** argv) {
                            : absl::GetFlag(FLAGS_lr);
       model.Apply(lr, absl::GetFlag(FLAGS_momentum), absl::GetFlag(FLAGS_weight_decay));
       const ternps::worker::StepStats stats = (*worker)->last_step();
+      if (metrics != nullptr) {
+        metrics->RecordStep(absl::ToDoubleSeconds(absl::Now() - step_start), compute_seconds,
+                            stats.encode_seconds, stats.communication_seconds, stats.sent_bytes,
+                            stats.received_bytes, stats.dense_bytes);
+      }
       ++steps;
       epoch_sent += stats.sent_bytes;
       epoch_received += stats.received_bytes;

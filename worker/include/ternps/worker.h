@@ -75,11 +75,13 @@ struct StepStats {
   uint64_t step = 0;
   uint64_t sent_bytes = 0;
   uint64_t received_bytes = 0;
-  uint64_t dense_bytes = 0;       // float32 bytes of the gradient (one direction)
-  double seconds = 0.0;           // the whole Step
-  double encode_seconds = 0.0;    // statistics + ternarization, summed over threads
-  double decode_seconds = 0.0;    // summed over threads
-  double scaler_seconds = 0.0;    // waiting for the shared scalers
+  uint64_t dense_bytes = 0;     // float32 bytes of the gradient (one direction)
+  double seconds = 0.0;         // the whole Step
+  double encode_seconds = 0.0;  // statistics + ternarization, summed over threads
+  double decode_seconds = 0.0;  // summed over threads
+  double scaler_seconds = 0.0;  // waiting for the shared scalers
+  // From the scaler exchange to the last average decoded (later encodes overlap it).
+  double communication_seconds = 0.0;
   uint32_t min_contributors = 0;  // smallest number of workers in any average
 };
 
