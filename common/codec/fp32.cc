@@ -44,19 +44,27 @@ absl::Status ValidateFp32(absl::Span<const uint8_t> data, size_t n) {
   return absl::OkStatus();
 }
 
-absl::Status DecodeFp32Add(absl::Span<const uint8_t> data, absl::Span<float> out) {
-  if (absl::Status st = ValidateFp32(data, out.size()); !st.ok()) return st;
+void AddValidatedFp32(absl::Span<const uint8_t> data, absl::Span<float> out) {
   for (size_t k = 0; k < out.size(); ++k) {
     float v;
     std::memcpy(&v, data.data() + 4 * k, 4);
     out[k] += v;
   }
+}
+
+void CopyValidatedFp32(absl::Span<const uint8_t> data, absl::Span<float> out) {
+  if (!out.empty()) std::memcpy(out.data(), data.data(), 4 * out.size());
+}
+
+absl::Status DecodeFp32Add(absl::Span<const uint8_t> data, absl::Span<float> out) {
+  if (absl::Status st = ValidateFp32(data, out.size()); !st.ok()) return st;
+  AddValidatedFp32(data, out);
   return absl::OkStatus();
 }
 
 absl::Status DecodeFp32(absl::Span<const uint8_t> data, absl::Span<float> out) {
   if (absl::Status st = ValidateFp32(data, out.size()); !st.ok()) return st;
-  if (!out.empty()) std::memcpy(out.data(), data.data(), data.size());
+  CopyValidatedFp32(data, out);
   return absl::OkStatus();
 }
 

@@ -31,6 +31,11 @@ absl::Status DecodeFp32Add(absl::Span<const uint8_t> data, absl::Span<float> out
 // out[k] = value_k, after validating data for out.size() elements.
 absl::Status DecodeFp32(absl::Span<const uint8_t> data, absl::Span<float> out);
 
+// out[k] += value_k (or out[k] = value_k) for a payload that already passed
+// ValidateFp32(data, out.size()); undefined for unvalidated input.
+void AddValidatedFp32(absl::Span<const uint8_t> data, absl::Span<float> out);
+void CopyValidatedFp32(absl::Span<const uint8_t> data, absl::Span<float> out);
+
 }  // namespace ternps::common
 
 #endif  // TERNPS_COMMON_CODEC_FP32_H_

@@ -148,4 +148,16 @@ absl::Status AddTernaryCodes(absl::Span<const uint8_t> data, absl::Span<int16_t>
   return absl::OkStatus();
 }
 
+void DecodeValidatedTernaryAdd(absl::Span<const uint8_t> data, float scaler, absl::Span<float> out,
+                               Isa isa) {
+  if (!out.empty()) {
+    internal::KernelsFor(isa).decode_ternary_add(data.data(), out.size(), scaler, out.data());
+  }
+}
+
+void AddValidatedTernaryCodes(absl::Span<const uint8_t> data, absl::Span<int16_t> sums, Isa isa) {
+  if (!sums.empty())
+    internal::KernelsFor(isa).add_ternary_codes(data.data(), sums.size(), sums.data());
+}
+
 }  // namespace ternps::common

@@ -90,6 +90,14 @@ absl::Status DecodeTernaryAdd(absl::Span<const uint8_t> data, float scaler, absl
 absl::Status AddTernaryCodes(absl::Span<const uint8_t> data, absl::Span<int16_t> sums,
                              Isa isa = Isa::kAuto);
 
+// The same two without re-validating, for a payload (and scaler) that already passed
+// ValidateTernary(data, out.size()) / ValidateScaler: the shard validates a whole request before
+// it sums any of it. Undefined for unvalidated input.
+void DecodeValidatedTernaryAdd(absl::Span<const uint8_t> data, float scaler, absl::Span<float> out,
+                               Isa isa = Isa::kAuto);
+void AddValidatedTernaryCodes(absl::Span<const uint8_t> data, absl::Span<int16_t> sums,
+                              Isa isa = Isa::kAuto);
+
 }  // namespace ternps::common
 
 #endif  // TERNPS_COMMON_CODEC_TERNARY_H_
