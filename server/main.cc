@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
   ternps::common::SetUsage(
       "One parameter-server shard of a ternps (TernGrad) job.\n"
       "Usage: ternps-server --listen=127.0.0.1:7070 --shard_index=0 --shard_count=2");
-  absl::ParseCommandLine(argc, argv);
+  ternps::common::ParseFlags(argc, argv);
 
   ternps::server::ShardServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);

@@ -32,6 +32,16 @@ if [[ "${INSTALL}" == 1 ]]; then
     "${TERNPS_TEST_PACKAGES[@]}"
 fi
 
+# npm packages of the Kubernetes manifest test (the schemas, used offline afterwards).
+NPM_DIR="${BUILD_DIR}/npm"
+if [[ "${INSTALL}" == 1 && ! -d "${NPM_DIR}/node_modules/kubernetes-models" ]]; then
+  command -v npm >/dev/null || ternps_install_packages nodejs npm
+  echo "== npm: kubernetes-models (JSON schemas for the manifest test)"
+  mkdir -p "${NPM_DIR}"
+  npm install --prefix "${NPM_DIR}" --no-audit --no-fund --loglevel=error \
+    kubernetes-models@5.1.0 @kubernetes-models/prometheus-operator@6.0.0 js-yaml@4.1.0
+fi
+
 echo "== configure (${BUILD_DIR})"
 cmake -S "${ROOT}" -B "${BUILD_DIR}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTERNPS_WERROR=ON \
   -DTERNPS_CUDA="${TERNPS_CUDA:-AUTO}"

@@ -3,10 +3,21 @@
 //
 //   int main(int argc, char** argv) {
 //     ternps::common::SetUsage("What this binary does.\nUsage: ...");
-//     absl::ParseCommandLine(argc, argv);
+//     std::vector<char*> args = ternps::common::ParseFlags(argc, argv);
+//
+// ParseFlags is absl::ParseCommandLine, except that --help / -h print the usage and the flags of
+// files whose path contains `help_filter` to stdout and exit 0 (absl exits 1).
 #ifndef TERNPS_COMMON_UTIL_FLAGS_HELP_H_
 #define TERNPS_COMMON_UTIL_FLAGS_HELP_H_
 
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <vector>
+
+#include "absl/flags/internal/program_name.h"
+#include "absl/flags/internal/usage.h"
+#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
@@ -22,6 +33,22 @@ inline void SetUsage(absl::string_view usage) {
   };
   config.contains_helpshort_flags = config.contains_help_flags;
   absl::SetFlagsUsageConfig(config);
+}
+
+inline std::vector<char*> ParseFlags(int argc, char** argv,
+                                     absl::string_view help_filter = "main.cc") {
+  if (argc > 0) absl::flags_internal::SetProgramInvocationName(argv[0]);
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--") == 0) break;
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0 ||
+        std::strcmp(argv[i], "-help") == 0) {
+      absl::flags_internal::FlagsHelp(std::cout, help_filter,
+                                      absl::flags_internal::HelpFormat::kHumanReadable,
+                                      absl::ProgramUsageMessage());
+      std::exit(0);
+    }
+  }
+  return absl::ParseCommandLine(argc, argv);
 }
 
 }  // namespace ternps::common

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
       "  cluster S ternps-server processes x W workers on loopback exchanging a model\n"
       "          profile's synthetic gradients, terngrad and fp32 in one run\n"
       "Run with --help for the flags.");
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  std::vector<char*> args = ternps::common::ParseFlags(argc, argv, "/bench/");
   if (args.size() != 2) {
     std::fprintf(stderr, "ternps-bench: expected one subcommand (codec or cluster); see --help\n");
     return 2;

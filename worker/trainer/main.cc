@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
   ternps::common::SetUsage(
       "Trains an MLP on Fashion-MNIST through a ternps parameter server.\n"
       "Usage: ternps-worker --shards=127.0.0.1:7070,127.0.0.1:7071 --rank=0 --world_size=4");
-  absl::ParseCommandLine(argc, argv);
+  ternps::common::ParseFlags(argc, argv);
   const uint32_t rank = absl::GetFlag(FLAGS_rank);
   const uint32_t world = absl::GetFlag(FLAGS_world_size);
   const bool quiet = absl::GetFlag(FLAGS_quiet);

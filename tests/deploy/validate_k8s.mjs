@@ -1,0 +1,171 @@
+// Renders every kustomize overlay of deploy/k8s with `kubectl kustomize`, validates every object
+// against the Kubernetes JSON schemas bundled in the npm package kubernetes-models (offline), and
+// checks that ports, labels and selectors agree across the Services, StatefulSet, Job,
+// NetworkPolicies, PodMonitor, ConfigMap and the Prometheus scrape config. Also proves the
+// validator rejects a broken manifest. Exit 0 when everything holds.
+//
+//   node validate_k8s.mjs ROOT   (run from a directory whose node_modules has kubernetes-models,
+//                                 @kubernetes-models/prometheus-operator and js-yaml)
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import yaml from "js-yaml";
+
+const root = process.argv[2];
+const failures = [];
+const check = (ok, message) => { if (!ok) failures.push(message); };
+
+async function modelFor(apiVersion, kind) {
+  const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
+  const module = group === "monitoring.coreos.com"
+      ? `@kubernetes-models/prometheus-operator/${group}/${version}`
+      : group === "" ? `kubernetes-models/${version}` : `kubernetes-models/${group}/${version}`;
+  const models = await import(module);
+  if (!models[kind]) throw new Error(`no schema for ${apiVersion} ${kind}`);
+  return models[kind];
+}
+
+async function validate(object) {
+  const Model = await modelFor(object.apiVersion, object.kind);
+  new Model(object).validate();  // throws with the failing path
+}
+
+const byKind = (objects, kind, name) =>
+    objects.find((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
+const matches = (selector, labels) =>
+    Object.entries(selector || {}).every(([k, v]) => labels && labels[k] === v);
+
+function checkConsistency(overlay, objects) {
+  const where = (s) => `${overlay}: ${s}`;
+  const sts = byKind(objects, "StatefulSet", "ternps-server");
+  const job = byKind(objects, "Job", "ternps-worker");
+  const config = byKind(objects, "ConfigMap", "ternps-job");
+  const serverSvc = byKind(objects, "Service", "ternps-server");
+  const workerSvc = byKind(objects, "Service", "ternps-worker");
+  for (const [what, o] of Object.entries({sts, job, config, serverSvc, workerSvc})) {
+    check(o, where(`missing ${what}`));
+  }
+  if (failures.length) return;
+  const serverPod = sts.spec.template;
+  const workerPod = job.spec.template;
+  const ports = (pod) => Object.fromEntries(
+      pod.spec.containers[0].ports.map((p) => [p.name, p.containerPort]));
+  const serverPorts = ports(serverPod);
+  const workerPorts = ports(workerPod);
+  // Selectors pick the right pods.
+  check(matches(sts.spec.selector.matchLabels, serverPod.metadata.labels),
+        where("StatefulSet selector does not match its pods"));
+  check(sts.spec.serviceName === serverSvc.metadata.name,
+        where("StatefulSet serviceName is not the headless Service"));
+  check(serverSvc.spec.clusterIP === "None", where("ternps-server Service is not headless"));
+  check(matches(serverSvc.spec.selector, serverPod.metadata.labels),
+        where("ternps-server Service does not select the shard pods"));
+  check(!matches(serverSvc.spec.selector, workerPod.metadata.labels),
+        where("ternps-server Service also selects workers"));
+  check(matches(workerSvc.spec.selector, workerPod.metadata.labels),
+        where("ternps-worker Service does not select the worker pods"));
+  for (const [svc, pods] of [[serverSvc, serverPorts], [workerSvc, workerPorts]]) {
+    for (const p of svc.spec.ports) {
+      check(pods[p.targetPort] === p.port,
+            where(`Service ${svc.metadata.name} port ${p.name}: targetPort ${p.targetPort} ` +
+                  `is not container port ${p.port}`));
+    }
+  }
+  // Job settings agree with the replica counts and the shard names.
+  const data = config.data;
+  check(Number(data.SHARD_COUNT) === sts.spec.replicas,
+        where(`SHARD_COUNT ${data.SHARD_COUNT} != StatefulSet replicas ${sts.spec.replicas}`));
+  check(Number(data.WORLD_SIZE) === job.spec.completions &&
+            job.spec.completions === job.spec.parallelism,
+        where(`WORLD_SIZE ${data.WORLD_SIZE} != Job completions/parallelism`));
+  check(job.spec.completionMode === "Indexed", where("worker Job is not Indexed"));
+  const expected = Array.from({length: sts.spec.replicas},
+      (_, i) => `${sts.metadata.name}-${i}.${serverSvc.metadata.name}:${serverPorts.grpc}`);
+  check(data.SHARDS === expected.join(","), where(`SHARDS ${data.SHARDS} != ${expected}`));
+  // Scrape annotations name the metrics ports.
+  check(serverPod.metadata.annotations["prometheus.io/port"] === String(serverPorts.metrics),
+        where("shard scrape annotation port != metrics port"));
+  check(workerPod.metadata.annotations["prometheus.io/port"] === String(workerPorts.metrics),
+        where("worker scrape annotation port != metrics port"));
+  // Probes use the gRPC port.
+  check(serverPod.spec.containers[0].readinessProbe.grpc.port === serverPorts.grpc,
+        where("shard readiness probe is not on the gRPC port"));
+  // Network policies: workers reach shard gRPC, Prometheus reaches metrics, nothing else.
+  for (const np of objects.filter((o) => o.kind === "NetworkPolicy")) {
+    const target = matches(np.spec.podSelector.matchLabels, serverPod.metadata.labels) ? serverPod
+        : matches(np.spec.podSelector.matchLabels, workerPod.metadata.labels) ? workerPod : null;
+    check(target, where(`NetworkPolicy ${np.metadata.name} selects no ternps pods`));
+    if (!target) continue;
+    const targetPorts = ports(target);
+    for (const rule of np.spec.ingress) {
+      for (const p of rule.ports) {
+        check(p.port in targetPorts, where(`NetworkPolicy ${np.metadata.name}: no port ${p.port}`));
+        for (const from of rule.from) {
+          const fromLabels = from.podSelector.matchLabels;
+          if (p.port === "grpc") {
+            check(matches(fromLabels, workerPod.metadata.labels) && !from.namespaceSelector,
+                  where(`NetworkPolicy ${np.metadata.name}: gRPC open to more than workers`));
+          } else {
+            check(fromLabels["app.kubernetes.io/name"] === "prometheus",
+                  where(`NetworkPolicy ${np.metadata.name}: metrics open to non-Prometheus`));
+          }
+        }
+      }
+    }
+  }
+  // PodMonitor (if present) selects ternps pods by a port they have.
+  const pm = byKind(objects, "PodMonitor");
+  if (pm) {
+    check(matches(pm.spec.selector.matchLabels, serverPod.metadata.labels) &&
+              matches(pm.spec.selector.matchLabels, workerPod.metadata.labels),
+          where("PodMonitor does not select both shards and workers"));
+    for (const e of pm.spec.podMetricsEndpoints) {
+      check(e.port in serverPorts && e.port in workerPorts, where(`PodMonitor port ${e.port}`));
+    }
+  }
+  // The DNS-discovery scrape config names these Services and metrics ports.
+  const prom = yaml.load(readFileSync(`${root}/deploy/prometheus/prometheus-k8s.yml`, "utf8"));
+  const ns = serverSvc.metadata.namespace;
+  for (const [svc, port] of [[serverSvc, serverPorts.metrics], [workerSvc, workerPorts.metrics]]) {
+    const name = `${svc.metadata.name}.${ns}.svc.cluster.local`;
+    const sd = prom.scrape_configs.flatMap((c) => c.dns_sd_configs || [])
+                   .find((d) => d.names.includes(name));
+    check(sd && sd.port === port, where(`prometheus-k8s.yml: no DNS SD for ${name}:${port}`));
+  }
+}
+
+const overlays = ["base", "overlays/cpu-demo", "overlays/gpu"];
+let validated = 0;
+for (const overlay of overlays) {
+  const rendered = execFileSync("kubectl", ["kustomize", `${root}/deploy/k8s/${overlay}`],
+                                {encoding: "utf8"});
+  const objects = yaml.loadAll(rendered).filter(Boolean);
+  check(objects.length >= 9, `${overlay}: only ${objects.length} objects rendered`);
+  for (const o of objects) {
+    try {
+      await validate(o);
+      ++validated;
+    } catch (e) {
+      failures.push(`${overlay}: ${o.kind}/${o.metadata?.name}: ${e.message}`);
+    }
+  }
+  checkConsistency(overlay, objects);
+}
+
+// The validator can fail: a broken StatefulSet (container port as a string) and an unknown kind.
+const broken = yaml.loadAll(execFileSync("kubectl",
+    ["kustomize", `${root}/deploy/k8s/base`], {encoding: "utf8"}))
+    .find((o) => o.kind === "StatefulSet");
+broken.spec.template.spec.containers[0].ports[0].containerPort = "7070";
+let rejected = false;
+try { await validate(broken); } catch { rejected = true; }
+check(rejected, "the validator accepted a StatefulSet with a string containerPort");
+let unknown = false;
+try { await validate({apiVersion: "apps/v1", kind: "NoSuchKind"}); } catch { unknown = true; }
+check(unknown, "the validator accepted an unknown kind");
+
+if (failures.length) {
+  console.error(failures.join("\n"));
+  process.exit(1);
+}
+console.log(`k8s manifests: ${validated} objects valid across ${overlays.length} renders, ` +
+            "consistent; broken manifests rejected");
