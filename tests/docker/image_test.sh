@@ -31,12 +31,15 @@ fi
 T1=$(date +%s)
 for image in server worker; do
   stamp "buildah bud docker/${image}.Dockerfile"
-  buildah "${S[@]}" bud --isolation chroot --pull-never -f "${ROOT}/docker/${image}.Dockerfile" \
-    -t "localhost/ternps-${image}:test" "${ROOT}"
+  buildah "${S[@]}" bud --isolation chroot --pull-never --layers \
+    -f "${ROOT}/docker/${image}.Dockerfile" -t "localhost/ternps-${image}:test" "${ROOT}"
 done
 T2=$(date +%s)
 
-RUN=(podman "${S[@]}" run --runtime runc --network host --ulimit nofile=65536:65536)
+# podman (as root) would raise the open-file and process limits to its defaults, which a
+# sandbox without CAP_SYS_RESOURCE refuses: keep the current open-file limit, a modest nproc.
+RUN=(podman "${S[@]}" run --runtime runc --network host
+     --ulimit "nofile=$(ulimit -Sn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
 stamp "ternps-server --help"
 "${RUN[@]}" --rm localhost/ternps-server:test --help | head -3
 

@@ -1,5 +1,12 @@
 #include "worker/bench/codec_bench.h"
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "ternps/config.h"
+#if TERNPS_HAVE_CUDA
+#include "worker/bench/codec_cuda_bench.h"
+#endif
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -23,6 +30,9 @@ ABSL_FLAG(std::string, isa, "all",
           "codec: kernel sets to measure: all, or a comma list of scalar,avx2,avx512");
 ABSL_FLAG(int, repeats, 5, "codec: timed repetitions per row; the fastest is reported");
 ABSL_FLAG(int, contributors, 4, "codec: N of the INT_SUM decode rows");
+ABSL_FLAG(std::string, device, "cpu", "codec: cpu | cuda (the CUDA kernels, if built)");
+ABSL_FLAG(std::string, cuda_elements, "67108864,268435456",
+          "codec --device=cuda: element counts, comma-separated");
 
 namespace ternps::bench {
 namespace {
@@ -87,6 +97,29 @@ void Print(const Row& row, size_t elements, size_t partition_elements, double re
 }  // namespace
 
 int RunCodecBench() {
+  if (absl::GetFlag(FLAGS_device) == "cuda") {
+#if TERNPS_HAVE_CUDA
+    std::vector<uint64_t> counts;
+    for (absl::string_view c : absl::StrSplit(absl::GetFlag(FLAGS_cuda_elements), ',')) {
+      uint64_t n = 0;
+      if (!absl::SimpleAtoi(c, &n) || n == 0 || n > (uint64_t{1} << 31)) {
+        std::fprintf(stderr, "ternps-bench: --cuda_elements: bad count '%s'\n",
+                     std::string(c).c_str());
+        return 2;
+      }
+      counts.push_back(n);
+    }
+    return RunCodecCudaBench(counts, absl::GetFlag(FLAGS_repeats),
+                             absl::GetFlag(FLAGS_contributors));
+#else
+    std::fprintf(stderr, "ternps-bench: --device=cuda: this build has no CUDA (TERNPS_CUDA)\n");
+    return 2;
+#endif
+  }
+  if (absl::GetFlag(FLAGS_device) != "cpu") {
+    std::fprintf(stderr, "ternps-bench: --device must be cpu or cuda\n");
+    return 2;
+  }
   const size_t n = absl::GetFlag(FLAGS_elements);
   const size_t part = std::max<size_t>(4, absl::GetFlag(FLAGS_partition_elements) / 4 * 4);
   const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
