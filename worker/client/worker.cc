@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +20,7 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "ternps/v1/ternps.grpc.pb.h"
+#include "worker/client/device_exchange.h"
 
 namespace ternps::worker {
 
@@ -68,7 +70,7 @@ class Worker::Impl {
 
   absl::Status Init();
   absl::Status JoinAll();
-  absl::Status Step(absl::Span<const absl::Span<float>> gradients);
+  absl::Status Step(absl::Span<const absl::Span<float>> gradients, bool on_device);
   absl::Status Leave();
 
   uint64_t step() const {
@@ -121,9 +123,14 @@ class Worker::Impl {
     return gradients[part.tensor].subspan(part.offset, part.elements);
   }
   absl::Status ShareScalers();
-  void EncodeAndSend(Batch& batch, absl::Span<const absl::Span<float>> gradients,
-                     StepCounters& counters, FirstError& error, absl::BlockingCounter& pending);
-  absl::Status Decode(Batch& batch, absl::Span<const absl::Span<float>> gradients,
+  // Fills the batch's payloads: encodes on the CPU, or (on_device) copies the bytes the device
+  // produced for `ticket`.
+  absl::Status Encode(Batch& batch, absl::Span<const absl::Span<float>> gradients, bool on_device,
+                      DeviceExchange::Ticket ticket);
+  void EncodeAndSend(Batch& batch, absl::Span<const absl::Span<float>> gradients, bool on_device,
+                     DeviceExchange::Ticket ticket, StepCounters& counters, FirstError& error,
+                     absl::BlockingCounter& pending);
+  absl::Status Decode(Batch& batch, absl::Span<const absl::Span<float>> gradients, bool on_device,
                       StepCounters& counters);
 
   const WorkerOptions options_;
@@ -135,6 +142,8 @@ class Worker::Impl {
   std::vector<ScalerCall> scaler_calls_;
   std::vector<common::PartitionStats> stats_;  // per partition (compressed ones)
   std::vector<float> scalers_;                 // per partition: the scaler it is encoded with
+  std::vector<float> clips_;                   // per partition: its clip threshold
+  std::unique_ptr<DeviceExchange> device_;     // created by the first step on the device
   mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;
   StepStats last_ ABSL_GUARDED_BY(mu_);
@@ -154,6 +163,7 @@ absl::Status Worker::Impl::Init() {
   epochs_.assign(options_.shards.size(), 0);
   stats_.resize(plan_.partitions().size());
   scalers_.assign(plan_.partitions().size(), 0.0f);
+  clips_.assign(plan_.partitions().size(), 0.0f);
   // Batches: each shard's partitions in plan order, cut at max_call_bytes of payload; then
   // interleaved across shards so every shard gets work from the start of a step.
   std::vector<std::vector<Batch>> per_shard(options_.shards.size());
@@ -307,35 +317,50 @@ absl::Status Worker::Impl::ShareScalers() {
   return absl::OkStatus();
 }
 
-void Worker::Impl::EncodeAndSend(Batch& batch, absl::Span<const absl::Span<float>> gradients,
-                                 StepCounters& counters, FirstError& error,
-                                 absl::BlockingCounter& pending) {
-  const absl::Time start = absl::Now();
+absl::Status Worker::Impl::Encode(Batch& batch, absl::Span<const absl::Span<float>> gradients,
+                                  bool on_device, DeviceExchange::Ticket ticket) {
+  if (on_device) {
+    if (absl::Status st = device_->Wait(ticket); !st.ok()) return st;
+  }
   const uint64_t step = this->step();
-  batch.request.set_epoch(epochs_[batch.shard]);
-  batch.request.set_step(step);
-  uint64_t sent = 0;
   for (size_t i = 0; i < batch.partitions.size(); ++i) {
     const uint32_t p = batch.partitions[i];
     const common::Partition& part = plan_.partition(p);
     v1::PartitionPayload* payload = batch.request.mutable_partitions(static_cast<int>(i));
+    if (part.compressed) payload->set_scaler(scalers_[p]);
     absl::Status st;
-    if (part.compressed) {
+    if (on_device) {
+      const absl::Span<const uint8_t> bytes = device_->HostBytes(p);
+      std::memcpy(payload->mutable_data()->data(), bytes.data(), bytes.size());
+    } else if (part.compressed) {
       const common::TernaryKey key{options_.codec.seed, options_.rank, step, p};
-      payload->set_scaler(scalers_[p]);
-      st = common::Ternarize(Slice(gradients, p),
-                             common::ClipThreshold(stats_[p], options_.codec.clip_sigmas),
-                             scalers_[p], key, Bytes(*payload->mutable_data()));
+      st = common::Ternarize(Slice(gradients, p), clips_[p], scalers_[p], key,
+                             Bytes(*payload->mutable_data()));
     } else {
       st = common::EncodeFp32(Slice(gradients, p), Bytes(*payload->mutable_data()));
     }
     if (!st.ok()) {
-      error.Set(
-          absl::Status(st.code(), absl::StrCat("encoding partition ", p, ": ", st.message())));
-      pending.DecrementCount();
-      return;
+      return absl::Status(st.code(), absl::StrCat("encoding partition ", p, ": ", st.message()));
     }
-    sent += payload->data().size();
+  }
+  return absl::OkStatus();
+}
+
+void Worker::Impl::EncodeAndSend(Batch& batch, absl::Span<const absl::Span<float>> gradients,
+                                 bool on_device, DeviceExchange::Ticket ticket,
+                                 StepCounters& counters, FirstError& error,
+                                 absl::BlockingCounter& pending) {
+  const absl::Time start = absl::Now();
+  batch.request.set_epoch(epochs_[batch.shard]);
+  batch.request.set_step(this->step());
+  if (absl::Status st = Encode(batch, gradients, on_device, ticket); !st.ok()) {
+    error.Set(std::move(st));
+    pending.DecrementCount();
+    return;
+  }
+  uint64_t sent = 0;
+  for (const v1::PartitionPayload& payload : batch.request.partitions()) {
+    sent += payload.data().size();
   }
   counters.sent.fetch_add(sent, std::memory_order_relaxed);
   AddSeconds(counters.encode, Seconds(start));
@@ -343,22 +368,22 @@ void Worker::Impl::EncodeAndSend(Batch& batch, absl::Span<const absl::Span<float
   batch.context = NewContext(options_.rpc_timeout);
   stubs_[batch.shard]->async()->PushPull(
       batch.context.get(), &batch.request, &batch.response,
-      [this, &batch, gradients, &counters, &error, &pending](grpc::Status st) {
+      [this, &batch, gradients, on_device, &counters, &error, &pending](grpc::Status st) {
         if (!st.ok()) {
           error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(batch.shard), " PushPull")));
           pending.DecrementCount();
           return;
         }
         // Decode on the pool, not on gRPC's callback thread.
-        pool_.Schedule([this, &batch, gradients, &counters, &error, &pending] {
-          error.Set(Decode(batch, gradients, counters));
+        pool_.Schedule([this, &batch, gradients, on_device, &counters, &error, &pending] {
+          error.Set(Decode(batch, gradients, on_device, counters));
           pending.DecrementCount();
         });
       });
 }
 
 absl::Status Worker::Impl::Decode(Batch& batch, absl::Span<const absl::Span<float>> gradients,
-                                  StepCounters& counters) {
+                                  bool on_device, StepCounters& counters) {
   const absl::Time start = absl::Now();
   const std::string where = absl::StrCat(ShardName(batch.shard), " PushPull answer: ");
   if (batch.response.averages_size() != static_cast<int>(batch.partitions.size())) {
@@ -393,30 +418,32 @@ absl::Status Worker::Impl::Decode(Batch& batch, absl::Span<const absl::Span<floa
                        v1::Encoding_Name(expected)));
     }
     const absl::Span<float> out = Slice(gradients, p);
+    const absl::Span<const uint8_t> bytes = Bytes(avg.data());
+    const int n_contrib = static_cast<int>(avg.contributors());
     absl::Status st;
-    switch (expected) {
-      case v1::INT_SUM:
-        if (avg.scaler() != scalers_[p]) {
-          st = absl::InvalidArgumentError(
-              absl::StrCat("scaler: ", avg.scaler(), " is not the shared scaler ", scalers_[p]));
-          break;
-        }
-        st = common::ValidateIntSum(Bytes(avg.data()), part.elements,
-                                    static_cast<int>(avg.contributors()));
-        if (!st.ok()) break;
-        std::fill(out.begin(), out.end(), 0.0f);
-        st = common::DecodeIntSumAdd(Bytes(avg.data()), static_cast<int>(avg.contributors()),
-                                     avg.scaler(), out);
-        break;
-      case v1::TERNARY_2BIT:
-        st = common::ValidateTernary(Bytes(avg.data()), part.elements);
-        if (!st.ok()) break;
-        std::fill(out.begin(), out.end(), 0.0f);
-        st = common::DecodeTernaryAdd(Bytes(avg.data()), avg.scaler(), out);
-        break;
-      default:
-        st = common::DecodeFp32(Bytes(avg.data()), out);
-        break;
+    if (expected == v1::INT_SUM && avg.scaler() != scalers_[p]) {
+      st = absl::InvalidArgumentError(
+          absl::StrCat("scaler: ", avg.scaler(), " is not the shared scaler ", scalers_[p]));
+    } else if (expected == v1::INT_SUM) {
+      st = common::ValidateIntSum(bytes, part.elements, n_contrib);
+    } else if (expected == v1::TERNARY_2BIT) {
+      st = common::ValidateScaler(avg.scaler());
+      if (st.ok()) st = common::ValidateTernary(bytes, part.elements);
+    } else {
+      st = common::ValidateFp32(bytes, part.elements);
+    }
+    if (st.ok() && on_device) {
+      st = device_->DecodeAsync(gradients, p, static_cast<int>(expected), avg.scaler(), n_contrib,
+                                bytes);
+    } else if (st.ok() && expected == v1::FP32) {
+      common::CopyValidatedFp32(bytes, out);
+    } else if (st.ok()) {
+      std::fill(out.begin(), out.end(), 0.0f);
+      if (expected == v1::INT_SUM) {
+        st = common::DecodeIntSumAdd(bytes, n_contrib, avg.scaler(), out);
+      } else {
+        common::DecodeValidatedTernaryAdd(bytes, avg.scaler(), out);
+      }
     }
     if (!st.ok()) return absl::Status(st.code(), absl::StrCat(field, ".", st.message()));
     received += avg.data().size();
@@ -430,8 +457,16 @@ absl::Status Worker::Impl::Decode(Batch& batch, absl::Span<const absl::Span<floa
   return absl::OkStatus();
 }
 
-absl::Status Worker::Impl::Step(absl::Span<const absl::Span<float>> gradients) {
+absl::Status Worker::Impl::Step(absl::Span<const absl::Span<float>> gradients, bool on_device) {
   const absl::Time start = absl::Now();
+  if (on_device && device_ == nullptr) {
+    const bool fp32_averages = options_.codec.codec == CodecKind::kTernGrad &&
+                               !options_.codec.scaler_sharing && !options_.codec.ternary_downlink;
+    absl::StatusOr<std::unique_ptr<DeviceExchange>> device =
+        DeviceExchange::Create(plan_, options_.world_size, fp32_averages);
+    if (!device.ok()) return device.status();
+    device_ = *std::move(device);
+  }
   if (gradients.size() != options_.tensors.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "gradients: ", gradients.size(), " tensors, the job has ", options_.tensors.size()));
@@ -445,8 +480,17 @@ absl::Status Worker::Impl::Step(absl::Span<const absl::Span<float>> gradients) {
   }
   StepCounters counters;
   FirstError error;
-  // 1. Statistics and local scalers of the compressed partitions.
-  if (options_.codec.codec == CodecKind::kTernGrad) {
+  // 1. Statistics, local scalers and clip thresholds of the compressed partitions.
+  if (options_.codec.codec == CodecKind::kTernGrad && on_device) {
+    const absl::Time t0 = absl::Now();
+    if (absl::Status st = device_->Stats(gradients, stats_); !st.ok()) return st;
+    for (const common::Partition& part : plan_.partitions()) {
+      if (!part.compressed) continue;
+      scalers_[part.id] = common::LocalScaler(stats_[part.id], options_.codec.clip_sigmas);
+      clips_[part.id] = common::ClipThreshold(stats_[part.id], options_.codec.clip_sigmas);
+    }
+    AddSeconds(counters.encode, Seconds(t0));
+  } else if (options_.codec.codec == CodecKind::kTernGrad) {
     std::vector<uint32_t> compressed;
     for (const common::Partition& part : plan_.partitions()) {
       if (part.compressed) compressed.push_back(part.id);
@@ -459,6 +503,7 @@ absl::Status Worker::Impl::Step(absl::Span<const absl::Span<float>> gradients) {
         if (stats.ok()) {
           stats_[p] = *stats;
           scalers_[p] = common::LocalScaler(*stats, options_.codec.clip_sigmas);
+          clips_[p] = common::ClipThreshold(*stats, options_.codec.clip_sigmas);
         } else {
           const common::Partition& part = plan_.partition(p);
           error.Set(absl::InvalidArgumentError(absl::StrCat("gradients[", part.tensor, "] ('",
@@ -479,11 +524,29 @@ absl::Status Worker::Impl::Step(absl::Span<const absl::Span<float>> gradients) {
   }
   const double scaler_seconds = Seconds(scaler_start);
   // 3. Encode, push and decode, batch by batch.
+  // On the device, every batch's kernels and copies are queued now, in order, on one stream;
+  // each pool task waits only for its own batch, so the device encodes batch i+1 while batch i
+  // is on the wire.
   absl::BlockingCounter pending(static_cast<int>(batches_.size()));
+  const common::TernaryKey key_base{options_.codec.seed, options_.rank, step(), 0};
   for (Batch& batch : batches_) {
-    pool_.Schedule([&, b = &batch] { EncodeAndSend(*b, gradients, counters, error, pending); });
+    DeviceExchange::Ticket ticket;
+    if (on_device) {
+      absl::StatusOr<DeviceExchange::Ticket> queued =
+          device_->EncodeAsync(gradients, batch.partitions, clips_, scalers_, key_base);
+      if (!queued.ok()) {
+        error.Set(queued.status());
+        pending.DecrementCount();
+        continue;
+      }
+      ticket = *queued;
+    }
+    pool_.Schedule([&, b = &batch, ticket] {
+      EncodeAndSend(*b, gradients, on_device, ticket, counters, error, pending);
+    });
   }
   pending.Wait();
+  if (on_device) error.Set(device_->Finish());
   if (absl::Status st = error.Get(); !st.ok()) return st;
   absl::MutexLock lock(&mu_);
   last_.step = step_;
@@ -539,8 +602,12 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Connect(const WorkerOptions& opt
 Worker::Worker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Worker::~Worker() = default;
 absl::Status Worker::Step(absl::Span<const absl::Span<float>> gradients) {
-  return impl_->Step(gradients);
+  return impl_->Step(gradients, /*on_device=*/false);
 }
+absl::Status Worker::StepOnDevice(absl::Span<const absl::Span<float>> device_gradients) {
+  return impl_->Step(device_gradients, /*on_device=*/true);
+}
+bool Worker::DeviceAvailable() { return DeviceExchange::Available(); }
 absl::Status Worker::Rejoin() { return impl_->JoinAll(); }
 absl::Status Worker::Leave() { return impl_->Leave(); }
 uint64_t Worker::step() const { return impl_->step(); }

@@ -96,6 +96,13 @@ class Worker {
   // on success each holds the average over the contributing workers. On failure the buffers'
   // contents are unspecified.
   absl::Status Step(absl::Span<const absl::Span<float>> gradients);
+  // Step for gradients in CUDA device memory (spans of device pointers): statistics and
+  // ternarization run on the device and only packed bytes cross PCIe; averages are decoded on
+  // the device into the same buffers, complete when this returns. UNIMPLEMENTED in a build
+  // without CUDA, FAILED_PRECONDITION without a usable device.
+  absl::Status StepOnDevice(absl::Span<const absl::Span<float>> device_gradients);
+  // Whether StepOnDevice can work here (CUDA build and a device).
+  static bool DeviceAvailable();
   // Joins every shard again (after ABORTED); the next Step continues at the step they agree on.
   absl::Status Rejoin();
   // Leaves the job on every shard.
