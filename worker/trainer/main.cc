@@ -23,6 +23,7 @@
 #include "ternps/worker.h"
 #include "worker/trainer/fashion_mnist.h"
 #include "worker/trainer/mlp.h"
+#include "worker/trainer/model.h"
 
 ABSL_FLAG(std::string, shards, "127.0.0.1:7070",
           "Comma-separated host:port of every shard, shard 0 first");
@@ -87,10 +88,9 @@ int main(int argc, char** argv) {
   const uint32_t world = absl::GetFlag(FLAGS_world_size);
   const bool quiet = absl::GetFlag(FLAGS_quiet);
   const bool lead = rank == 0 && !quiet;
-  if (absl::GetFlag(FLAGS_device) != "cpu") {
-    return Fail(absl::StrCat("--device=", absl::GetFlag(FLAGS_device),
-                             ": only cpu is available in this build (the CUDA trainer is not "
-                             "implemented yet)"));
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device != "cpu" && device != "cuda") {
+    return Fail(absl::StrCat("--device=", device, ": expected cpu or cuda"));
   }
   const std::string codec_name = absl::GetFlag(FLAGS_codec);
   if (codec_name != "terngrad" && codec_name != "fp32") {
@@ -141,7 +141,16 @@ int main(int argc, char** argv) {
     }
   }
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
-  ternps::worker::Mlp model(sizes, seed);
+  std::unique_ptr<ternps::worker::Model> model_holder;
+  if (device == "cuda") {
+    absl::StatusOr<std::unique_ptr<ternps::worker::Model>> cuda =
+        ternps::worker::MakeCudaModel(sizes, seed);
+    if (!cuda.ok()) return Fail(cuda.status().ToString());
+    model_holder = *std::move(cuda);
+  } else {
+    model_holder = ternps::worker::MakeCpuModel(sizes, seed);
+  }
+  ternps::worker::Model& model = *model_holder;
   ternps::worker::WorkerOptions options;
   options.job_id = absl::GetFlag(FLAGS_job_id);
   options.rank = rank;
@@ -196,9 +205,12 @@ int main(int argc, char** argv) {
         labels[i] = train->labels[item];
       }
       const absl::Time step_start = absl::Now();
-      loss_sum += model.ComputeGradients(images.data(), labels.data(), batch);
+      absl::StatusOr<float> loss = model.ComputeGradients(images.data(), labels.data(), batch);
+      if (!loss.ok()) return Fail(loss.status().ToString());
+      loss_sum += *loss;
       const double compute_seconds = absl::ToDoubleSeconds(absl::Now() - step_start);
-      absl::Status st = (*worker)->Step(model.Gradients());
+      absl::Status st = model.on_device() ? (*worker)->StepOnDevice(model.Gradients())
+                                          : (*worker)->Step(model.Gradients());
       if (st.code() == absl::StatusCode::kAborted) {
         std::fprintf(stderr, "ternps-worker %u: %s; joining again\n", rank,
                      std::string(st.message()).c_str());
@@ -212,7 +224,11 @@ int main(int argc, char** argv) {
                            ? static_cast<float>(absl::GetFlag(FLAGS_lr) * 0.5 *
                                                 (1.0 + std::cos(3.14159265358979 * progress)))
                            : absl::GetFlag(FLAGS_lr);
-      model.Apply(lr, absl::GetFlag(FLAGS_momentum), absl::GetFlag(FLAGS_weight_decay));
+      if (absl::Status applied =
+              model.Apply(lr, absl::GetFlag(FLAGS_momentum), absl::GetFlag(FLAGS_weight_decay));
+          !applied.ok()) {
+        return Fail(applied.ToString());
+      }
       const ternps::worker::StepStats stats = (*worker)->last_step();
       if (metrics != nullptr) {
         metrics->RecordStep(absl::ToDoubleSeconds(absl::Now() - step_start), compute_seconds,
@@ -230,7 +246,9 @@ int main(int argc, char** argv) {
     step_seconds += epoch_step_seconds;
     last_loss = loss_sum / steps_per_epoch;
     if (lead) {
-      const ternps::worker::Mlp::Evaluation eval = model.Evaluate(*test);
+      absl::StatusOr<ternps::worker::Mlp::Evaluation> evaluated = model.Evaluate(*test);
+      if (!evaluated.ok()) return Fail(evaluated.status().ToString());
+      const ternps::worker::Mlp::Evaluation eval = *evaluated;
       const double dense_step = double((*worker)->last_step().dense_bytes);
       const double up = double(epoch_sent) / steps_per_epoch;
       const double down = double(epoch_received) / steps_per_epoch;
@@ -243,7 +261,11 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
-  const ternps::worker::Mlp::Evaluation eval = model.Evaluate(*test);
+  absl::StatusOr<ternps::worker::Mlp::Evaluation> evaluated = model.Evaluate(*test);
+  if (!evaluated.ok()) return Fail(evaluated.status().ToString());
+  const ternps::worker::Mlp::Evaluation eval = *evaluated;
+  absl::StatusOr<uint64_t> checksum = model.Checksum();
+  if (!checksum.ok()) return Fail(checksum.status().ToString());
   if (absl::Status st = (*worker)->Leave(); !st.ok()) {
     std::fprintf(stderr, "ternps-worker %u: leave: %s\n", rank, st.ToString().c_str());
   }
@@ -252,16 +274,17 @@ int main(int argc, char** argv) {
   const double both = sent + received > 0 ? 2.0 * dense / double(sent + received) : 0.0;
   const std::string summary = absl::StrFormat(
       "{\"summary\": \"ternps-worker\", \"rank\": %u, \"world_size\": %u, \"shards\": %zu, "
-      "\"codec\": \"%s\", \"epochs\": %d, \"steps\": %u, \"test_accuracy\": %.4f, "
+      "\"device\": \"%s\", \"codec\": \"%s\", \"epochs\": %d, \"steps\": %u, \"test_accuracy\": "
+      "%.4f, "
       "\"test_loss\": %.4f, \"train_loss\": %.4f, \"seconds\": %.1f, \"mean_step_ms\": %.3f, "
       "\"uplink_bytes_per_step\": %.0f, \"downlink_bytes_per_step\": %.0f, "
       "\"dense_bytes_per_step\": %.0f, \"uplink_ratio\": %.2f, \"downlink_ratio\": %.2f, "
       "\"compression_ratio\": %.2f, \"model_checksum\": \"%016x\"}",
-      rank, world, options.shards.size(), codec_name, epochs, steps, eval.accuracy, eval.loss,
-      last_loss, absl::ToDoubleSeconds(absl::Now() - start),
+      rank, world, options.shards.size(), device, codec_name, epochs, steps, eval.accuracy,
+      eval.loss, last_loss, absl::ToDoubleSeconds(absl::Now() - start),
       steps > 0 ? 1e3 * step_seconds / steps : 0.0, steps > 0 ? double(sent) / steps : 0.0,
       steps > 0 ? double(received) / steps : 0.0, steps > 0 ? double(dense) / steps : 0.0,
-      uplink_ratio, downlink_ratio, both, model.Checksum());
+      uplink_ratio, downlink_ratio, both, *checksum);
   std::printf("%s\n", summary.c_str());
   const std::string summary_file = absl::GetFlag(FLAGS_summary_file);
   if (!summary_file.empty()) {

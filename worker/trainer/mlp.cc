@@ -143,22 +143,29 @@ Mlp::Evaluation Mlp::Evaluate(const Dataset& data) {
   for (int start = 0; start < data.count; start += kBatch) {
     const int batch = std::min(kBatch, data.count - start);
     const float* logits = Forward(&data.images[size_t(start) * kImagePixels], batch);
-    for (int i = 0; i < batch; ++i) {
-      const float* z = logits + size_t(i) * classes;
-      const int label = data.labels[start + i];
-      const float m = *std::max_element(z, z + classes);
-      double sum = 0.0;
-      for (int c = 0; c < classes; ++c) sum += std::exp(double(z[c] - m));
-      loss += std::log(sum) - double(z[label] - m);
-      if (std::max_element(z, z + classes) - z == label) ++correct;
-    }
+    ScoreLogits(logits, &data.labels[start], batch, classes, &loss, &correct);
   }
   return {loss / data.count, double(correct) / data.count};
 }
 
-uint64_t Mlp::Checksum() const {
+uint64_t Mlp::Checksum() const { return ParameterChecksum(params_); }
+
+void ScoreLogits(const float* logits, const uint8_t* labels, int rows, int classes, double* loss,
+                 int* correct) {
+  for (int i = 0; i < rows; ++i) {
+    const float* z = logits + size_t(i) * classes;
+    const int label = labels[i];
+    const float m = *std::max_element(z, z + classes);
+    double sum = 0.0;
+    for (int c = 0; c < classes; ++c) sum += std::exp(double(z[c] - m));
+    *loss += std::log(sum) - double(z[label] - m);
+    if (std::max_element(z, z + classes) - z == label) ++*correct;
+  }
+}
+
+uint64_t ParameterChecksum(const std::vector<std::vector<float>>& params) {
   uint64_t h = 0xcbf29ce484222325ull;
-  for (const auto& p : params_) {
+  for (const auto& p : params) {
     const auto* bytes = reinterpret_cast<const uint8_t*>(p.data());
     for (size_t i = 0; i < p.size() * sizeof(float); ++i) {
       h ^= bytes[i];

@@ -20,6 +20,12 @@
 
 namespace ternps::worker {
 
+// Adds the cross-entropy of `rows` logit rows to *loss and their correct argmaxes to *correct.
+void ScoreLogits(const float* logits, const uint8_t* labels, int rows, int classes, double* loss,
+                 int* correct);
+// FNV-1a over the bytes of the parameters, in order.
+uint64_t ParameterChecksum(const std::vector<std::vector<float>>& params);
+
 class Mlp {
  public:
   Mlp(std::vector<int> sizes, uint64_t seed);
@@ -43,6 +49,8 @@ class Mlp {
   Evaluation Evaluate(const Dataset& data);
   // FNV-1a over the parameters' bytes: equal on every replica that applied the same updates.
   uint64_t Checksum() const;
+  // The parameters, 2l: weight (out x in), 2l+1: bias.
+  const std::vector<std::vector<float>>& parameters() const { return params_; }
 
  private:
   // Fills activations_ for `batch` rows; returns the logits.
