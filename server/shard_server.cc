@@ -79,9 +79,6 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ShardServe
   const int max_bytes = MaxMessageBytes(options.shard.max_partition_elements);
   builder.SetMaxReceiveMessageSize(max_bytes);
   builder.SetMaxSendMessageSize(max_bytes);
-  // Large messages: read the socket in big chunks (fewer syscalls and slice allocations).
-  builder.AddChannelArgument(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 1 << 20);
-  builder.AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 16 << 20);
   shard->server_ = builder.BuildAndStart();
   if (shard->server_ == nullptr || shard->port_ == 0) {
     return absl::UnavailableError(

@@ -153,9 +153,6 @@ absl::Status Worker::Impl::Init() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
-  // Large messages: read the socket in big chunks (fewer syscalls and slice allocations).
-  args.SetInt(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 1 << 20);
-  args.SetInt(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 16 << 20);
   for (const std::string& address : options_.shards) {
     stubs_.push_back(v1::ParameterServer::NewStub(
         grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
