@@ -56,6 +56,11 @@ absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequ
     if (!created.ok()) return created.status();
     absl::MutexLock lock(&mu_);
     if (shutdown_) return absl::UnavailableError("the shard is shutting down");
+    if (!jobs_.contains(request.job_id()) && jobs_.size() >= config_.max_jobs) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("job_id: shard ", config_.shard_index, " already serves ", jobs_.size(),
+                       " jobs (--max_jobs); '", request.job_id(), "' is refused"));
+    }
     auto [it, inserted] = jobs_.try_emplace(request.job_id(), std::move(*created));
     job = it->second;
   }
@@ -119,10 +124,21 @@ void Engine::CheckTimeouts() {
   const absl::Time now = absl::Now();
   int workers = 0;
   uint64_t step = 0;
+  std::vector<std::shared_ptr<Job>> ended;
   for (const auto& job : jobs) {
     job->CheckTimeouts(now);
+    if (!job->AnyLive()) ended.push_back(job);
     workers += job->LiveWorkers();
     step = std::max(step, job->NewestStep());
+  }
+  if (!ended.empty()) {
+    // Every rank left or was dropped: the job is over (its calls were answered when the last
+    // rank went) and its id and memory are free.
+    absl::MutexLock lock(&mu_);
+    for (const auto& job : ended) {
+      auto it = jobs_.find(job->id());
+      if (it != jobs_.end() && it->second == job) jobs_.erase(it);
+    }
   }
   if (config_.metrics != nullptr) {
     config_.metrics->workers->Set(workers);

@@ -39,6 +39,8 @@ struct ShardConfig {
   uint32_t shard_count = 1;
   absl::Duration step_timeout = absl::Seconds(60);
   uint32_t max_world_size = 4096;
+  // Jobs a shard serves at once; each costs memory at Join (RESOURCE_EXHAUSTED beyond).
+  uint32_t max_jobs = 16;
   // Jobs whose owned partitions exceed this many elements are refused (RESOURCE_EXHAUSTED).
   uint64_t max_shard_elements = uint64_t{1} << 29;
   uint32_t max_partition_elements = common::kMaxPartitionElements;

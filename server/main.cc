@@ -21,6 +21,7 @@ ABSL_FLAG(absl::Duration, step_timeout, absl::Seconds(60),
           "How long a partition waits for a worker's push (or scaler) after the first one "
           "arrived; the late worker is then dropped and must Join again");
 ABSL_FLAG(uint32_t, max_world_size, 4096, "Largest world_size a job may register");
+ABSL_FLAG(uint32_t, max_jobs, 16, "Jobs this shard serves at once (more Joins are refused)");
 ABSL_FLAG(uint32_t, max_partition_elements, 1u << 24,
           "Largest partition_elements a job may use; sets the gRPC message size limit "
           "(4 bytes per element + 1 MiB)");
@@ -72,6 +73,7 @@ int main(int argc, char** argv) {
   options.shard.shard_count = absl::GetFlag(FLAGS_shard_count);
   options.shard.step_timeout = absl::GetFlag(FLAGS_step_timeout);
   options.shard.max_world_size = absl::GetFlag(FLAGS_max_world_size);
+  options.shard.max_jobs = absl::GetFlag(FLAGS_max_jobs);
   options.shard.max_partition_elements = absl::GetFlag(FLAGS_max_partition_elements);
   options.shard.max_shard_elements = absl::GetFlag(FLAGS_max_shard_elements);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);

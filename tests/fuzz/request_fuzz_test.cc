@@ -181,6 +181,25 @@ TEST(RequestFuzzTest, TheShardSurvivesAndAnswersEveryCallOnce) {
   EXPECT_EQ(calls.doubled.load(), 0) << "a call was answered twice";
 }
 
+// Joins are untrusted too: each new job costs memory, so a shard serves a bounded number.
+TEST(RequestFuzzTest, NewJobsBeyondTheLimitAreRefused) {
+  server::ShardConfig config;
+  config.max_jobs = 4;
+  server::Engine engine(config);
+  for (int i = 0; i < 4; ++i) {
+    v1::JoinRequest j = Join(0);
+    j.set_job_id("job-" + std::to_string(i));
+    ASSERT_TRUE(engine.Join(j).ok());
+  }
+  v1::JoinRequest extra = Join(0);
+  extra.set_job_id("job-4");
+  const auto refused = engine.Join(extra);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  v1::JoinRequest again = Join(1);  // an existing job still admits its workers
+  again.set_job_id("job-0");
+  EXPECT_TRUE(engine.Join(again).ok());
+}
+
 TEST(RequestFuzzTest, ValidatorsSurviveArbitraryBytes) {
   std::mt19937_64 rng(7);
   int rejected = 0;
