@@ -3,8 +3,9 @@
 #   docker build -f docker/worker.Dockerfile -t ternps-worker-gpu \
 #     --build-arg RUNTIME_BASE=nvidia/cuda:12.6.3-runtime-ubuntu24.04 .          # GPU nodes
 # The runtime base only needs glibc >= 2.36: every other library is copied from the build
-# stage. (The CUDA trainer itself is not implemented yet; the GPU image runs the CPU trainer on
-# a GPU node with the NVIDIA runtime available for it.)
+# stage. The build stage (debian:bookworm) has no nvcc, so the image is built with
+# TERNPS_CUDA=OFF and trains on the CPU even on the nvidia/cuda base: a --device=cuda image needs
+# a CUDA development build base and -DTERNPS_CUDA=ON, which this Dockerfile does not set up yet.
 ARG BUILD_BASE=debian:bookworm
 ARG RUNTIME_BASE=debian:bookworm
 

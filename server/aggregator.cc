@@ -276,13 +276,4 @@ void PartitionAggregator::FailAll(const absl::Status& status, Finisher& finisher
   }
 }
 
-size_t PartitionAggregator::BufferBytes() const {
-  size_t bytes = 0;
-  for (const Slot& slot : slots_) {
-    bytes +=
-        slot.int_sums.capacity() * sizeof(int16_t) + slot.float_sums.capacity() * sizeof(float);
-  }
-  return bytes;
-}
-
 }  // namespace ternps::server

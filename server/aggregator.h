@@ -94,9 +94,6 @@ class PartitionAggregator {
   // Fails every waiting call with `status` and forgets both steps (shutdown, job removed).
   void FailAll(const absl::Status& status, Finisher& finisher) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Bytes of live aggregation buffers (for status and the RSS budget).
-  size_t BufferBytes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
  private:
   struct ScalerWaiter {
     std::shared_ptr<PendingCall<ternps::v1::ShareScalersResponse>> call;

@@ -141,10 +141,8 @@ Job::Job(std::string id, const JoinRequest& request, CodecConfig codec, common::
       codec_(codec),
       plan_(std::move(plan)),
       shard_(shard),
-      registration_(request),
       membership_(request.world_size()),
       owned_index_(plan_.partitions().size(), -1) {
-  registration_.clear_worker_rank();
   for (const uint32_t p : plan_.PartitionsOfShard(shard.shard_index)) {
     const common::Partition& part = plan_.partition(p);
     PartitionConfig config;
@@ -199,20 +197,21 @@ absl::Status Job::Matches(const JoinRequest& request) const {
                     EncodingName(codec->downlink));
   }
   if (codec->seed != codec_.seed) return mismatch("codec.seed", codec_.seed, codec->seed);
-  if (request.tensors_size() != registration_.tensors_size()) {
-    return mismatch("tensors", absl::StrCat(registration_.tensors_size(), " tensors"),
+  const std::vector<common::TensorSpec>& tensors = plan_.tensors();
+  if (static_cast<size_t>(request.tensors_size()) != tensors.size()) {
+    return mismatch("tensors", absl::StrCat(tensors.size(), " tensors"),
                     absl::StrCat(request.tensors_size(), " tensors"));
   }
   for (int i = 0; i < request.tensors_size(); ++i) {
-    const ternps::v1::TensorSpec& a = registration_.tensors(i);
+    const common::TensorSpec& a = tensors[i];
     const ternps::v1::TensorSpec& b = request.tensors(i);
-    if (a.name() != b.name())
-      return mismatch(absl::StrCat("tensors[", i, "].name"), a.name(), b.name());
-    if (a.elements() != b.elements()) {
-      return mismatch(absl::StrCat("tensors[", i, "].elements"), a.elements(), b.elements());
+    if (a.name != b.name())
+      return mismatch(absl::StrCat("tensors[", i, "].name"), a.name, b.name());
+    if (a.elements != b.elements()) {
+      return mismatch(absl::StrCat("tensors[", i, "].elements"), a.elements, b.elements());
     }
-    if (a.keep_fp32() != b.keep_fp32()) {
-      return mismatch(absl::StrCat("tensors[", i, "].keep_fp32"), a.keep_fp32(), b.keep_fp32());
+    if (a.keep_fp32 != b.keep_fp32()) {
+      return mismatch(absl::StrCat("tensors[", i, "].keep_fp32"), a.keep_fp32, b.keep_fp32());
     }
   }
   if (request.plan_checksum() != 0 && request.plan_checksum() != plan_.Checksum()) {
@@ -394,7 +393,6 @@ void Job::PushPull(const ternps::v1::PushPullRequest& request,
     }
     if (rejected.ok()) {
       counters_.received_bytes.fetch_add(received, std::memory_order_relaxed);
-      counters_.dense_bytes.fetch_add(dense, std::memory_order_relaxed);
       if (shard_.metrics != nullptr) {
         shard_.metrics->received_bytes->Increment(static_cast<double>(received));
         shard_.metrics->dense_bytes->Increment(static_cast<double>(dense));
@@ -439,7 +437,6 @@ void Job::Account(const std::vector<CompletionStats>& completed) {
   common::ServerMetrics* m = shard_.metrics;
   for (const CompletionStats& c : completed) {
     counters_.sent_bytes.fetch_add(c.sent_bytes, std::memory_order_relaxed);
-    counters_.partition_steps.fetch_add(1, std::memory_order_relaxed);
     if (m == nullptr) continue;
     m->sent_bytes->Increment(static_cast<double>(c.sent_bytes));
     m->straggler_wait_seconds->Observe(absl::ToDoubleSeconds(c.straggler_wait));
@@ -476,7 +473,6 @@ int Job::CheckTimeouts(absl::Time now) {
   std::sort(missing.begin(), missing.end());
   missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
   const int dropped = membership_.Drop(missing);
-  counters_.worker_timeouts.fetch_add(dropped, std::memory_order_relaxed);
   if (shard_.metrics != nullptr) shard_.metrics->worker_timeouts->Increment(dropped);
   RecheckAll();
   return dropped;

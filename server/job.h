@@ -65,13 +65,10 @@ absl::StatusOr<CodecConfig> ResolveCodec(const ternps::v1::CodecSettings& settin
 // Whether a job id is 1..128 bytes of [A-Za-z0-9._-].
 absl::Status ValidateJobId(absl::string_view job_id);
 
-// Counters of a job since it was created (wire payload bytes).
+// Counters of a job since it was created (wire payload bytes), for GetStatus.
 struct JobCounters {
   std::atomic<uint64_t> received_bytes{0};
   std::atomic<uint64_t> sent_bytes{0};
-  std::atomic<uint64_t> dense_bytes{0};
-  std::atomic<uint64_t> worker_timeouts{0};
-  std::atomic<uint64_t> partition_steps{0};
 };
 
 class Job {
@@ -100,7 +97,6 @@ class Job {
   int LiveWorkers() const { return membership_.View()->LiveCount(); }
   // The newest step any owned partition is at.
   uint64_t NewestStep() const;
-  const JobCounters& counters() const { return counters_; }
 
  private:
   Job(std::string id, const ternps::v1::JoinRequest& request, CodecConfig codec,
@@ -119,7 +115,6 @@ class Job {
   const CodecConfig codec_;
   const common::PartitionPlan plan_;
   const ShardConfig shard_;
-  ternps::v1::JoinRequest registration_;  // the first Join, for Matches' messages
   Membership membership_;
   std::vector<int32_t> owned_index_;  // partition id -> index into aggregators_, or -1
   std::vector<std::unique_ptr<PartitionAggregator>> aggregators_;

@@ -97,11 +97,16 @@ absl::Status DecodeIntSumAdd(absl::Span<const uint8_t> data, int contributors, f
                              absl::Span<float> out, Isa isa) {
   if (absl::Status st = ValidateScaler(scaler); !st.ok()) return st;
   if (absl::Status st = ValidateIntSum(data, out.size(), contributors, isa); !st.ok()) return st;
-  if (out.empty()) return absl::OkStatus();
+  DecodeValidatedIntSumAdd(data, contributors, scaler, out, isa);
+  return absl::OkStatus();
+}
+
+void DecodeValidatedIntSumAdd(absl::Span<const uint8_t> data, int contributors, float scaler,
+                              absl::Span<float> out, Isa isa) {
+  if (out.empty()) return;
   const float scale = scaler / static_cast<float>(contributors);
   internal::KernelsFor(isa).decode_int_sum_add(data.data(), out.size(), IntSumBits(contributors),
                                                contributors, scale, out.data());
-  return absl::OkStatus();
 }
 
 }  // namespace ternps::common

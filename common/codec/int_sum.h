@@ -49,6 +49,11 @@ absl::Status ValidateIntSum(absl::Span<const uint8_t> data, size_t n, int contri
 absl::Status DecodeIntSumAdd(absl::Span<const uint8_t> data, int contributors, float scaler,
                              absl::Span<float> out, Isa isa = Isa::kAuto);
 
+// The same for a payload (and scaler) that already passed ValidateIntSum(data, out.size(), N) /
+// ValidateScaler; undefined for unvalidated input.
+void DecodeValidatedIntSumAdd(absl::Span<const uint8_t> data, int contributors, float scaler,
+                              absl::Span<float> out, Isa isa = Isa::kAuto);
+
 }  // namespace ternps::common
 
 #endif  // TERNPS_COMMON_CODEC_INT_SUM_H_

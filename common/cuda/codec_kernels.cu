@@ -12,8 +12,15 @@ unsigned BlocksFor(size_t items, unsigned threads, unsigned cap) {
 
 // ---- statistics: per-block partial sums in a fixed order, then one block reduces them.
 
-__device__ void BlockReduce(double* sum, double* sq, float* mx, DeviceStats* out) {
-  // sum/sq/mx are the block's shared arrays of kThreads entries; tree in a fixed order.
+// Reduces every thread's (s, q, m) over the block in a fixed tree order into *out.
+__device__ void BlockReduce(double s, double q, float m, DeviceStats* out) {
+  __shared__ double sum[kThreads];
+  __shared__ double sq[kThreads];
+  __shared__ float mx[kThreads];
+  sum[threadIdx.x] = s;
+  sq[threadIdx.x] = q;
+  mx[threadIdx.x] = m;
+  __syncthreads();
   for (unsigned w = kThreads / 2; w > 0; w /= 2) {
     if (threadIdx.x < w) {
       sum[threadIdx.x] += sum[threadIdx.x + w];
@@ -26,9 +33,6 @@ __device__ void BlockReduce(double* sum, double* sq, float* mx, DeviceStats* out
 }
 
 __global__ void StatsPartialKernel(const float* g, size_t n, DeviceStats* partials) {
-  __shared__ double sum[kThreads];
-  __shared__ double sq[kThreads];
-  __shared__ float mx[kThreads];
   double s = 0.0, q = 0.0;
   float m = 0.0f;
   const size_t stride = static_cast<size_t>(gridDim.x) * kThreads;
@@ -38,17 +42,10 @@ __global__ void StatsPartialKernel(const float* g, size_t n, DeviceStats* partia
     q += x * x;
     m = fmaxf(m, fabsf(g[k]));
   }
-  sum[threadIdx.x] = s;
-  sq[threadIdx.x] = q;
-  mx[threadIdx.x] = m;
-  __syncthreads();
-  BlockReduce(sum, sq, mx, &partials[blockIdx.x]);
+  BlockReduce(s, q, m, &partials[blockIdx.x]);
 }
 
 __global__ void StatsFinalKernel(const DeviceStats* partials, unsigned count, DeviceStats* stats) {
-  __shared__ double sum[kThreads];
-  __shared__ double sq[kThreads];
-  __shared__ float mx[kThreads];
   double s = 0.0, q = 0.0;
   float m = 0.0f;
   for (unsigned i = threadIdx.x; i < count; i += kThreads) {
@@ -56,11 +53,7 @@ __global__ void StatsFinalKernel(const DeviceStats* partials, unsigned count, De
     q += partials[i].sum_squares;
     m = fmaxf(m, partials[i].max_abs);
   }
-  sum[threadIdx.x] = s;
-  sq[threadIdx.x] = q;
-  mx[threadIdx.x] = m;
-  __syncthreads();
-  BlockReduce(sum, sq, mx, stats);
+  BlockReduce(s, q, m, stats);
 }
 
 // ---- ternarization: a thread is one Philox lane of a 128-element block (16 lanes), computes

@@ -29,29 +29,42 @@
 
 namespace ternps::common::cuda {
 
-// Device memory for n values of T; move-only, freed on destruction.
-template <typename T>
-class DeviceBuffer {
+enum class Memory { kDevice, kPinnedHost };
+
+// n values of T in device memory, or in page-locked host memory (fast, asynchronous copies);
+// move-only, freed on destruction.
+template <typename T, Memory kMemory>
+class CudaBuffer {
  public:
-  DeviceBuffer() = default;
-  static absl::StatusOr<DeviceBuffer> Create(size_t n) {
-    DeviceBuffer b;
+  CudaBuffer() = default;
+  static absl::StatusOr<CudaBuffer> Create(size_t n) {
+    CudaBuffer b;
     if (n > 0) {
-      TERNPS_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&b.data_), n * sizeof(T)));
+      void** p = reinterpret_cast<void**>(&b.data_);
+      if constexpr (kMemory == Memory::kDevice) {
+        TERNPS_CUDA_RETURN_IF_ERROR(cudaMalloc(p, n * sizeof(T)));
+      } else {
+        TERNPS_CUDA_RETURN_IF_ERROR(cudaMallocHost(p, n * sizeof(T)));
+      }
     }
     b.size_ = n;
     return b;
   }
-  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+  CudaBuffer(CudaBuffer&& o) noexcept { *this = std::move(o); }
+  CudaBuffer& operator=(CudaBuffer&& o) noexcept {
     std::swap(data_, o.data_);
     std::swap(size_, o.size_);
     return *this;
   }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (data_ != nullptr) cudaFree(data_);
+  CudaBuffer(const CudaBuffer&) = delete;
+  CudaBuffer& operator=(const CudaBuffer&) = delete;
+  ~CudaBuffer() {
+    if (data_ == nullptr) return;
+    if constexpr (kMemory == Memory::kDevice) {
+      cudaFree(data_);
+    } else {
+      cudaFreeHost(data_);
+    }
   }
   T* data() const { return data_; }
   size_t size() const { return size_; }
@@ -62,39 +75,10 @@ class DeviceBuffer {
   size_t size_ = 0;
 };
 
-// Page-locked host memory for n values of T (fast, asynchronous copies); move-only.
 template <typename T>
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  static absl::StatusOr<PinnedBuffer> Create(size_t n) {
-    PinnedBuffer b;
-    if (n > 0) {
-      TERNPS_CUDA_RETURN_IF_ERROR(
-          cudaMallocHost(reinterpret_cast<void**>(&b.data_), n * sizeof(T)));
-    }
-    b.size_ = n;
-    return b;
-  }
-  PinnedBuffer(PinnedBuffer&& o) noexcept { *this = std::move(o); }
-  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
-    std::swap(data_, o.data_);
-    std::swap(size_, o.size_);
-    return *this;
-  }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer() {
-    if (data_ != nullptr) cudaFreeHost(data_);
-  }
-  T* data() const { return data_; }
-  size_t size() const { return size_; }
-  absl::Span<T> span() const { return absl::Span<T>(data_, size_); }
-
- private:
-  T* data_ = nullptr;
-  size_t size_ = 0;
-};
+using DeviceBuffer = CudaBuffer<T, Memory::kDevice>;
+template <typename T>
+using PinnedBuffer = CudaBuffer<T, Memory::kPinnedHost>;
 
 // A CUDA stream; move-only, destroyed on destruction.
 class Stream {

@@ -84,20 +84,17 @@ class Worker::Impl {
   uint32_t partitions() const { return static_cast<uint32_t>(plan_.partitions().size()); }
 
  private:
-  struct Batch {
+  // One reusable call to one shard about some of its partitions.
+  template <typename Request, typename Response>
+  struct ShardCall {
     uint32_t shard = 0;
     std::vector<uint32_t> partitions;
-    v1::PushPullRequest request;
-    v1::PushPullResponse response;
+    Request request;
+    Response response;
     std::unique_ptr<grpc::ClientContext> context;
   };
-  struct ScalerCall {
-    uint32_t shard = 0;
-    std::vector<uint32_t> partitions;
-    v1::ShareScalersRequest request;
-    v1::ShareScalersResponse response;
-    std::unique_ptr<grpc::ClientContext> context;
-  };
+  using Batch = ShardCall<v1::PushPullRequest, v1::PushPullResponse>;
+  using ScalerCall = ShardCall<v1::ShareScalersRequest, v1::ShareScalersResponse>;
   // Per-step counters, written by pool and gRPC threads.
   struct StepCounters {
     std::atomic<uint64_t> sent{0};
@@ -437,7 +434,7 @@ absl::Status Worker::Impl::Decode(Batch& batch, absl::Span<const absl::Span<floa
     } else if (st.ok()) {
       std::fill(out.begin(), out.end(), 0.0f);
       if (expected == v1::INT_SUM) {
-        st = common::DecodeIntSumAdd(bytes, n_contrib, avg.scaler(), out);
+        common::DecodeValidatedIntSumAdd(bytes, n_contrib, avg.scaler(), out);
       } else {
         common::DecodeValidatedTernaryAdd(bytes, avg.scaler(), out);
       }
