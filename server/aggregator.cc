@@ -17,17 +17,24 @@ using ternps::v1::PartitionPayload;
 
 PartitionAggregator::PartitionAggregator(const PartitionConfig& config) : config_(config) {}
 
-absl::Status PartitionAggregator::CheckStep(uint64_t step, absl::string_view field) const {
+namespace {
+
+// "partitions[2]": a request field named in error messages.
+std::string Field(const char* list, int index) { return absl::StrCat(list, "[", index, "]"); }
+
+}  // namespace
+
+absl::Status PartitionAggregator::CheckStep(uint64_t step, const char* list, int index) const {
   const uint64_t base = base_step();
   if (step < base) {
     return absl::FailedPreconditionError(absl::StrCat("step: ", step, " is already complete for ",
-                                                      field, " (partition ", config_.id,
-                                                      " is at step ", base, ")"));
+                                                      Field(list, index), " (partition ",
+                                                      config_.id, " is at step ", base, ")"));
   }
   if (step > base + 1) {
     return absl::FailedPreconditionError(
-        absl::StrCat("step: ", step, " is too far ahead for ", field, " (partition ", config_.id,
-                     " is at step ", base, "; at most one step ahead is accepted)"));
+        absl::StrCat("step: ", step, " is too far ahead for ", Field(list, index), " (partition ",
+                     config_.id, " is at step ", base, "; at most one step ahead is accepted)"));
   }
   return absl::OkStatus();
 }
@@ -50,16 +57,17 @@ PartitionAggregator::Slot& PartitionAggregator::SlotFor(uint64_t step, uint32_t 
   return slot;
 }
 
-absl::Status PartitionAggregator::CheckOffer(uint32_t rank, uint64_t step,
-                                             absl::string_view field) {
+absl::Status PartitionAggregator::CheckOffer(uint32_t rank, uint64_t step, int index) {
+  constexpr const char* kList = "partition_ids";
   if (!sharing()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        field, ": partition ", config_.id, " does not use scaler sharing (FP32 or no sharing)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(Field(kList, index), ": partition ", config_.id,
+                     " does not use scaler sharing (FP32 or no sharing)"));
   }
-  if (absl::Status st = CheckStep(step, field); !st.ok()) return st;
+  if (absl::Status st = CheckStep(step, kList, index); !st.ok()) return st;
   const Slot& slot = slots_[step % 2];
   if (slot.active && slot.step == step && TestRank(slot.offered, rank)) {
-    return absl::AlreadyExistsError(absl::StrCat(field, ": worker_rank ", rank,
+    return absl::AlreadyExistsError(absl::StrCat(Field(kList, index), ": worker_rank ", rank,
                                                  " already offered its scaler of partition ",
                                                  config_.id, " for step ", step));
   }
@@ -67,26 +75,26 @@ absl::Status PartitionAggregator::CheckOffer(uint32_t rank, uint64_t step,
 }
 
 absl::Status PartitionAggregator::CheckPush(uint32_t rank, uint64_t step,
-                                            const PartitionPayload& payload,
-                                            absl::string_view field) {
-  if (absl::Status st = CheckStep(step, field); !st.ok()) return st;
+                                            const PartitionPayload& payload, int index) {
+  constexpr const char* kList = "partitions";
+  if (absl::Status st = CheckStep(step, kList, index); !st.ok()) return st;
   const Slot& slot = slots_[step % 2];
   const bool current = slot.active && slot.step == step;
   if (current && TestRank(slot.pushed, rank)) {
-    return absl::AlreadyExistsError(absl::StrCat(field, ": worker_rank ", rank,
+    return absl::AlreadyExistsError(absl::StrCat(Field(kList, index), ": worker_rank ", rank,
                                                  " already pushed partition ", config_.id,
                                                  " for step ", step));
   }
   if (sharing()) {
     if (!current || !slot.scalers_done) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(field, ": the shared scaler of partition ", config_.id, " for step ", step,
-                       " is not settled yet; call ShareScalers and wait for its answer first"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          Field(kList, index), ": the shared scaler of partition ", config_.id, " for step ", step,
+          " is not settled yet; call ShareScalers and wait for its answer first"));
     }
     if (payload.scaler() != slot.shared_scaler) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".scaler: ", payload.scaler(), " differs from the shared scaler ",
-                       slot.shared_scaler, " of partition ", config_.id, " for step ", step));
+      return absl::InvalidArgumentError(absl::StrCat(
+          Field(kList, index), ".scaler: ", payload.scaler(), " differs from the shared scaler ",
+          slot.shared_scaler, " of partition ", config_.id, " for step ", step));
     }
   }
   return absl::OkStatus();

@@ -69,11 +69,12 @@ class PartitionAggregator {
 
   // OK if `rank` may offer (scalers) or push at `step` now: FAILED_PRECONDITION for a step
   // outside [base, base + 1] or, for a push under sharing, before the scalers are shared;
-  // ALREADY_EXISTS for a repeat. `field` prefixes the messages ("partitions[2]").
-  absl::Status CheckOffer(uint32_t rank, uint64_t step, absl::string_view field)
+  // ALREADY_EXISTS for a repeat. `index` is the partition's place in the request, named in the
+  // messages ("partition_ids[2]", "partitions[2]"); nothing is formatted unless a check fails.
+  absl::Status CheckOffer(uint32_t rank, uint64_t step, int index)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckPush(uint32_t rank, uint64_t step, const ternps::v1::PartitionPayload& payload,
-                         absl::string_view field) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                         int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Records an offer / a push that passed the checks above; the call's part `index` is answered
   // when the step completes.
@@ -122,7 +123,7 @@ class PartitionAggregator {
   };
 
   bool sharing() const { return config_.kind == AggregationKind::kIntSum; }
-  absl::Status CheckStep(uint64_t step, absl::string_view field) const
+  absl::Status CheckStep(uint64_t step, const char* list, int index) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The slot of `step` (in [base, base + 1]), activated if idle.
   Slot& SlotFor(uint64_t step, uint32_t world_size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

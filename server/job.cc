@@ -289,7 +289,7 @@ void Job::ShareScalers(const ternps::v1::ShareScalersRequest& request,
     Finisher finisher;
     MultiLock lock(parts);
     for (int i = 0; i < request.partition_ids_size() && rejected.ok(); ++i) {
-      rejected = parts[i]->CheckOffer(rank, request.step(), absl::StrCat("partition_ids[", i, "]"));
+      rejected = parts[i]->CheckOffer(rank, request.step(), i);
     }
     if (rejected.ok()) {
       response->set_step(request.step());
@@ -322,20 +322,21 @@ void Job::PushPull(const ternps::v1::PushPullRequest& request,
   uint64_t dense = 0;
   for (int i = 0; i < request.partitions_size(); ++i) {
     const PartitionPayload& p = request.partitions(i);
-    const std::string field = absl::StrCat("partitions[", i, "]");
+    // Formatted only for an error message.
+    auto field = [i] { return absl::StrCat("partitions[", i, "]"); };
     PartitionAggregator* a = Owned(p.partition_id());
     if (a == nullptr) {
-      return done(absl::NotFoundError(absl::StrCat(field, ".partition_id: ", p.partition_id(),
+      return done(absl::NotFoundError(absl::StrCat(field(), ".partition_id: ", p.partition_id(),
                                                    " is not a partition owned by shard ",
                                                    shard_.shard_index, " in job '", id_, "'")));
     }
     if (!seen.insert(p.partition_id()).second) {
       return done(absl::InvalidArgumentError(absl::StrCat(
-          field, ".partition_id: ", p.partition_id(), " appears twice in one request")));
+          field(), ".partition_id: ", p.partition_id(), " appears twice in one request")));
     }
     const PartitionConfig& config = a->config();
     if (p.elements() != config.elements) {
-      return done(absl::InvalidArgumentError(absl::StrCat(field, ".elements: ", p.elements(),
+      return done(absl::InvalidArgumentError(absl::StrCat(field(), ".elements: ", p.elements(),
                                                           ", partition ", config.id, " has ",
                                                           config.elements)));
     }
@@ -343,12 +344,12 @@ void Job::PushPull(const ternps::v1::PushPullRequest& request,
         config.kind == AggregationKind::kFp32 ? ternps::v1::FP32 : ternps::v1::TERNARY_2BIT;
     if (p.encoding() != expected) {
       return done(absl::InvalidArgumentError(
-          absl::StrCat(field, ".encoding: ", EncodingName(p.encoding()), ", partition ", config.id,
-                       " travels as ", EncodingName(expected), " in this job")));
+          absl::StrCat(field(), ".encoding: ", EncodingName(p.encoding()), ", partition ",
+                       config.id, " travels as ", EncodingName(expected), " in this job")));
     }
     if (p.contributors() != 0) {
       return done(absl::InvalidArgumentError(
-          absl::StrCat(field, ".contributors: must be 0 in a request, got ", p.contributors())));
+          absl::StrCat(field(), ".contributors: must be 0 in a request, got ", p.contributors())));
     }
     const auto data =
         absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(p.data().data()), p.data().size());
@@ -365,7 +366,7 @@ void Job::PushPull(const ternps::v1::PushPullRequest& request,
       if (st.ok()) st = common::ValidateTernary(data, config.elements);
     }
     if (!st.ok()) {
-      return done(absl::Status(st.code(), absl::StrCat(field, ".", st.message())));
+      return done(absl::Status(st.code(), absl::StrCat(field(), ".", st.message())));
     }
     received += p.data().size();
     dense += uint64_t{config.elements} * 4;
@@ -388,8 +389,7 @@ void Job::PushPull(const ternps::v1::PushPullRequest& request,
     Finisher finisher;
     MultiLock lock(parts);
     for (int i = 0; i < request.partitions_size() && rejected.ok(); ++i) {
-      rejected = parts[i]->CheckPush(rank, request.step(), request.partitions(i),
-                                     absl::StrCat("partitions[", i, "]"));
+      rejected = parts[i]->CheckPush(rank, request.step(), request.partitions(i), i);
     }
     if (rejected.ok()) {
       counters_.received_bytes.fetch_add(received, std::memory_order_relaxed);
