@@ -48,7 +48,7 @@ PartitionAggregator::Slot& PartitionAggregator::SlotFor(uint64_t step, uint32_t 
   }
   slot.active = true;
   slot.step = step;
-  slot.deadline = absl::Now() + config_.step_timeout;
+  slot.deadline = config_.clock->Now() + config_.step_timeout;
   slot.offered.assign(RankWords(world_size), 0);
   slot.pushed.assign(RankWords(world_size), 0);
   slot.shared_scaler = 0.0f;
@@ -125,24 +125,24 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PartitionPayl
   const size_t n = config_.elements;
   const auto data = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload.data().data()),
                                         payload.data().size());
-  // The caller validated the whole request (Job::PushPull), so the payload is summed without
+  // The caller validated the whole request (ValidatePushPull), so the payload is summed without
   // checking it again.
-  const absl::Time apply_start = absl::Now();
+  const absl::Time apply_start = config_.clock->Now();
   const bool first = slot.pushes == 0;
   if (first) {
     slot.first_push = apply_start;
     slot.apply = absl::ZeroDuration();
   }
-  switch (config_.kind) {
-    case AggregationKind::kIntSum:
+  switch (config_.route.aggregation) {
+    case common::Aggregation::kIntSum:
       if (first) slot.int_sums.assign(n, 0);
       common::AddValidatedTernaryCodes(data, absl::MakeSpan(slot.int_sums));
       break;
-    case AggregationKind::kTernaryFloat:
+    case common::Aggregation::kTernaryFloat:
       if (first) slot.float_sums.assign(n, 0.0f);
       common::DecodeValidatedTernaryAdd(data, payload.scaler(), absl::MakeSpan(slot.float_sums));
       break;
-    case AggregationKind::kFp32:
+    case common::Aggregation::kFp32:
       if (first) {
         slot.float_sums.resize(n);
         common::CopyValidatedFp32(data, absl::MakeSpan(slot.float_sums));
@@ -154,7 +154,7 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PartitionPayl
   SetRank(slot.pushed, rank);
   ++slot.pushes;
   slot.last_push = apply_start;
-  slot.apply += absl::Now() - apply_start;
+  slot.apply += config_.clock->Now() - apply_start;
   slot.push_waiters.push_back({std::move(call), index});
   TryComplete(view, finisher, completed);
 }
@@ -174,7 +174,7 @@ void PartitionAggregator::TryComplete(const MembershipView& view, Finisher& fini
     if (!slot.scalers_done) {
       if (slot.scaler_waiters.empty() || !view.AllRequiredIn(base, slot.offered)) return;
       slot.scalers_done = true;
-      slot.deadline = absl::Now() + config_.step_timeout;  // the push phase starts now
+      slot.deadline = config_.clock->Now() + config_.step_timeout;  // the push phase starts now
       const auto contributors = static_cast<uint32_t>(CountRanks(slot.offered));
       for (ScalerWaiter& w : slot.scaler_waiters) {
         ternps::v1::ShareScalersResponse* r = w.call->response();
@@ -197,7 +197,7 @@ void PartitionAggregator::TryComplete(const MembershipView& view, Finisher& fini
 }
 
 CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
-  const absl::Time start = absl::Now();
+  const absl::Time start = config_.clock->Now();
   const size_t n = config_.elements;
   const int contributors = slot.pushes;
   PartitionPayload average;
@@ -206,7 +206,7 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   average.set_contributors(static_cast<uint32_t>(contributors));
   std::string& bytes = *average.mutable_data();
   absl::Status st;
-  if (config_.kind == AggregationKind::kIntSum) {
+  if (config_.route.downlink == ternps::v1::INT_SUM) {
     average.set_encoding(ternps::v1::INT_SUM);
     average.set_scaler(slot.shared_scaler);
     bytes.resize(common::IntSumBytes(n, contributors));
@@ -216,8 +216,7 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   } else {
     const float divisor = static_cast<float>(contributors);
     for (float& v : slot.float_sums) v /= divisor;
-    if (config_.kind == AggregationKind::kTernaryFloat &&
-        config_.downlink == ternps::v1::TERNARY_2BIT) {
+    if (config_.route.downlink == ternps::v1::TERNARY_2BIT) {
       average.set_encoding(ternps::v1::TERNARY_2BIT);
       bytes.resize(common::TernaryBytes(n));
       const common::TernaryKey key{config_.seed, kShardStreamWorker, slot.step, config_.id};
@@ -237,7 +236,7 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   TERNPS_CHECK(st.ok(), "partition ", config_.id, ": encoding the average failed: ", st.ToString());
   CompletionStats stats;
   stats.step = slot.step;
-  stats.aggregate = slot.apply + (absl::Now() - start);
+  stats.aggregate = slot.apply + (config_.clock->Now() - start);
   stats.straggler_wait = slot.last_push - slot.first_push;
   stats.sent_bytes = bytes.size() * slot.push_waiters.size();
   for (size_t i = 0; i < slot.push_waiters.size(); ++i) {

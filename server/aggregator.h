@@ -12,8 +12,9 @@
 //   - kFp32: float32 sum in arrival order, answered as FP32.
 // The average is sum / contributors in float32 (contributors = pushes included).
 //
-// The caller validates payloads before handing them over (so applying cannot fail) and holds
-// mu() around every call (several aggregators are locked in ascending id order by one push).
+// The caller validates payloads before handing them over (server/request_validation.h, so
+// applying cannot fail) and holds mu() around every call (several aggregators are locked in
+// ascending id order by one request). Time comes from the config's clock.
 // Thread-compatible under mu().
 #ifndef TERNPS_SERVER_AGGREGATOR_H_
 #define TERNPS_SERVER_AGGREGATOR_H_
@@ -30,7 +31,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/codec/ternary_element.h"
+#include "common/spec/job_spec.h"
+#include "common/util/clock.h"
 #include "server/membership.h"
+#include "server/observer.h"
 #include "server/pending_call.h"
 #include "ternps/v1/ternps.pb.h"
 
@@ -39,23 +43,13 @@ namespace ternps::server {
 // The worker id of the shard's own random stream (re-ternarized averages).
 inline constexpr uint32_t kShardStreamWorker = 0xFFFFFFFFu;
 
-enum class AggregationKind { kIntSum, kTernaryFloat, kFp32 };
-
 struct PartitionConfig {
   uint32_t id = 0;
   uint32_t elements = 0;
-  AggregationKind kind = AggregationKind::kFp32;
-  ternps::v1::Encoding downlink = ternps::v1::FP32;  // kTernaryFloat only
+  common::PartitionRoute route;  // from the job spec: aggregation and downlink encoding
   uint64_t seed = 0;
   absl::Duration step_timeout = absl::Seconds(60);
-};
-
-// Figures of one completed step of a partition, for metrics and status.
-struct CompletionStats {
-  uint64_t step = 0;
-  uint64_t sent_bytes = 0;
-  absl::Duration straggler_wait;  // first push to last push
-  absl::Duration aggregate;       // decoding and summing the pushes, and encoding the average
+  const common::Clock* clock = &common::Clock::Real();  // not owned
 };
 
 class PartitionAggregator {
@@ -64,6 +58,8 @@ class PartitionAggregator {
 
   const PartitionConfig& config() const { return config_; }
   absl::Mutex& mu() ABSL_LOCK_RETURNED(mu_) { return mu_; }
+  // Tells the thread-safety analysis that mu() is held (taken by a PartitionLocks); checks it.
+  void AssertHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK(mu_) { mu_.AssertHeld(); }
   // The oldest incomplete step. Readable without the lock.
   uint64_t base_step() const { return base_step_.load(std::memory_order_acquire); }
 
@@ -122,19 +118,19 @@ class PartitionAggregator {
     std::vector<PushWaiter> push_waiters;
   };
 
-  bool sharing() const { return config_.kind == AggregationKind::kIntSum; }
+  bool sharing() const { return config_.route.aggregation == common::Aggregation::kIntSum; }
   absl::Status CheckStep(uint64_t step, const char* list, int index) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The slot of `step` (in [base, base + 1]), activated if idle.
   Slot& SlotFor(uint64_t step, uint32_t world_size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TryComplete(const MembershipView& view, Finisher& finisher,
                    std::vector<CompletionStats>* completed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Encodes the average of a complete slot into `payload` (without data ownership games: the
-  // encoded bytes are copied to every waiter).
+  // Encodes the average of a complete slot and answers every waiting call: the encoded bytes are
+  // copied to each waiter but the last, which takes them by move.
   CompletionStats Complete(Slot& slot, Finisher& finisher) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const PartitionConfig config_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::atomic<uint64_t> base_step_{0};
   Slot slots_[2] ABSL_GUARDED_BY(mu_);  // slot of step s: s % 2
 };

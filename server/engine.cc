@@ -10,12 +10,12 @@
 namespace ternps::server {
 
 Engine::Engine(const ShardConfig& config) : config_(config) {
-  reaper_ = std::thread([this] { ReaperLoop(); });
+  if (config_.run_reaper) reaper_ = std::thread([this] { ReaperLoop(); });
 }
 
 Engine::~Engine() {
   Shutdown();
-  reaper_.join();
+  if (reaper_.joinable()) reaper_.join();
 }
 
 absl::StatusOr<std::shared_ptr<Job>> Engine::FindJob(absl::string_view job_id) const {
@@ -23,7 +23,7 @@ absl::StatusOr<std::shared_ptr<Job>> Engine::FindJob(absl::string_view job_id) c
   if (shutdown_) return absl::UnavailableError("the shard is shutting down");
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) {
-    if (absl::Status st = ValidateJobId(job_id); !st.ok()) return st;
+    if (absl::Status st = common::ValidateJobId(job_id); !st.ok()) return st;
     return absl::NotFoundError(absl::StrCat("job_id: no job '", job_id, "' on shard ",
                                             config_.shard_index,
                                             " (Join first, or the job ended)"));
@@ -50,9 +50,12 @@ absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequ
     auto it = jobs_.find(request.job_id());
     if (it != jobs_.end()) job = it->second;
   }
+  // Resolved outside the lock (the plan is O(partitions)).
+  absl::StatusOr<common::JobSpec> spec = common::ResolveJobSpec(request, LimitsOf(config_));
+  if (!spec.ok()) return spec.status();
   if (job == nullptr) {
-    // Validate and build outside the lock (the plan is O(partitions)); first one in wins.
-    absl::StatusOr<std::unique_ptr<Job>> created = Job::Create(request, config_);
+    // First one in wins; later Joins are compared with the winner's spec.
+    absl::StatusOr<std::unique_ptr<Job>> created = Job::Create(*spec, config_);
     if (!created.ok()) return created.status();
     absl::MutexLock lock(&mu_);
     if (shutdown_) return absl::UnavailableError("the shard is shutting down");
@@ -64,8 +67,7 @@ absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequ
     auto [it, inserted] = jobs_.try_emplace(request.job_id(), std::move(*created));
     job = it->second;
   }
-  if (absl::Status st = job->Matches(request); !st.ok()) return st;
-  return job->Join(request);
+  return job->Join(request, *spec);
 }
 
 void Engine::ShareScalers(const ternps::v1::ShareScalersRequest& request,
@@ -115,18 +117,19 @@ absl::StatusOr<ternps::v1::GetStatusResponse> Engine::GetStatus(
   return response;
 }
 
-void Engine::CheckTimeouts() {
+int Engine::CheckTimeouts() {
   std::vector<std::shared_ptr<Job>> jobs;
   {
     absl::MutexLock lock(&mu_);
     for (const auto& [id, job] : jobs_) jobs.push_back(job);
   }
-  const absl::Time now = absl::Now();
+  const absl::Time now = config_.clock->Now();
   int workers = 0;
+  int dropped = 0;
   uint64_t step = 0;
   std::vector<std::shared_ptr<Job>> ended;
   for (const auto& job : jobs) {
-    job->CheckTimeouts(now);
+    dropped += job->CheckTimeouts(now);
     if (!job->AnyLive()) ended.push_back(job);
     workers += job->LiveWorkers();
     step = std::max(step, job->NewestStep());
@@ -140,16 +143,15 @@ void Engine::CheckTimeouts() {
       if (it != jobs_.end() && it->second == job) jobs_.erase(it);
     }
   }
-  if (config_.metrics != nullptr) {
-    config_.metrics->workers->Set(workers);
-    config_.metrics->step->Set(static_cast<double>(step));
-  }
+  if (config_.observer != nullptr) config_.observer->ShardState(workers, step);
+  return dropped;
 }
 
 void Engine::ReaperLoop() {
   const absl::Duration tick =
       std::clamp(config_.step_timeout / 8, absl::Milliseconds(10), absl::Seconds(1));
   auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutdown_; };
+  // Waits in real time; what expired is judged by config_.clock.
   while (true) {
     {
       absl::MutexLock lock(&mu_);

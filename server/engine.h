@@ -7,7 +7,7 @@
 //   engine.Shutdown();  // fails whatever still waits
 //
 // Thread-safe. Every asynchronous call's `done` runs exactly once, on some thread, without engine
-// locks held.
+// locks held. Lock order: engine, then a job's partitions (ascending id), then its membership.
 #ifndef TERNPS_SERVER_ENGINE_H_
 #define TERNPS_SERVER_ENGINE_H_
 
@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/job.h"
 #include "server/pending_call.h"
+#include "server/shard_config.h"
 #include "ternps/v1/ternps.pb.h"
 
 namespace ternps::server {
@@ -44,8 +45,9 @@ class Engine {
   absl::StatusOr<ternps::v1::GetStatusResponse> GetStatus(
       const ternps::v1::GetStatusRequest& request) const;
 
-  // Runs the timeout check now (the reaper does it every step_timeout / 8).
-  void CheckTimeouts();
+  // Runs the timeout check now, at config().clock's time (the reaper does it every
+  // step_timeout / 8 unless config().run_reaper is false). Returns how many ranks it dropped.
+  int CheckTimeouts();
   // Fails all waiting calls with UNAVAILABLE and refuses new ones; idempotent.
   void Shutdown();
 

@@ -1,15 +1,18 @@
-// One training job on one shard: its registration (tensors, codec, partition plan), membership,
-// and the aggregators of the partitions this shard owns. The service layer hands every request of
-// the job here; this is where DESIGN.md §3's validation happens.
+// One training job on one shard: its spec (tensors, codec, partition plan and routes, fixed by
+// the first Join), its membership, and the aggregators of the partitions this shard owns. The
+// engine hands every request of the job here.
 //
-//   ASSIGN_OR_RETURN(std::unique_ptr<Job> job, Job::Create(join_request, shard));
-//   ASSIGN_OR_RETURN(JoinResponse r, job->Join(join_request));
-//   job->PushPull(request, &response, [](absl::Status st) { ... });   // answered later
+//   absl::StatusOr<common::JobSpec> spec = common::ResolveJobSpec(join, limits);
+//   absl::StatusOr<std::unique_ptr<Job>> job = Job::Create(*spec, shard_config);
+//   absl::StatusOr<JoinResponse> joined = (*job)->Join(join, *spec);
+//   (*job)->PushPull(request, &response, [](absl::Status st) { ... });   // answered later
 //
-// Every data-path request is validated in two phases: first everything that needs no state
-// (fields, payload bytes), then, with the partitions involved locked in ascending order, the
-// membership/step/duplicate checks of all its partitions; only a request that passes both touches
-// an aggregate, so nothing of a rejected request is ever summed.
+// Every data-path request goes through validate-then-apply: a pure validation
+// (server/request_validation.h) against the spec and a membership snapshot, then one apply that
+// locks the request's partitions in ascending id order, checks their state (step window,
+// duplicates, settled scaler) for all of them, and only if all pass records anything: membership
+// (a readmitted rank's first call), counters, observers and aggregates. A rejected request
+// changes no state.
 //
 // Thread-safe.
 #ifndef TERNPS_SERVER_JOB_H_
@@ -18,70 +21,39 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "common/metrics/metrics.h"
-#include "common/plan/partition_plan.h"
+#include "common/spec/job_spec.h"
 #include "server/aggregator.h"
 #include "server/membership.h"
+#include "server/observer.h"
 #include "server/pending_call.h"
+#include "server/request_validation.h"
+#include "server/shard_config.h"
 #include "ternps/v1/ternps.pb.h"
 
 namespace ternps::server {
 
-// What a shard process was started with.
-struct ShardConfig {
-  uint32_t shard_index = 0;
-  uint32_t shard_count = 1;
-  absl::Duration step_timeout = absl::Seconds(60);
-  uint32_t max_world_size = 4096;
-  // Jobs a shard serves at once; each costs memory at Join (RESOURCE_EXHAUSTED beyond).
-  uint32_t max_jobs = 16;
-  // Jobs whose owned partitions exceed this many elements are refused (RESOURCE_EXHAUSTED).
-  uint64_t max_shard_elements = uint64_t{1} << 29;
-  uint32_t max_partition_elements = common::kMaxPartitionElements;
-  // Where to record metrics; null: none. Not owned; outlives the engine.
-  common::ServerMetrics* metrics = nullptr;
-};
-
-// The codec settings with their defaults applied.
-struct CodecConfig {
-  ternps::v1::Codec codec = ternps::v1::CODEC_TERNGRAD;
-  float clip_sigmas = 2.5f;
-  bool scaler_sharing = true;
-  uint32_t partition_elements = 1u << 20;
-  uint32_t min_compress_elements = 4096;
-  ternps::v1::Encoding downlink = ternps::v1::FP32;
-  uint64_t seed = 0;
-};
-
-// INVALID_ARGUMENT naming the field ("codec.clip_sigmas") unless the settings are usable.
-absl::StatusOr<CodecConfig> ResolveCodec(const ternps::v1::CodecSettings& settings,
-                                         uint32_t max_partition_elements);
-// Whether a job id is 1..128 bytes of [A-Za-z0-9._-].
-absl::Status ValidateJobId(absl::string_view job_id);
-
-// Counters of a job since it was created (wire payload bytes), for GetStatus.
-struct JobCounters {
-  std::atomic<uint64_t> received_bytes{0};
-  std::atomic<uint64_t> sent_bytes{0};
-};
+// The limits a shard puts on registrations.
+common::SpecLimits LimitsOf(const ShardConfig& shard);
 
 class Job {
  public:
-  static absl::StatusOr<std::unique_ptr<Job>> Create(const ternps::v1::JoinRequest& request,
+  // RESOURCE_EXHAUSTED if this shard's part of the job exceeds max_shard_elements.
+  static absl::StatusOr<std::unique_ptr<Job>> Create(common::JobSpec spec,
                                                      const ShardConfig& shard);
 
-  const std::string& id() const { return id_; }
-  // FAILED_PRECONDITION naming the first field in which `request` differs from this job.
-  absl::Status Matches(const ternps::v1::JoinRequest& request) const;
-  // Admits the worker (after Matches).
-  ternps::v1::JoinResponse Join(const ternps::v1::JoinRequest& request);
+  const std::string& id() const { return spec_.job_id; }
+  const common::JobSpec& spec() const { return spec_; }
 
+  // Admits the worker if `spec` (resolved from `request`) registers this job and the request's
+  // plan_checksum, if any, matches; FAILED_PRECONDITION naming the first differing field if not.
+  absl::StatusOr<ternps::v1::JoinResponse> Join(const ternps::v1::JoinRequest& request,
+                                                const common::JobSpec& spec);
   void ShareScalers(const ternps::v1::ShareScalersRequest& request,
                     ternps::v1::ShareScalersResponse* response, DoneCallback done);
   void PushPull(const ternps::v1::PushPullRequest& request, ternps::v1::PushPullResponse* response,
@@ -97,36 +69,33 @@ class Job {
   int LiveWorkers() const { return membership_.View()->LiveCount(); }
   // The newest step any owned partition is at.
   uint64_t NewestStep() const;
+  // A membership snapshot (tests, status).
+  std::shared_ptr<const MembershipView> View() const { return membership_.View(); }
 
  private:
-  Job(std::string id, const ternps::v1::JoinRequest& request, CodecConfig codec,
-      common::PartitionPlan plan, const ShardConfig& shard);
+  Job(common::JobSpec spec, const ShardConfig& shard);
+
+  struct OfferOp;
+  struct PushOp;
+  // The apply half of validate-then-apply, shared by ShareScalers and PushPull.
+  template <typename Op>
+  void Apply(const ValidatedRequest& request, Op op, DoneCallback done);
 
   // The aggregator of partition `id` if this shard owns it, else null.
   PartitionAggregator* Owned(uint32_t id) const;
   // Completes what a membership change released.
   void RecheckAll();
   void Account(const std::vector<CompletionStats>& completed);
-  // Notes the first push of `step` (for ternps_server_step_seconds).
-  void NoteStepStart(uint64_t step);
 
-  const std::string id_;
-  const uint32_t world_size_;
-  const CodecConfig codec_;
-  const common::PartitionPlan plan_;
+  const common::JobSpec spec_;
   const ShardConfig shard_;
   Membership membership_;
   std::vector<int32_t> owned_index_;  // partition id -> index into aggregators_, or -1
   std::vector<std::unique_ptr<PartitionAggregator>> aggregators_;
-  JobCounters counters_;
-  // Per in-flight step: when its first push arrived and how many owned partitions completed it.
-  struct StepTiming {
-    uint64_t step = UINT64_MAX;
-    absl::Time first_push;
-    size_t completed = 0;
-  };
-  absl::Mutex timing_mu_;
-  StepTiming timing_[2] ABSL_GUARDED_BY(timing_mu_);
+  std::unique_ptr<JobObserver> observer_;
+  // Wire payload bytes since the job was created, for GetStatus.
+  std::atomic<uint64_t> received_bytes_{0};
+  std::atomic<uint64_t> sent_bytes_{0};
 };
 
 }  // namespace ternps::server

@@ -1,4 +1,4 @@
-// ternps-server: one parameter-server shard of a TernGrad job (see DESIGN.md §4).
+// ternps-server: one parameter-server shard of a TernGrad job (flags: ternps-server --help).
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -20,7 +20,8 @@ ABSL_FLAG(uint32_t, shard_count, 1, "Number of shards of the job");
 ABSL_FLAG(absl::Duration, step_timeout, absl::Seconds(60),
           "How long a partition waits for a worker's push (or scaler) after the first one "
           "arrived; the late worker is then dropped and must Join again");
-ABSL_FLAG(uint32_t, max_world_size, 4096, "Largest world_size a job may register");
+ABSL_FLAG(uint32_t, max_world_size, 4096,
+          "Largest world_size a job may register, at most 32767 (INT_SUM's limit)");
 ABSL_FLAG(uint32_t, max_jobs, 16, "Jobs this shard serves at once (more Joins are refused)");
 ABSL_FLAG(uint32_t, max_partition_elements, 1u << 24,
           "Largest partition_elements a job may use; sets the gRPC message size limit "
@@ -39,6 +40,9 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TLS (with --tls_
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for TLS (with --tls_cert)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "On SIGTERM/SIGINT: how long in-flight calls may finish before the rest are failed");
+ABSL_FLAG(bool, reuse_port, false,
+          "Allow other processes to bind the same --listen port (SO_REUSEPORT); off, a port "
+          "already in use is an error");
 ABSL_FLAG(bool, quiet, false, "Log only errors");
 
 namespace {
@@ -78,17 +82,20 @@ int main(int argc, char** argv) {
   options.shard.max_shard_elements = absl::GetFlag(FLAGS_max_shard_elements);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
-  if (options.shard.max_partition_elements == 0 ||
-      options.shard.max_partition_elements > ternps::common::kMaxPartitionElements) {
-    std::fprintf(stderr, "ternps-server: --max_partition_elements must be in [1, %u]\n",
-                 ternps::common::kMaxPartitionElements);
+  options.reuse_port = absl::GetFlag(FLAGS_reuse_port);
+  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  if (absl::Status st = ternps::server::ValidateShardConfig(options.shard); !st.ok()) {
+    std::fprintf(stderr, "ternps-server: %s\n", std::string(st.message()).c_str());
     return 2;
   }
-  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
+    std::fprintf(stderr, "ternps-server: --drain_timeout: must not be negative\n");
+    return 2;
+  }
   absl::StatusOr<std::unique_ptr<ternps::server::ShardServer>> shard =
       ternps::server::ShardServer::Start(options);
   if (!shard.ok()) {
-    std::fprintf(stderr, "ternps-server: %s\n", std::string(shard.status().ToString()).c_str());
+    std::fprintf(stderr, "ternps-server: %s\n", std::string(shard.status().message()).c_str());
     return 1;
   }
   const std::string port_file = absl::GetFlag(FLAGS_port_file);

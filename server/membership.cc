@@ -35,11 +35,53 @@ bool MembershipView::AllRequiredIn(uint64_t step, const RankBits& have) const {
 }
 
 std::vector<uint32_t> MembershipView::LiveRanks() const {
-  std::vector<uint32_t> ranks;
+  std::vector<uint32_t> result;
   for (uint32_t r = 0; r < world_size; ++r) {
-    if (TestRank(live, r)) ranks.push_back(r);
+    if (TestRank(live, r)) result.push_back(r);
   }
-  return ranks;
+  return result;
+}
+
+absl::Status MembershipView::CheckCaller(uint32_t rank, uint64_t caller_epoch) const {
+  if (rank >= world_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker_rank: ", rank, " is not below world_size ", world_size));
+  }
+  const RankRecord& r = ranks[rank];
+  switch (r.state) {
+    case RankState::kExpected:
+      return absl::FailedPreconditionError(
+          absl::StrCat("worker_rank: ", rank, " has not joined this shard; call Join first"));
+    case RankState::kDropped:
+      return absl::AbortedError(absl::StrCat("worker_rank: ", rank,
+                                             " was dropped from the live set after a step "
+                                             "timeout; Join again to continue"));
+    case RankState::kLeft:
+      return absl::AbortedError(
+          absl::StrCat("worker_rank: ", rank, " has left the job; Join again to continue"));
+    case RankState::kJoined:
+      break;
+  }
+  if (caller_epoch > epoch) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("epoch: ", caller_epoch, " is newer than the job's epoch ", epoch));
+  }
+  if (caller_epoch < r.join_epoch) {
+    return absl::AbortedError(absl::StrCat("epoch: ", caller_epoch, " is older than worker_rank ",
+                                           rank, "'s latest Join (epoch ", r.join_epoch,
+                                           "); this session was replaced"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MembershipView::CheckStepOfCaller(uint32_t rank, uint64_t step) const {
+  const RankRecord& r = ranks[rank];
+  if (r.from_step > step) {
+    return absl::FailedPreconditionError(absl::StrCat("step: ", step, " is before step ",
+                                                      r.from_step, " at which worker_rank ", rank,
+                                                      " was readmitted"));
+  }
+  return absl::OkStatus();
 }
 
 Membership::Membership(uint32_t world_size) : world_size_(world_size), ranks_(world_size) {
@@ -56,10 +98,11 @@ void Membership::PublishLocked() {
   auto view = std::make_shared<MembershipView>();
   view->epoch = epoch_;
   view->world_size = world_size_;
+  view->ranks = ranks_;
   view->live.assign(RankWords(world_size_), 0);
   for (uint32_t r = 0; r < world_size_; ++r) {
-    const Rank& rank = ranks_[r];
-    if (rank.state == State::kExpected || rank.state == State::kJoined) {
+    const RankRecord& rank = ranks_[r];
+    if (rank.state == RankState::kExpected || rank.state == RankState::kJoined) {
       SetRank(view->live, r);
       if (rank.from_step > 0) view->late.push_back({r, rank.from_step});
     }
@@ -67,50 +110,18 @@ void Membership::PublishLocked() {
   view_ = std::move(view);
 }
 
-absl::Status Membership::CheckCaller(uint32_t rank, uint64_t epoch) const {
-  if (rank >= world_size_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("worker_rank: ", rank, " is not below world_size ", world_size_));
-  }
-  absl::MutexLock lock(&mu_);
-  const Rank& r = ranks_[rank];
-  switch (r.state) {
-    case State::kExpected:
-      return absl::FailedPreconditionError(
-          absl::StrCat("worker_rank: ", rank, " has not joined this shard; call Join first"));
-    case State::kDropped:
-      return absl::AbortedError(absl::StrCat("worker_rank: ", rank,
-                                             " was dropped from the live set after a step "
-                                             "timeout; Join again to continue"));
-    case State::kLeft:
-      return absl::AbortedError(
-          absl::StrCat("worker_rank: ", rank, " has left the job; Join again to continue"));
-    case State::kJoined:
-      break;
-  }
-  if (epoch > epoch_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("epoch: ", epoch, " is newer than the job's epoch ", epoch_));
-  }
-  if (epoch < r.join_epoch) {
-    return absl::AbortedError(absl::StrCat("epoch: ", epoch, " is older than worker_rank ", rank,
-                                           "'s latest Join (epoch ", r.join_epoch,
-                                           "); this session was replaced"));
-  }
-  return absl::OkStatus();
-}
-
 Membership::Admission Membership::Join(uint32_t rank, uint64_t first_step, uint64_t resume_step) {
   absl::MutexLock lock(&mu_);
-  Rank& r = ranks_[rank];
-  if (r.state == State::kExpected) {
-    r.state = State::kJoined;
+  RankRecord& r = ranks_[rank];
+  if (r.state == RankState::kExpected) {
+    r.state = RankState::kJoined;
     r.join_epoch = epoch_;
+    PublishLocked();
     return {epoch_, first_step};
   }
   // Readmission: the live set changes (or the rank's session is replaced).
   ++epoch_;
-  r.state = State::kJoined;
+  r.state = RankState::kJoined;
   r.join_epoch = epoch_;
   r.from_step = resume_step;
   r.awaiting_first_call = true;
@@ -120,22 +131,22 @@ Membership::Admission Membership::Join(uint32_t rank, uint64_t first_step, uint6
 
 bool Membership::NoteFirstCall(uint32_t rank, uint64_t step) {
   absl::MutexLock lock(&mu_);
-  Rank& r = ranks_[rank];
+  RankRecord& r = ranks_[rank];
   if (!r.awaiting_first_call) return false;
   r.awaiting_first_call = false;
-  if (step <= r.from_step) return false;
-  r.from_step = step;
+  const bool moved = step > r.from_step;
+  if (moved) r.from_step = step;
   PublishLocked();
-  return true;
+  return moved;
 }
 
 int Membership::Drop(absl::Span<const uint32_t> ranks) {
   absl::MutexLock lock(&mu_);
   int dropped = 0;
   for (const uint32_t rank : ranks) {
-    Rank& r = ranks_[rank];
-    if (r.state == State::kExpected || r.state == State::kJoined) {
-      r.state = State::kDropped;
+    RankRecord& r = ranks_[rank];
+    if (r.state == RankState::kExpected || r.state == RankState::kJoined) {
+      r.state = RankState::kDropped;
       r.awaiting_first_call = false;
       ++dropped;
     }
@@ -149,7 +160,7 @@ int Membership::Drop(absl::Span<const uint32_t> ranks) {
 
 uint64_t Membership::Leave(uint32_t rank) {
   absl::MutexLock lock(&mu_);
-  ranks_[rank].state = State::kLeft;
+  ranks_[rank].state = RankState::kLeft;
   ranks_[rank].awaiting_first_call = false;
   ++epoch_;
   PublishLocked();
@@ -158,8 +169,8 @@ uint64_t Membership::Leave(uint32_t rank) {
 
 bool Membership::AnyLive() const {
   absl::MutexLock lock(&mu_);
-  for (const Rank& r : ranks_) {
-    if (r.state == State::kExpected || r.state == State::kJoined) return true;
+  for (const RankRecord& r : ranks_) {
+    if (r.state == RankState::kExpected || r.state == RankState::kJoined) return true;
   }
   return false;
 }

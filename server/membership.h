@@ -2,8 +2,8 @@
 // expected to push, and the membership epoch.
 //
 //   Membership members(/*world_size=*/4);
-//   RETURN_IF_ERROR(members.CheckCaller(rank, epoch));            // every data-path call
 //   std::shared_ptr<const MembershipView> view = members.View();  // immutable snapshot
+//   absl::Status st = view->CheckCaller(rank, epoch);             // every data-path call
 //   if (view->AllRequiredIn(step, pushed_bits)) ...
 //
 // A rank starts `expected`: it counts as live (partitions wait for it) but must Join before it may
@@ -38,11 +38,22 @@ inline void SetRank(RankBits& bits, uint32_t rank) {
 }
 int CountRanks(const RankBits& bits);
 
-// An immutable snapshot of the live set.
+enum class RankState { kExpected, kJoined, kDropped, kLeft };
+
+// One rank as a membership view records it.
+struct RankRecord {
+  RankState state = RankState::kExpected;
+  uint64_t join_epoch = 0;           // the epoch its latest Join returned
+  uint64_t from_step = 0;            // readmitted ranks: the first step they are awaited at
+  bool awaiting_first_call = false;  // readmitted, from_step still provisional
+};
+
+// An immutable snapshot of the membership.
 struct MembershipView {
   uint64_t epoch = 0;
   uint32_t world_size = 0;
-  RankBits live;  // expected or joined
+  std::vector<RankRecord> ranks;  // by rank
+  RankBits live;                  // expected or joined
   // Ranks readmitted after a drop: they are awaited only from their from_step on.
   struct Late {
     uint32_t rank;
@@ -56,6 +67,13 @@ struct MembershipView {
   bool AllRequiredIn(uint64_t step, const RankBits& have) const;
   int LiveCount() const { return CountRanks(live); }
   std::vector<uint32_t> LiveRanks() const;
+
+  // OK if `rank` may make data-path calls with `epoch`: INVALID_ARGUMENT (rank out of range,
+  // epoch from the future), FAILED_PRECONDITION (never joined), ABORTED (dropped, left, or an
+  // epoch older than its Join: Join again).
+  absl::Status CheckCaller(uint32_t rank, uint64_t epoch) const;
+  // OK unless `rank` was readmitted from a step after `step` (FAILED_PRECONDITION).
+  absl::Status CheckStepOfCaller(uint32_t rank, uint64_t step) const;
 };
 
 class Membership {
@@ -65,11 +83,6 @@ class Membership {
   uint32_t world_size() const { return world_size_; }
   std::shared_ptr<const MembershipView> View() const ABSL_LOCKS_EXCLUDED(mu_);
 
-  // OK if `rank` may make data-path calls with `epoch`: INVALID_ARGUMENT (rank out of range,
-  // epoch from the future), FAILED_PRECONDITION (never joined), ABORTED (dropped, left, or an
-  // epoch older than its Join: Join again).
-  absl::Status CheckCaller(uint32_t rank, uint64_t epoch) const ABSL_LOCKS_EXCLUDED(mu_);
-
   struct Admission {
     uint64_t epoch;       // the epoch to send with later calls
     uint64_t start_step;  // the first step this rank is awaited at
@@ -78,8 +91,8 @@ class Membership {
   // a Leave, or a restart of a joined worker) is awaited from `resume_step` and bumps the epoch.
   Admission Join(uint32_t rank, uint64_t first_step, uint64_t resume_step) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // A readmitted rank made its first call at `step` (>= its start): it is awaited from `step` on,
-  // not from the start it was given. Returns whether the live set changed.
+  // A readmitted rank's first accepted call was at `step` (>= its start): it is awaited from
+  // `step` on, not from the start it was given. Returns whether the live set changed.
   bool NoteFirstCall(uint32_t rank, uint64_t step) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Removes ranks from the live set (step timeout). Returns how many were live.
@@ -90,20 +103,12 @@ class Membership {
   bool AnyLive() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  enum class State { kExpected, kJoined, kDropped, kLeft };
-  struct Rank {
-    State state = State::kExpected;
-    uint64_t join_epoch = 0;
-    uint64_t from_step = 0;
-    bool awaiting_first_call = false;  // readmitted, from_step still provisional
-  };
-
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const uint32_t world_size_;
   mutable absl::Mutex mu_;
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 1;
-  std::vector<Rank> ranks_ ABSL_GUARDED_BY(mu_);
+  std::vector<RankRecord> ranks_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const MembershipView> view_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -35,7 +35,7 @@ class ParameterServerService final : public ternps::v1::ParameterServer::Callbac
                                       ternps::v1::GetStatusResponse* response) override;
 
  private:
-  common::ServerMetrics* metrics() const { return engine_->config().metrics; }
+  ShardObserver* observer() const { return engine_->config().observer; }
   Engine* const engine_;
 };
 

@@ -48,14 +48,7 @@ int MaxMessageBytes(uint32_t max_partition_elements) {
 }
 
 absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ShardServerOptions& options) {
-  if (options.shard.shard_count == 0 || options.shard.shard_index >= options.shard.shard_count) {
-    return absl::InvalidArgumentError(absl::StrCat("shard_index: ", options.shard.shard_index,
-                                                   " must be below shard_count ",
-                                                   options.shard.shard_count));
-  }
-  if (options.shard.step_timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("step_timeout: must be positive");
-  }
+  if (absl::Status st = ValidateShardConfig(options.shard); !st.ok()) return st;
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = Credentials(options);
   if (!creds.ok()) return creds.status();
   std::unique_ptr<ShardServer> shard(new ShardServer());
@@ -67,7 +60,8 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ShardServe
     shard->metrics_endpoint_ = *std::move(endpoint);
     shard->metrics_ =
         common::ServerMetrics::Create(*shard->metrics_endpoint_->registry(), config.shard_index);
-    config.metrics = shard->metrics_.get();
+    shard->observer_ = std::make_unique<MetricsObserver>(shard->metrics_.get(), config.clock);
+    config.observer = shard->observer_.get();
   }
   shard->engine_ = std::make_unique<Engine>(config);
   shard->service_ = std::make_unique<ParameterServerService>(shard->engine_.get());
@@ -79,10 +73,15 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ShardServe
   const int max_bytes = MaxMessageBytes(options.shard.max_partition_elements);
   builder.SetMaxReceiveMessageSize(max_bytes);
   builder.SetMaxSendMessageSize(max_bytes);
+  // gRPC sets SO_REUSEPORT by default: a second shard on the same port would start and the
+  // kernel would split the workers' connections between the two.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, options.reuse_port ? 1 : 0);
   shard->server_ = builder.BuildAndStart();
   if (shard->server_ == nullptr || shard->port_ == 0) {
+    shard->server_.reset();
     return absl::UnavailableError(
-        absl::StrCat("listen: cannot listen on '", options.listen, "' (in use or invalid)"));
+        absl::StrCat("listen: cannot listen on '", options.listen,
+                     "' (address in use, not a local address, or malformed host:port)"));
   }
   const size_t colon = options.listen.rfind(':');
   shard->address_ = absl::StrCat(options.listen.substr(0, colon), ":", shard->port_);
@@ -97,6 +96,10 @@ void ShardServer::Shutdown(absl::Duration drain) {
     if (shut_down_) return;
     shut_down_ = true;
   }
+  if (server_ == nullptr) {  // Start failed before serving
+    if (engine_ != nullptr) engine_->Shutdown();
+    return;
+  }
   // grpc::Server::Shutdown waits for in-flight calls; calls waiting for absent workers only
   // end when the engine fails them, so do that once the drain time is over.
   absl::Notification drained;
@@ -110,6 +113,8 @@ void ShardServer::Shutdown(absl::Duration drain) {
   server_->Wait();
 }
 
-void ShardServer::Wait() { server_->Wait(); }
+void ShardServer::Wait() {
+  if (server_ != nullptr) server_->Wait();
+}
 
 }  // namespace ternps::server

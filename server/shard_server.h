@@ -1,9 +1,9 @@
 // A running shard: the engine behind a gRPC server with the ParameterServer service, the standard
 // health service and server reflection. Used by ternps-server's main and by in-process tests.
 //
-//   ASSIGN_OR_RETURN(auto shard, ShardServer::Start({.listen = "127.0.0.1:0"}));
-//   std::string address = shard->address();   // 127.0.0.1:<chosen port>
-//   shard->Shutdown(absl::Seconds(5));         // drain, then fail what still waits
+//   absl::StatusOr<std::unique_ptr<ShardServer>> shard = ShardServer::Start(options);
+//   std::string address = (*shard)->address();   // 127.0.0.1:<chosen port>
+//   (*shard)->Shutdown(absl::Seconds(5));         // drain, then fail what still waits
 //
 // Thread-safe.
 #ifndef TERNPS_SERVER_SHARD_SERVER_H_
@@ -17,6 +17,7 @@
 #include "common/metrics/metrics.h"
 #include "grpcpp/server.h"
 #include "server/engine.h"
+#include "server/metrics_observer.h"
 #include "server/service.h"
 
 namespace ternps::server {
@@ -30,6 +31,9 @@ struct ShardServerOptions {
   std::string tls_key_file;
   // host:port for the Prometheus /metrics endpoint (port 0 picks one); empty: no metrics.
   std::string metrics_address;
+  // Let several processes bind the same port (SO_REUSEPORT). Off: a port someone else holds is
+  // refused at start-up.
+  bool reuse_port = false;
 };
 
 // The largest request a shard accepts: one FP32 partition of the largest size plus framing.
@@ -59,6 +63,7 @@ class ShardServer {
   // Declared before the engine, which records into them: destroyed after it.
   std::unique_ptr<common::MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<common::ServerMetrics> metrics_;
+  std::unique_ptr<MetricsObserver> observer_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ParameterServerService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -1,39 +1,37 @@
-// DeviceExchange's factory registry: libternps_worker itself has no CUDA; the CUDA implementation
-// lives in libternps_worker_cuda (ternps::worker_cuda), which registers itself when loaded, so
-// processes that never use a GPU never load the CUDA runtime.
-#include "worker/client/device_exchange.h"
-
+// The device Exchange's factory registry: libternps_worker itself has no CUDA; the CUDA
+// implementation lives in libternps_worker_cuda (ternps::worker_cuda), which registers itself
+// when loaded, so processes that never use a GPU never load the CUDA runtime.
 #include <atomic>
 
 #include "absl/status/status.h"
+#include "worker/client/exchange.h"
 
 namespace ternps::worker {
 namespace {
 
-std::atomic<DeviceExchange::Factory> factory{nullptr};
+std::atomic<DeviceExchangeFactory> factory{nullptr};
 std::atomic<bool (*)()> available{nullptr};
 
 }  // namespace
 
-void DeviceExchange::Register(Factory create, bool (*is_available)()) {
+void RegisterDeviceExchange(DeviceExchangeFactory create, bool (*is_available)()) {
   factory.store(create);
   available.store(is_available);
 }
 
-bool DeviceExchange::Available() {
+bool DeviceExchangeAvailable() {
   bool (*check)() = available.load();
   return check != nullptr && check();
 }
 
-absl::StatusOr<std::unique_ptr<DeviceExchange>> DeviceExchange::Create(
-    const common::PartitionPlan& plan, uint32_t world_size, bool fp32_averages) {
-  Factory create = factory.load();
+absl::StatusOr<std::unique_ptr<Exchange>> MakeDeviceExchange(const common::JobSpec& spec) {
+  DeviceExchangeFactory create = factory.load();
   if (create == nullptr) {
     return absl::UnimplementedError(
         "gradients on a CUDA device: link ternps::worker_cuda (libternps_worker_cuda, built "
         "with TERNPS_CUDA) into this program");
   }
-  return create(plan, world_size, fp32_averages);
+  return create(spec);
 }
 
 }  // namespace ternps::worker

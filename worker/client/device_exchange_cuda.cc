@@ -1,13 +1,17 @@
-// DeviceExchange on CUDA (common/cuda kernels).
+// The Exchange on CUDA (common/cuda kernels): gradients stay in device memory; statistics and
+// ternarization run on the device and only packed bytes cross PCIe (into pinned host memory);
+// averages go back the same way and are decoded on the device into the gradient buffers.
+// Batches are queued in order on one encode stream, each closed by an event (its ticket), so
+// the device encodes batch i+1 while batch i is on the wire.
+#include <algorithm>
 #include <cstring>
-#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/codec/fp32.h"
 #include "common/codec/int_sum.h"
 #include "common/cuda/device_codec.h"
-#include "worker/client/device_exchange.h"
+#include "worker/client/exchange.h"
 
 namespace ternps::worker {
 namespace {
@@ -15,24 +19,23 @@ namespace {
 using common::cuda::DeviceBuffer;
 using common::cuda::PinnedBuffer;
 
-class CudaExchange final : public DeviceExchange {
+namespace v1 = ::ternps::v1;
+
+class CudaExchange final : public Exchange {
  public:
-  absl::Status Init(const common::PartitionPlan& plan, uint32_t world_size, bool fp32_averages) {
-    plan_ = &plan;
-    const size_t parts = plan.partitions().size();
+  absl::Status Init(const common::JobSpec& spec) {
+    plan_ = &spec.plan;
+    const size_t parts = plan_->partitions().size();
     up_offset_.resize(parts + 1, 0);
     down_offset_.resize(parts + 1, 0);
     for (size_t p = 0; p < parts; ++p) {
-      const common::Partition& part = plan.partition(static_cast<uint32_t>(p));
-      const size_t up =
-          part.compressed ? common::TernaryBytes(part.elements) : common::Fp32Bytes(part.elements);
-      size_t down = common::Fp32Bytes(part.elements);
-      if (part.compressed && !fp32_averages) {
-        down = std::max(common::TernaryBytes(part.elements),
-                        common::IntSumBytes(part.elements, static_cast<int>(world_size)));
-      }
-      up_offset_[p + 1] = up_offset_[p] + up;
-      down_offset_[p + 1] = down_offset_[p] + down;
+      const common::Partition& part = plan_->partition(static_cast<uint32_t>(p));
+      const common::PartitionRoute& route = spec.route(static_cast<uint32_t>(p));
+      // INT_SUM is largest with every worker contributing.
+      const int n = static_cast<int>(spec.world_size);
+      up_offset_[p + 1] = up_offset_[p] + common::PayloadBytes(route.uplink, part.elements, n);
+      down_offset_[p + 1] =
+          down_offset_[p] + common::PayloadBytes(route.downlink, part.elements, n);
     }
     auto assign = [](auto& dst, auto result) -> absl::Status {
       if (!result.ok()) return result.status();
@@ -57,16 +60,19 @@ class CudaExchange final : public DeviceExchange {
     for (cudaEvent_t e : events_) cudaEventDestroy(e);
   }
 
-  absl::Status Stats(absl::Span<const absl::Span<float>> gradients,
-                     std::vector<common::PartitionStats>& stats) override {
+  absl::Status Begin(void* stream) override {
+    // The caller's work on its stream (e.g. the backward pass) completes before we read.
+    TERNPS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+    return absl::OkStatus();
+  }
+
+  absl::Status Stats(Gradients gradients, absl::Span<const uint32_t> compressed,
+                     std::vector<common::PartitionStats>& stats, uint32_t* bad) override {
     const cudaStream_t s = encode_stream_.get();
-    std::vector<uint32_t> compressed;
-    for (const common::Partition& part : plan_->partitions()) {
-      if (!part.compressed) continue;
-      compressed.push_back(part.id);
-      TERNPS_CUDA_RETURN_IF_ERROR(common::cuda::LaunchStats(Slice(gradients, part.id).data(),
-                                                            part.elements, partials_.data(),
-                                                            stats_device_.data() + part.id, s));
+    for (const uint32_t p : compressed) {
+      TERNPS_CUDA_RETURN_IF_ERROR(
+          common::cuda::LaunchStats(Slice(gradients, p).data(), plan_->partition(p).elements,
+                                    partials_.data(), stats_device_.data() + p, s));
     }
     if (compressed.empty()) return absl::OkStatus();
     TERNPS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
@@ -77,19 +83,16 @@ class CudaExchange final : public DeviceExchange {
       absl::StatusOr<common::PartitionStats> st =
           common::cuda::FinishStats(stats_host_.data()[p], plan_->partition(p).elements);
       if (!st.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("gradients (partition ", p, "): ", st.status().message()));
+        *bad = p;
+        return st.status();
       }
       stats[p] = *st;
     }
     return absl::OkStatus();
   }
 
-  absl::StatusOr<Ticket> EncodeAsync(absl::Span<const absl::Span<float>> gradients,
-                                     absl::Span<const uint32_t> partitions,
-                                     const std::vector<float>& clips,
-                                     const std::vector<float>& scalers,
-                                     const common::TernaryKey& key_base) override {
+  absl::StatusOr<int> StartEncode(Gradients gradients, absl::Span<const uint32_t> partitions,
+                                  const EncodeParams& params) override {
     const cudaStream_t s = encode_stream_.get();
     for (const uint32_t p : partitions) {
       const common::Partition& part = plan_->partition(p);
@@ -97,11 +100,11 @@ class CudaExchange final : public DeviceExchange {
       const size_t bytes = up_offset_[p + 1] - up_offset_[p];
       uint8_t* host = up_host_.data() + up_offset_[p];
       if (part.compressed) {
-        common::TernaryKey key = key_base;
+        common::TernaryKey key = params.key_base;
         key.partition = p;
         uint8_t* codes = codes_device_.data() + up_offset_[p];
-        if (absl::Status st = common::cuda::DeviceTernarize(g, clips[p], scalers[p], key,
-                                                            absl::MakeSpan(codes, bytes), s);
+        if (absl::Status st = common::cuda::DeviceTernarize(
+                g, (*params.clips)[p], (*params.scalers)[p], key, absl::MakeSpan(codes, bytes), s);
             !st.ok()) {
           return st;
         }
@@ -116,29 +119,35 @@ class CudaExchange final : public DeviceExchange {
     TERNPS_CUDA_RETURN_IF_ERROR(cudaEventRecord(event, s));
     absl::MutexLock lock(&mu_);
     events_.push_back(event);
-    return Ticket{static_cast<int>(events_.size()) - 1};
+    return static_cast<int>(events_.size()) - 1;
   }
 
-  absl::Status Wait(Ticket ticket) override {
+  absl::Status FinishEncode(int ticket, Gradients, absl::Span<const uint32_t> partitions,
+                            const EncodeParams&,
+                            absl::Span<const absl::Span<uint8_t>> out) override {
     cudaEvent_t event;
     {
       absl::MutexLock lock(&mu_);
-      if (ticket.index < 0 || ticket.index >= static_cast<int>(events_.size())) {
-        return absl::InvalidArgumentError("ticket: unknown");
+      if (ticket < 0 || ticket >= static_cast<int>(events_.size())) {
+        return absl::InternalError("encode ticket: unknown");
       }
-      event = events_[ticket.index];
+      event = events_[ticket];
     }
     TERNPS_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(event));
+    for (size_t i = 0; i < partitions.size(); ++i) {
+      const uint32_t p = partitions[i];
+      const size_t bytes = up_offset_[p + 1] - up_offset_[p];
+      if (out[i].size() != bytes) {
+        return absl::InternalError(absl::StrCat("partition ", p, ": ", out[i].size(),
+                                                " payload bytes, the device wrote ", bytes));
+      }
+      std::memcpy(out[i].data(), up_host_.data() + up_offset_[p], bytes);
+    }
     return absl::OkStatus();
   }
 
-  absl::Span<const uint8_t> HostBytes(uint32_t p) const override {
-    return absl::MakeConstSpan(up_host_.data() + up_offset_[p], up_offset_[p + 1] - up_offset_[p]);
-  }
-
-  absl::Status DecodeAsync(absl::Span<const absl::Span<float>> gradients, uint32_t p, int encoding,
-                           float scaler, int contributors,
-                           absl::Span<const uint8_t> bytes) override {
+  absl::Status Decode(Gradients gradients, uint32_t p, const Average& avg) override {
+    const absl::Span<const uint8_t> bytes = avg.bytes;
     const cudaStream_t s = decode_stream_.get();
     const absl::Span<float> out = Slice(gradients, p);
     const size_t capacity = down_offset_[p + 1] - down_offset_[p];
@@ -146,7 +155,7 @@ class CudaExchange final : public DeviceExchange {
       return absl::InvalidArgumentError(absl::StrCat("partition ", p, ": ", bytes.size(),
                                                      " bytes exceed its staging of ", capacity));
     }
-    if (encoding == 1) {  // FP32: the payload is the gradient itself
+    if (avg.encoding == v1::FP32) {  // the payload is the gradient itself
       uint8_t* host = down_host_.data() + down_offset_[p];
       std::memcpy(host, bytes.data(), bytes.size());
       TERNPS_CUDA_RETURN_IF_ERROR(
@@ -159,13 +168,13 @@ class CudaExchange final : public DeviceExchange {
     TERNPS_CUDA_RETURN_IF_ERROR(
         cudaMemcpyAsync(device, host, bytes.size(), cudaMemcpyHostToDevice, s));
     const auto data = absl::MakeConstSpan(device, bytes.size());
-    if (encoding == 3) {
-      return common::cuda::DeviceDecodeIntSum(data, contributors, scaler, false, out, s);
+    if (avg.encoding == v1::INT_SUM) {
+      return common::cuda::DeviceDecodeIntSum(data, avg.contributors, avg.scaler, false, out, s);
     }
-    return common::cuda::DeviceDecodeTernary(data, scaler, false, out, s);
+    return common::cuda::DeviceDecodeTernary(data, avg.scaler, false, out, s);
   }
 
-  absl::Status Finish() override {
+  absl::Status End() override {
     TERNPS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(decode_stream_.get()));
     TERNPS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(encode_stream_.get()));
     absl::MutexLock lock(&mu_);
@@ -175,9 +184,8 @@ class CudaExchange final : public DeviceExchange {
   }
 
  private:
-  absl::Span<float> Slice(absl::Span<const absl::Span<float>> gradients, uint32_t p) const {
-    const common::Partition& part = plan_->partition(p);
-    return gradients[part.tensor].subspan(part.offset, part.elements);
+  absl::Span<float> Slice(Gradients gradients, uint32_t p) const {
+    return PartitionSlice(*plan_, gradients, p);
   }
 
   const common::PartitionPlan* plan_ = nullptr;
@@ -196,19 +204,18 @@ bool CudaAvailable() {
   return devices.ok() && *devices > 0;
 }
 
-absl::StatusOr<std::unique_ptr<DeviceExchange>> CreateCudaExchange(
-    const common::PartitionPlan& plan, uint32_t world_size, bool fp32_averages) {
+absl::StatusOr<std::unique_ptr<Exchange>> CreateCudaExchange(const common::JobSpec& spec) {
   if (!CudaAvailable()) {
     return absl::FailedPreconditionError("gradients on a CUDA device: no usable CUDA device");
   }
   auto exchange = std::make_unique<CudaExchange>();
-  if (absl::Status st = exchange->Init(plan, world_size, fp32_averages); !st.ok()) return st;
+  if (absl::Status st = exchange->Init(spec); !st.ok()) return st;
   return exchange;
 }
 
 // Registers the CUDA implementation with libternps_worker when this library is loaded.
 const bool kRegistered = [] {
-  DeviceExchange::Register(&CreateCudaExchange, &CudaAvailable);
+  RegisterDeviceExchange(&CreateCudaExchange, &CudaAvailable);
   return true;
 }();
 

@@ -13,6 +13,7 @@
 #include "common/codec/ternary.h"
 #include "common/plan/partition_plan.h"
 #include "common/rpc/status.h"
+#include "common/spec/job_spec.h"
 #include "common/util/thread_pool.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
@@ -20,7 +21,7 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "ternps/v1/ternps.grpc.pb.h"
-#include "worker/client/device_exchange.h"
+#include "worker/client/exchange.h"
 
 namespace ternps::worker {
 
@@ -61,18 +62,88 @@ absl::Span<const uint8_t> Bytes(const std::string& s) {
   return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(s.data()), s.size());
 }
 
+// The JoinRequest a worker sends (shard_index set per shard): every codec setting explicit.
+v1::JoinRequest MakeJoinRequest(const WorkerOptions& options) {
+  v1::JoinRequest request;
+  request.set_job_id(options.job_id);
+  request.set_worker_rank(options.rank);
+  request.set_world_size(options.world_size);
+  for (const TensorInfo& t : options.tensors) {
+    v1::TensorSpec* spec = request.add_tensors();
+    spec->set_name(t.name);
+    spec->set_elements(t.elements);
+    spec->set_keep_fp32(t.keep_fp32);
+  }
+  *request.mutable_codec() = common::CodecToProto(options.codec);
+  request.set_shard_count(static_cast<uint32_t>(options.shards.size()));
+  return request;
+}
+
+// Checks an answered average of partition `p` against the spec's downlink and, for INT_SUM, the
+// shared scaler this worker encoded with.
+absl::StatusOr<Average> ValidateAverage(const v1::PartitionPayload& avg, uint32_t p,
+                                        const common::JobSpec& spec, float shared_scaler) {
+  const uint32_t elements = spec.plan.partition(p).elements;
+  if (avg.partition_id() != p || avg.elements() != elements) {
+    return absl::InvalidArgumentError(absl::StrCat(": partition ", avg.partition_id(), " of ",
+                                                   avg.elements(), " elements, expected ", p,
+                                                   " of ", elements));
+  }
+  if (avg.contributors() < 1 || avg.contributors() > spec.world_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(".contributors: ", avg.contributors(), " is outside [1, world_size]"));
+  }
+  const v1::Encoding expected = spec.route(p).downlink;
+  if (avg.encoding() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(".encoding: ", v1::Encoding_Name(avg.encoding()),
+                                                   ", expected ", v1::Encoding_Name(expected)));
+  }
+  const Average out{.encoding = expected,
+                    .scaler = avg.scaler(),
+                    .contributors = static_cast<int>(avg.contributors()),
+                    .bytes = Bytes(avg.data())};
+  absl::Status st;
+  switch (expected) {
+    case v1::INT_SUM:
+      if (avg.scaler() != shared_scaler) {
+        st = absl::InvalidArgumentError(
+            absl::StrCat("scaler: ", avg.scaler(), " is not the shared scaler ", shared_scaler));
+      } else {
+        st = common::ValidateIntSum(out.bytes, elements, out.contributors);
+      }
+      break;
+    case v1::TERNARY_2BIT:
+      st = common::ValidateScaler(avg.scaler());
+      if (st.ok()) st = common::ValidateTernary(out.bytes, elements);
+      break;
+    default:
+      st = common::ValidateFp32(out.bytes, elements);
+      break;
+  }
+  if (!st.ok()) return absl::Status(st.code(), absl::StrCat(".", st.message()));
+  return out;
+}
+
 }  // namespace
 
 class Worker::Impl {
  public:
-  Impl(const WorkerOptions& options, common::PartitionPlan plan)
-      : options_(options), plan_(std::move(plan)), pool_(options.threads) {}
+  Impl(const WorkerOptions& options, common::JobSpec spec, v1::JoinRequest join)
+      : options_(options),
+        spec_(std::move(spec)),
+        join_(std::move(join)),
+        pool_(options.threads),
+        host_(MakeHostExchange(spec_, pool_)) {}
 
   absl::Status Init();
   absl::Status JoinAll();
-  absl::Status Step(absl::Span<const absl::Span<float>> gradients, bool on_device);
-  absl::Status Leave();
+  absl::Status Step(Gradients gradients, Exchange& exchange, void* stream);
+  absl::Status Leave(absl::Duration timeout);
+  absl::StatusOr<Exchange*> Device();
+  Exchange& host() { return *host_; }
 
+  const WorkerOptions& options() const { return options_; }
+  bool left() const { return left_; }
   uint64_t step() const {
     absl::MutexLock lock(&mu_);
     return step_;
@@ -81,7 +152,7 @@ class Worker::Impl {
     absl::MutexLock lock(&mu_);
     return last_;
   }
-  uint32_t partitions() const { return static_cast<uint32_t>(plan_.partitions().size()); }
+  uint32_t partitions() const { return static_cast<uint32_t>(spec_.plan.partitions().size()); }
 
  private:
   // One reusable call to one shard about some of its partitions.
@@ -104,43 +175,37 @@ class Worker::Impl {
     std::atomic<uint32_t> min_contributors{UINT32_MAX};
   };
 
-  bool sharing() const {
-    return options_.codec.codec == CodecKind::kTernGrad && options_.codec.scaler_sharing;
-  }
   std::string ShardName(uint32_t shard) const {
     return absl::StrCat("shard ", shard, " (", options_.shards[shard], ")");
   }
-  std::unique_ptr<grpc::ClientContext> NewContext(absl::Duration timeout) const {
+  std::unique_ptr<grpc::ClientContext> NewContext(absl::Time deadline) const {
     auto context = std::make_unique<grpc::ClientContext>();
-    context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    context->set_deadline(absl::ToChronoTime(deadline));
     return context;
   }
-  absl::Span<float> Slice(absl::Span<const absl::Span<float>> gradients, uint32_t p) const {
-    const common::Partition& part = plan_.partition(p);
-    return gradients[part.tensor].subspan(part.offset, part.elements);
-  }
+  absl::Status CheckGradients(Gradients gradients) const;
   absl::Status ShareScalers();
-  // Fills the batch's payloads: encodes on the CPU, or (on_device) copies the bytes the device
-  // produced for `ticket`.
-  absl::Status Encode(Batch& batch, absl::Span<const absl::Span<float>> gradients, bool on_device,
-                      DeviceExchange::Ticket ticket);
-  void EncodeAndSend(Batch& batch, absl::Span<const absl::Span<float>> gradients, bool on_device,
-                     DeviceExchange::Ticket ticket, StepCounters& counters, FirstError& error,
+  void EncodeAndSend(Batch& batch, Gradients gradients, Exchange& exchange, int ticket,
+                     const EncodeParams& params, StepCounters& counters, FirstError& error,
                      absl::BlockingCounter& pending);
-  absl::Status Decode(Batch& batch, absl::Span<const absl::Span<float>> gradients, bool on_device,
+  absl::Status Decode(Batch& batch, Gradients gradients, Exchange& exchange,
                       StepCounters& counters);
 
   const WorkerOptions options_;
-  const common::PartitionPlan plan_;
+  const common::JobSpec spec_;
+  v1::JoinRequest join_;  // shard_index set per shard
   common::ThreadPool pool_;
+  std::unique_ptr<Exchange> host_;
+  std::unique_ptr<Exchange> device_;  // created by the first StepOnDevice
   std::vector<std::unique_ptr<v1::ParameterServer::Stub>> stubs_;
   std::vector<uint64_t> epochs_;
   std::vector<Batch> batches_;
   std::vector<ScalerCall> scaler_calls_;
+  std::vector<uint32_t> compressed_;           // partitions with statistics and a scaler
   std::vector<common::PartitionStats> stats_;  // per partition (compressed ones)
   std::vector<float> scalers_;                 // per partition: the scaler it is encoded with
   std::vector<float> clips_;                   // per partition: its clip threshold
-  std::unique_ptr<DeviceExchange> device_;     // created by the first step on the device
+  bool left_ = false;
   mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;
   StepStats last_ ABSL_GUARDED_BY(mu_);
@@ -154,19 +219,23 @@ absl::Status Worker::Impl::Init() {
     stubs_.push_back(v1::ParameterServer::NewStub(
         grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
   }
+  const common::PartitionPlan& plan = spec_.plan;
   epochs_.assign(options_.shards.size(), 0);
-  stats_.resize(plan_.partitions().size());
-  scalers_.assign(plan_.partitions().size(), 0.0f);
-  clips_.assign(plan_.partitions().size(), 0.0f);
+  stats_.resize(plan.partitions().size());
+  scalers_.assign(plan.partitions().size(), 0.0f);
+  clips_.assign(plan.partitions().size(), 0.0f);
+  for (const common::Partition& part : plan.partitions()) {
+    if (part.compressed) compressed_.push_back(part.id);
+  }
   // Batches: each shard's partitions in plan order, cut at max_call_bytes of payload; then
   // interleaved across shards so every shard gets work from the start of a step.
   std::vector<std::vector<Batch>> per_shard(options_.shards.size());
   for (uint32_t s = 0; s < options_.shards.size(); ++s) {
     size_t bytes = 0;
-    for (const uint32_t p : plan_.PartitionsOfShard(s)) {
-      const common::Partition& part = plan_.partition(p);
-      const size_t wire =
-          part.compressed ? common::TernaryBytes(part.elements) : common::Fp32Bytes(part.elements);
+    std::vector<uint32_t> shared;
+    for (const uint32_t p : plan.PartitionsOfShard(s)) {
+      const size_t wire = common::PayloadBytes(spec_.route(p).uplink, plan.partition(p).elements,
+                                               static_cast<int>(spec_.world_size));
       if (per_shard[s].empty() || bytes + wire > options_.max_call_bytes) {
         per_shard[s].emplace_back();
         per_shard[s].back().shard = s;
@@ -174,15 +243,12 @@ absl::Status Worker::Impl::Init() {
       }
       per_shard[s].back().partitions.push_back(p);
       bytes += wire;
+      if (spec_.route(p).aggregation == common::Aggregation::kIntSum) shared.push_back(p);
     }
-    std::vector<uint32_t> compressed;
-    for (const uint32_t p : plan_.PartitionsOfShard(s)) {
-      if (plan_.partition(p).compressed) compressed.push_back(p);
-    }
-    if (sharing() && !compressed.empty()) {
+    if (!shared.empty()) {
       scaler_calls_.emplace_back();
       scaler_calls_.back().shard = s;
-      scaler_calls_.back().partitions = std::move(compressed);
+      scaler_calls_.back().partitions = std::move(shared);
     }
   }
   for (size_t round = 0;; ++round) {
@@ -199,13 +265,13 @@ absl::Status Worker::Impl::Init() {
     b.request.set_job_id(options_.job_id);
     b.request.set_worker_rank(options_.rank);
     for (const uint32_t p : b.partitions) {
-      const common::Partition& part = plan_.partition(p);
+      const common::Partition& part = plan.partition(p);
+      const v1::Encoding uplink = spec_.route(p).uplink;
       v1::PartitionPayload* payload = b.request.add_partitions();
       payload->set_partition_id(p);
       payload->set_elements(part.elements);
-      payload->set_encoding(part.compressed ? v1::TERNARY_2BIT : v1::FP32);
-      payload->mutable_data()->resize(part.compressed ? common::TernaryBytes(part.elements)
-                                                      : common::Fp32Bytes(part.elements));
+      payload->set_encoding(uplink);
+      payload->mutable_data()->resize(common::PayloadBytes(uplink, part.elements, 0));
     }
   }
   for (ScalerCall& c : scaler_calls_) {
@@ -216,45 +282,27 @@ absl::Status Worker::Impl::Init() {
       c.request.add_scalers(0.0f);
     }
   }
+  join_.set_plan_checksum(plan.Checksum());
   return JoinAll();
 }
 
 absl::Status Worker::Impl::JoinAll() {
-  v1::JoinRequest request;
-  request.set_job_id(options_.job_id);
-  request.set_worker_rank(options_.rank);
-  request.set_world_size(options_.world_size);
-  for (const TensorInfo& t : options_.tensors) {
-    v1::TensorSpec* spec = request.add_tensors();
-    spec->set_name(t.name);
-    spec->set_elements(t.elements);
-    spec->set_keep_fp32(t.keep_fp32);
-  }
-  v1::CodecSettings* codec = request.mutable_codec();
-  codec->set_codec(options_.codec.codec == CodecKind::kTernGrad ? v1::CODEC_TERNGRAD
-                                                                : v1::CODEC_FP32);
-  codec->set_clip_sigmas(options_.codec.clip_sigmas);
-  codec->set_scaler_sharing(options_.codec.scaler_sharing);
-  codec->set_partition_elements(options_.codec.partition_elements);
-  codec->set_min_compress_elements(options_.codec.min_compress_elements);
-  codec->set_downlink_encoding(options_.codec.ternary_downlink ? v1::TERNARY_2BIT : v1::FP32);
-  codec->set_seed(options_.codec.seed);
-  request.set_shard_count(static_cast<uint32_t>(options_.shards.size()));
-  request.set_plan_checksum(plan_.Checksum());
+  const common::PartitionPlan& plan = spec_.plan;
   uint64_t start = 0;
+  const absl::Time deadline = absl::Now() + options_.connect_timeout;
   for (uint32_t s = 0; s < options_.shards.size(); ++s) {
-    request.set_shard_index(s);
+    join_.set_shard_index(s);
     v1::JoinResponse response;
-    std::unique_ptr<grpc::ClientContext> context = NewContext(options_.connect_timeout);
+    std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
     context->set_wait_for_ready(true);  // retry while the shard is still starting
-    const grpc::Status st = stubs_[s]->Join(context.get(), request, &response);
+    const grpc::Status st = stubs_[s]->Join(context.get(), join_, &response);
     if (!st.ok()) return common::FromGrpcStatus(st, absl::StrCat(ShardName(s), " Join"));
-    if (response.plan_checksum() != plan_.Checksum()) {
+    if (response.plan_checksum() != plan.Checksum()) {
       return absl::FailedPreconditionError(
           absl::StrCat(ShardName(s), " Join: plan_checksum ", absl::Hex(response.plan_checksum()),
-                       " differs from this worker's ", absl::Hex(plan_.Checksum())));
+                       " differs from this worker's ", absl::Hex(plan.Checksum())));
     }
-    const std::vector<uint32_t>& mine = plan_.PartitionsOfShard(s);
+    const std::vector<uint32_t>& mine = plan.PartitionsOfShard(s);
     if (!std::equal(mine.begin(), mine.end(), response.owned_partitions().begin(),
                     response.owned_partitions().end())) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -263,6 +311,7 @@ absl::Status Worker::Impl::JoinAll() {
     epochs_[s] = response.epoch();
     start = std::max(start, response.start_step());
   }
+  left_ = false;
   absl::MutexLock lock(&mu_);
   step_ = start;
   return absl::OkStatus();
@@ -272,6 +321,7 @@ absl::Status Worker::Impl::ShareScalers() {
   const uint64_t step = this->step();
   absl::BlockingCounter pending(static_cast<int>(scaler_calls_.size()));
   FirstError error;
+  const absl::Time deadline = absl::Now() + options_.rpc_timeout;
   for (ScalerCall& c : scaler_calls_) {
     c.request.set_epoch(epochs_[c.shard]);
     c.request.set_step(step);
@@ -279,7 +329,7 @@ absl::Status Worker::Impl::ShareScalers() {
       c.request.set_scalers(static_cast<int>(i), scalers_[c.partitions[i]]);
     }
     c.response.Clear();
-    c.context = NewContext(options_.rpc_timeout);
+    c.context = NewContext(deadline);
     stubs_[c.shard]->async()->ShareScalers(
         c.context.get(), &c.request, &c.response, [&, shard = c.shard](grpc::Status st) {
           error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(shard), " ShareScalers")));
@@ -311,139 +361,70 @@ absl::Status Worker::Impl::ShareScalers() {
   return absl::OkStatus();
 }
 
-absl::Status Worker::Impl::Encode(Batch& batch, absl::Span<const absl::Span<float>> gradients,
-                                  bool on_device, DeviceExchange::Ticket ticket) {
-  if (on_device) {
-    if (absl::Status st = device_->Wait(ticket); !st.ok()) return st;
-  }
-  const uint64_t step = this->step();
-  for (size_t i = 0; i < batch.partitions.size(); ++i) {
-    const uint32_t p = batch.partitions[i];
-    const common::Partition& part = plan_.partition(p);
-    v1::PartitionPayload* payload = batch.request.mutable_partitions(static_cast<int>(i));
-    if (part.compressed) payload->set_scaler(scalers_[p]);
-    absl::Status st;
-    if (on_device) {
-      const absl::Span<const uint8_t> bytes = device_->HostBytes(p);
-      std::memcpy(payload->mutable_data()->data(), bytes.data(), bytes.size());
-    } else if (part.compressed) {
-      const common::TernaryKey key{options_.codec.seed, options_.rank, step, p};
-      st = common::Ternarize(Slice(gradients, p), clips_[p], scalers_[p], key,
-                             Bytes(*payload->mutable_data()));
-    } else {
-      st = common::EncodeFp32(Slice(gradients, p), Bytes(*payload->mutable_data()));
-    }
-    if (!st.ok()) {
-      return absl::Status(st.code(), absl::StrCat("encoding partition ", p, ": ", st.message()));
-    }
-  }
-  return absl::OkStatus();
-}
-
-void Worker::Impl::EncodeAndSend(Batch& batch, absl::Span<const absl::Span<float>> gradients,
-                                 bool on_device, DeviceExchange::Ticket ticket,
-                                 StepCounters& counters, FirstError& error,
-                                 absl::BlockingCounter& pending) {
+void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& exchange, int ticket,
+                                 const EncodeParams& params, StepCounters& counters,
+                                 FirstError& error, absl::BlockingCounter& pending) {
   const absl::Time start = absl::Now();
   batch.request.set_epoch(epochs_[batch.shard]);
-  batch.request.set_step(this->step());
-  if (absl::Status st = Encode(batch, gradients, on_device, ticket); !st.ok()) {
+  batch.request.set_step(params.key_base.step);
+  std::vector<absl::Span<uint8_t>> out;
+  out.reserve(batch.partitions.size());
+  uint64_t sent = 0;
+  for (size_t i = 0; i < batch.partitions.size(); ++i) {
+    v1::PartitionPayload* payload = batch.request.mutable_partitions(static_cast<int>(i));
+    const uint32_t p = batch.partitions[i];
+    if (spec_.plan.partition(p).compressed) payload->set_scaler(scalers_[p]);
+    out.push_back(Bytes(*payload->mutable_data()));
+    sent += payload->data().size();
+  }
+  if (absl::Status st = exchange.FinishEncode(ticket, gradients, batch.partitions, params, out);
+      !st.ok()) {
     error.Set(std::move(st));
     pending.DecrementCount();
     return;
   }
-  uint64_t sent = 0;
-  for (const v1::PartitionPayload& payload : batch.request.partitions()) {
-    sent += payload.data().size();
-  }
   counters.sent.fetch_add(sent, std::memory_order_relaxed);
   AddSeconds(counters.encode, Seconds(start));
   batch.response.Clear();
-  batch.context = NewContext(options_.rpc_timeout);
+  batch.context = NewContext(absl::Now() + options_.rpc_timeout);
   stubs_[batch.shard]->async()->PushPull(
       batch.context.get(), &batch.request, &batch.response,
-      [this, &batch, gradients, on_device, &counters, &error, &pending](grpc::Status st) {
+      [this, &batch, gradients, &exchange, &counters, &error, &pending](grpc::Status st) {
         if (!st.ok()) {
           error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(batch.shard), " PushPull")));
           pending.DecrementCount();
           return;
         }
         // Decode on the pool, not on gRPC's callback thread.
-        pool_.Schedule([this, &batch, gradients, on_device, &counters, &error, &pending] {
-          error.Set(Decode(batch, gradients, on_device, counters));
+        pool_.Schedule([this, &batch, gradients, &exchange, &counters, &error, &pending] {
+          error.Set(Decode(batch, gradients, exchange, counters));
           pending.DecrementCount();
         });
       });
 }
 
-absl::Status Worker::Impl::Decode(Batch& batch, absl::Span<const absl::Span<float>> gradients,
-                                  bool on_device, StepCounters& counters) {
+absl::Status Worker::Impl::Decode(Batch& batch, Gradients gradients, Exchange& exchange,
+                                  StepCounters& counters) {
   const absl::Time start = absl::Now();
-  const std::string where = absl::StrCat(ShardName(batch.shard), " PushPull answer: ");
+  auto where = [&] { return absl::StrCat(ShardName(batch.shard), " PushPull answer: "); };
   if (batch.response.averages_size() != static_cast<int>(batch.partitions.size())) {
     return absl::InvalidArgumentError(
-        absl::StrCat(where, "averages: ", batch.response.averages_size(), " for ",
+        absl::StrCat(where(), "averages: ", batch.response.averages_size(), " for ",
                      batch.partitions.size(), " partitions"));
   }
   uint64_t received = 0;
   for (size_t i = 0; i < batch.partitions.size(); ++i) {
     const uint32_t p = batch.partitions[i];
-    const common::Partition& part = plan_.partition(p);
-    const v1::PartitionPayload& avg = batch.response.averages(static_cast<int>(i));
-    const std::string field = absl::StrCat(where, "averages[", i, "]");
-    if (avg.partition_id() != p || avg.elements() != part.elements) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ": partition ", avg.partition_id(),
-                                                     " of ", avg.elements(), " elements, expected ",
-                                                     p, " of ", part.elements));
+    const v1::PartitionPayload& payload = batch.response.averages(static_cast<int>(i));
+    absl::StatusOr<Average> avg = ValidateAverage(payload, p, spec_, scalers_[p]);
+    absl::Status st = avg.ok() ? exchange.Decode(gradients, p, *avg) : avg.status();
+    if (!st.ok()) {
+      return absl::Status(st.code(), absl::StrCat(where(), "averages[", i, "]", st.message()));
     }
-    if (avg.contributors() < 1 || avg.contributors() > options_.world_size) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ".contributors: ", avg.contributors(),
-                                                     " is outside [1, world_size]"));
-    }
-    v1::Encoding expected = v1::FP32;
-    if (part.compressed) {
-      expected = sharing()                         ? v1::INT_SUM
-                 : options_.codec.ternary_downlink ? v1::TERNARY_2BIT
-                                                   : v1::FP32;
-    }
-    if (avg.encoding() != expected) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".encoding: ", v1::Encoding_Name(avg.encoding()), ", expected ",
-                       v1::Encoding_Name(expected)));
-    }
-    const absl::Span<float> out = Slice(gradients, p);
-    const absl::Span<const uint8_t> bytes = Bytes(avg.data());
-    const int n_contrib = static_cast<int>(avg.contributors());
-    absl::Status st;
-    if (expected == v1::INT_SUM && avg.scaler() != scalers_[p]) {
-      st = absl::InvalidArgumentError(
-          absl::StrCat("scaler: ", avg.scaler(), " is not the shared scaler ", scalers_[p]));
-    } else if (expected == v1::INT_SUM) {
-      st = common::ValidateIntSum(bytes, part.elements, n_contrib);
-    } else if (expected == v1::TERNARY_2BIT) {
-      st = common::ValidateScaler(avg.scaler());
-      if (st.ok()) st = common::ValidateTernary(bytes, part.elements);
-    } else {
-      st = common::ValidateFp32(bytes, part.elements);
-    }
-    if (st.ok() && on_device) {
-      st = device_->DecodeAsync(gradients, p, static_cast<int>(expected), avg.scaler(), n_contrib,
-                                bytes);
-    } else if (st.ok() && expected == v1::FP32) {
-      common::CopyValidatedFp32(bytes, out);
-    } else if (st.ok()) {
-      std::fill(out.begin(), out.end(), 0.0f);
-      if (expected == v1::INT_SUM) {
-        common::DecodeValidatedIntSumAdd(bytes, n_contrib, avg.scaler(), out);
-      } else {
-        common::DecodeValidatedTernaryAdd(bytes, avg.scaler(), out);
-      }
-    }
-    if (!st.ok()) return absl::Status(st.code(), absl::StrCat(field, ".", st.message()));
-    received += avg.data().size();
+    received += payload.data().size();
     uint32_t seen = counters.min_contributors.load(std::memory_order_relaxed);
-    while (avg.contributors() < seen &&
-           !counters.min_contributors.compare_exchange_weak(seen, avg.contributors())) {
+    while (payload.contributors() < seen &&
+           !counters.min_contributors.compare_exchange_weak(seen, payload.contributors())) {
     }
   }
   counters.received.fetch_add(received, std::memory_order_relaxed);
@@ -451,16 +432,7 @@ absl::Status Worker::Impl::Decode(Batch& batch, absl::Span<const absl::Span<floa
   return absl::OkStatus();
 }
 
-absl::Status Worker::Impl::Step(absl::Span<const absl::Span<float>> gradients, bool on_device) {
-  const absl::Time start = absl::Now();
-  if (on_device && device_ == nullptr) {
-    const bool fp32_averages = options_.codec.codec == CodecKind::kTernGrad &&
-                               !options_.codec.scaler_sharing && !options_.codec.ternary_downlink;
-    absl::StatusOr<std::unique_ptr<DeviceExchange>> device =
-        DeviceExchange::Create(plan_, options_.world_size, fp32_averages);
-    if (!device.ok()) return device.status();
-    device_ = *std::move(device);
-  }
+absl::Status Worker::Impl::CheckGradients(Gradients gradients) const {
   if (gradients.size() != options_.tensors.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "gradients: ", gradients.size(), " tensors, the job has ", options_.tensors.size()));
@@ -472,44 +444,37 @@ absl::Status Worker::Impl::Step(absl::Span<const absl::Span<float>> gradients, b
                        options_.tensors[t].name, "' has ", options_.tensors[t].elements));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Exchange*> Worker::Impl::Device() {
+  if (device_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<Exchange>> device = MakeDeviceExchange(spec_);
+    if (!device.ok()) return device.status();
+    device_ = *std::move(device);
+  }
+  return device_.get();
+}
+
+absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* stream) {
+  const absl::Time start = absl::Now();
+  if (absl::Status st = CheckGradients(gradients); !st.ok()) return st;
   StepCounters counters;
-  FirstError error;
+  if (absl::Status st = exchange.Begin(stream); !st.ok()) return st;
   // 1. Statistics, local scalers and clip thresholds of the compressed partitions.
-  if (options_.codec.codec == CodecKind::kTernGrad && on_device) {
-    const absl::Time t0 = absl::Now();
-    if (absl::Status st = device_->Stats(gradients, stats_); !st.ok()) return st;
-    for (const common::Partition& part : plan_.partitions()) {
-      if (!part.compressed) continue;
-      scalers_[part.id] = common::LocalScaler(stats_[part.id], options_.codec.clip_sigmas);
-      clips_[part.id] = common::ClipThreshold(stats_[part.id], options_.codec.clip_sigmas);
+  if (!compressed_.empty()) {
+    uint32_t bad = 0;
+    if (absl::Status st = exchange.Stats(gradients, compressed_, stats_, &bad); !st.ok()) {
+      const common::Partition& part = spec_.plan.partition(bad);
+      return absl::Status(st.code(), absl::StrCat("gradients[", part.tensor, "] ('",
+                                                  options_.tensors[part.tensor].name,
+                                                  "'), partition ", bad, ": ", st.message()));
     }
-    AddSeconds(counters.encode, Seconds(t0));
-  } else if (options_.codec.codec == CodecKind::kTernGrad) {
-    std::vector<uint32_t> compressed;
-    for (const common::Partition& part : plan_.partitions()) {
-      if (part.compressed) compressed.push_back(part.id);
+    for (const uint32_t p : compressed_) {
+      scalers_[p] = common::LocalScaler(stats_[p], options_.codec.clip_sigmas);
+      clips_[p] = common::ClipThreshold(stats_[p], options_.codec.clip_sigmas);
     }
-    absl::BlockingCounter done(static_cast<int>(compressed.size()));
-    for (const uint32_t p : compressed) {
-      pool_.Schedule([&, p] {
-        const absl::Time t0 = absl::Now();
-        absl::StatusOr<common::PartitionStats> stats = common::ComputeStats(Slice(gradients, p));
-        if (stats.ok()) {
-          stats_[p] = *stats;
-          scalers_[p] = common::LocalScaler(*stats, options_.codec.clip_sigmas);
-          clips_[p] = common::ClipThreshold(*stats, options_.codec.clip_sigmas);
-        } else {
-          const common::Partition& part = plan_.partition(p);
-          error.Set(absl::InvalidArgumentError(absl::StrCat("gradients[", part.tensor, "] ('",
-                                                            options_.tensors[part.tensor].name,
-                                                            "'): ", stats.status().message())));
-        }
-        AddSeconds(counters.encode, Seconds(t0));
-        done.DecrementCount();
-      });
-    }
-    done.Wait();
-    if (absl::Status st = error.Get(); !st.ok()) return st;
+    AddSeconds(counters.encode, Seconds(start));
   }
   // 2. Shared scalers.
   const absl::Time scaler_start = absl::Now();
@@ -517,36 +482,32 @@ absl::Status Worker::Impl::Step(absl::Span<const absl::Span<float>> gradients, b
     if (absl::Status st = ShareScalers(); !st.ok()) return st;
   }
   const double scaler_seconds = Seconds(scaler_start);
-  // 3. Encode, push and decode, batch by batch.
-  // On the device, every batch's kernels and copies are queued now, in order, on one stream;
-  // each pool task waits only for its own batch, so the device encodes batch i+1 while batch i
-  // is on the wire.
+  // 3. Encode, push and decode, batch by batch: every batch's encoding is started now, in order
+  // (a device queues it), and a pool task per batch finishes it, sends it and decodes the answer.
+  const EncodeParams params{.clips = &clips_,
+                            .scalers = &scalers_,
+                            .key_base = {options_.codec.seed, options_.rank, step(), 0}};
+  FirstError error;
   absl::BlockingCounter pending(static_cast<int>(batches_.size()));
-  const common::TernaryKey key_base{options_.codec.seed, options_.rank, step(), 0};
   for (Batch& batch : batches_) {
-    DeviceExchange::Ticket ticket;
-    if (on_device) {
-      absl::StatusOr<DeviceExchange::Ticket> queued =
-          device_->EncodeAsync(gradients, batch.partitions, clips_, scalers_, key_base);
-      if (!queued.ok()) {
-        error.Set(queued.status());
-        pending.DecrementCount();
-        continue;
-      }
-      ticket = *queued;
+    absl::StatusOr<int> ticket = exchange.StartEncode(gradients, batch.partitions, params);
+    if (!ticket.ok()) {
+      error.Set(ticket.status());
+      pending.DecrementCount();
+      continue;
     }
-    pool_.Schedule([&, b = &batch, ticket] {
-      EncodeAndSend(*b, gradients, on_device, ticket, counters, error, pending);
+    pool_.Schedule([&, b = &batch, t = *ticket] {
+      EncodeAndSend(*b, gradients, exchange, t, params, counters, error, pending);
     });
   }
   pending.Wait();
-  if (on_device) error.Set(device_->Finish());
+  error.Set(exchange.End());
   if (absl::Status st = error.Get(); !st.ok()) return st;
   absl::MutexLock lock(&mu_);
   last_.step = step_;
   last_.sent_bytes = counters.sent.load();
   last_.received_bytes = counters.received.load();
-  last_.dense_bytes = plan_.total_elements() * 4;
+  last_.dense_bytes = spec_.plan.total_elements() * 4;
   last_.seconds = Seconds(start);
   last_.encode_seconds = counters.encode.load();
   last_.decode_seconds = counters.decode.load();
@@ -557,18 +518,28 @@ absl::Status Worker::Impl::Step(absl::Span<const absl::Span<float>> gradients, b
   return absl::OkStatus();
 }
 
-absl::Status Worker::Impl::Leave() {
+absl::Status Worker::Impl::Leave(absl::Duration timeout) {
+  // Every shard at once, under one deadline.
+  const absl::Time deadline = absl::Now() + timeout;
+  const size_t shards = stubs_.size();
+  std::vector<v1::LeaveRequest> requests(shards);
+  std::vector<v1::LeaveResponse> responses(shards);
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts(shards);
+  absl::BlockingCounter pending(static_cast<int>(shards));
   FirstError error;
-  for (uint32_t s = 0; s < stubs_.size(); ++s) {
-    v1::LeaveRequest request;
-    request.set_job_id(options_.job_id);
-    request.set_worker_rank(options_.rank);
-    request.set_epoch(epochs_[s]);
-    v1::LeaveResponse response;
-    std::unique_ptr<grpc::ClientContext> context = NewContext(options_.rpc_timeout);
-    error.Set(common::FromGrpcStatus(stubs_[s]->Leave(context.get(), request, &response),
-                                     absl::StrCat(ShardName(s), " Leave")));
+  for (uint32_t s = 0; s < shards; ++s) {
+    requests[s].set_job_id(options_.job_id);
+    requests[s].set_worker_rank(options_.rank);
+    requests[s].set_epoch(epochs_[s]);
+    contexts[s] = NewContext(deadline);
+    stubs_[s]->async()->Leave(
+        contexts[s].get(), &requests[s], &responses[s], [&, s](grpc::Status st) {
+          error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(s), " Leave")));
+          pending.DecrementCount();
+        });
   }
+  pending.Wait();
+  left_ = true;
   return error.Get();
 }
 
@@ -579,31 +550,32 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Connect(const WorkerOptions& opt
         absl::StrCat("rank: ", options.rank, " must be below world_size ", options.world_size));
   }
   if (options.threads < 1) return absl::InvalidArgumentError("threads: must be >= 1");
-  std::vector<common::TensorSpec> tensors;
-  for (const TensorInfo& t : options.tensors) tensors.push_back({t.name, t.elements, t.keep_fp32});
-  common::PlanOptions plan_options;
-  plan_options.partition_elements = options.codec.partition_elements;
-  plan_options.min_compress_elements = options.codec.min_compress_elements;
-  plan_options.shard_count = static_cast<uint32_t>(options.shards.size());
-  plan_options.compress = options.codec.codec == CodecKind::kTernGrad;
-  absl::StatusOr<common::PartitionPlan> plan = common::PartitionPlan::Create(tensors, plan_options);
-  if (!plan.ok()) return plan.status();
-  auto impl = std::make_unique<Impl>(options, *std::move(plan));
+  // The worker resolves the same spec from its own JoinRequest as the shards will.
+  v1::JoinRequest join = MakeJoinRequest(options);
+  absl::StatusOr<common::JobSpec> spec =
+      common::ResolveJobSpec(join, {.shard_count = static_cast<uint32_t>(options.shards.size())});
+  if (!spec.ok()) return spec.status();
+  auto impl = std::make_unique<Impl>(options, *std::move(spec), std::move(join));
   if (absl::Status st = impl->Init(); !st.ok()) return st;
   return std::unique_ptr<Worker>(new Worker(std::move(impl)));
 }
 
 Worker::Worker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Worker::~Worker() = default;
+Worker::~Worker() {
+  if (!impl_->left()) impl_->Leave(impl_->options().leave_timeout).IgnoreError();
+}
 absl::Status Worker::Step(absl::Span<const absl::Span<float>> gradients) {
-  return impl_->Step(gradients, /*on_device=*/false);
+  return impl_->Step(gradients, impl_->host(), nullptr);
 }
-absl::Status Worker::StepOnDevice(absl::Span<const absl::Span<float>> device_gradients) {
-  return impl_->Step(device_gradients, /*on_device=*/true);
+absl::Status Worker::StepOnDevice(absl::Span<const absl::Span<float>> device_gradients,
+                                  void* cuda_stream) {
+  absl::StatusOr<Exchange*> device = impl_->Device();
+  if (!device.ok()) return device.status();
+  return impl_->Step(device_gradients, **device, cuda_stream);
 }
-bool Worker::DeviceAvailable() { return DeviceExchange::Available(); }
+bool Worker::DeviceAvailable() { return DeviceExchangeAvailable(); }
 absl::Status Worker::Rejoin() { return impl_->JoinAll(); }
-absl::Status Worker::Leave() { return impl_->Leave(); }
+absl::Status Worker::Leave() { return impl_->Leave(impl_->options().rpc_timeout); }
 uint64_t Worker::step() const { return impl_->step(); }
 StepStats Worker::last_step() const { return impl_->last_step(); }
 uint32_t Worker::partitions() const { return impl_->partitions(); }

@@ -17,11 +17,24 @@
 //   std::vector<absl::Span<float>> grads = {w1_grad, b1_grad};
 //   absl::Status st = (*worker)->Step(grads);   // grads now hold the averaged gradient
 //
-// Errors come back as absl::Status with the shard's address in the message. ABORTED means this
-// worker was dropped (step timeout) or replaced: call Rejoin() and continue with the next Step.
+// Errors come back as absl::Status with the shard's address in the message. What a failed Step
+// leaves behind, by code:
+//   - INVALID_ARGUMENT whose message starts with "gradients" (wrong count or sizes, non-finite
+//     values in a compressed partition): nothing was sent; the worker is unchanged and the same
+//     step can be retried with corrected input. (Non-finite values in an FP32 partition are
+//     found while encoding, "encoding partition ...", when other partitions may be on the wire:
+//     the case below.)
+//   - ABORTED: this worker was dropped from the live set (step timeout) or replaced by a newer
+//     Join of the same rank. Call Rejoin(); the next Step continues at the step the shards agree
+//     on (the gradient of the failed step is lost).
+//   - anything else (UNAVAILABLE, DEADLINE_EXCEEDED, a malformed answer, a device error): the
+//     step may have reached some shards and not others, so its outcome is unknown. Call
+//     Rejoin() before the next Step; if the shards completed the step without this worker, it
+//     is readmitted at their current step.
+// In every failure case the gradient buffers' contents are unspecified and step() is unchanged.
 //
-// Thread safety: one thread drives a Worker (Connect, Step, Rejoin, Leave); the accessors are
-// safe from any thread.
+// Thread safety: one thread drives a Worker (Connect, Step, StepOnDevice, Rejoin, Leave, the
+// destructor); the accessors are safe from any thread.
 #ifndef TERNPS_WORKER_INCLUDE_TERNPS_WORKER_H_
 #define TERNPS_WORKER_INCLUDE_TERNPS_WORKER_H_
 
@@ -34,6 +47,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "ternps/codec_config.h"
 
 namespace ternps::worker {
 
@@ -43,17 +57,9 @@ struct TensorInfo {
   bool keep_fp32 = false;  // send uncompressed whatever its size
 };
 
-enum class CodecKind { kTernGrad, kFp32 };
-
-struct CodecOptions {
-  CodecKind codec = CodecKind::kTernGrad;
-  float clip_sigmas = 2.5f;    // 0: no clipping
-  bool scaler_sharing = true;  // exact integer aggregation, INT_SUM downlink
-  uint32_t partition_elements = 1u << 20;
-  uint32_t min_compress_elements = 4096;
-  bool ternary_downlink = false;  // without sharing: averages come back re-ternarized
-  uint64_t seed = 1;              // job seed of the rounding streams
-};
+// The codec settings (ternps/codec_config.h), shared with the shard's resolution of a Join.
+using CodecKind = ::ternps::CodecKind;
+using CodecOptions = ::ternps::CodecConfig;
 
 struct WorkerOptions {
   std::string job_id = "ternps";
@@ -66,6 +72,9 @@ struct WorkerOptions {
   absl::Duration connect_timeout = absl::Seconds(60);
   // Deadline of every other call; should exceed the shards' step timeout.
   absl::Duration rpc_timeout = absl::Seconds(180);
+  // How long the destructor's Leave may take (a destroyed worker that does not leave costs its
+  // peers a whole step timeout).
+  absl::Duration leave_timeout = absl::Seconds(5);
   int threads = 2;                          // encode/decode threads
   size_t max_call_bytes = size_t{4} << 20;  // partitions per PushPull call, by wire bytes
 };
@@ -75,9 +84,10 @@ struct StepStats {
   uint64_t step = 0;
   uint64_t sent_bytes = 0;
   uint64_t received_bytes = 0;
-  uint64_t dense_bytes = 0;     // float32 bytes of the gradient (one direction)
-  double seconds = 0.0;         // the whole Step
-  double encode_seconds = 0.0;  // statistics + ternarization, summed over threads
+  uint64_t dense_bytes = 0;  // float32 bytes of the gradient (one direction)
+  double seconds = 0.0;      // the whole Step
+  // Statistics (wall time of that phase) + encoding (summed over the threads doing it).
+  double encode_seconds = 0.0;
   double decode_seconds = 0.0;  // summed over threads
   double scaler_seconds = 0.0;  // waiting for the shared scalers
   // From the scaler exchange to the last average decoded (later encodes overlap it).
@@ -87,7 +97,9 @@ struct StepStats {
 
 class Worker {
  public:
+  // Joins every shard (retrying while one is still starting, up to connect_timeout).
   static absl::StatusOr<std::unique_ptr<Worker>> Connect(const WorkerOptions& options);
+  // Leaves the job on every shard (bounded by options.leave_timeout) unless Leave() already did.
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -98,23 +110,29 @@ class Worker {
   absl::Status Step(absl::Span<const absl::Span<float>> gradients);
   // Step for gradients in CUDA device memory (spans of device pointers): statistics and
   // ternarization run on the device and only packed bytes cross PCIe; averages are decoded on
-  // the device into the same buffers, complete when this returns. UNIMPLEMENTED in a build
-  // without CUDA, FAILED_PRECONDITION without a usable device.
-  absl::Status StepOnDevice(absl::Span<const absl::Span<float>> device_gradients);
-  // Whether StepOnDevice can work here (CUDA build and a device).
+  // the device into the same buffers.
+  // Synchronization: `cuda_stream` (a cudaStream_t; null: the legacy default stream) is
+  // synchronized before the gradients are read, so queue the backward pass on it and call this
+  // right after; when this returns OK the averages are in the buffers (the device work of the
+  // step has completed), so anything queued afterwards on any stream sees them.
+  // Needs libternps_worker_cuda linked into the program (CMake: ternps::worker_cuda):
+  // UNIMPLEMENTED without it, FAILED_PRECONDITION without a usable device.
+  absl::Status StepOnDevice(absl::Span<const absl::Span<float>> device_gradients,
+                            void* cuda_stream = nullptr);
+  // Whether StepOnDevice can work here (ternps::worker_cuda linked and a device).
   static bool DeviceAvailable();
-  // Joins every shard again (after ABORTED); the next Step continues at the step they agree on.
+  // Joins every shard again (after a failed Step); the next Step continues at the step they
+  // agree on.
   absl::Status Rejoin();
-  // Leaves the job on every shard.
+  // Leaves the job on every shard; the destructor then does not leave again.
   absl::Status Leave();
 
   uint64_t step() const;
   StepStats last_step() const;
   uint32_t partitions() const;
 
-  class Impl;
-
  private:
+  class Impl;
   explicit Worker(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

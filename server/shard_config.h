@@ -1,0 +1,47 @@
+// What a shard process is started with (ternps-server's flags), and their validation.
+//
+//   ShardConfig config{.shard_index = 0, .shard_count = 2};
+//   absl::Status st = ValidateShardConfig(config);   // INVALID_ARGUMENT naming the setting
+//
+// A plain value type.
+#ifndef TERNPS_SERVER_SHARD_CONFIG_H_
+#define TERNPS_SERVER_SHARD_CONFIG_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/codec/int_sum.h"
+#include "common/plan/partition_plan.h"
+#include "common/util/clock.h"
+#include "server/observer.h"
+
+namespace ternps::server {
+
+struct ShardConfig {
+  uint32_t shard_index = 0;
+  uint32_t shard_count = 1;
+  absl::Duration step_timeout = absl::Seconds(60);
+  // Largest world_size a job may register; INT_SUM carries at most 32767 contributors.
+  uint32_t max_world_size = 4096;
+  // Jobs a shard serves at once; each costs memory at Join (RESOURCE_EXHAUSTED beyond).
+  uint32_t max_jobs = 16;
+  // Jobs whose owned partitions exceed this many elements are refused (RESOURCE_EXHAUSTED).
+  uint64_t max_shard_elements = uint64_t{1} << 29;
+  uint32_t max_partition_elements = common::kMaxPartitionElements;
+  // Where the engine and aggregators read the time. Not owned; outlives the engine.
+  const common::Clock* clock = &common::Clock::Real();
+  // Who watches (metrics); null: nobody. Not owned; outlives the engine.
+  ShardObserver* observer = nullptr;
+  // Whether the engine runs its own timeout sweep (every step_timeout / 8); tests that drive a
+  // ManualClock call Engine::CheckTimeouts themselves.
+  bool run_reaper = true;
+};
+
+// INVALID_ARGUMENT naming the first unusable setting by its ternps-server flag
+// ("--max_world_size: ...").
+absl::Status ValidateShardConfig(const ShardConfig& config);
+
+}  // namespace ternps::server
+
+#endif  // TERNPS_SERVER_SHARD_CONFIG_H_

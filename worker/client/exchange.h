@@ -1,0 +1,92 @@
+// Internal to libternps_worker: where a step's numeric work happens. Worker::Step runs one path
+// (statistics, shared scalers, encode and push batch by batch, decode each answer) over an
+// Exchange; the host implementation works on the CPU thread pool, the device one (CUDA, in
+// libternps_worker_cuda) keeps gradients on the GPU and moves only packed bytes over PCIe.
+//
+//   std::unique_ptr<Exchange> host = MakeHostExchange(spec, pool);
+//   absl::StatusOr<std::unique_ptr<Exchange>> device = MakeDeviceExchange(spec);
+//
+// Per step: Begin, Stats, then per batch StartEncode (in batch order, from the stepping thread)
+// and FinishEncode (from any thread, once per ticket), Decode per answered partition (from any
+// thread, concurrently), and End before the step returns. Thread-compatible otherwise.
+#ifndef TERNPS_WORKER_CLIENT_EXCHANGE_H_
+#define TERNPS_WORKER_CLIENT_EXCHANGE_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/codec/ternary.h"
+#include "common/spec/job_spec.h"
+#include "common/util/thread_pool.h"
+
+namespace ternps::worker {
+
+using Gradients = absl::Span<const absl::Span<float>>;
+
+// How the partitions of one step are encoded (indexed by partition id).
+struct EncodeParams {
+  const std::vector<float>* clips = nullptr;
+  const std::vector<float>* scalers = nullptr;
+  common::TernaryKey key_base;  // .partition is set per partition
+};
+
+// A validated average (its encoding is the partition's route downlink).
+struct Average {
+  ternps::v1::Encoding encoding = ternps::v1::FP32;
+  float scaler = 0.0f;
+  int contributors = 0;
+  absl::Span<const uint8_t> bytes;
+};
+
+class Exchange {
+ public:
+  virtual ~Exchange() = default;
+
+  // Starts a step. `stream` (device: a cudaStream_t, null = the legacy default stream) is
+  // waited for before the gradients are read; the host ignores it.
+  virtual absl::Status Begin(void* stream) = 0;
+  // stats[p] of every partition in `compressed`; on failure *bad is the partition at fault.
+  virtual absl::Status Stats(Gradients gradients, absl::Span<const uint32_t> compressed,
+                             std::vector<common::PartitionStats>& stats, uint32_t* bad) = 0;
+  // Starts encoding a batch of partitions; the ticket is passed to FinishEncode.
+  virtual absl::StatusOr<int> StartEncode(Gradients gradients,
+                                          absl::Span<const uint32_t> partitions,
+                                          const EncodeParams& params) = 0;
+  // Writes the uplink bytes of the batch's partitions into out[i] (exactly their wire size).
+  virtual absl::Status FinishEncode(int ticket, Gradients gradients,
+                                    absl::Span<const uint32_t> partitions,
+                                    const EncodeParams& params,
+                                    absl::Span<const absl::Span<uint8_t>> out) = 0;
+  // Writes a validated average over partition p's slice of the gradients.
+  virtual absl::Status Decode(Gradients gradients, uint32_t partition, const Average& average) = 0;
+  // Ends the step: every decode has landed in the gradients when this returns OK.
+  virtual absl::Status End() = 0;
+};
+
+// The CPU implementation; `pool` outlives it.
+std::unique_ptr<Exchange> MakeHostExchange(const common::JobSpec& spec, common::ThreadPool& pool);
+
+// The device implementation, if libternps_worker_cuda is loaded (UNIMPLEMENTED otherwise) and a
+// device is usable (FAILED_PRECONDITION otherwise).
+absl::StatusOr<std::unique_ptr<Exchange>> MakeDeviceExchange(const common::JobSpec& spec);
+bool DeviceExchangeAvailable();
+
+// Called by libternps_worker_cuda's initializer.
+using DeviceExchangeFactory =
+    absl::StatusOr<std::unique_ptr<Exchange>> (*)(const common::JobSpec& spec);
+void RegisterDeviceExchange(DeviceExchangeFactory create, bool (*is_available)());
+
+// The slice of `gradients` that partition p covers.
+inline absl::Span<float> PartitionSlice(const common::PartitionPlan& plan, Gradients gradients,
+                                        uint32_t p) {
+  const common::Partition& part = plan.partition(p);
+  return gradients[part.tensor].subspan(part.offset, part.elements);
+}
+
+}  // namespace ternps::worker
+
+#endif  // TERNPS_WORKER_CLIENT_EXCHANGE_H_

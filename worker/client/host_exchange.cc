@@ -1,0 +1,109 @@
+// The Exchange on the CPU: statistics in parallel on the worker's pool, SIMD ternarization into
+// the request's payload buffers, decoding straight into the caller's gradient buffers.
+#include <algorithm>
+#include <atomic>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "common/codec/fp32.h"
+#include "common/codec/int_sum.h"
+#include "worker/client/exchange.h"
+
+namespace ternps::worker {
+namespace {
+
+namespace v1 = ::ternps::v1;
+
+class HostExchange final : public Exchange {
+ public:
+  HostExchange(const common::JobSpec& spec, common::ThreadPool& pool)
+      : plan_(spec.plan), pool_(pool) {}
+
+  absl::Status Begin(void*) override { return absl::OkStatus(); }
+
+  absl::Status Stats(Gradients gradients, absl::Span<const uint32_t> compressed,
+                     std::vector<common::PartitionStats>& stats, uint32_t* bad) override {
+    absl::BlockingCounter done(static_cast<int>(compressed.size()));
+    std::atomic<uint32_t> failed{UINT32_MAX};
+    std::vector<absl::Status> errors(compressed.size());
+    for (size_t i = 0; i < compressed.size(); ++i) {
+      pool_.Schedule([&, i] {
+        const uint32_t p = compressed[i];
+        absl::StatusOr<common::PartitionStats> st =
+            common::ComputeStats(PartitionSlice(plan_, gradients, p));
+        if (st.ok()) {
+          stats[p] = *st;
+        } else {
+          errors[i] = st.status();
+        }
+        done.DecrementCount();
+      });
+    }
+    done.Wait();
+    for (size_t i = 0; i < compressed.size(); ++i) {
+      if (!errors[i].ok()) {
+        *bad = compressed[i];
+        return errors[i];
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<int> StartEncode(Gradients, absl::Span<const uint32_t>,
+                                  const EncodeParams&) override {
+    return 0;  // the work happens in FinishEncode, on the calling pool thread
+  }
+
+  absl::Status FinishEncode(int, Gradients gradients, absl::Span<const uint32_t> partitions,
+                            const EncodeParams& params,
+                            absl::Span<const absl::Span<uint8_t>> out) override {
+    for (size_t i = 0; i < partitions.size(); ++i) {
+      const uint32_t p = partitions[i];
+      const absl::Span<const float> g = PartitionSlice(plan_, gradients, p);
+      absl::Status st;
+      if (plan_.partition(p).compressed) {
+        common::TernaryKey key = params.key_base;
+        key.partition = p;
+        st = common::Ternarize(g, (*params.clips)[p], (*params.scalers)[p], key, out[i]);
+      } else {
+        st = common::EncodeFp32(g, out[i]);
+      }
+      if (!st.ok()) {
+        return absl::Status(st.code(), absl::StrCat("encoding partition ", p, ": ", st.message()));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Decode(Gradients gradients, uint32_t p, const Average& avg) override {
+    const absl::Span<float> out = PartitionSlice(plan_, gradients, p);
+    switch (avg.encoding) {
+      case v1::FP32:
+        common::CopyValidatedFp32(avg.bytes, out);
+        break;
+      case v1::INT_SUM:
+        std::fill(out.begin(), out.end(), 0.0f);
+        common::DecodeValidatedIntSumAdd(avg.bytes, avg.contributors, avg.scaler, out);
+        break;
+      default:  // TERNARY_2BIT
+        std::fill(out.begin(), out.end(), 0.0f);
+        common::DecodeValidatedTernaryAdd(avg.bytes, avg.scaler, out);
+        break;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status End() override { return absl::OkStatus(); }
+
+ private:
+  const common::PartitionPlan& plan_;
+  common::ThreadPool& pool_;
+};
+
+}  // namespace
+
+std::unique_ptr<Exchange> MakeHostExchange(const common::JobSpec& spec, common::ThreadPool& pool) {
+  return std::make_unique<HostExchange>(spec, pool);
+}
+
+}  // namespace ternps::worker
