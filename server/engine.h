@@ -45,6 +45,9 @@ class Engine {
   absl::StatusOr<ternps::v1::GetStatusResponse> GetStatus(
       const ternps::v1::GetStatusRequest& request) const;
 
+  // The job `job_id` (NOT_FOUND naming it otherwise); for inspection and tests.
+  absl::StatusOr<std::shared_ptr<Job>> FindJob(absl::string_view job_id) const;
+
   // Runs the timeout check now, at config().clock's time (the reaper does it every
   // step_timeout / 8 unless config().run_reaper is false). Returns how many ranks it dropped.
   int CheckTimeouts();
@@ -52,7 +55,6 @@ class Engine {
   void Shutdown();
 
  private:
-  absl::StatusOr<std::shared_ptr<Job>> FindJob(absl::string_view job_id) const;
   void ReaperLoop();
 
   const ShardConfig config_;

@@ -13,12 +13,12 @@ namespace v1 = ::ternps::v1;
 
 // Holds the locks of a set of aggregators, taken in ascending partition id order: the one order
 // every multi-partition lock in the shard uses, so two requests cannot deadlock. The analysis
-// cannot name a run-time set of mutexes; code under it calls PartitionAggregator::AssertHeld().
+// cannot name a run-time set of mutexes, so this class declares none; code under it calls
+// PartitionAggregator::AssertHeld() (checked at run time) before touching an aggregator.
 class ABSL_SCOPED_LOCKABLE PartitionLocks {
  public:
   explicit PartitionLocks(std::vector<PartitionAggregator*> aggregators)
-      ABSL_EXCLUSIVE_LOCK_FUNCTION() ABSL_NO_THREAD_SAFETY_ANALYSIS
-      : aggregators_(std::move(aggregators)) {
+      ABSL_NO_THREAD_SAFETY_ANALYSIS : aggregators_(std::move(aggregators)) {
     std::sort(aggregators_.begin(), aggregators_.end(),
               [](const PartitionAggregator* a, const PartitionAggregator* b) {
                 return a->config().id < b->config().id;
@@ -27,7 +27,7 @@ class ABSL_SCOPED_LOCKABLE PartitionLocks {
   }
   PartitionLocks(const PartitionLocks&) = delete;
   PartitionLocks& operator=(const PartitionLocks&) = delete;
-  ~PartitionLocks() ABSL_UNLOCK_FUNCTION() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  ~PartitionLocks() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     for (auto it = aggregators_.rbegin(); it != aggregators_.rend(); ++it) (*it)->mu().Unlock();
   }
 

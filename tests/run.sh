@@ -5,6 +5,7 @@
 #   tests/run.sh --all           # every label, slow and benchmark included
 #   tests/run.sh --no-install    # skip the apt-get step
 #   tests/run.sh --build-dir DIR # build somewhere other than ./build
+#   tests/run.sh --no-thread-safety  # skip the clang -Wthread-safety build of the libraries
 #
 # Exits non-zero on any failure (install, configure, build or test).
 set -euo pipefail
@@ -14,13 +15,15 @@ BUILD_DIR="${ROOT}/build"
 INSTALL=1
 LABEL_EXCLUDE="slow|benchmark"
 JOBS="$(nproc)"
+THREAD_SAFETY=1
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --all) LABEL_EXCLUDE=""; shift ;;
     --no-install) INSTALL=0; shift ;;
     --build-dir) BUILD_DIR="$2"; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-thread-safety) THREAD_SAFETY=0; shift ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "tests/run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -49,6 +52,16 @@ echo "== build (${JOBS} jobs)"
 cmake --build "${BUILD_DIR}" -j "${JOBS}"
 echo "== format check"
 "${ROOT}/tests/check_format.sh"
+if [[ "${THREAD_SAFETY}" == 1 ]]; then
+  # Every ABSL_GUARDED_BY / ABSL_EXCLUSIVE_LOCKS_REQUIRED checked by clang; libraries and binaries
+  # (CPU code: nvcc does not run the analysis), warnings are errors.
+  TSA_DIR="${BUILD_DIR}-thread-safety"
+  echo "== clang thread-safety build (${TSA_DIR})"
+  cmake -S "${ROOT}" -B "${TSA_DIR}" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+    -DCMAKE_BUILD_TYPE=Debug -DTERNPS_CUDA=OFF -DTERNPS_BUILD_TESTS=OFF -DTERNPS_THREAD_SAFETY=ON \
+    -DTERNPS_WERROR=ON >/dev/null
+  cmake --build "${TSA_DIR}" -j "${JOBS}"
+fi
 echo "== test"
 ctest_args=(--test-dir "${BUILD_DIR}" --output-on-failure -j "${JOBS}" --timeout 900)
 if [[ -n "${LABEL_EXCLUDE}" ]]; then

@@ -3,7 +3,8 @@
 // Wire layout: n little-endian IEEE-754 float32 values, 4*n bytes. Values must be finite: a NaN
 // or infinity from one worker would poison every replica's model, so decoders reject it.
 //
-//   EncodeFp32(g, wire);  RETURN_IF_ERROR(DecodeFp32Add(wire, out));
+//   absl::Status st = EncodeFp32(g, wire);   // sender
+//   st = DecodeFp32Add(wire, out);            // receiver
 //
 // Thread-safe; decoders validate before writing (output untouched on error).
 #ifndef TERNPS_COMMON_CODEC_FP32_H_

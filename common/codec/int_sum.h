@@ -10,8 +10,8 @@
 // evaluated in float32 exactly in that order on every implementation.
 //
 //   std::vector<uint8_t> wire(IntSumBytes(n, N));
-//   RETURN_IF_ERROR(EncodeIntSum(sums, N, wire));                 // shard
-//   RETURN_IF_ERROR(DecodeIntSumAdd(wire, N, s, gradient));      // worker
+//   absl::Status st = EncodeIntSum(sums, N, wire);                // shard
+//   st = DecodeIntSumAdd(wire, N, s, gradient);                   // worker
 //
 // Decoders validate everything before writing (INVALID_ARGUMENT naming the field; output
 // untouched on error). Thread-safe; allocation-free.

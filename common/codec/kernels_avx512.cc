@@ -18,13 +18,6 @@ struct PhiloxLanes {
   __m512i x[4];
 };
 
-inline void MulHiLo(__m512i a, __m512i m, __m512i* hi, __m512i* lo) {
-  const __m512i even = _mm512_mul_epu32(a, m);                        // lanes 0, 2, 4, ...
-  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);  // lanes 1, 3, 5, ...
-  *lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-  *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
-}
-
 // Philox4x32-10 on 16 counters (c0 + lane, c1, c2, c3) with round keys rk0/rk1. The state is
 // kept "unpacked": two vectors of 8 instances, each value in the low half of a 64-bit lane, so
 // one VPMULUDQ yields a full 64-bit product (lo in place, hi after one shift) and the high halves

@@ -14,10 +14,10 @@
 // 00 = 0, 01 = +1, 10 = -1, 11 invalid; ceil(n/4) bytes; unused high bits of the last byte 0.
 // Value of element k = scaler * code_k.
 //
-//   ASSIGN_OR_RETURN(PartitionStats st, ComputeStats(g));
-//   float s = LocalScaler(st, 2.5f);                       // share it, get the max back
-//   RETURN_IF_ERROR(Ternarize(g, ClipThreshold(st, 2.5f), s, key, packed));
-//   RETURN_IF_ERROR(DecodeTernaryAdd(packed, s, out));     // on the receiving side
+//   absl::StatusOr<PartitionStats> st = ComputeStats(g);
+//   float s = LocalScaler(*st, 2.5f);                                  // share it, get the max
+//   absl::Status ok = Ternarize(g, ClipThreshold(*st, 2.5f), s, key, packed);
+//   ok = DecodeTernaryAdd(packed, s, out);                             // on the receiving side
 //
 // Every function that reads a payload treats it as untrusted: it checks everything first and
 // returns INVALID_ARGUMENT naming the field ("data", "scaler", "elements") without touching its

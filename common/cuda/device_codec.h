@@ -1,12 +1,12 @@
 // The TernGrad codec on a CUDA device: statistics, scaler, ternarization and decoding of
 // partitions that live in device memory, with Status errors and RAII device resources.
 //
-//   ASSIGN_OR_RETURN(DeviceBuffer<float> g, DeviceBuffer<float>::Create(n));
-//   ASSIGN_OR_RETURN(Stream stream, Stream::Create());
+//   absl::StatusOr<DeviceBuffer<float>> g = DeviceBuffer<float>::Create(n);
+//   absl::StatusOr<Stream> stream = Stream::Create();
 //   DeviceStatsWorkspace ws = ...;
-//   ASSIGN_OR_RETURN(PartitionStats stats, DeviceComputeStats(g.span(), ws, stream));
-//   RETURN_IF_ERROR(DeviceTernarize(g.span(), ClipThreshold(stats, 2.5f), scaler, key, codes,
-//                                   stream));
+//   absl::StatusOr<PartitionStats> stats = DeviceComputeStats(g->span(), ws, stream->get());
+//   absl::Status st = DeviceTernarize(g->span(), ClipThreshold(*stats, 2.5f), scaler, key, codes,
+//                                     stream->get());
 //
 // The same (g, clip, scaler, key) give the same bytes as common/codec/ternary.h's Ternarize.
 // Functions ending the stream's work on the host (DeviceComputeStats) synchronize the stream;

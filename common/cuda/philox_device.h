@@ -2,7 +2,7 @@
 // The first CUDA building block of the codec: the GPU kernels of the ternary encoder (issue #4)
 // draw their random numbers this way, and tests/gpu/ proves the device agrees with the host.
 //
-//   ASSIGN_OR_RETURN(std::vector<Philox4x32> out, PhiloxOnDevice(counters, key));
+//   absl::StatusOr<std::vector<Philox4x32>> out = PhiloxOnDevice(counters, key);
 //
 // Thread safety: thread-safe; each call uses its own stream and buffers.
 #ifndef TERNPS_COMMON_CUDA_PHILOX_DEVICE_H_

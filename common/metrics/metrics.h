@@ -1,11 +1,11 @@
-// Prometheus metrics of ternps (DESIGN.md §5) through prometheus-cpp, and the pull endpoint that
-// serves them. Every labelled child is resolved once, when the metrics object is built; the hot
-// path only touches atomics.
+// Prometheus metrics of ternps (the names are listed in the README) through prometheus-cpp, and the
+// pull endpoint that serves them. Every labelled child is resolved once, when the metrics object is
+// built; the hot path only touches atomics.
 //
-//   ASSIGN_OR_RETURN(auto endpoint, MetricsEndpoint::Start("127.0.0.1:0"));
-//   auto metrics = ServerMetrics::Create(endpoint->registry(), /*shard=*/0);
+//   auto endpoint = MetricsEndpoint::Start("127.0.0.1:0");   // absl::StatusOr<unique_ptr<...>>
+//   auto metrics = ServerMetrics::Create(*(*endpoint)->registry(), /*shard=*/0);
 //   metrics->received_bytes->Increment(n);
-//   endpoint->port();   // the chosen port; /metrics is served there
+//   (*endpoint)->port();   // the chosen port; /metrics is served there
 //
 // Thread-safe (prometheus-cpp metrics are).
 #ifndef TERNPS_COMMON_METRICS_METRICS_H_

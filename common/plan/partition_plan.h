@@ -8,8 +8,8 @@
 // lower shard index), so max load - min load <= the largest partition. Every worker and shard
 // computes the same plan from the same registration; Checksum() fingerprints it.
 //
-//   ASSIGN_OR_RETURN(PartitionPlan plan, PartitionPlan::Create(tensors, options));
-//   for (uint32_t p : plan.PartitionsOfShard(shard)) { const Partition& part = plan.partition(p); }
+//   absl::StatusOr<PartitionPlan> plan = PartitionPlan::Create(tensors, options);
+//   for (uint32_t p : plan->PartitionsOfShard(shard)) Use(plan->partition(p));
 //
 // Thread safety: immutable after Create; const methods are safe from any thread.
 #ifndef TERNPS_COMMON_PLAN_PARTITION_PLAN_H_

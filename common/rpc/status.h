@@ -2,8 +2,8 @@
 // client boundary). The code and the message carry over unchanged; the numeric codes of the two
 // libraries are the same canonical codes.
 //
-//   return ToGrpcStatus(engine.Leave(request, &response));   // in a service method
-//   absl::Status st = FromGrpcStatus(context_status);        // in a client
+//   reactor->Finish(ToGrpcStatus(engine.Leave(request).status()));   // in a service method
+//   absl::Status st = FromGrpcStatus(grpc_status, "shard 0 Join");   // in a client
 //
 // Thread-safe (pure functions).
 #ifndef TERNPS_COMMON_RPC_STATUS_H_

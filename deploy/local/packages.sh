@@ -10,7 +10,7 @@ TERNPS_RUN_PACKAGES=(
   dataset-fashion-mnist
 )
 TERNPS_TEST_PACKAGES=(
-  libgtest-dev libgmock-dev libbenchmark-dev clang-format prometheus
+  libgtest-dev libgmock-dev libbenchmark-dev clang-format prometheus clang
 )
 
 # ternps_install_packages PKG... — apt-get installs those not yet installed (sudo when not root).

@@ -6,7 +6,7 @@
 #   tests/bench/run.sh --build-dir DIR
 #
 # Builds first (Release-like RelWithDebInfo in ./build). Figures are compared as ratios within
-# one run (see DESIGN.md §4); nothing here passes or fails on speed.
+# one run (see the README); nothing here passes or fails on speed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD_DIR="${ROOT}/build"

@@ -1,6 +1,7 @@
 // Integration: the shard's protocol over real gRPC with raw stubs and with the worker library:
 // per-partition completion, the step timeout and readmission, and every malformed request class
-// of DESIGN.md §3 (after which an honest step still gives exact averages).
+// of the wire format in proto/ternps/v1/ternps.proto (after which an honest step still gives
+// exact averages).
 #include <atomic>
 #include <cmath>
 #include <cstring>

@@ -1,7 +1,6 @@
 // The Exchange on the CPU: statistics in parallel on the worker's pool, SIMD ternarization into
 // the request's payload buffers, decoding straight into the caller's gradient buffers.
 #include <algorithm>
-#include <atomic>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
@@ -24,7 +23,6 @@ class HostExchange final : public Exchange {
   absl::Status Stats(Gradients gradients, absl::Span<const uint32_t> compressed,
                      std::vector<common::PartitionStats>& stats, uint32_t* bad) override {
     absl::BlockingCounter done(static_cast<int>(compressed.size()));
-    std::atomic<uint32_t> failed{UINT32_MAX};
     std::vector<absl::Status> errors(compressed.size());
     for (size_t i = 0; i < compressed.size(); ++i) {
       pool_.Schedule([&, i] {

@@ -2,7 +2,7 @@
 // ships them under /usr/share/datasets/fashion-mnist/): 60,000 training and 10,000 test images of
 // 28x28 bytes, labels 0..9.
 //
-//   ASSIGN_OR_RETURN(Dataset train, LoadFashionMnist(dir, Split::kTrain));
+//   absl::StatusOr<Dataset> train = LoadFashionMnist(dir, Split::kTrain);
 //
 // The files are untrusted: wrong magic numbers, sizes, truncation or labels outside 0..9 give
 // INVALID_ARGUMENT naming the file. Thread-compatible.

@@ -2,9 +2,9 @@
 // CUDA MlpCuda (mlp_cuda.h).
 //
 //   std::unique_ptr<Model> model = ...;
-//   ASSIGN_OR_RETURN(float loss, model->ComputeGradients(images, labels, batch));
+//   absl::StatusOr<float> loss = model->ComputeGradients(images, labels, batch);
 //   worker->Step(model->Gradients()) or StepOnDevice(...) as model->on_device() says;
-//   RETURN_IF_ERROR(model->Apply(lr, momentum, weight_decay));
+//   absl::Status st = model->Apply(lr, momentum, weight_decay);
 //
 // Thread-compatible.
 #ifndef TERNPS_WORKER_TRAINER_MODEL_H_

@@ -10,7 +10,7 @@
 namespace ternps::testing {
 
 const char kGoldenHeader[] =
-    R"(# ternps codec golden vectors, wire format v1 (DESIGN.md §3, common/codec/*.h).
+    R"(# ternps codec golden vectors, wire format v1 (proto/ternps/v1/ternps.proto, common/codec/*.h).
 # Cases are separated by blank lines; each line is "key: value". Lines starting with # are
 # comments. Floats are IEEE-754 binary32 bit patterns as 8 hex digits (big-endian digit order,
 # e.g. 3f800000 = 1.0), space-separated. Bytes are 2 hex digits each, space-separated, in wire

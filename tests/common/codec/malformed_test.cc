@@ -1,5 +1,6 @@
-// Every decoder rejects every malformed payload class of DESIGN.md §3 with INVALID_ARGUMENT
-// naming the field, on every kernel set, and leaves its output buffer untouched.
+// Every decoder rejects every malformed payload class of the wire format
+// (proto/ternps/v1/ternps.proto) with INVALID_ARGUMENT naming the field, on every kernel set, and
+// leaves its output buffer untouched.
 #include <cmath>
 #include <cstring>
 #include <limits>

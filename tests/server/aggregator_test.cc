@@ -1,0 +1,193 @@
+// PartitionAggregator alone: the scaler exchange, exact INT_SUM sums, the two-step window,
+// duplicates, and step deadlines read from a ManualClock (no sleeping).
+#include "server/aggregator.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/codec/fp32.h"
+#include "common/codec/int_sum.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace ternps::server {
+namespace {
+
+namespace v1 = ::ternps::v1;
+using ::testing::HasSubstr;
+
+constexpr uint32_t kElements = 8;
+
+class AggregatorTest : public ::testing::Test {
+ protected:
+  void Make(common::PartitionRoute route) {
+    PartitionConfig config;
+    config.id = 5;
+    config.elements = kElements;
+    config.route = route;
+    config.step_timeout = absl::Seconds(10);
+    config.clock = &clock_;
+    aggregator_ = std::make_unique<PartitionAggregator>(config);
+    members_.Join(0, 0, 0);
+    members_.Join(1, 0, 0);
+  }
+
+  // A call of one part that records its status when answered.
+  template <typename Response>
+  std::shared_ptr<PendingCall<Response>> Call(Response* response, absl::Status* status) {
+    return std::make_shared<PendingCall<Response>>(response, 1,
+                                                   [status](absl::Status st) { *status = st; });
+  }
+
+  absl::Status Offer(uint32_t rank, uint64_t step, float scaler, v1::ShareScalersResponse* r,
+                     absl::Status* answered) {
+    r->add_partition_ids(5);
+    r->add_shared_scalers(0.0f);
+    Finisher finisher;
+    absl::MutexLock lock(&aggregator_->mu());
+    if (absl::Status st = aggregator_->CheckOffer(rank, step, 0); !st.ok()) return st;
+    aggregator_->Offer(rank, step, scaler, Call(r, answered), 0, *members_.View(), finisher);
+    return absl::OkStatus();
+  }
+
+  absl::Status Push(uint32_t rank, uint64_t step, const v1::PartitionPayload& payload,
+                    v1::PushPullResponse* r, absl::Status* answered) {
+    r->add_averages();
+    Finisher finisher;
+    std::vector<CompletionStats> completed;
+    absl::MutexLock lock(&aggregator_->mu());
+    if (absl::Status st = aggregator_->CheckPush(rank, step, payload, 0); !st.ok()) return st;
+    aggregator_->Push(rank, step, payload, Call(r, answered), 0, *members_.View(), finisher,
+                      &completed);
+    return absl::OkStatus();
+  }
+
+  static v1::PartitionPayload Ternary(uint8_t byte, float scaler) {
+    v1::PartitionPayload p;
+    p.set_partition_id(5);
+    p.set_elements(kElements);
+    p.set_encoding(v1::TERNARY_2BIT);
+    p.set_scaler(scaler);
+    p.set_data(std::string(2, static_cast<char>(byte)));
+    return p;
+  }
+
+  static v1::PartitionPayload Fp32(float value) {
+    std::vector<float> g(kElements, value);
+    v1::PartitionPayload p;
+    p.set_partition_id(5);
+    p.set_elements(kElements);
+    p.set_encoding(v1::FP32);
+    p.mutable_data()->resize(common::Fp32Bytes(kElements));
+    EXPECT_TRUE(
+        common::EncodeFp32(g, absl::MakeSpan(reinterpret_cast<uint8_t*>(p.mutable_data()->data()),
+                                             p.data().size()))
+            .ok());
+    return p;
+  }
+
+  common::ManualClock clock_;
+  Membership members_{2};
+  std::unique_ptr<PartitionAggregator> aggregator_;
+};
+
+const common::PartitionRoute kIntSum{v1::TERNARY_2BIT, common::Aggregation::kIntSum, v1::INT_SUM};
+const common::PartitionRoute kFp32{v1::FP32, common::Aggregation::kFp32, v1::FP32};
+
+TEST_F(AggregatorTest, SharedScalerThenExactIntegerSum) {
+  Make(kIntSum);
+  v1::ShareScalersResponse s0, s1;
+  absl::Status a0 = absl::UnknownError("unanswered"), a1 = a0;
+  ASSERT_TRUE(Offer(0, 0, 0.5f, &s0, &a0).ok());
+  EXPECT_EQ(a0.code(), absl::StatusCode::kUnknown);  // waits for rank 1
+  // A push before the scalers are settled is refused.
+  v1::PushPullResponse early;
+  absl::Status unused;
+  const absl::Status refused = Push(0, 0, Ternary(0x55, 0.5f), &early, &unused);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("call ShareScalers"));
+  ASSERT_TRUE(Offer(1, 0, 2.0f, &s1, &a1).ok());
+  ASSERT_TRUE(a0.ok() && a1.ok());
+  EXPECT_EQ(s0.shared_scalers(0), 2.0f);
+  EXPECT_EQ(s1.contributors(), 2u);
+  // Pushes must carry exactly the shared scaler.
+  v1::PushPullResponse r0, r1;
+  absl::Status p0 = absl::UnknownError("unanswered"), p1 = p0;
+  EXPECT_EQ(Push(0, 0, Ternary(0x55, 0.5f), &r0, &p0).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(Push(0, 0, Ternary(0x55, 2.0f), &r0, &p0).ok());  // all +1
+  ASSERT_TRUE(Push(1, 0, Ternary(0x99, 2.0f), &r1, &p1).ok());  // +1, -1, +1, -1, ...
+  ASSERT_TRUE(p0.ok() && p1.ok());
+  const v1::PartitionPayload& avg = r1.averages(0);
+  EXPECT_EQ(avg.encoding(), v1::INT_SUM);
+  EXPECT_EQ(avg.contributors(), 2u);
+  EXPECT_EQ(avg.scaler(), 2.0f);
+  EXPECT_EQ(r0.averages(0).data(), avg.data());
+  std::vector<float> out(kElements, 0.0f);
+  ASSERT_TRUE(common::DecodeIntSumAdd(
+                  absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(avg.data().data()),
+                                      avg.data().size()),
+                  2, 2.0f, absl::MakeSpan(out))
+                  .ok());
+  for (uint32_t k = 0; k < kElements; ++k) EXPECT_EQ(out[k], k % 2 == 0 ? 2.0f : 0.0f) << k;
+  EXPECT_EQ(aggregator_->base_step(), 1u);
+}
+
+TEST_F(AggregatorTest, StepWindowAndDuplicates) {
+  Make(kFp32);
+  v1::PushPullResponse r;
+  absl::Status answered;
+  const absl::Status ahead = Push(0, 2, Fp32(1), &r, &answered);
+  EXPECT_EQ(ahead.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(ahead.message()), HasSubstr("too far ahead"));
+  ASSERT_TRUE(Push(0, 0, Fp32(1), &r, &answered).ok());
+  v1::PushPullResponse again;
+  EXPECT_EQ(Push(0, 0, Fp32(1), &again, &answered).code(), absl::StatusCode::kAlreadyExists);
+  // Rank 0 may run one step ahead.
+  v1::PushPullResponse next;
+  absl::Status next_answered = absl::UnknownError("unanswered");
+  ASSERT_TRUE(Push(0, 1, Fp32(5), &next, &next_answered).ok());
+  v1::PushPullResponse r1;
+  absl::Status a1;
+  ASSERT_TRUE(Push(1, 0, Fp32(3), &r1, &a1).ok());
+  EXPECT_EQ(aggregator_->base_step(), 1u);
+  EXPECT_EQ(next_answered.code(), absl::StatusCode::kUnknown);  // step 1 still waits for rank 1
+  const absl::Status stale = Push(1, 0, Fp32(3), &r1, &a1);
+  EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(stale.message()), HasSubstr("already complete"));
+}
+
+TEST_F(AggregatorTest, DeadlinesComeFromTheClock) {
+  Make(kFp32);
+  v1::PushPullResponse r0;
+  absl::Status a0 = absl::UnknownError("unanswered");
+  ASSERT_TRUE(Push(0, 0, Fp32(4), &r0, &a0).ok());
+  std::vector<uint32_t> missing;
+  clock_.Advance(absl::Seconds(9));
+  {
+    absl::MutexLock lock(&aggregator_->mu());
+    aggregator_->CollectExpired(clock_.Now(), *members_.View(), &missing);
+  }
+  EXPECT_TRUE(missing.empty());
+  clock_.Advance(absl::Seconds(2));
+  {
+    absl::MutexLock lock(&aggregator_->mu());
+    aggregator_->CollectExpired(clock_.Now(), *members_.View(), &missing);
+  }
+  EXPECT_EQ(missing, std::vector<uint32_t>{1});
+  // Once the membership drops rank 1, the step completes with rank 0 alone.
+  members_.Drop(missing);
+  {
+    Finisher finisher;
+    std::vector<CompletionStats> completed;
+    absl::MutexLock lock(&aggregator_->mu());
+    aggregator_->Recheck(*members_.View(), finisher, &completed);
+    ASSERT_EQ(completed.size(), 1u);
+    EXPECT_EQ(completed[0].step, 0u);
+  }
+  ASSERT_TRUE(a0.ok());
+  EXPECT_EQ(r0.averages(0).contributors(), 1u);
+}
+
+}  // namespace
+}  // namespace ternps::server
