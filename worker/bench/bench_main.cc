@@ -2,6 +2,7 @@
 //
 //   ternps-bench codec [--elements=16777216] [--isa=all] [--repeats=5]
 //   ternps-bench cluster [--profile=resnet50] [--workers=4] [--shards=2] [--steps=5]
+//   ternps-bench worker --shard_addresses=H:P,... --rank=R --world_size=W [--codec=terngrad]
 //
 // Each figure is compared against reference rows (memcpy, memory_read) measured in the same
 // process, so ratios hold on a noisy machine.
@@ -16,6 +17,7 @@
 #include "common/util/flags_help.h"
 #include "worker/bench/cluster_bench.h"
 #include "worker/bench/codec_bench.h"
+#include "worker/bench/worker_bench.h"
 
 int main(int argc, char** argv) {
   ternps::common::SetUsage(
@@ -26,16 +28,21 @@ int main(int argc, char** argv) {
       "          memory_read references, single-threaded\n"
       "  cluster S ternps-server processes x W workers on loopback exchanging a model\n"
       "          profile's synthetic gradients, terngrad and fp32 in one run\n"
+      "  worker  one worker process stepping a profile's synthetic gradients against\n"
+      "          running shards (per-step timeline and CPU time)\n"
       "Run with --help for the flags.");
   std::vector<char*> args = ternps::common::ParseFlags(argc, argv, "/bench/");
   if (args.size() != 2) {
-    std::fprintf(stderr, "ternps-bench: expected one subcommand (codec or cluster); see --help\n");
+    std::fprintf(stderr,
+                 "ternps-bench: expected one subcommand (codec, cluster or worker); see --help\n");
     return 2;
   }
   const std::string_view sub = args[1];
   if (sub == "codec") return ternps::bench::RunCodecBench();
   if (sub == "cluster") return ternps::bench::RunClusterBench(argv[0]);
-  std::fprintf(stderr, "ternps-bench: unknown subcommand '%s' (expected: codec or cluster)\n",
+  if (sub == "worker") return ternps::bench::RunWorkerBench();
+  std::fprintf(stderr,
+               "ternps-bench: unknown subcommand '%s' (expected: codec, cluster or worker)\n",
                args[1]);
   return 2;
 }

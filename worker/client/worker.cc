@@ -163,6 +163,7 @@ class Worker::Impl {
     Request request;
     Response response;
     std::unique_ptr<grpc::ClientContext> context;
+    StepStats::Call timing;  // of the current step
   };
   using Batch = ShardCall<v1::PushPullRequest, v1::PushPullResponse>;
   using ScalerCall = ShardCall<v1::ShareScalersRequest, v1::ShareScalersResponse>;
@@ -191,6 +192,9 @@ class Worker::Impl {
   absl::Status Decode(Batch& batch, Gradients gradients, Exchange& exchange,
                       StepCounters& counters);
 
+  // Seconds since the current step began.
+  double Elapsed() const { return Seconds(step_start_); }
+
   const WorkerOptions options_;
   const common::JobSpec spec_;
   v1::JoinRequest join_;  // shard_index set per shard
@@ -206,6 +210,7 @@ class Worker::Impl {
   std::vector<float> scalers_;                 // per partition: the scaler it is encoded with
   std::vector<float> clips_;                   // per partition: its clip threshold
   bool left_ = false;
+  absl::Time step_start_;  // set by Step before anything else reads it
   mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;
   StepStats last_ ABSL_GUARDED_BY(mu_);
@@ -385,11 +390,13 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
   }
   counters.sent.fetch_add(sent, std::memory_order_relaxed);
   AddSeconds(counters.encode, Seconds(start));
+  batch.timing = {.shard = batch.shard, .sent_bytes = sent, .encoded = Elapsed()};
   batch.response.Clear();
   batch.context = NewContext(absl::Now() + options_.rpc_timeout);
   stubs_[batch.shard]->async()->PushPull(
       batch.context.get(), &batch.request, &batch.response,
       [this, &batch, gradients, &exchange, &counters, &error, &pending](grpc::Status st) {
+        batch.timing.answered = Elapsed();
         if (!st.ok()) {
           error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(batch.shard), " PushPull")));
           pending.DecrementCount();
@@ -422,6 +429,7 @@ absl::Status Worker::Impl::Decode(Batch& batch, Gradients gradients, Exchange& e
       return absl::Status(st.code(), absl::StrCat(where(), "averages[", i, "]", st.message()));
     }
     received += payload.data().size();
+    batch.timing.received_bytes += payload.data().size();
     uint32_t seen = counters.min_contributors.load(std::memory_order_relaxed);
     while (payload.contributors() < seen &&
            !counters.min_contributors.compare_exchange_weak(seen, payload.contributors())) {
@@ -429,6 +437,7 @@ absl::Status Worker::Impl::Decode(Batch& batch, Gradients gradients, Exchange& e
   }
   counters.received.fetch_add(received, std::memory_order_relaxed);
   AddSeconds(counters.decode, Seconds(start));
+  batch.timing.decoded = Elapsed();
   return absl::OkStatus();
 }
 
@@ -458,6 +467,7 @@ absl::StatusOr<Exchange*> Worker::Impl::Device() {
 
 absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* stream) {
   const absl::Time start = absl::Now();
+  step_start_ = start;
   if (absl::Status st = CheckGradients(gradients); !st.ok()) return st;
   StepCounters counters;
   if (absl::Status st = exchange.Begin(stream); !st.ok()) return st;
@@ -478,10 +488,12 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
   }
   // 2. Shared scalers.
   const absl::Time scaler_start = absl::Now();
+  const double statistics_end = Elapsed();
   if (!scaler_calls_.empty()) {
     if (absl::Status st = ShareScalers(); !st.ok()) return st;
   }
   const double scaler_seconds = Seconds(scaler_start);
+  const double scalers_end = Elapsed();
   // 3. Encode, push and decode, batch by batch: every batch's encoding is started now, in order
   // (a device queues it), and a pool task per batch finishes it, sends it and decodes the answer.
   const EncodeParams params{.clips = &clips_,
@@ -514,6 +526,10 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
   last_.scaler_seconds = scaler_seconds;
   last_.communication_seconds = Seconds(scaler_start);
   last_.min_contributors = counters.min_contributors.load();
+  last_.statistics_end = statistics_end;
+  last_.scalers_end = scalers_end;
+  last_.calls.clear();
+  for (const Batch& b : batches_) last_.calls.push_back(b.timing);
   ++step_;
   return absl::OkStatus();
 }

@@ -93,6 +93,21 @@ struct StepStats {
   // From the scaler exchange to the last average decoded (later encodes overlap it).
   double communication_seconds = 0.0;
   uint32_t min_contributors = 0;  // smallest number of workers in any average
+  // The step's timeline, in seconds since Step began: the statistics phase ended, the scaler
+  // exchange ended, and per PushPull call (one shard, some partitions) when its encoding was
+  // done (and the call sent), when its answer arrived (upload, the shard's wait for the other
+  // workers and download together) and when it was decoded.
+  double statistics_end = 0.0;
+  double scalers_end = 0.0;
+  struct Call {
+    uint32_t shard = 0;
+    uint64_t sent_bytes = 0;
+    uint64_t received_bytes = 0;
+    double encoded = 0.0;
+    double answered = 0.0;
+    double decoded = 0.0;
+  };
+  std::vector<Call> calls;
 };
 
 class Worker {
