@@ -1,6 +1,7 @@
 #include "server/aggregator.h"
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <utility>
 
@@ -13,7 +14,7 @@
 
 namespace ternps::server {
 
-using ternps::v1::PartitionPayload;
+using common::PayloadView;
 
 PartitionAggregator::PartitionAggregator(const PartitionConfig& config) : config_(config) {}
 
@@ -75,7 +76,7 @@ absl::Status PartitionAggregator::CheckOffer(uint32_t rank, uint64_t step, int i
 }
 
 absl::Status PartitionAggregator::CheckPush(uint32_t rank, uint64_t step,
-                                            const PartitionPayload& payload, int index) {
+                                            const PayloadView& payload, int index) {
   constexpr const char* kList = "partitions";
   if (absl::Status st = CheckStep(step, kList, index); !st.ok()) return st;
   const Slot& slot = slots_[step % 2];
@@ -91,9 +92,9 @@ absl::Status PartitionAggregator::CheckPush(uint32_t rank, uint64_t step,
           Field(kList, index), ": the shared scaler of partition ", config_.id, " for step ", step,
           " is not settled yet; call ShareScalers and wait for its answer first"));
     }
-    if (payload.scaler() != slot.shared_scaler) {
+    if (payload.scaler != slot.shared_scaler) {
       return absl::InvalidArgumentError(absl::StrCat(
-          Field(kList, index), ".scaler: ", payload.scaler(), " differs from the shared scaler ",
+          Field(kList, index), ".scaler: ", payload.scaler, " differs from the shared scaler ",
           slot.shared_scaler, " of partition ", config_.id, " for step ", step));
     }
   }
@@ -117,14 +118,13 @@ void PartitionAggregator::Offer(uint32_t rank, uint64_t step, float scaler,
   TryComplete(view, finisher, nullptr);
 }
 
-void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PartitionPayload& payload,
-                               std::shared_ptr<PendingCall<ternps::v1::PushPullResponse>> call,
-                               int index, const MembershipView& view, Finisher& finisher,
+void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& payload,
+                               std::shared_ptr<PendingCall<PushPullAnswer>> call, int index,
+                               const MembershipView& view, Finisher& finisher,
                                std::vector<CompletionStats>* completed) {
   Slot& slot = SlotFor(step, view.world_size);
   const size_t n = config_.elements;
-  const auto data = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload.data().data()),
-                                        payload.data().size());
+  const absl::Span<const uint8_t> data = payload.data;
   // The caller validated the whole request (ValidatePushPull), so the payload is summed without
   // checking it again.
   const absl::Time apply_start = config_.clock->Now();
@@ -140,7 +140,7 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PartitionPayl
       break;
     case common::Aggregation::kTernaryFloat:
       if (first) slot.float_sums.assign(n, 0.0f);
-      common::DecodeValidatedTernaryAdd(data, payload.scaler(), absl::MakeSpan(slot.float_sums));
+      common::DecodeValidatedTernaryAdd(data, payload.scaler, absl::MakeSpan(slot.float_sums));
       break;
     case common::Aggregation::kFp32:
       if (first) {
@@ -200,36 +200,39 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   const absl::Time start = config_.clock->Now();
   const size_t n = config_.elements;
   const int contributors = slot.pushes;
-  PartitionPayload average;
-  average.set_partition_id(config_.id);
-  average.set_elements(config_.elements);
-  average.set_contributors(static_cast<uint32_t>(contributors));
-  std::string& bytes = *average.mutable_data();
+  // The bytes of an earlier step are reused once no answer (or gRPC slice) holds them.
+  std::shared_ptr<AverageBytes>& spare = spare_[slot.step % 2];
+  if (spare == nullptr || spare.use_count() > 1) {
+    spare = std::make_shared<AverageBytes>();
+  } else {
+    // The other owners' last reads happen before their release of the count we just read.
+    std::atomic_thread_fence(std::memory_order_acquire);
+  }
+  AverageBytes& bytes = *spare;
+  common::PayloadView head{.partition_id = config_.id,
+                           .encoding = config_.route.downlink,
+                           .scaler = 0.0f,
+                           .elements = config_.elements,
+                           .contributors = static_cast<uint32_t>(contributors),
+                           .data = {}};
   absl::Status st;
   if (config_.route.downlink == ternps::v1::INT_SUM) {
-    average.set_encoding(ternps::v1::INT_SUM);
-    average.set_scaler(slot.shared_scaler);
-    bytes.resize(common::IntSumBytes(n, contributors));
-    st = common::EncodeIntSum(
-        slot.int_sums, contributors,
-        absl::MakeSpan(reinterpret_cast<uint8_t*>(bytes.data()), bytes.size()));
+    head.scaler = slot.shared_scaler;
+    bytes.Resize(common::IntSumBytes(n, contributors));
+    st = common::EncodeIntSum(slot.int_sums, contributors, bytes.span());
   } else {
     const float divisor = static_cast<float>(contributors);
     for (float& v : slot.float_sums) v /= divisor;
     if (config_.route.downlink == ternps::v1::TERNARY_2BIT) {
-      average.set_encoding(ternps::v1::TERNARY_2BIT);
-      bytes.resize(common::TernaryBytes(n));
+      bytes.Resize(common::TernaryBytes(n));
       const common::TernaryKey key{config_.seed, kShardStreamWorker, slot.step, config_.id};
-      absl::StatusOr<float> scaler = common::EncodeTernary(
-          slot.float_sums, /*clip_sigmas=*/0.0f, key,
-          absl::MakeSpan(reinterpret_cast<uint8_t*>(bytes.data()), bytes.size()));
+      absl::StatusOr<float> scaler =
+          common::EncodeTernary(slot.float_sums, /*clip_sigmas=*/0.0f, key, bytes.span());
       st = scaler.status();
-      if (scaler.ok()) average.set_scaler(*scaler);
+      if (scaler.ok()) head.scaler = *scaler;
     } else {
-      average.set_encoding(ternps::v1::FP32);
-      bytes.resize(common::Fp32Bytes(n));
-      st = common::EncodeFp32(
-          slot.float_sums, absl::MakeSpan(reinterpret_cast<uint8_t*>(bytes.data()), bytes.size()));
+      bytes.Resize(common::Fp32Bytes(n));
+      st = common::EncodeFp32(slot.float_sums, bytes.span());
     }
   }
   // Sums of validated pushes are always encodable (|sum| <= pushes, finite averages).
@@ -239,14 +242,8 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   stats.aggregate = slot.apply + (config_.clock->Now() - start);
   stats.straggler_wait = slot.last_push - slot.first_push;
   stats.sent_bytes = bytes.size() * slot.push_waiters.size();
-  for (size_t i = 0; i < slot.push_waiters.size(); ++i) {
-    PushWaiter& w = slot.push_waiters[i];
-    ternps::v1::PartitionPayload* out = w.call->response()->mutable_averages(w.index);
-    if (i + 1 < slot.push_waiters.size()) {
-      *out = average;
-    } else {
-      *out = std::move(average);  // the last waiter takes the bytes without a copy
-    }
+  for (PushWaiter& w : slot.push_waiters) {
+    w.call->response()->averages[w.index] = {head, spare};
     finisher.PartDone(std::move(w.call));
   }
   slot.push_waiters.clear();

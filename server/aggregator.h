@@ -33,6 +33,8 @@
 #include "common/codec/ternary_element.h"
 #include "common/spec/job_spec.h"
 #include "common/util/clock.h"
+#include "common/wire/push_pull_wire.h"
+#include "server/answer.h"
 #include "server/membership.h"
 #include "server/observer.h"
 #include "server/pending_call.h"
@@ -69,7 +71,7 @@ class PartitionAggregator {
   // messages ("partition_ids[2]", "partitions[2]"); nothing is formatted unless a check fails.
   absl::Status CheckOffer(uint32_t rank, uint64_t step, int index)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status CheckPush(uint32_t rank, uint64_t step, const ternps::v1::PartitionPayload& payload,
+  absl::Status CheckPush(uint32_t rank, uint64_t step, const common::PayloadView& payload,
                          int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Records an offer / a push that passed the checks above; the call's part `index` is answered
@@ -77,8 +79,9 @@ class PartitionAggregator {
   void Offer(uint32_t rank, uint64_t step, float scaler,
              std::shared_ptr<PendingCall<ternps::v1::ShareScalersResponse>> call, int index,
              const MembershipView& view, Finisher& finisher) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Push(uint32_t rank, uint64_t step, const ternps::v1::PartitionPayload& payload,
-            std::shared_ptr<PendingCall<ternps::v1::PushPullResponse>> call, int index,
+  // The payload's bytes are summed before this returns (the caller may then reuse them).
+  void Push(uint32_t rank, uint64_t step, const common::PayloadView& payload,
+            std::shared_ptr<PendingCall<PushPullAnswer>> call, int index,
             const MembershipView& view, Finisher& finisher, std::vector<CompletionStats>* completed)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -97,7 +100,7 @@ class PartitionAggregator {
     int index;
   };
   struct PushWaiter {
-    std::shared_ptr<PendingCall<ternps::v1::PushPullResponse>> call;
+    std::shared_ptr<PendingCall<PushPullAnswer>> call;
     int index;
   };
   struct Slot {
@@ -125,14 +128,16 @@ class PartitionAggregator {
   Slot& SlotFor(uint64_t step, uint32_t world_size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TryComplete(const MembershipView& view, Finisher& finisher,
                    std::vector<CompletionStats>* completed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Encodes the average of a complete slot and answers every waiting call: the encoded bytes are
-  // copied to each waiter but the last, which takes them by move.
+  // Encodes the average of a complete slot once and answers every waiting call with it (the
+  // calls share the bytes; nothing is copied per waiter).
   CompletionStats Complete(Slot& slot, Finisher& finisher) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const PartitionConfig config_;
   mutable absl::Mutex mu_;
   std::atomic<uint64_t> base_step_{0};
   Slot slots_[2] ABSL_GUARDED_BY(mu_);  // slot of step s: s % 2
+  // Encoded averages of earlier steps; one is reused when no answer holds it any more.
+  std::shared_ptr<AverageBytes> spare_[2] ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ternps::server

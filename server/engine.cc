@@ -77,11 +77,21 @@ void Engine::ShareScalers(const ternps::v1::ShareScalersRequest& request,
   (*job)->ShareScalers(request, response, std::move(done));
 }
 
+void Engine::PushPull(const common::PushPullRequestView& request, PushPullAnswer* answer,
+                      DoneCallback done) {
+  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id);
+  if (!job.ok()) return done(job.status());
+  (*job)->PushPull(request, answer, std::move(done));
+}
+
 void Engine::PushPull(const ternps::v1::PushPullRequest& request,
                       ternps::v1::PushPullResponse* response, DoneCallback done) {
-  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id());
-  if (!job.ok()) return done(job.status());
-  (*job)->PushPull(request, response, std::move(done));
+  auto answer = std::make_shared<PushPullAnswer>();
+  PushPull(ViewOf(request), answer.get(),
+           [answer, response, done = std::move(done)](absl::Status st) {
+             if (st.ok()) ToProto(*answer, response);
+             done(std::move(st));
+           });
 }
 
 absl::StatusOr<ternps::v1::LeaveResponse> Engine::Leave(const ternps::v1::LeaveRequest& request) {

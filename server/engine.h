@@ -39,6 +39,11 @@ class Engine {
   absl::StatusOr<ternps::v1::JoinResponse> Join(const ternps::v1::JoinRequest& request);
   void ShareScalers(const ternps::v1::ShareScalersRequest& request,
                     ternps::v1::ShareScalersResponse* response, DoneCallback done);
+  // The data path: `answer` is filled before `done` runs; the request's bytes (the view's spans)
+  // are not used after this returns.
+  void PushPull(const common::PushPullRequestView& request, PushPullAnswer* answer,
+                DoneCallback done);
+  // The same with the generated classes (tests, in-process callers); copies the averages.
   void PushPull(const ternps::v1::PushPullRequest& request, ternps::v1::PushPullResponse* response,
                 DoneCallback done);
   absl::StatusOr<ternps::v1::LeaveResponse> Leave(const ternps::v1::LeaveRequest& request);

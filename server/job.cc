@@ -140,17 +140,17 @@ struct Job::OfferOp {
 
 // PushPull's part of Apply: sums the payloads, answered with the averages.
 struct Job::PushOp {
-  using Response = v1::PushPullResponse;
-  const v1::PushPullRequest* request;
+  using Response = PushPullAnswer;
+  const common::PushPullRequestView* request;
   Response* response;
 
   absl::Status Check(PartitionAggregator& a, const ValidatedRequest& v, int i) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu()) {
-    return a.CheckPush(v.rank, v.step, request->partitions(i), i);
+    return a.CheckPush(v.rank, v.step, request->partitions[i], i);
   }
   void Prepare(const ValidatedRequest& v) const {
-    response->set_step(v.step);
-    for (size_t i = 0; i < v.partitions.size(); ++i) response->add_averages();
+    response->step = v.step;
+    response->averages.assign(v.partitions.size(), AnsweredAverage{});
   }
   void Accepted(const ValidatedRequest& v, Job& job) const {
     job.received_bytes_.fetch_add(v.wire_bytes, std::memory_order_relaxed);
@@ -160,7 +160,7 @@ struct Job::PushOp {
               std::shared_ptr<PendingCall<Response>> call, const MembershipView& view,
               Finisher& finisher, std::vector<CompletionStats>* completed) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu()) {
-    a.Push(v.rank, v.step, request->partitions(i), std::move(call), i, view, finisher, completed);
+    a.Push(v.rank, v.step, request->partitions[i], std::move(call), i, view, finisher, completed);
   }
 };
 
@@ -208,7 +208,7 @@ void Job::ShareScalers(const v1::ShareScalersRequest& request, v1::ShareScalersR
   Apply(*v, OfferOp{&request, response}, std::move(done));
 }
 
-void Job::PushPull(const v1::PushPullRequest& request, v1::PushPullResponse* response,
+void Job::PushPull(const common::PushPullRequestView& request, PushPullAnswer* response,
                    DoneCallback done) {
   absl::StatusOr<ValidatedRequest> v =
       ValidatePushPull(request, spec_, shard_.shard_index, *membership_.View());

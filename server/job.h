@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "common/spec/job_spec.h"
 #include "server/aggregator.h"
+#include "server/answer.h"
 #include "server/membership.h"
 #include "server/observer.h"
 #include "server/pending_call.h"
@@ -56,7 +57,8 @@ class Job {
                                                 const common::JobSpec& spec);
   void ShareScalers(const ternps::v1::ShareScalersRequest& request,
                     ternps::v1::ShareScalersResponse* response, DoneCallback done);
-  void PushPull(const ternps::v1::PushPullRequest& request, ternps::v1::PushPullResponse* response,
+  // `answer` is filled before `done` runs; the request's bytes are not used after this returns.
+  void PushPull(const common::PushPullRequestView& request, PushPullAnswer* answer,
                 DoneCallback done);
   absl::StatusOr<ternps::v1::LeaveResponse> Leave(const ternps::v1::LeaveRequest& request);
 

@@ -71,24 +71,24 @@ absl::StatusOr<ValidatedRequest> ValidateShareScalers(const v1::ShareScalersRequ
   return v;
 }
 
-absl::StatusOr<ValidatedRequest> ValidatePushPull(const v1::PushPullRequest& request,
+absl::StatusOr<ValidatedRequest> ValidatePushPull(const common::PushPullRequestView& request,
                                                   const common::JobSpec& spec, uint32_t shard,
                                                   const MembershipView& view) {
-  if (absl::Status st = CheckCaller(request.worker_rank(), request.epoch(), request.step(), view);
+  if (absl::Status st = CheckCaller(request.worker_rank, request.epoch, request.step, view);
       !st.ok()) {
     return st;
   }
-  if (request.partitions_size() == 0) return absl::InvalidArgumentError("partitions: empty");
+  if (request.partitions.empty()) return absl::InvalidArgumentError("partitions: empty");
   ValidatedRequest v;
-  v.rank = request.worker_rank();
-  v.step = request.step();
-  v.partitions.reserve(request.partitions_size());
+  v.rank = request.worker_rank;
+  v.step = request.step;
+  v.partitions.reserve(request.partitions.size());
   absl::flat_hash_set<uint32_t> seen;
-  for (int i = 0; i < request.partitions_size(); ++i) {
-    const v1::PartitionPayload& p = request.partitions(i);
+  for (size_t i = 0; i < request.partitions.size(); ++i) {
+    const common::PayloadView& p = request.partitions[i];
     // Formatted only for an error message (not per partition on the hot path).
     auto field = [i] { return absl::StrCat("partitions[", i, "]"); };
-    const uint32_t id = p.partition_id();
+    const uint32_t id = p.partition_id;
     if (absl::Status st =
             CheckOwned(id, spec, shard, [&] { return absl::StrCat(field(), ".partition_id"); });
         !st.ok()) {
@@ -99,33 +99,34 @@ absl::StatusOr<ValidatedRequest> ValidatePushPull(const v1::PushPullRequest& req
           absl::StrCat(field(), ".partition_id: ", id, " appears twice in one request"));
     }
     const uint32_t elements = spec.plan.partition(id).elements;
-    if (p.elements() != elements) {
-      return absl::InvalidArgumentError(absl::StrCat(field(), ".elements: ", p.elements(),
-                                                     ", partition ", id, " has ", elements));
+    if (p.elements != elements) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field(), ".elements: ", p.elements, ", partition ", id, " has ", elements));
     }
     const v1::Encoding expected = spec.route(id).uplink;
-    if (p.encoding() != expected) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field(), ".encoding: ", v1::Encoding_Name(p.encoding()), ", partition ", id,
-                       " travels as ", v1::Encoding_Name(expected), " in this job"));
+    if (p.encoding != expected) {
+      const std::string name = v1::Encoding_IsValid(p.encoding)
+                                   ? v1::Encoding_Name(static_cast<v1::Encoding>(p.encoding))
+                                   : absl::StrCat(p.encoding);
+      return absl::InvalidArgumentError(absl::StrCat(field(), ".encoding: ", name, ", partition ",
+                                                     id, " travels as ",
+                                                     v1::Encoding_Name(expected), " in this job"));
     }
-    if (p.contributors() != 0) {
+    if (p.contributors != 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat(field(), ".contributors: must be 0 in a request, got ", p.contributors()));
+          absl::StrCat(field(), ".contributors: must be 0 in a request, got ", p.contributors));
     }
-    const auto data =
-        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(p.data().data()), p.data().size());
     absl::Status st;
     if (expected == v1::FP32) {
-      st = p.scaler() != 0.0f ? absl::InvalidArgumentError(
-                                    absl::StrCat("scaler: must be 0 for FP32, got ", p.scaler()))
-                              : common::ValidateFp32(data, elements);
+      st = p.scaler != 0.0f ? absl::InvalidArgumentError(
+                                  absl::StrCat("scaler: must be 0 for FP32, got ", p.scaler))
+                            : common::ValidateFp32(p.data, elements);
     } else {
-      st = common::ValidateScaler(p.scaler());
-      if (st.ok()) st = common::ValidateTernary(data, elements);
+      st = common::ValidateScaler(p.scaler);
+      if (st.ok()) st = common::ValidateTernary(p.data, elements);
     }
     if (!st.ok()) return absl::Status(st.code(), absl::StrCat(field(), ".", st.message()));
-    v.wire_bytes += p.data().size();
+    v.wire_bytes += p.data.size();
     v.dense_bytes += uint64_t{elements} * 4;
     v.partitions.push_back(id);
   }

@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/spec/job_spec.h"
+#include "common/wire/push_pull_wire.h"
 #include "server/membership.h"
 #include "ternps/v1/ternps.pb.h"
 
@@ -40,7 +41,7 @@ absl::StatusOr<ValidatedRequest> ValidateShareScalers(
 // The caller as above; partitions is non-empty; each payload is a partition this shard owns,
 // listed once, with the plan's element count, the route's uplink encoding, contributors 0, and a
 // scaler and data that are valid for that encoding (wire format in the proto).
-absl::StatusOr<ValidatedRequest> ValidatePushPull(const ternps::v1::PushPullRequest& request,
+absl::StatusOr<ValidatedRequest> ValidatePushPull(const common::PushPullRequestView& request,
                                                   const common::JobSpec& spec, uint32_t shard,
                                                   const MembershipView& view);
 

@@ -1,5 +1,8 @@
 // The gRPC face of a shard: ternps.v1.ParameterServer on the callback API. Thin by design: each
 // method hands the request to the Engine and converts its absl::Status to a grpc::Status.
+// PushPull, the data path, is a raw method: its request is parsed straight from gRPC's buffer
+// (common/wire; the payloads are summed from there) and its answer goes out as slices that alias
+// the shard's encoded averages, so no payload byte is copied by protobuf on the way in or out.
 //
 //   Engine engine(config);
 //   ParameterServerService service(&engine);
@@ -14,7 +17,9 @@
 
 namespace ternps::server {
 
-class ParameterServerService final : public ternps::v1::ParameterServer::CallbackService {
+class ParameterServerService final
+    : public ternps::v1::ParameterServer::WithRawCallbackMethod_PushPull<
+          ternps::v1::ParameterServer::CallbackService> {
  public:
   explicit ParameterServerService(Engine* engine) : engine_(engine) {}
 
@@ -25,8 +30,8 @@ class ParameterServerService final : public ternps::v1::ParameterServer::Callbac
                                          const ternps::v1::ShareScalersRequest* request,
                                          ternps::v1::ShareScalersResponse* response) override;
   grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* context,
-                                     const ternps::v1::PushPullRequest* request,
-                                     ternps::v1::PushPullResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* context,
                                   const ternps::v1::LeaveRequest* request,
                                   ternps::v1::LeaveResponse* response) override;

@@ -157,7 +157,7 @@ absl::Status ParsePushPullRequest(absl::Span<const uint8_t> bytes, PushPullReque
     switch (field) {
       case 1:
         ok = type == kLengthDelimited && r.Bytes(&s);
-        out->job_id = std::string_view(reinterpret_cast<const char*>(s.data()), s.size());
+        out->job_id = absl::string_view(reinterpret_cast<const char*>(s.data()), s.size());
         break;
       case 2:
         ok = Uint32Field(r, type, &out->worker_rank);
@@ -221,11 +221,11 @@ absl::Status ParsePushPullResponse(absl::Span<const uint8_t> bytes, PushPullResp
   return absl::OkStatus();
 }
 
-void AppendPushPullRequestHead(std::string_view job_id, uint32_t worker_rank, uint64_t epoch,
+void AppendPushPullRequestHead(absl::string_view job_id, uint32_t worker_rank, uint64_t epoch,
                                uint64_t step, std::string* out) {
   PutTag(1, kLengthDelimited, out);
   PutVarint(job_id.size(), out);
-  out->append(job_id);
+  out->append(job_id.data(), job_id.size());
   PutTag(2, kVarint, out);
   PutVarint(worker_rank, out);
   PutTag(3, kVarint, out);

@@ -19,10 +19,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 namespace ternps::common {
@@ -38,7 +38,7 @@ struct PayloadView {
 };
 
 struct PushPullRequestView {
-  std::string_view job_id;
+  absl::string_view job_id;
   uint32_t worker_rank = 0;
   uint64_t epoch = 0;
   uint64_t step = 0;
@@ -57,7 +57,7 @@ absl::Status ParsePushPullResponse(absl::Span<const uint8_t> bytes, PushPullResp
 // Writers. A message is its head fields followed by one entry per payload, each entry being
 // AppendPayloadHead's bytes immediately followed by the payload's `data_bytes` bytes.
 // PushPullRequest fields 1-4 (job_id, worker_rank, epoch, step).
-void AppendPushPullRequestHead(std::string_view job_id, uint32_t worker_rank, uint64_t epoch,
+void AppendPushPullRequestHead(absl::string_view job_id, uint32_t worker_rank, uint64_t epoch,
                                uint64_t step, std::string* out);
 // PushPullResponse field 1 (step).
 void AppendPushPullResponseHead(uint64_t step, std::string* out);

@@ -52,13 +52,16 @@ class AggregatorTest : public ::testing::Test {
   }
 
   absl::Status Push(uint32_t rank, uint64_t step, const v1::PartitionPayload& payload,
-                    v1::PushPullResponse* r, absl::Status* answered) {
-    r->add_averages();
+                    PushPullAnswer* r, absl::Status* answered) {
+    r->averages.resize(1);
+    v1::PushPullRequest request;
+    *request.add_partitions() = payload;
+    const common::PayloadView view = ViewOf(request).partitions[0];
     Finisher finisher;
     std::vector<CompletionStats> completed;
     absl::MutexLock lock(&aggregator_->mu());
-    if (absl::Status st = aggregator_->CheckPush(rank, step, payload, 0); !st.ok()) return st;
-    aggregator_->Push(rank, step, payload, Call(r, answered), 0, *members_.View(), finisher,
+    if (absl::Status st = aggregator_->CheckPush(rank, step, view, 0); !st.ok()) return st;
+    aggregator_->Push(rank, step, view, Call(r, answered), 0, *members_.View(), finisher,
                       &completed);
     return absl::OkStatus();
   }
@@ -102,7 +105,7 @@ TEST_F(AggregatorTest, SharedScalerThenExactIntegerSum) {
   ASSERT_TRUE(Offer(0, 0, 0.5f, &s0, &a0).ok());
   EXPECT_EQ(a0.code(), absl::StatusCode::kUnknown);  // waits for rank 1
   // A push before the scalers are settled is refused.
-  v1::PushPullResponse early;
+  PushPullAnswer early;
   absl::Status unused;
   const absl::Status refused = Push(0, 0, Ternary(0x55, 0.5f), &early, &unused);
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
@@ -112,42 +115,38 @@ TEST_F(AggregatorTest, SharedScalerThenExactIntegerSum) {
   EXPECT_EQ(s0.shared_scalers(0), 2.0f);
   EXPECT_EQ(s1.contributors(), 2u);
   // Pushes must carry exactly the shared scaler.
-  v1::PushPullResponse r0, r1;
+  PushPullAnswer r0, r1;
   absl::Status p0 = absl::UnknownError("unanswered"), p1 = p0;
   EXPECT_EQ(Push(0, 0, Ternary(0x55, 0.5f), &r0, &p0).code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(Push(0, 0, Ternary(0x55, 2.0f), &r0, &p0).ok());  // all +1
   ASSERT_TRUE(Push(1, 0, Ternary(0x99, 2.0f), &r1, &p1).ok());  // +1, -1, +1, -1, ...
   ASSERT_TRUE(p0.ok() && p1.ok());
-  const v1::PartitionPayload& avg = r1.averages(0);
-  EXPECT_EQ(avg.encoding(), v1::INT_SUM);
-  EXPECT_EQ(avg.contributors(), 2u);
-  EXPECT_EQ(avg.scaler(), 2.0f);
-  EXPECT_EQ(r0.averages(0).data(), avg.data());
+  const AnsweredAverage& avg = r1.averages[0];
+  EXPECT_EQ(avg.head.encoding, v1::INT_SUM);
+  EXPECT_EQ(avg.head.contributors, 2u);
+  EXPECT_EQ(avg.head.scaler, 2.0f);
+  EXPECT_EQ(r0.averages[0].bytes, avg.bytes);  // one encoding, shared by both answers
   std::vector<float> out(kElements, 0.0f);
-  ASSERT_TRUE(common::DecodeIntSumAdd(
-                  absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(avg.data().data()),
-                                      avg.data().size()),
-                  2, 2.0f, absl::MakeSpan(out))
-                  .ok());
+  ASSERT_TRUE(common::DecodeIntSumAdd(avg.bytes->span(), 2, 2.0f, absl::MakeSpan(out)).ok());
   for (uint32_t k = 0; k < kElements; ++k) EXPECT_EQ(out[k], k % 2 == 0 ? 2.0f : 0.0f) << k;
   EXPECT_EQ(aggregator_->base_step(), 1u);
 }
 
 TEST_F(AggregatorTest, StepWindowAndDuplicates) {
   Make(kFp32);
-  v1::PushPullResponse r;
+  PushPullAnswer r;
   absl::Status answered;
   const absl::Status ahead = Push(0, 2, Fp32(1), &r, &answered);
   EXPECT_EQ(ahead.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(ahead.message()), HasSubstr("too far ahead"));
   ASSERT_TRUE(Push(0, 0, Fp32(1), &r, &answered).ok());
-  v1::PushPullResponse again;
+  PushPullAnswer again;
   EXPECT_EQ(Push(0, 0, Fp32(1), &again, &answered).code(), absl::StatusCode::kAlreadyExists);
   // Rank 0 may run one step ahead.
-  v1::PushPullResponse next;
+  PushPullAnswer next;
   absl::Status next_answered = absl::UnknownError("unanswered");
   ASSERT_TRUE(Push(0, 1, Fp32(5), &next, &next_answered).ok());
-  v1::PushPullResponse r1;
+  PushPullAnswer r1;
   absl::Status a1;
   ASSERT_TRUE(Push(1, 0, Fp32(3), &r1, &a1).ok());
   EXPECT_EQ(aggregator_->base_step(), 1u);
@@ -159,7 +158,7 @@ TEST_F(AggregatorTest, StepWindowAndDuplicates) {
 
 TEST_F(AggregatorTest, DeadlinesComeFromTheClock) {
   Make(kFp32);
-  v1::PushPullResponse r0;
+  PushPullAnswer r0;
   absl::Status a0 = absl::UnknownError("unanswered");
   ASSERT_TRUE(Push(0, 0, Fp32(4), &r0, &a0).ok());
   std::vector<uint32_t> missing;
@@ -186,7 +185,7 @@ TEST_F(AggregatorTest, DeadlinesComeFromTheClock) {
     EXPECT_EQ(completed[0].step, 0u);
   }
   ASSERT_TRUE(a0.ok());
-  EXPECT_EQ(r0.averages(0).contributors(), 1u);
+  EXPECT_EQ(r0.averages[0].head.contributors, 1u);
 }
 
 }  // namespace

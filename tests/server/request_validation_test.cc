@@ -11,6 +11,7 @@
 #include "common/codec/ternary.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/answer.h"
 
 namespace ternps::server {
 namespace {
@@ -83,7 +84,9 @@ class RequestValidationTest : public ::testing::Test {
 };
 
 TEST_F(RequestValidationTest, ValidRequestsComeOutWithTheirPartitionsAndBytes) {
-  absl::StatusOr<ValidatedRequest> push = ValidatePushPull(Push(), spec_, 0, *members_.View());
+  const v1::PushPullRequest request = Push();
+  absl::StatusOr<ValidatedRequest> push =
+      ValidatePushPull(ViewOf(request), spec_, 0, *members_.View());
   ASSERT_TRUE(push.ok()) << push.status();
   EXPECT_EQ(push->partitions, (std::vector<uint32_t>{0, 1, 2}));
   EXPECT_EQ(push->wire_bytes, 1024u + 1024u + 40u);
@@ -130,7 +133,7 @@ TEST_F(RequestValidationTest, EveryBadPushPullNamesItsField) {
   for (const Case& c : cases) {
     v1::PushPullRequest r = Push();
     c.mutate(r);
-    absl::StatusOr<ValidatedRequest> v = ValidatePushPull(r, spec_, 0, *members_.View());
+    absl::StatusOr<ValidatedRequest> v = ValidatePushPull(ViewOf(r), spec_, 0, *members_.View());
     ASSERT_FALSE(v.ok()) << c.want;
     EXPECT_EQ(v.status().code(), c.code) << v.status();
     EXPECT_THAT(std::string(v.status().message()), HasSubstr(c.want)) << v.status();
@@ -173,18 +176,18 @@ TEST_F(RequestValidationTest, EveryBadShareScalersNamesItsField) {
 TEST_F(RequestValidationTest, CallersAreCheckedAgainstTheSnapshot) {
   members_.Drop({0});
   v1::PushPullRequest r = Push();
-  EXPECT_EQ(ValidatePushPull(r, spec_, 0, *members_.View()).status().code(),
+  EXPECT_EQ(ValidatePushPull(ViewOf(r), spec_, 0, *members_.View()).status().code(),
             absl::StatusCode::kAborted);
   // Readmitted from step 3: an earlier step is refused, step 3 is not.
   const Membership::Admission back = members_.Join(0, 0, 3);
   r.set_epoch(back.epoch);
-  const absl::Status early = ValidatePushPull(r, spec_, 0, *members_.View()).status();
+  const absl::Status early = ValidatePushPull(ViewOf(r), spec_, 0, *members_.View()).status();
   EXPECT_EQ(early.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(early.message()), HasSubstr("readmitted"));
   r.set_step(3);
-  EXPECT_TRUE(ValidatePushPull(r, spec_, 0, *members_.View()).ok());
+  EXPECT_TRUE(ValidatePushPull(ViewOf(r), spec_, 0, *members_.View()).ok());
   // A shard that does not own the partitions.
-  EXPECT_EQ(ValidatePushPull(r, spec_, 1, *members_.View()).status().code(),
+  EXPECT_EQ(ValidatePushPull(ViewOf(r), spec_, 1, *members_.View()).status().code(),
             absl::StatusCode::kNotFound);
 }
 

@@ -39,6 +39,13 @@ double CpuSeconds() {
   return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
+// Page faults (first touches of memory) of this process so far.
+long MinorFaults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
+}
+
 }  // namespace
 
 int RunWorkerBench() {
@@ -94,11 +101,13 @@ int RunWorkerBench() {
       std::copy(pristine[i].begin(), pristine[i].end(), grads[i].begin());
     }
     const double cpu0 = CpuSeconds();
+    const long faults0 = MinorFaults();
     if (absl::Status st = (*w)->Step(spans); !st.ok()) {
       std::fprintf(stderr, "ternps-bench worker: step %d: %s\n", s, st.ToString().c_str());
       return 1;
     }
     const double cpu = CpuSeconds() - cpu0;
+    const long faults = MinorFaults() - faults0;
     if (s == 0) continue;  // warm-up: connections, buffers, first-touch
     const worker::StepStats stats = (*w)->last_step();
     seconds.push_back(stats.seconds);
@@ -118,9 +127,9 @@ int RunWorkerBench() {
       }
       std::printf(
           "{\"bench\": \"worker_step\", \"rank\": %u, \"step\": %llu, \"seconds\": %.6f, "
-          "\"cpu_seconds\": %.6f, \"statistics_end\": %.6f, \"scalers_end\": %.6f, "
-          "\"calls\": [%s]}\n",
-          options.rank, static_cast<unsigned long long>(stats.step), stats.seconds, cpu,
+          "\"cpu_seconds\": %.6f, \"page_faults\": %ld, \"statistics_end\": %.6f, "
+          "\"scalers_end\": %.6f, \"calls\": [%s]}\n",
+          options.rank, static_cast<unsigned long long>(stats.step), stats.seconds, cpu, faults,
           stats.statistics_end, stats.scalers_end, calls.c_str());
     }
   }

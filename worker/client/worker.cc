@@ -15,11 +15,15 @@
 #include "common/rpc/status.h"
 #include "common/spec/job_spec.h"
 #include "common/util/thread_pool.h"
+#include "common/wire/push_pull_wire.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/credentials.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "grpcpp/support/slice.h"
 #include "ternps/v1/ternps.grpc.pb.h"
 #include "worker/client/exchange.h"
 
@@ -58,9 +62,6 @@ void AddSeconds(std::atomic<double>& total, double s) {
 absl::Span<uint8_t> Bytes(std::string& s) {
   return absl::MakeSpan(reinterpret_cast<uint8_t*>(s.data()), s.size());
 }
-absl::Span<const uint8_t> Bytes(const std::string& s) {
-  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(s.data()), s.size());
-}
 
 // The JoinRequest a worker sends (shard_index set per shard): every codec setting explicit.
 v1::JoinRequest MakeJoinRequest(const WorkerOptions& options) {
@@ -81,39 +82,39 @@ v1::JoinRequest MakeJoinRequest(const WorkerOptions& options) {
 
 // Checks an answered average of partition `p` against the spec's downlink and, for INT_SUM, the
 // shared scaler this worker encoded with.
-absl::StatusOr<Average> ValidateAverage(const v1::PartitionPayload& avg, uint32_t p,
+absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t p,
                                         const common::JobSpec& spec, float shared_scaler) {
   const uint32_t elements = spec.plan.partition(p).elements;
-  if (avg.partition_id() != p || avg.elements() != elements) {
-    return absl::InvalidArgumentError(absl::StrCat(": partition ", avg.partition_id(), " of ",
-                                                   avg.elements(), " elements, expected ", p,
-                                                   " of ", elements));
+  if (avg.partition_id != p || avg.elements != elements) {
+    return absl::InvalidArgumentError(absl::StrCat(": partition ", avg.partition_id, " of ",
+                                                   avg.elements, " elements, expected ", p, " of ",
+                                                   elements));
   }
-  if (avg.contributors() < 1 || avg.contributors() > spec.world_size) {
+  if (avg.contributors < 1 || avg.contributors > spec.world_size) {
     return absl::InvalidArgumentError(
-        absl::StrCat(".contributors: ", avg.contributors(), " is outside [1, world_size]"));
+        absl::StrCat(".contributors: ", avg.contributors, " is outside [1, world_size]"));
   }
   const v1::Encoding expected = spec.route(p).downlink;
-  if (avg.encoding() != expected) {
-    return absl::InvalidArgumentError(absl::StrCat(".encoding: ", v1::Encoding_Name(avg.encoding()),
-                                                   ", expected ", v1::Encoding_Name(expected)));
+  if (avg.encoding != expected) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(".encoding: ", avg.encoding, ", expected ", v1::Encoding_Name(expected)));
   }
   const Average out{.encoding = expected,
-                    .scaler = avg.scaler(),
-                    .contributors = static_cast<int>(avg.contributors()),
-                    .bytes = Bytes(avg.data())};
+                    .scaler = avg.scaler,
+                    .contributors = static_cast<int>(avg.contributors),
+                    .bytes = avg.data};
   absl::Status st;
   switch (expected) {
     case v1::INT_SUM:
-      if (avg.scaler() != shared_scaler) {
+      if (avg.scaler != shared_scaler) {
         st = absl::InvalidArgumentError(
-            absl::StrCat("scaler: ", avg.scaler(), " is not the shared scaler ", shared_scaler));
+            absl::StrCat("scaler: ", avg.scaler, " is not the shared scaler ", shared_scaler));
       } else {
         st = common::ValidateIntSum(out.bytes, elements, out.contributors);
       }
       break;
     case v1::TERNARY_2BIT:
-      st = common::ValidateScaler(avg.scaler());
+      st = common::ValidateScaler(avg.scaler);
       if (st.ok()) st = common::ValidateTernary(out.bytes, elements);
       break;
     default:
@@ -163,9 +164,23 @@ class Worker::Impl {
     Request request;
     Response response;
     std::unique_ptr<grpc::ClientContext> context;
+  };
+  // One PushPull call: its payloads are encoded in place into `data` and sent as slices that
+  // alias it (common/wire writes the fields around them), and its answer is parsed from gRPC's
+  // buffer without protobuf copies.
+  struct Batch {
+    uint32_t shard = 0;
+    std::vector<uint32_t> partitions;
+    std::vector<std::string> data;  // per partition: its uplink payload (sized once)
+    std::string heads;              // the message's fields around the payloads, per step
+    grpc::ByteBuffer request;
+    grpc::ByteBuffer response;
+    std::unique_ptr<grpc::ClientContext> context;
+    grpc::Slice single;                  // the answer, when gRPC holds it in one slice
+    std::unique_ptr<uint8_t[]> scratch;  // else its copy, reused across steps
+    size_t scratch_capacity = 0;
     StepStats::Call timing;  // of the current step
   };
-  using Batch = ShardCall<v1::PushPullRequest, v1::PushPullResponse>;
   using ScalerCall = ShardCall<v1::ShareScalersRequest, v1::ShareScalersResponse>;
   // Per-step counters, written by pool and gRPC threads.
   struct StepCounters {
@@ -202,6 +217,7 @@ class Worker::Impl {
   std::unique_ptr<Exchange> host_;
   std::unique_ptr<Exchange> device_;  // created by the first StepOnDevice
   std::vector<std::unique_ptr<v1::ParameterServer::Stub>> stubs_;
+  std::vector<std::unique_ptr<grpc::GenericStub>> raw_stubs_;  // PushPull
   std::vector<uint64_t> epochs_;
   std::vector<Batch> batches_;
   std::vector<ScalerCall> scaler_calls_;
@@ -221,8 +237,10 @@ absl::Status Worker::Impl::Init() {
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
   for (const std::string& address : options_.shards) {
-    stubs_.push_back(v1::ParameterServer::NewStub(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
+    std::shared_ptr<grpc::Channel> channel =
+        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    stubs_.push_back(v1::ParameterServer::NewStub(channel));
+    raw_stubs_.push_back(std::make_unique<grpc::GenericStub>(channel));
   }
   const common::PartitionPlan& plan = spec_.plan;
   epochs_.assign(options_.shards.size(), 0);
@@ -267,16 +285,9 @@ absl::Status Worker::Impl::Init() {
     if (!any) break;
   }
   for (Batch& b : batches_) {
-    b.request.set_job_id(options_.job_id);
-    b.request.set_worker_rank(options_.rank);
     for (const uint32_t p : b.partitions) {
-      const common::Partition& part = plan.partition(p);
-      const v1::Encoding uplink = spec_.route(p).uplink;
-      v1::PartitionPayload* payload = b.request.add_partitions();
-      payload->set_partition_id(p);
-      payload->set_elements(part.elements);
-      payload->set_encoding(uplink);
-      payload->mutable_data()->resize(common::PayloadBytes(uplink, part.elements, 0));
+      b.data.emplace_back(
+          common::PayloadBytes(spec_.route(p).uplink, plan.partition(p).elements, 0), '\0');
     }
   }
   for (ScalerCall& c : scaler_calls_) {
@@ -370,17 +381,12 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
                                  const EncodeParams& params, StepCounters& counters,
                                  FirstError& error, absl::BlockingCounter& pending) {
   const absl::Time start = absl::Now();
-  batch.request.set_epoch(epochs_[batch.shard]);
-  batch.request.set_step(params.key_base.step);
   std::vector<absl::Span<uint8_t>> out;
   out.reserve(batch.partitions.size());
   uint64_t sent = 0;
-  for (size_t i = 0; i < batch.partitions.size(); ++i) {
-    v1::PartitionPayload* payload = batch.request.mutable_partitions(static_cast<int>(i));
-    const uint32_t p = batch.partitions[i];
-    if (spec_.plan.partition(p).compressed) payload->set_scaler(scalers_[p]);
-    out.push_back(Bytes(*payload->mutable_data()));
-    sent += payload->data().size();
+  for (std::string& d : batch.data) {
+    out.push_back(Bytes(d));
+    sent += d.size();
   }
   if (absl::Status st = exchange.FinishEncode(ticket, gradients, batch.partitions, params, out);
       !st.ok()) {
@@ -388,13 +394,42 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
     pending.DecrementCount();
     return;
   }
+  // The request: its fields and each payload's fields as slices of `heads`, each payload's bytes
+  // as a slice of `data` (both alive and unchanged until the call completes).
+  batch.heads.clear();
+  std::vector<size_t> ends;  // where each payload's head ends in `heads`
+  common::AppendPushPullRequestHead(options_.job_id, options_.rank, epochs_[batch.shard],
+                                    params.key_base.step, &batch.heads);
+  for (size_t i = 0; i < batch.partitions.size(); ++i) {
+    const uint32_t p = batch.partitions[i];
+    const common::PayloadView head{
+        .partition_id = p,
+        .encoding = spec_.route(p).uplink,
+        .scaler = spec_.plan.partition(p).compressed ? scalers_[p] : 0.0f,
+        .elements = spec_.plan.partition(p).elements,
+        .contributors = 0,
+        .data = {}};
+    common::AppendPayloadHead(common::kRequestPartitionsField, head, batch.data[i].size(),
+                              &batch.heads);
+    ends.push_back(batch.heads.size());
+  }
+  std::vector<grpc::Slice> slices;
+  slices.reserve(2 * batch.partitions.size());
+  size_t from = 0;
+  for (size_t i = 0; i < batch.partitions.size(); ++i) {
+    slices.emplace_back(batch.heads.data() + from, ends[i] - from, grpc::Slice::STATIC_SLICE);
+    slices.emplace_back(batch.data[i].data(), batch.data[i].size(), grpc::Slice::STATIC_SLICE);
+    from = ends[i];
+  }
+  batch.request = grpc::ByteBuffer(slices.data(), slices.size());
   counters.sent.fetch_add(sent, std::memory_order_relaxed);
   AddSeconds(counters.encode, Seconds(start));
   batch.timing = {.shard = batch.shard, .sent_bytes = sent, .encoded = Elapsed()};
   batch.response.Clear();
   batch.context = NewContext(absl::Now() + options_.rpc_timeout);
-  stubs_[batch.shard]->async()->PushPull(
-      batch.context.get(), &batch.request, &batch.response,
+  raw_stubs_[batch.shard]->UnaryCall(
+      batch.context.get(), "/ternps.v1.ParameterServer/PushPull", grpc::StubOptions(),
+      &batch.request, &batch.response,
       [this, &batch, gradients, &exchange, &counters, &error, &pending](grpc::Status st) {
         batch.timing.answered = Elapsed();
         if (!st.ok()) {
@@ -414,27 +449,51 @@ absl::Status Worker::Impl::Decode(Batch& batch, Gradients gradients, Exchange& e
                                   StepCounters& counters) {
   const absl::Time start = absl::Now();
   auto where = [&] { return absl::StrCat(ShardName(batch.shard), " PushPull answer: "); };
-  if (batch.response.averages_size() != static_cast<int>(batch.partitions.size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where(), "averages: ", batch.response.averages_size(), " for ",
-                     batch.partitions.size(), " partitions"));
+  // The answer in one piece: gRPC's single slice, or a copy into the batch's reused buffer.
+  absl::Span<const uint8_t> bytes;
+  if (batch.response.TrySingleSlice(&batch.single).ok()) {
+    bytes = absl::MakeConstSpan(batch.single.begin(), batch.single.size());
+  } else {
+    std::vector<grpc::Slice> slices;
+    (void)batch.response.Dump(&slices);
+    const size_t n = batch.response.Length();
+    if (n > batch.scratch_capacity) {
+      batch.scratch.reset(new uint8_t[n]);
+      batch.scratch_capacity = n;
+    }
+    size_t at = 0;
+    for (const grpc::Slice& slice : slices) {
+      std::memcpy(batch.scratch.get() + at, slice.begin(), slice.size());
+      at += slice.size();
+    }
+    bytes = absl::MakeConstSpan(batch.scratch.get(), at);
+  }
+  common::PushPullResponseView response;
+  if (absl::Status st = common::ParsePushPullResponse(bytes, &response); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat(where(), st.message()));
+  }
+  if (response.averages.size() != batch.partitions.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(where(), "averages: ", response.averages.size(),
+                                                   " for ", batch.partitions.size(),
+                                                   " partitions"));
   }
   uint64_t received = 0;
   for (size_t i = 0; i < batch.partitions.size(); ++i) {
     const uint32_t p = batch.partitions[i];
-    const v1::PartitionPayload& payload = batch.response.averages(static_cast<int>(i));
+    const common::PayloadView& payload = response.averages[i];
     absl::StatusOr<Average> avg = ValidateAverage(payload, p, spec_, scalers_[p]);
     absl::Status st = avg.ok() ? exchange.Decode(gradients, p, *avg) : avg.status();
     if (!st.ok()) {
       return absl::Status(st.code(), absl::StrCat(where(), "averages[", i, "]", st.message()));
     }
-    received += payload.data().size();
-    batch.timing.received_bytes += payload.data().size();
+    received += payload.data.size();
     uint32_t seen = counters.min_contributors.load(std::memory_order_relaxed);
-    while (payload.contributors() < seen &&
-           !counters.min_contributors.compare_exchange_weak(seen, payload.contributors())) {
+    while (payload.contributors < seen &&
+           !counters.min_contributors.compare_exchange_weak(seen, payload.contributors)) {
     }
   }
+  batch.single = grpc::Slice();
+  batch.timing.received_bytes = received;
   counters.received.fetch_add(received, std::memory_order_relaxed);
   AddSeconds(counters.decode, Seconds(start));
   batch.timing.decoded = Elapsed();
