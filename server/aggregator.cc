@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
+#include <cmath>
 #include <limits>
 #include <utility>
 
@@ -138,16 +140,17 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& 
       if (first) slot.int_sums.assign(n, 0);
       common::AddValidatedTernaryCodes(data, absl::MakeSpan(slot.int_sums));
       break;
-    case common::Aggregation::kTernaryFloat:
-      if (first) slot.float_sums.assign(n, 0.0f);
-      common::DecodeValidatedTernaryAdd(data, payload.scaler, absl::MakeSpan(slot.float_sums));
+    case common::Aggregation::kTernaryFloat: {
+      const absl::Span<float> sums = FloatSums(slot, first);
+      if (first) std::fill(sums.begin(), sums.end(), 0.0f);
+      common::DecodeValidatedTernaryAdd(data, payload.scaler, sums);
       break;
+    }
     case common::Aggregation::kFp32:
       if (first) {
-        slot.float_sums.resize(n);
-        common::CopyValidatedFp32(data, absl::MakeSpan(slot.float_sums));
+        common::CopyValidatedFp32(data, FloatSums(slot, first));
       } else {
-        common::AddValidatedFp32(data, absl::MakeSpan(slot.float_sums));
+        common::AddValidatedFp32(data, FloatSums(slot, first));
       }
       break;
   }
@@ -157,6 +160,29 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& 
   slot.apply += config_.clock->Now() - apply_start;
   slot.push_waiters.push_back({std::move(call), index});
   TryComplete(view, finisher, completed);
+}
+
+absl::Span<float> PartitionAggregator::FloatSums(Slot& slot, bool first) {
+  static_assert(std::endian::native == std::endian::little,
+                "FP32 averages are sent from the sums' memory: little-endian hosts only");
+  if (first) {
+    if (slot.float_sums == nullptr || slot.float_sums.use_count() > 1) {
+      slot.float_sums = std::make_shared<AverageBytes>();  // an answer still holds the old one
+    } else {
+      // The other owners' last reads happen before their release of the count we just read.
+      std::atomic_thread_fence(std::memory_order_acquire);
+    }
+    slot.float_sums->Resize(common::Fp32Bytes(config_.elements));
+  }
+  return absl::MakeSpan(reinterpret_cast<float*>(slot.float_sums->data()), config_.elements);
+}
+
+void PartitionAggregator::FailPushes(Slot& slot, const absl::Status& status, Finisher& finisher) {
+  for (PushWaiter& w : slot.push_waiters) {
+    w.call->Fail(status);
+    finisher.PartDone(std::move(w.call));
+  }
+  slot.push_waiters.clear();
 }
 
 void PartitionAggregator::Recheck(const MembershipView& view, Finisher& finisher,
@@ -200,50 +226,72 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   const absl::Time start = config_.clock->Now();
   const size_t n = config_.elements;
   const int contributors = slot.pushes;
-  // The bytes of an earlier step are reused once no answer (or gRPC slice) holds them.
-  std::shared_ptr<AverageBytes>& spare = spare_[slot.step % 2];
-  if (spare == nullptr || spare.use_count() > 1) {
-    spare = std::make_shared<AverageBytes>();
-  } else {
-    // The other owners' last reads happen before their release of the count we just read.
-    std::atomic_thread_fence(std::memory_order_acquire);
-  }
-  AverageBytes& bytes = *spare;
   common::PayloadView head{.partition_id = config_.id,
                            .encoding = config_.route.downlink,
                            .scaler = 0.0f,
                            .elements = config_.elements,
                            .contributors = static_cast<uint32_t>(contributors),
                            .data = {}};
-  absl::Status st;
-  if (config_.route.downlink == ternps::v1::INT_SUM) {
-    head.scaler = slot.shared_scaler;
-    bytes.Resize(common::IntSumBytes(n, contributors));
-    st = common::EncodeIntSum(slot.int_sums, contributors, bytes.span());
-  } else {
-    const float divisor = static_cast<float>(contributors);
-    for (float& v : slot.float_sums) v /= divisor;
-    if (config_.route.downlink == ternps::v1::TERNARY_2BIT) {
-      bytes.Resize(common::TernaryBytes(n));
-      const common::TernaryKey key{config_.seed, kShardStreamWorker, slot.step, config_.id};
-      absl::StatusOr<float> scaler =
-          common::EncodeTernary(slot.float_sums, /*clip_sigmas=*/0.0f, key, bytes.span());
-      st = scaler.status();
-      if (scaler.ok()) head.scaler = *scaler;
-    } else {
-      bytes.Resize(common::Fp32Bytes(n));
-      st = common::EncodeFp32(slot.float_sums, bytes.span());
-    }
-  }
-  // Sums of validated pushes are always encodable (|sum| <= pushes, finite averages).
-  TERNPS_CHECK(st.ok(), "partition ", config_.id, ": encoding the average failed: ", st.ToString());
   CompletionStats stats;
   stats.step = slot.step;
-  stats.aggregate = slot.apply + (config_.clock->Now() - start);
   stats.straggler_wait = slot.last_push - slot.first_push;
-  stats.sent_bytes = bytes.size() * slot.push_waiters.size();
+  std::shared_ptr<AverageBytes> answer;
+  if (config_.route.downlink == ternps::v1::INT_SUM) {
+    // The bytes of an earlier step are reused once no answer (or gRPC slice) holds them.
+    std::shared_ptr<AverageBytes>& spare = spare_[slot.step % 2];
+    if (spare == nullptr || spare.use_count() > 1) {
+      spare = std::make_shared<AverageBytes>();
+    } else {
+      std::atomic_thread_fence(std::memory_order_acquire);
+    }
+    head.scaler = slot.shared_scaler;
+    spare->Resize(common::IntSumBytes(n, contributors));
+    // Sums of validated pushes are in [-N, N]: always encodable.
+    const absl::Status st = common::EncodeIntSum(slot.int_sums, contributors, spare->span());
+    TERNPS_CHECK(st.ok(), "partition ", config_.id, ": INT_SUM encoding failed: ", st.ToString());
+    answer = spare;
+  } else {
+    const absl::Span<float> sums =
+        absl::MakeSpan(reinterpret_cast<float*>(slot.float_sums->data()), n);
+    const float divisor = static_cast<float>(contributors);
+    bool finite = true;
+    for (float& v : sums) {
+      v /= divisor;
+      finite &= std::isfinite(v);
+    }
+    if (!finite) {
+      // Finite pushes can still overflow float32 when summed: no average to give.
+      FailPushes(slot,
+                 absl::InvalidArgumentError(absl::StrCat(
+                     "partitions: the sum of partition ", config_.id, " at step ", slot.step,
+                     " overflows float32 (gradients of magnitude near 3.4e38)")),
+                 finisher);
+      stats.aggregate = slot.apply + (config_.clock->Now() - start);
+      return stats;
+    }
+    if (config_.route.downlink == ternps::v1::TERNARY_2BIT) {
+      std::shared_ptr<AverageBytes>& spare = spare_[slot.step % 2];
+      if (spare == nullptr || spare.use_count() > 1) {
+        spare = std::make_shared<AverageBytes>();
+      } else {
+        std::atomic_thread_fence(std::memory_order_acquire);
+      }
+      spare->Resize(common::TernaryBytes(n));
+      const common::TernaryKey key{config_.seed, kShardStreamWorker, slot.step, config_.id};
+      absl::StatusOr<float> scaler =
+          common::EncodeTernary(sums, /*clip_sigmas=*/0.0f, key, spare->span());
+      TERNPS_CHECK(scaler.ok(), "partition ", config_.id,
+                   ": ternarizing a finite average failed: ", scaler.status().ToString());
+      head.scaler = *scaler;
+      answer = spare;
+    } else {
+      answer = slot.float_sums;  // sent as it is: the FP32 wire format is little-endian float32
+    }
+  }
+  stats.aggregate = slot.apply + (config_.clock->Now() - start);
+  stats.sent_bytes = answer->size() * slot.push_waiters.size();
   for (PushWaiter& w : slot.push_waiters) {
-    w.call->response()->averages[w.index] = {head, spare};
+    w.call->response()->averages[w.index] = {head, answer};
     finisher.PartDone(std::move(w.call));
   }
   slot.push_waiters.clear();

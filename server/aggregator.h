@@ -117,11 +117,18 @@ class PartitionAggregator {
     absl::Time last_push;
     absl::Duration apply;           // time spent decoding and summing pushes
     std::vector<int16_t> int_sums;  // kIntSum; capacity kept across steps
-    std::vector<float> float_sums;  // otherwise
+    // Otherwise: float32 sums, kept in the buffer the average is sent from (an FP32 average is
+    // divided in place and answered without a copy); replaced when an answer still holds it.
+    std::shared_ptr<AverageBytes> float_sums;
     std::vector<PushWaiter> push_waiters;
   };
 
   bool sharing() const { return config_.route.aggregation == common::Aggregation::kIntSum; }
+  // The slot's float sums as floats (n elements), in a buffer nobody else holds.
+  absl::Span<float> FloatSums(Slot& slot, bool first) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Answers every waiting push of a complete slot with `status` (its average is unusable).
+  void FailPushes(Slot& slot, const absl::Status& status, Finisher& finisher)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckStep(uint64_t step, const char* list, int index) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The slot of `step` (in [base, base + 1]), activated if idle.

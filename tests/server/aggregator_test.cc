@@ -156,6 +156,26 @@ TEST_F(AggregatorTest, StepWindowAndDuplicates) {
   EXPECT_THAT(std::string(stale.message()), HasSubstr("already complete"));
 }
 
+// Every push is finite, their sum is not: the shard answers with an error instead of an average
+// (and neither crashes nor sends infinities), and the next step works.
+TEST_F(AggregatorTest, AnAverageThatOverflowsIsAnErrorNotACrash) {
+  Make(kFp32);
+  PushPullAnswer r0, r1;
+  absl::Status a0 = absl::UnknownError("unanswered"), a1 = a0;
+  ASSERT_TRUE(Push(0, 0, Fp32(3e38f), &r0, &a0).ok());
+  ASSERT_TRUE(Push(1, 0, Fp32(3e38f), &r1, &a1).ok());
+  EXPECT_EQ(a0.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(a1.message()), HasSubstr("overflows float32"));
+  EXPECT_EQ(aggregator_->base_step(), 1u);
+  PushPullAnswer q0, q1;
+  absl::Status b0 = absl::UnknownError("unanswered"), b1 = b0;
+  ASSERT_TRUE(Push(0, 1, Fp32(1.0f), &q0, &b0).ok());
+  ASSERT_TRUE(Push(1, 1, Fp32(3.0f), &q1, &b1).ok());
+  ASSERT_TRUE(b0.ok() && b1.ok()) << b0 << b1;
+  const auto* avg = reinterpret_cast<const float*>(q1.averages[0].bytes->data());
+  EXPECT_EQ(avg[0], 2.0f);
+}
+
 TEST_F(AggregatorTest, DeadlinesComeFromTheClock) {
   Make(kFp32);
   PushPullAnswer r0;
