@@ -126,7 +126,7 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& 
                                std::vector<CompletionStats>* completed) {
   Slot& slot = SlotFor(step, view.world_size);
   const size_t n = config_.elements;
-  const absl::Span<const uint8_t> data = payload.data;
+  const absl::Span<const common::Piece> pieces = payload.Pieces();
   // The caller validated the whole request (ValidatePushPull), so the payload is summed without
   // checking it again.
   const absl::Time apply_start = config_.clock->Now();
@@ -136,23 +136,36 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& 
     slot.apply = absl::ZeroDuration();
   }
   switch (config_.route.aggregation) {
-    case common::Aggregation::kIntSum:
+    case common::Aggregation::kIntSum: {
       if (first) slot.int_sums.assign(n, 0);
-      common::AddValidatedTernaryCodes(data, absl::MakeSpan(slot.int_sums));
+      const absl::Span<int16_t> sums = absl::MakeSpan(slot.int_sums);
+      common::ForEachRun(pieces, 1, [&](common::Piece run, size_t byte) {
+        const size_t k = std::min(4 * run.size(), n - 4 * byte);
+        common::AddValidatedTernaryCodes(run, sums.subspan(4 * byte, k));
+      });
       break;
+    }
     case common::Aggregation::kTernaryFloat: {
       const absl::Span<float> sums = FloatSums(slot, first);
       if (first) std::fill(sums.begin(), sums.end(), 0.0f);
-      common::DecodeValidatedTernaryAdd(data, payload.scaler, sums);
+      common::ForEachRun(pieces, 1, [&](common::Piece run, size_t byte) {
+        const size_t k = std::min(4 * run.size(), n - 4 * byte);
+        common::DecodeValidatedTernaryAdd(run, payload.scaler, sums.subspan(4 * byte, k));
+      });
       break;
     }
-    case common::Aggregation::kFp32:
-      if (first) {
-        common::CopyValidatedFp32(data, FloatSums(slot, first));
-      } else {
-        common::AddValidatedFp32(data, FloatSums(slot, first));
-      }
+    case common::Aggregation::kFp32: {
+      const absl::Span<float> sums = FloatSums(slot, first);
+      common::ForEachRun(pieces, 4, [&](common::Piece run, size_t element) {
+        const absl::Span<float> out = sums.subspan(element, run.size() / 4);
+        if (first) {
+          common::CopyValidatedFp32(run, out);
+        } else {
+          common::AddValidatedFp32(run, out);
+        }
+      });
       break;
+    }
   }
   SetRank(slot.pushed, rank);
   ++slot.pushes;
@@ -231,7 +244,8 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
                            .scaler = 0.0f,
                            .elements = config_.elements,
                            .contributors = static_cast<uint32_t>(contributors),
-                           .data = {}};
+                           .data = {},
+                           .pieces = {}};
   CompletionStats stats;
   stats.step = slot.step;
   stats.straggler_wait = slot.last_push - slot.first_push;

@@ -33,7 +33,8 @@ common::PushPullRequestView ViewOf(const ternps::v1::PushPullRequest& request) {
          .elements = p.elements(),
          .contributors = p.contributors(),
          .data = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(p.data().data()),
-                                     p.data().size())});
+                                     p.data().size()),
+         .pieces = {}});
   }
   return view;
 }

@@ -1,5 +1,6 @@
 #include "server/request_validation.h"
 
+#include <algorithm>
 #include <string>
 
 #include "absl/container/flat_hash_set.h"
@@ -29,6 +30,28 @@ absl::Status CheckOwned(uint32_t id, const common::JobSpec& spec, uint32_t shard
 }
 
 }  // namespace
+
+absl::Status ValidatePayloadData(const common::PayloadView& p, v1::Encoding encoding,
+                                 uint32_t elements) {
+  const size_t expected =
+      encoding == v1::FP32 ? common::Fp32Bytes(elements) : common::TernaryBytes(elements);
+  if (p.data_size() != expected) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data: ", p.data_size(), " bytes, expected ", expected));
+  }
+  absl::Status st;
+  if (encoding == v1::FP32) {
+    common::ForEachRun(p.Pieces(), 4, [&](common::Piece run, size_t) {
+      if (st.ok()) st = common::ValidateFp32(run, run.size() / 4);
+    });
+  } else {
+    common::ForEachRun(p.Pieces(), 1, [&](common::Piece run, size_t byte) {
+      const size_t n = std::min<size_t>(4 * run.size(), elements - 4 * byte);
+      if (st.ok()) st = common::ValidateTernary(run, n);
+    });
+  }
+  return st;
+}
 
 absl::StatusOr<ValidatedRequest> ValidateShareScalers(const v1::ShareScalersRequest& request,
                                                       const common::JobSpec& spec, uint32_t shard,
@@ -120,13 +143,13 @@ absl::StatusOr<ValidatedRequest> ValidatePushPull(const common::PushPullRequestV
     if (expected == v1::FP32) {
       st = p.scaler != 0.0f ? absl::InvalidArgumentError(
                                   absl::StrCat("scaler: must be 0 for FP32, got ", p.scaler))
-                            : common::ValidateFp32(p.data, elements);
+                            : ValidatePayloadData(p, expected, elements);
     } else {
       st = common::ValidateScaler(p.scaler);
-      if (st.ok()) st = common::ValidateTernary(p.data, elements);
+      if (st.ok()) st = ValidatePayloadData(p, expected, elements);
     }
     if (!st.ok()) return absl::Status(st.code(), absl::StrCat(field(), ".", st.message()));
-    v.wire_bytes += p.data.size();
+    v.wire_bytes += p.data_size();
     v.dense_bytes += uint64_t{elements} * 4;
     v.partitions.push_back(id);
   }

@@ -45,6 +45,11 @@ absl::StatusOr<ValidatedRequest> ValidatePushPull(const common::PushPullRequestV
                                                   const common::JobSpec& spec, uint32_t shard,
                                                   const MembershipView& view);
 
+// The data of one payload against `encoding` (FP32 or TERNARY_2BIT) and `elements`, piece by
+// piece: length, finite values / valid codes and zero padding. INVALID_ARGUMENT naming "data".
+absl::Status ValidatePayloadData(const common::PayloadView& payload, ternps::v1::Encoding encoding,
+                                 uint32_t elements);
+
 }  // namespace ternps::server
 
 #endif  // TERNPS_SERVER_REQUEST_VALIDATION_H_

@@ -39,36 +39,19 @@ DoneCallback FinishLater(grpc::ServerUnaryReactor* reactor, ShardObserver* obser
   };
 }
 
-// A request's bytes in one piece: the single slice gRPC received it in, or else a copy into this
-// thread's reusable buffer (warm memory: no page faults, no allocation per call).
-class ContiguousRequest {
+// A request's bytes as the pieces (slices) gRPC received them in, referenced, not copied.
+class RequestPieces {
  public:
-  explicit ContiguousRequest(const grpc::ByteBuffer& buffer) {
-    if (buffer.TrySingleSlice(&single_).ok()) {
-      bytes_ = absl::MakeConstSpan(single_.begin(), single_.size());
-      return;
-    }
-    thread_local std::unique_ptr<uint8_t[]> scratch;
-    thread_local size_t capacity = 0;
-    std::vector<grpc::Slice> slices;
-    (void)buffer.Dump(&slices);
-    const size_t n = buffer.Length();
-    if (n > capacity) {
-      scratch.reset(new uint8_t[n]);
-      capacity = n;
-    }
-    size_t at = 0;
-    for (const grpc::Slice& s : slices) {
-      std::memcpy(scratch.get() + at, s.begin(), s.size());
-      at += s.size();
-    }
-    bytes_ = absl::MakeConstSpan(scratch.get(), at);
+  explicit RequestPieces(const grpc::ByteBuffer& buffer) {
+    (void)buffer.Dump(&slices_);
+    pieces_.reserve(slices_.size());
+    for (const grpc::Slice& s : slices_) pieces_.emplace_back(s.begin(), s.size());
   }
-  absl::Span<const uint8_t> bytes() const { return bytes_; }
+  absl::Span<const common::Piece> pieces() const { return pieces_; }
 
  private:
-  grpc::Slice single_;
-  absl::Span<const uint8_t> bytes_;
+  std::vector<grpc::Slice> slices_;
+  std::vector<common::Piece> pieces_;
 };
 
 // The answer as protobuf wire bytes: small heads copied into slices, each average's bytes as a
@@ -114,9 +97,9 @@ grpc::ServerUnaryReactor* ParameterServerService::PushPull(grpc::CallbackServerC
                                                            const grpc::ByteBuffer* request,
                                                            grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const ContiguousRequest bytes(*request);
+  const RequestPieces bytes(*request);
   common::PushPullRequestView view;
-  if (absl::Status st = common::ParsePushPullRequest(bytes.bytes(), &view); !st.ok()) {
+  if (absl::Status st = common::ParsePushPullRequest(bytes.pieces(), &view); !st.ok()) {
     Count(observer(), Method::kPushPull, st);
     reactor->Finish(common::ToGrpcStatus(st));
     return reactor;

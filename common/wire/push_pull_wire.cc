@@ -9,17 +9,29 @@ namespace {
 
 enum WireType { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5 };
 
-// A cursor over protobuf wire bytes; every read checks the bounds.
+// A cursor over protobuf wire bytes split in pieces, bounded by the end of the message (or
+// submessage) it reads; every read checks the bounds.
 class Reader {
  public:
-  explicit Reader(absl::Span<const uint8_t> bytes) : p_(bytes.data()), end_(p_ + bytes.size()) {}
-  bool done() const { return p_ == end_; }
+  Reader(absl::Span<const Piece> pieces, size_t limit) : pieces_(pieces), left_(limit) { Settle(); }
+  static Reader Whole(absl::Span<const Piece> pieces) {
+    size_t total = 0;
+    for (const Piece& p : pieces) total += p.size();
+    return Reader(pieces, total);
+  }
+  bool done() const { return left_ == 0; }
 
+  bool Byte(uint8_t* b) {
+    if (left_ == 0) return false;
+    *b = pieces_[index_][offset_];
+    Advance(1);
+    return true;
+  }
   bool Varint(uint64_t* v) {
     uint64_t result = 0;
     for (int shift = 0; shift < 64; shift += 7) {
-      if (p_ == end_) return false;
-      const uint8_t b = *p_++;
+      uint8_t b = 0;
+      if (!Byte(&b)) return false;
       result |= uint64_t{b & 0x7fu} << shift;
       if ((b & 0x80u) == 0) {
         *v = result;
@@ -29,34 +41,64 @@ class Reader {
     return false;  // more than 10 bytes
   }
   bool Fixed32(uint32_t* v) {
-    if (end_ - p_ < 4) return false;
-    *v = uint32_t{p_[0]} | uint32_t{p_[1]} << 8 | uint32_t{p_[2]} << 16 | uint32_t{p_[3]} << 24;
-    p_ += 4;
+    uint32_t result = 0;
+    for (int i = 0; i < 4; ++i) {
+      uint8_t b = 0;
+      if (!Byte(&b)) return false;
+      result |= uint32_t{b} << (8 * i);
+    }
+    *v = result;
     return true;
   }
-  bool Bytes(absl::Span<const uint8_t>* out) {
-    uint64_t n = 0;
-    if (!Varint(&n) || n > static_cast<uint64_t>(end_ - p_)) return false;
-    *out = absl::MakeConstSpan(p_, n);
-    p_ += n;
+  // A length-delimited field's length, checked against what is left.
+  bool Length(size_t* n) {
+    uint64_t v = 0;
+    if (!Varint(&v) || v > left_) return false;
+    *n = static_cast<size_t>(v);
     return true;
+  }
+  // The next n bytes as pieces (views, no copy).
+  void Take(size_t n, std::vector<Piece>* out) {
+    while (n > 0) {
+      const Piece& p = pieces_[index_];
+      const size_t k = std::min(n, p.size() - offset_);
+      out->push_back(p.subspan(offset_, k));
+      Advance(k);
+      n -= k;
+    }
+  }
+  // A reader of the next n bytes (a submessage); this one moves past them.
+  Reader Sub(size_t n) {
+    Reader sub = *this;
+    sub.left_ = n;
+    Skip(n);
+    return sub;
+  }
+  void Skip(size_t n) {
+    while (n > 0) {
+      const size_t k = std::min(n, pieces_[index_].size() - offset_);
+      Advance(k);
+      n -= k;
+    }
   }
   // Skips a field of an unknown number.
-  bool Skip(int wire_type) {
+  bool SkipField(int wire_type) {
     uint64_t v = 0;
-    absl::Span<const uint8_t> s;
+    size_t n = 0;
     switch (wire_type) {
       case kVarint:
         return Varint(&v);
       case kFixed64:
-        if (end_ - p_ < 8) return false;
-        p_ += 8;
+        if (left_ < 8) return false;
+        Skip(8);
         return true;
       case kLengthDelimited:
-        return Bytes(&s);
+        if (!Length(&n)) return false;
+        Skip(n);
+        return true;
       case kFixed32:
-        if (end_ - p_ < 4) return false;
-        p_ += 4;
+        if (left_ < 4) return false;
+        Skip(4);
         return true;
       default:  // groups (3, 4) and invalid types
         return false;
@@ -72,8 +114,23 @@ class Reader {
   }
 
  private:
-  const uint8_t* p_;
-  const uint8_t* end_;
+  void Advance(size_t n) {
+    offset_ += n;
+    left_ -= n;
+    Settle();
+  }
+  // Moves past exhausted (and empty) pieces while bytes are left.
+  void Settle() {
+    while (left_ > 0 && index_ < pieces_.size() && offset_ == pieces_[index_].size()) {
+      ++index_;
+      offset_ = 0;
+    }
+  }
+
+  absl::Span<const Piece> pieces_;
+  size_t index_ = 0;
+  size_t offset_ = 0;
+  size_t left_;
 };
 
 absl::Status Malformed(absl::string_view what) {
@@ -88,9 +145,7 @@ bool Uint32Field(Reader& r, int wire_type, uint32_t* out) {
   return true;
 }
 
-absl::Status ParsePayload(absl::Span<const uint8_t> bytes, absl::string_view where,
-                          PayloadView* out) {
-  Reader r(bytes);
+absl::Status ParsePayload(Reader r, absl::string_view where, PayloadView* out) {
   *out = PayloadView{};
   while (!r.done()) {
     int field = 0, type = 0;
@@ -118,11 +173,17 @@ absl::Status ParsePayload(absl::Span<const uint8_t> bytes, absl::string_view whe
       case 5:
         ok = Uint32Field(r, type, &out->contributors);
         break;
-      case 6:
-        ok = type == kLengthDelimited && r.Bytes(&out->data);
+      case 6: {
+        size_t n = 0;
+        ok = type == kLengthDelimited && r.Length(&n);
+        if (!ok) break;
+        out->pieces.clear();  // the last occurrence wins, as in protobuf
+        r.Take(n, &out->pieces);
+        out->data = out->pieces.size() == 1 ? out->pieces[0] : Piece();
         break;
+      }
       default:
-        ok = r.Skip(type);
+        ok = r.SkipField(type);
     }
     if (!ok) return Malformed(where);
   }
@@ -142,9 +203,27 @@ void PutTag(int field, int wire_type, std::string* out) {
 
 }  // namespace
 
-absl::Status ParsePushPullRequest(absl::Span<const uint8_t> bytes, PushPullRequestView* out) {
-  Reader r(bytes);
+size_t PayloadView::data_size() const {
+  size_t n = 0;
+  for (const Piece& p : pieces) n += p.size();
+  return pieces.empty() ? data.size() : n;
+}
+
+absl::Span<const uint8_t> PayloadView::Gather(std::vector<uint8_t>* scratch) const {
+  if (pieces.size() <= 1) return pieces.empty() ? data : pieces[0];
+  scratch->resize(data_size());
+  size_t at = 0;
+  for (const Piece& p : pieces) {
+    std::memcpy(scratch->data() + at, p.data(), p.size());
+    at += p.size();
+  }
+  return absl::MakeConstSpan(*scratch);
+}
+
+absl::Status ParsePushPullRequest(absl::Span<const Piece> pieces, PushPullRequestView* out) {
+  Reader r = Reader::Whole(pieces);
   out->job_id = {};
+  out->job_id_storage.clear();
   out->worker_rank = 0;
   out->epoch = 0;
   out->step = 0;
@@ -153,12 +232,24 @@ absl::Status ParsePushPullRequest(absl::Span<const uint8_t> bytes, PushPullReque
     int field = 0, type = 0;
     if (!r.Tag(&field, &type)) return Malformed("PushPullRequest");
     bool ok = true;
-    absl::Span<const uint8_t> s;
+    size_t n = 0;
     switch (field) {
-      case 1:
-        ok = type == kLengthDelimited && r.Bytes(&s);
-        out->job_id = absl::string_view(reinterpret_cast<const char*>(s.data()), s.size());
+      case 1: {
+        ok = type == kLengthDelimited && r.Length(&n);
+        if (!ok) break;
+        std::vector<Piece> name;
+        r.Take(n, &name);
+        if (name.size() == 1) {
+          out->job_id = absl::string_view(reinterpret_cast<const char*>(name[0].data()), n);
+        } else {
+          out->job_id_storage.clear();
+          for (const Piece& p : name) {
+            out->job_id_storage.append(reinterpret_cast<const char*>(p.data()), p.size());
+          }
+          out->job_id = out->job_id_storage;
+        }
         break;
+      }
       case 2:
         ok = Uint32Field(r, type, &out->worker_rank);
         break;
@@ -169,52 +260,52 @@ absl::Status ParsePushPullRequest(absl::Span<const uint8_t> bytes, PushPullReque
         ok = type == kVarint && r.Varint(&out->step);
         break;
       case kRequestPartitionsField: {
-        ok = type == kLengthDelimited && r.Bytes(&s);
+        ok = type == kLengthDelimited && r.Length(&n);
         if (!ok) break;
-        PayloadView p;
+        out->partitions.emplace_back();
         if (absl::Status st =
-                ParsePayload(s, absl::StrCat("partitions[", out->partitions.size(), "]"), &p);
+                ParsePayload(r.Sub(n), absl::StrCat("partitions[", out->partitions.size() - 1, "]"),
+                             &out->partitions.back());
             !st.ok()) {
           return st;
         }
-        out->partitions.push_back(p);
         break;
       }
       default:
-        ok = r.Skip(type);
+        ok = r.SkipField(type);
     }
     if (!ok) return Malformed(absl::StrCat("PushPullRequest field ", field));
   }
   return absl::OkStatus();
 }
 
-absl::Status ParsePushPullResponse(absl::Span<const uint8_t> bytes, PushPullResponseView* out) {
-  Reader r(bytes);
+absl::Status ParsePushPullResponse(absl::Span<const Piece> pieces, PushPullResponseView* out) {
+  Reader r = Reader::Whole(pieces);
   out->step = 0;
   out->averages.clear();
   while (!r.done()) {
     int field = 0, type = 0;
     if (!r.Tag(&field, &type)) return Malformed("PushPullResponse");
     bool ok = true;
-    absl::Span<const uint8_t> s;
+    size_t n = 0;
     switch (field) {
       case 1:
         ok = type == kVarint && r.Varint(&out->step);
         break;
       case kResponseAveragesField: {
-        ok = type == kLengthDelimited && r.Bytes(&s);
+        ok = type == kLengthDelimited && r.Length(&n);
         if (!ok) break;
-        PayloadView p;
+        out->averages.emplace_back();
         if (absl::Status st =
-                ParsePayload(s, absl::StrCat("averages[", out->averages.size(), "]"), &p);
+                ParsePayload(r.Sub(n), absl::StrCat("averages[", out->averages.size() - 1, "]"),
+                             &out->averages.back());
             !st.ok()) {
           return st;
         }
-        out->averages.push_back(p);
         break;
       }
       default:
-        ok = r.Skip(type);
+        ok = r.SkipField(type);
     }
     if (!ok) return Malformed(absl::StrCat("PushPullResponse field ", field));
   }

@@ -16,8 +16,10 @@
 #ifndef TERNPS_COMMON_WIRE_PUSH_PULL_WIRE_H_
 #define TERNPS_COMMON_WIRE_PUSH_PULL_WIRE_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -27,7 +29,11 @@
 
 namespace ternps::common {
 
+using Piece = absl::Span<const uint8_t>;
+
 // A PartitionPayload whose data stays where it was received (or where the sender keeps it).
+// Received messages come in pieces (gRPC slices); the data is then `pieces`, in order, and
+// `data` is set only when it lies in one piece.
 struct PayloadView {
   uint32_t partition_id = 0;
   int encoding = 0;  // ternps.v1.Encoding
@@ -35,10 +41,48 @@ struct PayloadView {
   uint32_t elements = 0;
   uint32_t contributors = 0;
   absl::Span<const uint8_t> data;
+  std::vector<Piece> pieces;  // filled by the parsers (one piece when `data` is set)
+
+  size_t data_size() const;
+  // The data as pieces, however it was set.
+  absl::Span<const Piece> Pieces() const {
+    return pieces.empty() ? absl::MakeConstSpan(&data, 1) : absl::MakeConstSpan(pieces);
+  }
+  // The data in one span: `data`, or a copy of the pieces into `scratch`.
+  absl::Span<const uint8_t> Gather(std::vector<uint8_t>* scratch) const;
 };
+
+// Calls fn(run, offset) for consecutive runs of whole `unit`-byte elements of `pieces`, offset in
+// units from the start; a unit split across two pieces is passed alone from a small copy.
+template <typename Fn>
+void ForEachRun(absl::Span<const Piece> pieces, size_t unit, Fn fn) {
+  uint8_t carry[16];
+  size_t carried = 0;
+  size_t offset = 0;
+  for (Piece piece : pieces) {
+    if (carried > 0) {
+      const size_t take = std::min(unit - carried, piece.size());
+      std::memcpy(carry + carried, piece.data(), take);
+      carried += take;
+      piece.remove_prefix(take);
+      if (carried < unit) continue;
+      fn(Piece(carry, unit), offset);
+      ++offset;
+      carried = 0;
+    }
+    const size_t whole = piece.size() / unit * unit;
+    if (whole > 0) {
+      fn(piece.subspan(0, whole), offset);
+      offset += whole / unit;
+    }
+    carried = piece.size() - whole;
+    std::memcpy(carry, piece.data() + whole, carried);
+  }
+}
 
 struct PushPullRequestView {
   absl::string_view job_id;
+  std::string job_id_storage;  // when job_id arrived split across pieces
   uint32_t worker_rank = 0;
   uint64_t epoch = 0;
   uint64_t step = 0;
@@ -50,9 +94,16 @@ struct PushPullResponseView {
   std::vector<PayloadView> averages;
 };
 
-// Parse the protobuf encoding in `bytes`; the views point into `bytes`, which must outlive them.
-absl::Status ParsePushPullRequest(absl::Span<const uint8_t> bytes, PushPullRequestView* out);
-absl::Status ParsePushPullResponse(absl::Span<const uint8_t> bytes, PushPullResponseView* out);
+// Parse the protobuf encoding in `pieces` (concatenated); the views point into them, which must
+// outlive the views (and `out` must not be moved while job_id points into job_id_storage).
+absl::Status ParsePushPullRequest(absl::Span<const Piece> pieces, PushPullRequestView* out);
+absl::Status ParsePushPullResponse(absl::Span<const Piece> pieces, PushPullResponseView* out);
+inline absl::Status ParsePushPullRequest(Piece bytes, PushPullRequestView* out) {
+  return ParsePushPullRequest(absl::MakeConstSpan(&bytes, 1), out);
+}
+inline absl::Status ParsePushPullResponse(Piece bytes, PushPullResponseView* out) {
+  return ParsePushPullResponse(absl::MakeConstSpan(&bytes, 1), out);
+}
 
 // Writers. A message is its head fields followed by one entry per payload, each entry being
 // AppendPayloadHead's bytes immediately followed by the payload's `data_bytes` bytes.

@@ -22,6 +22,7 @@
 #include "common/codec/ternary.h"
 #include "common/spec/job_spec.h"
 #include "common/util/thread_pool.h"
+#include "common/wire/push_pull_wire.h"
 
 namespace ternps::worker {
 
@@ -34,12 +35,14 @@ struct EncodeParams {
   common::TernaryKey key_base;  // .partition is set per partition
 };
 
-// A validated average (its encoding is the partition's route downlink).
+// A validated average (its encoding is the partition's route downlink). Its bytes are `bytes`,
+// or, for an FP32 average handed to an Exchange whose FP32DecodesPieces() is true, `pieces`.
 struct Average {
   ternps::v1::Encoding encoding = ternps::v1::FP32;
   float scaler = 0.0f;
   int contributors = 0;
   absl::Span<const uint8_t> bytes;
+  absl::Span<const common::Piece> pieces;
 };
 
 class Exchange {
@@ -65,6 +68,8 @@ class Exchange {
   virtual absl::Status Decode(Gradients gradients, uint32_t partition, const Average& average) = 0;
   // Ends the step: every decode has landed in the gradients when this returns OK.
   virtual absl::Status End() = 0;
+  // Whether Decode takes FP32 averages as pieces (received slices) instead of one span.
+  virtual bool FP32DecodesPieces() const { return false; }
 };
 
 // The CPU implementation; `pool` outlives it.

@@ -77,7 +77,9 @@ class HostExchange final : public Exchange {
     const absl::Span<float> out = PartitionSlice(plan_, gradients, p);
     switch (avg.encoding) {
       case v1::FP32:
-        common::CopyValidatedFp32(avg.bytes, out);
+        common::ForEachRun(avg.pieces, 4, [&](common::Piece run, size_t element) {
+          common::CopyValidatedFp32(run, out.subspan(element, run.size() / 4));
+        });
         break;
       case v1::INT_SUM:
         std::fill(out.begin(), out.end(), 0.0f);
@@ -92,6 +94,7 @@ class HostExchange final : public Exchange {
   }
 
   absl::Status End() override { return absl::OkStatus(); }
+  bool FP32DecodesPieces() const override { return true; }
 
  private:
   const common::PartitionPlan& plan_;

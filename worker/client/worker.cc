@@ -83,7 +83,8 @@ v1::JoinRequest MakeJoinRequest(const WorkerOptions& options) {
 // Checks an answered average of partition `p` against the spec's downlink and, for INT_SUM, the
 // shared scaler this worker encoded with.
 absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t p,
-                                        const common::JobSpec& spec, float shared_scaler) {
+                                        const common::JobSpec& spec, float shared_scaler,
+                                        bool fp32_pieces, std::vector<uint8_t>* scratch) {
   const uint32_t elements = spec.plan.partition(p).elements;
   if (avg.partition_id != p || avg.elements != elements) {
     return absl::InvalidArgumentError(absl::StrCat(": partition ", avg.partition_id, " of ",
@@ -99,11 +100,26 @@ absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t
     return absl::InvalidArgumentError(
         absl::StrCat(".encoding: ", avg.encoding, ", expected ", v1::Encoding_Name(expected)));
   }
-  const Average out{.encoding = expected,
-                    .scaler = avg.scaler,
-                    .contributors = static_cast<int>(avg.contributors),
-                    .bytes = avg.data};
+  Average out{.encoding = expected,
+              .scaler = avg.scaler,
+              .contributors = static_cast<int>(avg.contributors),
+              .bytes = {},
+              .pieces = {}};
   absl::Status st;
+  if (expected == v1::FP32 && fp32_pieces) {
+    // Checked piece by piece where gRPC received it; decoded the same way (no gathering copy).
+    out.pieces = avg.Pieces();
+    if (avg.data_size() != common::Fp32Bytes(elements)) {
+      st = absl::InvalidArgumentError(absl::StrCat("data: ", avg.data_size(), " bytes, expected ",
+                                                   common::Fp32Bytes(elements)));
+    }
+    common::ForEachRun(out.pieces, 4, [&](common::Piece run, size_t) {
+      if (st.ok()) st = common::ValidateFp32(run, run.size() / 4);
+    });
+    if (!st.ok()) return absl::Status(st.code(), absl::StrCat(".", st.message()));
+    return out;
+  }
+  out.bytes = avg.Gather(scratch);
   switch (expected) {
     case v1::INT_SUM:
       if (avg.scaler != shared_scaler) {
@@ -176,10 +192,8 @@ class Worker::Impl {
     grpc::ByteBuffer request;
     grpc::ByteBuffer response;
     std::unique_ptr<grpc::ClientContext> context;
-    grpc::Slice single;                  // the answer, when gRPC holds it in one slice
-    std::unique_ptr<uint8_t[]> scratch;  // else its copy, reused across steps
-    size_t scratch_capacity = 0;
-    StepStats::Call timing;  // of the current step
+    std::vector<uint8_t> scratch;  // compressed averages split across slices, gathered
+    StepStats::Call timing;        // of the current step
   };
   using ScalerCall = ShardCall<v1::ShareScalersRequest, v1::ShareScalersResponse>;
   // Per-step counters, written by pool and gRPC threads.
@@ -408,7 +422,8 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
         .scaler = spec_.plan.partition(p).compressed ? scalers_[p] : 0.0f,
         .elements = spec_.plan.partition(p).elements,
         .contributors = 0,
-        .data = {}};
+        .data = {},
+        .pieces = {}};
     common::AppendPayloadHead(common::kRequestPartitionsField, head, batch.data[i].size(),
                               &batch.heads);
     ends.push_back(batch.heads.size());
@@ -449,27 +464,14 @@ absl::Status Worker::Impl::Decode(Batch& batch, Gradients gradients, Exchange& e
                                   StepCounters& counters) {
   const absl::Time start = absl::Now();
   auto where = [&] { return absl::StrCat(ShardName(batch.shard), " PushPull answer: "); };
-  // The answer in one piece: gRPC's single slice, or a copy into the batch's reused buffer.
-  absl::Span<const uint8_t> bytes;
-  if (batch.response.TrySingleSlice(&batch.single).ok()) {
-    bytes = absl::MakeConstSpan(batch.single.begin(), batch.single.size());
-  } else {
-    std::vector<grpc::Slice> slices;
-    (void)batch.response.Dump(&slices);
-    const size_t n = batch.response.Length();
-    if (n > batch.scratch_capacity) {
-      batch.scratch.reset(new uint8_t[n]);
-      batch.scratch_capacity = n;
-    }
-    size_t at = 0;
-    for (const grpc::Slice& slice : slices) {
-      std::memcpy(batch.scratch.get() + at, slice.begin(), slice.size());
-      at += slice.size();
-    }
-    bytes = absl::MakeConstSpan(batch.scratch.get(), at);
-  }
+  // The answer as the slices gRPC received it in (referenced, not copied).
+  std::vector<grpc::Slice> slices;
+  (void)batch.response.Dump(&slices);
+  std::vector<common::Piece> pieces;
+  pieces.reserve(slices.size());
+  for (const grpc::Slice& slice : slices) pieces.emplace_back(slice.begin(), slice.size());
   common::PushPullResponseView response;
-  if (absl::Status st = common::ParsePushPullResponse(bytes, &response); !st.ok()) {
+  if (absl::Status st = common::ParsePushPullResponse(pieces, &response); !st.ok()) {
     return absl::Status(st.code(), absl::StrCat(where(), st.message()));
   }
   if (response.averages.size() != batch.partitions.size()) {
@@ -481,18 +483,18 @@ absl::Status Worker::Impl::Decode(Batch& batch, Gradients gradients, Exchange& e
   for (size_t i = 0; i < batch.partitions.size(); ++i) {
     const uint32_t p = batch.partitions[i];
     const common::PayloadView& payload = response.averages[i];
-    absl::StatusOr<Average> avg = ValidateAverage(payload, p, spec_, scalers_[p]);
+    absl::StatusOr<Average> avg = ValidateAverage(payload, p, spec_, scalers_[p],
+                                                  exchange.FP32DecodesPieces(), &batch.scratch);
     absl::Status st = avg.ok() ? exchange.Decode(gradients, p, *avg) : avg.status();
     if (!st.ok()) {
       return absl::Status(st.code(), absl::StrCat(where(), "averages[", i, "]", st.message()));
     }
-    received += payload.data.size();
+    received += payload.data_size();
     uint32_t seen = counters.min_contributors.load(std::memory_order_relaxed);
     while (payload.contributors < seen &&
            !counters.min_contributors.compare_exchange_weak(seen, payload.contributors)) {
     }
   }
-  batch.single = grpc::Slice();
   batch.timing.received_bytes = received;
   counters.received.fetch_add(received, std::memory_order_relaxed);
   AddSeconds(counters.decode, Seconds(start));

@@ -68,7 +68,8 @@ TEST(PushPullWireTest, ProtobufReadsWhatTheWritersWrite) {
                      .scaler = p.scaler(),
                      .elements = p.elements(),
                      .contributors = p.contributors(),
-                     .data = {}};
+                     .data = {},
+                     .pieces = {}};
     AppendPayloadHead(kRequestPartitionsField, head, p.data().size(), &wire);
     wire += p.data();  // on the wire: a separate slice
   }
@@ -93,7 +94,8 @@ TEST(PushPullWireTest, ProtobufReadsWhatTheWritersWrite) {
                      .scaler = 1.5f,
                      .elements = 64,
                      .contributors = 4,
-                     .data = {}},
+                     .data = {},
+                     .pieces = {}},
                     32, &out);
   out += std::string(32, '\x44');
   v1::PushPullResponse back;
