@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "common/codec/fp32.h"
@@ -149,6 +150,38 @@ TEST(MalformedTest, Fp32Payloads) {
       std::vector<float> out(n, kSentinel);
       EXPECT_FALSE(DecodeFp32(data, absl::MakeSpan(out)).ok());
       for (float v : out) ASSERT_EQ(v, kSentinel);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ternps::common
+
+namespace ternps::common {
+namespace {
+
+// EncodeIntSum's byte-aligned fast paths (2, 4 and 8 bits) write the same stream as a plain
+// bit-stream writer, for every N and length (including odd tails).
+TEST(IntSumEncodeTest, FastPathsMatchTheBitStream) {
+  std::mt19937_64 rng(20261201);
+  for (int contributors = 1; contributors <= 130; ++contributors) {
+    const int bits = IntSumBits(contributors);
+    for (size_t n : {size_t{0}, size_t{1}, size_t{2}, size_t{3}, size_t{5}, size_t{67}}) {
+      std::vector<int16_t> sums(n);
+      for (int16_t& s : sums) {
+        s = static_cast<int16_t>(static_cast<int>(rng() % (2 * contributors + 1)) - contributors);
+      }
+      std::vector<uint8_t> expected(IntSumBytes(n, contributors), 0);
+      size_t bit = 0;
+      for (const int16_t s : sums) {
+        const uint32_t field = static_cast<uint32_t>(s + contributors);
+        for (int b = 0; b < bits; ++b, ++bit) {
+          if ((field >> b) & 1u) expected[bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
+        }
+      }
+      std::vector<uint8_t> got(expected.size(), 0xAB);
+      ASSERT_TRUE(EncodeIntSum(sums, contributors, absl::MakeSpan(got)).ok());
+      EXPECT_EQ(got, expected) << "N " << contributors << ", n " << n;
     }
   }
 }
