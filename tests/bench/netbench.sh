@@ -3,6 +3,7 @@
 #
 #   tests/bench/netbench.sh [--rate 1gbit|10gbit|off] [--workers "1 2 4"] [--profile resnet50]
 #                           [--steps 5] [--systems "gloo terngrad fp32"] [--out DIR]
+#                           [--worker-args "--calls_in_flight=2 ..."]   # ternps-bench worker flags
 #
 # Every shard and every worker runs in its own network namespace, one veth each (MTU 1500) on one
 # Linux bridge, with `tc tbf` at --rate on both directions of every link; S = W shards. Per
@@ -20,6 +21,7 @@ PROFILE="resnet50"
 STEPS=5
 SYSTEMS="gloo terngrad fp32"
 OUT=""
+WORKER_ARGS=""
 PROC_TIMEOUT=900  # seconds any one process may run (a lost peer must not hang the bench)
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -30,7 +32,8 @@ while [[ $# -gt 0 ]]; do
     --systems) SYSTEMS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --build-dir) BUILD_DIR="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --worker-args) WORKER_ARGS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "netbench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -164,7 +167,7 @@ run_ternps() {
   for (( r = 0; r < W; ++r )); do
     timeout "${PROC_TIMEOUT}" ip netns exec "${PREFIX}-w${r}" "${BIN}/ternps-bench" worker --shard_addresses="${list}" \
       --rank="${r}" --world_size="${W}" --codec="${codec}" --profile="${PROFILE}" \
-      --steps="${STEPS}" --job_id="net-${codec}-${W}" \
+      --steps="${STEPS}" --job_id="net-${codec}-${W}" ${WORKER_ARGS} \
       > "${OUT}/${codec}-W${W}-r${r}.jsonl" 2> "${OUT}/${codec}-W${W}-r${r}.log" &
     workers+=($!)
     PIDS+=($!)

@@ -32,7 +32,7 @@ ABSL_FLAG(int, shards, 2, "cluster: number of shards S (ternps-server processes)
 ABSL_FLAG(int, steps, 5, "cluster: measured steps per codec (after one warm-up step)");
 ABSL_FLAG(std::string, codecs, "terngrad,fp32", "cluster: codecs to run, in order");
 ABSL_FLAG(int, worker_threads, 1, "cluster: encode/decode threads per worker");
-ABSL_FLAG(uint64_t, max_call_bytes, 4u << 20, "cluster: payload bytes per PushPull call");
+ABSL_FLAG(uint64_t, max_call_bytes, 512u << 10, "cluster, worker: payload bytes per PushPull call");
 ABSL_FLAG(std::string, metrics, "off",
           "cluster: off | on (shards and workers export Prometheus metrics) | both (each codec "
           "off then on, plus a cluster_metrics_overhead row)");

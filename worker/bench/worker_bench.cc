@@ -27,6 +27,8 @@ ABSL_FLAG(uint32_t, rank, 0, "worker: this worker's rank");
 ABSL_FLAG(uint32_t, world_size, 1, "worker: number of workers in the job");
 ABSL_FLAG(std::string, codec, "terngrad", "worker: terngrad | fp32");
 ABSL_FLAG(std::string, job_id, "bench", "worker: job id (one per run)");
+ABSL_FLAG(int, calls_in_flight, 2,
+          "worker: PushPull calls in flight per shard (0: no limit; see WorkerOptions)");
 ABSL_FLAG(bool, timeline, true, "worker: print a worker_step row per measured step");
 
 namespace ternps::bench {
@@ -71,6 +73,7 @@ int RunWorkerBench() {
   options.codec.seed = 1;
   options.threads = absl::GetFlag(FLAGS_worker_threads);
   options.max_call_bytes = absl::GetFlag(FLAGS_max_call_bytes);
+  options.calls_in_flight_per_shard = absl::GetFlag(FLAGS_calls_in_flight);
   const int steps = absl::GetFlag(FLAGS_steps);
   if (options.shards.empty() || steps < 1) {
     std::fprintf(stderr, "ternps-bench worker: --shard_addresses and --steps >= 1 are required\n");

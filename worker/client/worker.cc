@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <deque>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -215,6 +216,11 @@ class Worker::Impl {
   }
   absl::Status CheckGradients(Gradients gradients) const;
   absl::Status ShareScalers();
+  // Sends an encoded batch now, or queues it behind the shard's calls in flight.
+  void Dispatch(Batch& batch, Gradients gradients, Exchange& exchange, StepCounters& counters,
+                FirstError& error, absl::BlockingCounter& pending) ABSL_LOCKS_EXCLUDED(flight_mu_);
+  void Send(Batch& batch, Gradients gradients, Exchange& exchange, StepCounters& counters,
+            FirstError& error, absl::BlockingCounter& pending);
   void EncodeAndSend(Batch& batch, Gradients gradients, Exchange& exchange, int ticket,
                      const EncodeParams& params, StepCounters& counters, FirstError& error,
                      absl::BlockingCounter& pending);
@@ -240,7 +246,15 @@ class Worker::Impl {
   std::vector<float> scalers_;                 // per partition: the scaler it is encoded with
   std::vector<float> clips_;                   // per partition: its clip threshold
   bool left_ = false;
-  absl::Time step_start_;  // set by Step before anything else reads it
+  absl::Time step_start_;
+  // Per shard: calls in flight and encoded batches waiting for a free place.
+  struct Flight {
+    int in_flight = 0;
+    std::deque<Batch*> waiting;
+  };
+  absl::Mutex flight_mu_;
+  std::vector<Flight> flights_
+      ABSL_GUARDED_BY(flight_mu_);  // set by Step before anything else reads it
   mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;
   StepStats last_ ABSL_GUARDED_BY(mu_);
@@ -258,6 +272,10 @@ absl::Status Worker::Impl::Init() {
   }
   const common::PartitionPlan& plan = spec_.plan;
   epochs_.assign(options_.shards.size(), 0);
+  {
+    absl::MutexLock lock(&flight_mu_);
+    flights_.assign(options_.shards.size(), Flight{});
+  }
   stats_.resize(plan.partitions().size());
   scalers_.assign(plan.partitions().size(), 0.0f);
   clips_.assign(plan.partitions().size(), 0.0f);
@@ -440,6 +458,27 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
   counters.sent.fetch_add(sent, std::memory_order_relaxed);
   AddSeconds(counters.encode, Seconds(start));
   batch.timing = {.shard = batch.shard, .sent_bytes = sent, .encoded = Elapsed()};
+  Dispatch(batch, gradients, exchange, counters, error, pending);
+}
+
+void Worker::Impl::Dispatch(Batch& batch, Gradients gradients, Exchange& exchange,
+                            StepCounters& counters, FirstError& error,
+                            absl::BlockingCounter& pending) {
+  {
+    absl::MutexLock lock(&flight_mu_);
+    Flight& f = flights_[batch.shard];
+    const int limit = options_.calls_in_flight_per_shard;
+    if (limit > 0 && f.in_flight >= limit) {
+      f.waiting.push_back(&batch);
+      return;
+    }
+    ++f.in_flight;
+  }
+  Send(batch, gradients, exchange, counters, error, pending);
+}
+
+void Worker::Impl::Send(Batch& batch, Gradients gradients, Exchange& exchange,
+                        StepCounters& counters, FirstError& error, absl::BlockingCounter& pending) {
   batch.response.Clear();
   batch.context = NewContext(absl::Now() + options_.rpc_timeout);
   raw_stubs_[batch.shard]->UnaryCall(
@@ -447,6 +486,19 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
       &batch.request, &batch.response,
       [this, &batch, gradients, &exchange, &counters, &error, &pending](grpc::Status st) {
         batch.timing.answered = Elapsed();
+        // The shard's next waiting batch takes this call's place.
+        Batch* next = nullptr;
+        {
+          absl::MutexLock lock(&flight_mu_);
+          Flight& f = flights_[batch.shard];
+          if (f.waiting.empty()) {
+            --f.in_flight;
+          } else {
+            next = f.waiting.front();
+            f.waiting.pop_front();
+          }
+        }
+        if (next != nullptr) Send(*next, gradients, exchange, counters, error, pending);
         if (!st.ok()) {
           error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(batch.shard), " PushPull")));
           pending.DecrementCount();
@@ -627,6 +679,9 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Connect(const WorkerOptions& opt
         absl::StrCat("rank: ", options.rank, " must be below world_size ", options.world_size));
   }
   if (options.threads < 1) return absl::InvalidArgumentError("threads: must be >= 1");
+  if (options.calls_in_flight_per_shard < 0) {
+    return absl::InvalidArgumentError("calls_in_flight_per_shard: must be >= 0 (0: no limit)");
+  }
   // The worker resolves the same spec from its own JoinRequest as the shards will.
   v1::JoinRequest join = MakeJoinRequest(options);
   absl::StatusOr<common::JobSpec> spec =

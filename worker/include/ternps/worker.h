@@ -75,8 +75,13 @@ struct WorkerOptions {
   // How long the destructor's Leave may take (a destroyed worker that does not leave costs its
   // peers a whole step timeout).
   absl::Duration leave_timeout = absl::Seconds(5);
-  int threads = 2;                          // encode/decode threads
-  size_t max_call_bytes = size_t{4} << 20;  // partitions per PushPull call, by wire bytes
+  int threads = 2;                            // encode/decode threads
+  size_t max_call_bytes = size_t{512} << 10;  // partitions per PushPull call, by wire bytes
+  // PushPull calls in flight to one shard at a time (0: no limit). Partitions then complete in
+  // order and the averages of early ones come back while later ones are still going up, instead
+  // of every partition finishing at the end of the upload.
+  // Measured on 1 Gbit/s links (4 workers x 4 shards, resnet50): 2 beats 1, 4 and unlimited.
+  int calls_in_flight_per_shard = 2;
 };
 
 // Figures of one Step (wire payload bytes, as sent and received).
