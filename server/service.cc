@@ -112,6 +112,12 @@ grpc::ServerUnaryReactor* ParameterServerService::PushPull(grpc::CallbackServerC
     if (st.ok()) *response = Serialize(*answer);
     reactor->Finish(common::ToGrpcStatus(st));
   });
+  // The payloads have been summed. Give gRPC's receive buffers back now rather than when the call
+  // ends (after the slowest worker's push): held, they make the allocator hand out fresh pages
+  // for every message (page faults on every received byte). The request is this handler's to
+  // read and nothing reads it after this.
+  view.partitions.clear();
+  const_cast<grpc::ByteBuffer*>(request)->Clear();
   return reactor;
 }
 
