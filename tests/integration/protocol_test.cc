@@ -490,3 +490,44 @@ TEST_F(MalformedRequestTest, CallsBeforeJoinAreRefused) {
 
 }  // namespace
 }  // namespace ternps
+
+namespace ternps {
+namespace {
+
+// With a window of calls in flight per shard, every worker must send a shard's calls in the same
+// order: if each sent them in the order its encodes happened to finish, two workers could fill
+// their windows with different partitions and each wait for the other (seen: fp32 training on 4
+// workers hung at its first step). Many small single-partition calls, a window of 1, 4 encode
+// threads per worker and 4 workers make different finishing orders likely; a hang fails on the
+// call deadline.
+TEST(CallWindowTest, WorkersNeverDeadlockOnTheirCallWindows) {
+  constexpr uint32_t kWorld = 4;
+  testing::TestCluster cluster(2);
+  std::vector<absl::Status> status(kWorld);
+  testing::RunWorkers(kWorld, [&](uint32_t rank) {
+    worker::WorkerOptions options;
+    options.job_id = "window";
+    options.rank = rank;
+    options.world_size = kWorld;
+    options.shards = cluster.addresses();
+    options.tensors = {{"w", 64 * 1024}};
+    options.codec.codec = worker::CodecKind::kFp32;
+    options.codec.partition_elements = 1024;  // 64 partitions, one per call
+    options.max_call_bytes = 4096;
+    options.calls_in_flight_per_shard = 1;
+    options.threads = 4;
+    options.rpc_timeout = absl::Seconds(20);
+    auto w = worker::Worker::Connect(options);
+    if (!w.ok()) {
+      status[rank] = w.status();
+      return;
+    }
+    std::vector<float> g(64 * 1024, 0.5f);
+    std::vector<absl::Span<float>> spans = {absl::MakeSpan(g)};
+    for (int step = 0; step < 30 && status[rank].ok(); ++step) status[rank] = (*w)->Step(spans);
+  });
+  for (uint32_t r = 0; r < kWorld; ++r) EXPECT_TRUE(status[r].ok()) << r << ": " << status[r];
+}
+
+}  // namespace
+}  // namespace ternps

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <deque>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -195,6 +194,7 @@ class Worker::Impl {
     std::unique_ptr<grpc::ClientContext> context;
     std::vector<uint8_t> scratch;  // compressed averages split across slices, gathered
     StepStats::Call timing;        // of the current step
+    int encoded = 0;               // an Encoded, under flight_mu_
   };
   using ScalerCall = ShardCall<v1::ShareScalersRequest, v1::ShareScalersResponse>;
   // Per-step counters, written by pool and gRPC threads.
@@ -216,9 +216,13 @@ class Worker::Impl {
   }
   absl::Status CheckGradients(Gradients gradients) const;
   absl::Status ShareScalers();
-  // Sends an encoded batch now, or queues it behind the shard's calls in flight.
-  void Dispatch(Batch& batch, Gradients gradients, Exchange& exchange, StepCounters& counters,
-                FirstError& error, absl::BlockingCounter& pending) ABSL_LOCKS_EXCLUDED(flight_mu_);
+  // Records that `batch` is encoded (or failed to encode: `sendable` false), then sends the
+  // shard's batches that are next in order while the shard has room.
+  void Dispatch(Batch& batch, bool sendable, Gradients gradients, Exchange& exchange,
+                StepCounters& counters, FirstError& error, absl::BlockingCounter& pending)
+      ABSL_LOCKS_EXCLUDED(flight_mu_);
+  // Takes the shard's next batches in order while they are encoded and a call may start.
+  std::vector<Batch*> NextToSendLocked(uint32_t shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(flight_mu_);
   void Send(Batch& batch, Gradients gradients, Exchange& exchange, StepCounters& counters,
             FirstError& error, absl::BlockingCounter& pending);
   void EncodeAndSend(Batch& batch, Gradients gradients, Exchange& exchange, int ticket,
@@ -247,10 +251,15 @@ class Worker::Impl {
   std::vector<float> clips_;                   // per partition: its clip threshold
   bool left_ = false;
   absl::Time step_start_;
-  // Per shard: calls in flight and encoded batches waiting for a free place.
+  // Per shard: its batches in plan order and how far sending got. Every worker sends a shard's
+  // batches in the same order, so the oldest incomplete partition is always in flight from every
+  // worker: a window of calls cannot deadlock (it could if each worker sent in the order its
+  // encodes happened to finish).
+  enum class Encoded { kNotYet, kReady, kFailed };
   struct Flight {
     int in_flight = 0;
-    std::deque<Batch*> waiting;
+    std::vector<Batch*> order;
+    size_t next = 0;
   };
   absl::Mutex flight_mu_;
   std::vector<Flight> flights_
@@ -424,6 +433,7 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
       !st.ok()) {
     error.Set(std::move(st));
     pending.DecrementCount();
+    Dispatch(batch, /*sendable=*/false, gradients, exchange, counters, error, pending);
     return;
   }
   // The request: its fields and each payload's fields as slices of `heads`, each payload's bytes
@@ -458,23 +468,38 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
   counters.sent.fetch_add(sent, std::memory_order_relaxed);
   AddSeconds(counters.encode, Seconds(start));
   batch.timing = {.shard = batch.shard, .sent_bytes = sent, .encoded = Elapsed()};
-  Dispatch(batch, gradients, exchange, counters, error, pending);
+  Dispatch(batch, /*sendable=*/true, gradients, exchange, counters, error, pending);
 }
 
-void Worker::Impl::Dispatch(Batch& batch, Gradients gradients, Exchange& exchange,
+std::vector<Worker::Impl::Batch*> Worker::Impl::NextToSendLocked(uint32_t shard) {
+  Flight& f = flights_[shard];
+  const int limit = options_.calls_in_flight_per_shard;
+  std::vector<Batch*> ready;
+  while (f.next < f.order.size()) {
+    Batch* b = f.order[f.next];
+    if (b->encoded == static_cast<int>(Encoded::kFailed)) {  // never sent; skip it
+      ++f.next;
+      continue;
+    }
+    if (b->encoded != static_cast<int>(Encoded::kReady)) break;
+    if (limit > 0 && f.in_flight >= limit) break;
+    ++f.in_flight;
+    ++f.next;
+    ready.push_back(b);
+  }
+  return ready;
+}
+
+void Worker::Impl::Dispatch(Batch& batch, bool sendable, Gradients gradients, Exchange& exchange,
                             StepCounters& counters, FirstError& error,
                             absl::BlockingCounter& pending) {
+  std::vector<Batch*> ready;
   {
     absl::MutexLock lock(&flight_mu_);
-    Flight& f = flights_[batch.shard];
-    const int limit = options_.calls_in_flight_per_shard;
-    if (limit > 0 && f.in_flight >= limit) {
-      f.waiting.push_back(&batch);
-      return;
-    }
-    ++f.in_flight;
+    batch.encoded = static_cast<int>(sendable ? Encoded::kReady : Encoded::kFailed);
+    ready = NextToSendLocked(batch.shard);
   }
-  Send(batch, gradients, exchange, counters, error, pending);
+  for (Batch* b : ready) Send(*b, gradients, exchange, counters, error, pending);
 }
 
 void Worker::Impl::Send(Batch& batch, Gradients gradients, Exchange& exchange,
@@ -486,19 +511,14 @@ void Worker::Impl::Send(Batch& batch, Gradients gradients, Exchange& exchange,
       &batch.request, &batch.response,
       [this, &batch, gradients, &exchange, &counters, &error, &pending](grpc::Status st) {
         batch.timing.answered = Elapsed();
-        // The shard's next waiting batch takes this call's place.
-        Batch* next = nullptr;
+        // The shard's next batches in order take this call's place.
+        std::vector<Batch*> ready;
         {
           absl::MutexLock lock(&flight_mu_);
-          Flight& f = flights_[batch.shard];
-          if (f.waiting.empty()) {
-            --f.in_flight;
-          } else {
-            next = f.waiting.front();
-            f.waiting.pop_front();
-          }
+          --flights_[batch.shard].in_flight;
+          ready = NextToSendLocked(batch.shard);
         }
-        if (next != nullptr) Send(*next, gradients, exchange, counters, error, pending);
+        for (Batch* b : ready) Send(*b, gradients, exchange, counters, error, pending);
         if (!st.ok()) {
           error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(batch.shard), " PushPull")));
           pending.DecrementCount();
@@ -617,11 +637,20 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
                             .key_base = {options_.codec.seed, options_.rank, step(), 0}};
   FirstError error;
   absl::BlockingCounter pending(static_cast<int>(batches_.size()));
+  {
+    absl::MutexLock lock(&flight_mu_);
+    for (Flight& f : flights_) f = Flight{};
+    for (Batch& batch : batches_) {
+      batch.encoded = static_cast<int>(Encoded::kNotYet);
+      flights_[batch.shard].order.push_back(&batch);
+    }
+  }
   for (Batch& batch : batches_) {
     absl::StatusOr<int> ticket = exchange.StartEncode(gradients, batch.partitions, params);
     if (!ticket.ok()) {
       error.Set(ticket.status());
       pending.DecrementCount();
+      Dispatch(batch, /*sendable=*/false, gradients, exchange, counters, error, pending);
       continue;
     }
     pool_.Schedule([&, b = &batch, t = *ticket] {
