@@ -14,6 +14,7 @@
 #include "common/codec/int_sum.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "ternps/v1/ternps.grpc.pb.h"
@@ -527,6 +528,52 @@ TEST(CallWindowTest, WorkersNeverDeadlockOnTheirCallWindows) {
     for (int step = 0; step < 30 && status[rank].ok(); ++step) status[rank] = (*w)->Step(spans);
   });
   for (uint32_t r = 0; r < kWorld; ++r) EXPECT_TRUE(status[r].ok()) << r << ": " << status[r];
+}
+
+}  // namespace
+}  // namespace ternps
+
+namespace ternps {
+namespace {
+
+// PushPull is parsed from raw bytes on the shard: bytes that are not a PushPullRequest get
+// INVALID_ARGUMENT over real gRPC, and the shard goes on serving.
+TEST(RawPushPullTest, GarbageBytesAreRefusedAndTheShardServesOn) {
+  testing::TestCluster cluster(1);
+  auto channel = grpc::CreateChannel(cluster.addresses()[0], grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  const std::vector<std::string> garbage = {
+      std::string("\x0b", 1),          // a group
+      std::string(11, '\xff'),         // an overlong varint
+      std::string("\x2a\x10\x08", 3),  // a submessage longer than the message
+      std::string("\x0a\x05job", 5),   // a string longer than the message
+      std::string(1000, '\x00'),       // field number 0
+  };
+  for (const std::string& bytes : garbage) {
+    grpc::Slice slice(bytes.data(), bytes.size());
+    grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer response;
+    grpc::ClientContext context;
+    absl::Notification done;
+    grpc::Status status;
+    stub.UnaryCall(&context, "/ternps.v1.ParameterServer/PushPull", grpc::StubOptions(), &request,
+                   &response, [&](grpc::Status st) {
+                     status = st;
+                     done.Notify();
+                   });
+    done.WaitForNotification();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("malformed protobuf encoding"));
+  }
+  // Still serving: a well-formed request for an unknown job gets NOT_FOUND naming it.
+  auto typed = ternps::v1::ParameterServer::NewStub(channel);
+  ternps::v1::PushPullRequest request;
+  request.set_job_id("nobody");
+  ternps::v1::PushPullResponse response;
+  grpc::ClientContext context;
+  const grpc::Status st = typed->PushPull(&context, request, &response);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(st.error_message(), HasSubstr("nobody"));
 }
 
 }  // namespace
