@@ -22,6 +22,18 @@ PartitionAggregator::PartitionAggregator(const PartitionConfig& config) : config
 
 namespace {
 
+// `buffer` if nobody else holds it any more (answers and gRPC slices of earlier steps have let
+// go), else a fresh one put in its place.
+AverageBytes& Unshared(std::shared_ptr<AverageBytes>& buffer) {
+  if (buffer == nullptr || buffer.use_count() > 1) {
+    buffer = std::make_shared<AverageBytes>();
+  } else {
+    // The other owners' last reads happen before their release of the count just read.
+    std::atomic_thread_fence(std::memory_order_acquire);
+  }
+  return *buffer;
+}
+
 // "partitions[2]": a request field named in error messages.
 std::string Field(const char* list, int index) { return absl::StrCat(list, "[", index, "]"); }
 
@@ -179,13 +191,7 @@ absl::Span<float> PartitionAggregator::FloatSums(Slot& slot, bool first) {
   static_assert(std::endian::native == std::endian::little,
                 "FP32 averages are sent from the sums' memory: little-endian hosts only");
   if (first) {
-    if (slot.float_sums == nullptr || slot.float_sums.use_count() > 1) {
-      slot.float_sums = std::make_shared<AverageBytes>();  // an answer still holds the old one
-    } else {
-      // The other owners' last reads happen before their release of the count we just read.
-      std::atomic_thread_fence(std::memory_order_acquire);
-    }
-    slot.float_sums->Resize(common::Fp32Bytes(config_.elements));
+    Unshared(slot.float_sums).Resize(common::Fp32Bytes(config_.elements));
   }
   return absl::MakeSpan(reinterpret_cast<float*>(slot.float_sums->data()), config_.elements);
 }
@@ -253,11 +259,7 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   if (config_.route.downlink == ternps::v1::INT_SUM) {
     // The bytes of an earlier step are reused once no answer (or gRPC slice) holds them.
     std::shared_ptr<AverageBytes>& spare = spare_[slot.step % 2];
-    if (spare == nullptr || spare.use_count() > 1) {
-      spare = std::make_shared<AverageBytes>();
-    } else {
-      std::atomic_thread_fence(std::memory_order_acquire);
-    }
+    Unshared(spare);
     head.scaler = slot.shared_scaler;
     spare->Resize(common::IntSumBytes(n, contributors));
     // Sums of validated pushes are in [-N, N]: always encodable.
@@ -285,12 +287,7 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
     }
     if (config_.route.downlink == ternps::v1::TERNARY_2BIT) {
       std::shared_ptr<AverageBytes>& spare = spare_[slot.step % 2];
-      if (spare == nullptr || spare.use_count() > 1) {
-        spare = std::make_shared<AverageBytes>();
-      } else {
-        std::atomic_thread_fence(std::memory_order_acquire);
-      }
-      spare->Resize(common::TernaryBytes(n));
+      Unshared(spare).Resize(common::TernaryBytes(n));
       const common::TernaryKey key{config_.seed, kShardStreamWorker, slot.step, config_.id};
       absl::StatusOr<float> scaler =
           common::EncodeTernary(sums, /*clip_sigmas=*/0.0f, key, spare->span());

@@ -190,6 +190,16 @@ absl::Status ParsePayload(Reader r, absl::string_view where, PayloadView* out) {
   return absl::OkStatus();
 }
 
+// One entry of a repeated PartitionPayload field (`list` names it in errors), appended to `out`.
+absl::Status ParsePayloadEntry(Reader& r, int wire_type, absl::string_view list,
+                               std::vector<PayloadView>* out) {
+  size_t n = 0;
+  const std::string where = absl::StrCat(list, "[", out->size(), "]");
+  if (wire_type != kLengthDelimited || !r.Length(&n)) return Malformed(where);
+  out->emplace_back();
+  return ParsePayload(r.Sub(n), where, &out->back());
+}
+
 void PutVarint(uint64_t v, std::string* out) {
   while (v >= 0x80) {
     out->push_back(static_cast<char>((v & 0x7f) | 0x80));
@@ -259,18 +269,12 @@ absl::Status ParsePushPullRequest(absl::Span<const Piece> pieces, PushPullReques
       case 4:
         ok = type == kVarint && r.Varint(&out->step);
         break;
-      case kRequestPartitionsField: {
-        ok = type == kLengthDelimited && r.Length(&n);
-        if (!ok) break;
-        out->partitions.emplace_back();
-        if (absl::Status st =
-                ParsePayload(r.Sub(n), absl::StrCat("partitions[", out->partitions.size() - 1, "]"),
-                             &out->partitions.back());
+      case kRequestPartitionsField:
+        if (absl::Status st = ParsePayloadEntry(r, type, "partitions", &out->partitions);
             !st.ok()) {
           return st;
         }
         break;
-      }
       default:
         ok = r.SkipField(type);
     }
@@ -287,23 +291,15 @@ absl::Status ParsePushPullResponse(absl::Span<const Piece> pieces, PushPullRespo
     int field = 0, type = 0;
     if (!r.Tag(&field, &type)) return Malformed("PushPullResponse");
     bool ok = true;
-    size_t n = 0;
     switch (field) {
       case 1:
         ok = type == kVarint && r.Varint(&out->step);
         break;
-      case kResponseAveragesField: {
-        ok = type == kLengthDelimited && r.Length(&n);
-        if (!ok) break;
-        out->averages.emplace_back();
-        if (absl::Status st =
-                ParsePayload(r.Sub(n), absl::StrCat("averages[", out->averages.size() - 1, "]"),
-                             &out->averages.back());
-            !st.ok()) {
+      case kResponseAveragesField:
+        if (absl::Status st = ParsePayloadEntry(r, type, "averages", &out->averages); !st.ok()) {
           return st;
         }
         break;
-      }
       default:
         ok = r.SkipField(type);
     }
