@@ -141,4 +141,12 @@ void DecodeValidatedIntSumAdd(absl::Span<const uint8_t> data, int contributors, 
                                                contributors, scale, out.data());
 }
 
+void DecodeValidatedIntSum(absl::Span<const uint8_t> data, int contributors, float scaler,
+                           absl::Span<float> out, Isa isa) {
+  if (out.empty()) return;
+  const float scale = scaler / static_cast<float>(contributors);
+  internal::KernelsFor(isa).decode_int_sum(data.data(), out.size(), IntSumBits(contributors),
+                                           contributors, scale, out.data());
+}
+
 }  // namespace ternps::common

@@ -53,6 +53,10 @@ absl::Status DecodeIntSumAdd(absl::Span<const uint8_t> data, int contributors, f
 // ValidateScaler; undefined for unvalidated input.
 void DecodeValidatedIntSumAdd(absl::Span<const uint8_t> data, int contributors, float scaler,
                               absl::Span<float> out, Isa isa = Isa::kAuto);
+// out[j] = 0.0f + float(k_j) * (scaler / N): the bits DecodeValidatedIntSumAdd gives into zeros,
+// without reading `out` first (one pass instead of a fill and an accumulate).
+void DecodeValidatedIntSum(absl::Span<const uint8_t> data, int contributors, float scaler,
+                           absl::Span<float> out, Isa isa = Isa::kAuto);
 
 }  // namespace ternps::common
 

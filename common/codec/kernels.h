@@ -53,6 +53,10 @@ struct CodecKernels {
   // out[k] += float(field_k - contributors) * scale for k < n; fields already validated.
   void (*decode_int_sum_add)(const uint8_t* data, size_t n, int bits, int contributors, float scale,
                              float* out);
+  // out[k] = 0.0f + float(field_k - contributors) * scale: the same bits as decode_int_sum_add
+  // into zeros (+0.0 where that gives +0.0), without reading `out`.
+  void (*decode_int_sum)(const uint8_t* data, size_t n, int bits, int contributors, float scale,
+                         float* out);
 };
 
 const CodecKernels& ScalarKernels();
@@ -69,8 +73,9 @@ void TernarizeScalar(const float* g, size_t n, uint64_t first, float limit, floa
 void StatsTail(const float* g, size_t begin, size_t n, StatsLanes* lanes, float* max_abs);
 // Fields [begin, end) of an INT_SUM stream of `bytes` bytes.
 uint32_t IntSumMaxFieldRange(const uint8_t* data, size_t bytes, size_t begin, size_t end, int bits);
+// `accumulate`: out[k] += v; otherwise out[k] = 0.0f + v.
 void DecodeIntSumAddRange(const uint8_t* data, size_t bytes, size_t begin, size_t end, int bits,
-                          int contributors, float scale, float* out);
+                          int contributors, float scale, float* out, bool accumulate = true);
 // Reads the `bits`-wide field `k` (bits <= 16) of a stream of `bytes` bytes.
 inline uint32_t ReadField(const uint8_t* data, size_t bytes, size_t k, int bits) {
   const size_t bit = k * static_cast<size_t>(bits);

@@ -246,8 +246,9 @@ uint32_t IntSumMaxFieldAvx2(const uint8_t* data, size_t n, int bits) {
   return max_field > tail_max ? max_field : tail_max;
 }
 
-void DecodeIntSumAddAvx2(const uint8_t* data, size_t n, int bits, int contributors, float scale,
-                         float* out) {
+template <bool kAccumulate>
+void DecodeIntSumAvx2(const uint8_t* data, size_t n, int bits, int contributors, float scale,
+                      float* out) {
   const size_t bytes = (n * bits + 7) / 8;
   const FieldLayout layout = MakeFieldLayout(bits);
   const __m256i offset = _mm256_set1_epi32(contributors);
@@ -256,9 +257,10 @@ void DecodeIntSumAddAvx2(const uint8_t* data, size_t n, int bits, int contributo
   for (; k + 8 <= n && (k / 8) * layout.group_bytes + 16 <= bytes; k += 8) {
     const __m256i fields = ExtractFields(data + (k / 8) * layout.group_bytes, layout);
     const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(fields, offset)), scale_v);
-    _mm256_storeu_ps(out + k, _mm256_add_ps(_mm256_loadu_ps(out + k), v));
+    const __m256 base = kAccumulate ? _mm256_loadu_ps(out + k) : _mm256_setzero_ps();
+    _mm256_storeu_ps(out + k, _mm256_add_ps(base, v));
   }
-  if (k < n) DecodeIntSumAddRange(data, bytes, k, n, bits, contributors, scale, out);
+  if (k < n) DecodeIntSumAddRange(data, bytes, k, n, bits, contributors, scale, out, kAccumulate);
 }
 
 }  // namespace
@@ -271,7 +273,8 @@ const CodecKernels& Avx2Kernels() {
       AddTernaryCodesAvx2,
       HasInvalidTernaryCodeAvx2,
       IntSumMaxFieldAvx2,
-      DecodeIntSumAddAvx2,
+      DecodeIntSumAvx2<true>,
+      DecodeIntSumAvx2<false>,
   };
   return kKernels;
 }

@@ -270,13 +270,16 @@ uint32_t IntSumMaxFieldAvx512(const uint8_t* data, size_t n, int bits) {
   return simd_max > tail_max ? simd_max : tail_max;
 }
 
+template <bool kAccumulate>
 inline void AddScaled(__m512i fields32, __m512i offset, __m512 scale, float* out) {
   const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(fields32, offset)), scale);
-  _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), v));
+  const __m512 base = kAccumulate ? _mm512_loadu_ps(out) : _mm512_setzero_ps();
+  _mm512_storeu_ps(out, _mm512_add_ps(base, v));
 }
 
-void DecodeIntSumAddAvx512(const uint8_t* data, size_t n, int bits, int contributors, float scale,
-                           float* out) {
+template <bool kAccumulate>
+void DecodeIntSumAvx512(const uint8_t* data, size_t n, int bits, int contributors, float scale,
+                        float* out) {
   const size_t bytes = (n * bits + 7) / 8;
   const __m512i offset = _mm512_set1_epi32(contributors);
   const __m512 scale_v = _mm512_set1_ps(scale);
@@ -285,18 +288,19 @@ void DecodeIntSumAddAvx512(const uint8_t* data, size_t n, int bits, int contribu
     const FieldLayout<16> layout = MakeFieldLayout<16>(bits);
     for (; k + 32 <= n && (k / 32) * layout.group_bytes + 64 <= bytes; k += 32) {
       const __m512i fields = ExtractFields(data + (k / 32) * layout.group_bytes, layout);
-      AddScaled(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(fields)), offset, scale_v, out + k);
-      AddScaled(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(fields, 1)), offset, scale_v,
-                out + k + 16);
+      AddScaled<kAccumulate>(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(fields)), offset, scale_v,
+                             out + k);
+      AddScaled<kAccumulate>(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(fields, 1)), offset,
+                             scale_v, out + k + 16);
     }
   } else {
     const FieldLayout<32> layout = MakeFieldLayout<32>(bits);
     for (; k + 16 <= n && (k / 16) * layout.group_bytes + 64 <= bytes; k += 16) {
-      AddScaled(ExtractFields(data + (k / 16) * layout.group_bytes, layout), offset, scale_v,
-                out + k);
+      AddScaled<kAccumulate>(ExtractFields(data + (k / 16) * layout.group_bytes, layout), offset,
+                             scale_v, out + k);
     }
   }
-  if (k < n) DecodeIntSumAddRange(data, bytes, k, n, bits, contributors, scale, out);
+  if (k < n) DecodeIntSumAddRange(data, bytes, k, n, bits, contributors, scale, out, kAccumulate);
 }
 
 }  // namespace
@@ -309,7 +313,8 @@ const CodecKernels& Avx512Kernels() {
       AddTernaryCodesAvx512,
       HasInvalidTernaryCodeAvx512,
       IntSumMaxFieldAvx512,
-      DecodeIntSumAddAvx512,
+      DecodeIntSumAvx512<true>,
+      DecodeIntSumAvx512<false>,
   };
   return kKernels;
 }

@@ -50,6 +50,12 @@ void DecodeIntSumAddScalar(const uint8_t* data, size_t n, int bits, int contribu
   DecodeIntSumAddRange(data, (n * bits + 7) / 8, 0, n, bits, contributors, scale, out);
 }
 
+void DecodeIntSumScalar(const uint8_t* data, size_t n, int bits, int contributors, float scale,
+                        float* out) {
+  DecodeIntSumAddRange(data, (n * bits + 7) / 8, 0, n, bits, contributors, scale, out,
+                       /*accumulate=*/false);
+}
+
 }  // namespace
 
 void StatsTail(const float* g, size_t begin, size_t n, StatsLanes* lanes, float* max_abs) {
@@ -75,10 +81,11 @@ uint32_t IntSumMaxFieldRange(const uint8_t* data, size_t bytes, size_t begin, si
 }
 
 void DecodeIntSumAddRange(const uint8_t* data, size_t bytes, size_t begin, size_t end, int bits,
-                          int contributors, float scale, float* out) {
+                          int contributors, float scale, float* out, bool accumulate) {
   for (size_t k = begin; k < end; ++k) {
     const int field = static_cast<int>(ReadField(data, bytes, k, bits));
-    out[k] += static_cast<float>(field - contributors) * scale;
+    const float v = static_cast<float>(field - contributors) * scale;
+    out[k] = (accumulate ? out[k] : 0.0f) + v;
   }
 }
 
@@ -132,7 +139,7 @@ const CodecKernels& ScalarKernels() {
   static constexpr CodecKernels kKernels = {
       StatsScalar,           TernarizeScalarBlocked,      DecodeTernaryAddScalar,
       AddTernaryCodesScalar, HasInvalidTernaryCodeScalar, IntSumMaxFieldScalar,
-      DecodeIntSumAddScalar,
+      DecodeIntSumAddScalar, DecodeIntSumScalar,
   };
   return kKernels;
 }

@@ -82,8 +82,7 @@ class HostExchange final : public Exchange {
         });
         break;
       case v1::INT_SUM:
-        std::fill(out.begin(), out.end(), 0.0f);
-        common::DecodeValidatedIntSumAdd(avg.bytes, avg.contributors, avg.scaler, out);
+        common::DecodeValidatedIntSum(avg.bytes, avg.contributors, avg.scaler, out);
         break;
       default:  // TERNARY_2BIT
         std::fill(out.begin(), out.end(), 0.0f);

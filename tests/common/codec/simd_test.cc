@@ -124,6 +124,15 @@ TEST(SimdTest, DecodersAreBitIdentical) {
         ASSERT_TRUE(DecodeIntSumAdd(wire, contributors, 1.25f, absl::MakeSpan(y), isa).ok());
         ASSERT_EQ(0, std::memcmp(x.data(), y.data(), 4 * n))
             << IsaName(isa) << " n " << n << " N " << contributors;
+        // The writing decode gives the bits of the accumulating one into zeros, on every kernel
+        // set, including scaler 0 (where -1 * 0 = -0.0 must come out as 0 + -0.0 = +0.0).
+        for (const float scaler : {1.25f, 0.0f}) {
+          std::vector<float> zeros(n, 0.0f), written(n, 7.0f);
+          DecodeValidatedIntSumAdd(wire, contributors, scaler, absl::MakeSpan(zeros), Isa::kScalar);
+          DecodeValidatedIntSum(wire, contributors, scaler, absl::MakeSpan(written), isa);
+          ASSERT_EQ(0, std::memcmp(zeros.data(), written.data(), 4 * n))
+              << IsaName(isa) << " n " << n << " N " << contributors << " scaler " << scaler;
+        }
       }
     }
   }
