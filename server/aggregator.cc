@@ -138,7 +138,7 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& 
                                std::vector<CompletionStats>* completed) {
   Slot& slot = SlotFor(step, view.world_size);
   const size_t n = config_.elements;
-  const absl::Span<const common::Piece> pieces = payload.Pieces();
+  const absl::Span<const common::Piece> pieces = payload.pieces;
   // The caller validated the whole request (ValidatePushPull), so the payload is summed without
   // checking it again.
   const absl::Time apply_start = config_.clock->Now();
@@ -250,7 +250,6 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
                            .scaler = 0.0f,
                            .elements = config_.elements,
                            .contributors = static_cast<uint32_t>(contributors),
-                           .data = {},
                            .pieces = {}};
   CompletionStats stats;
   stats.step = slot.step;

@@ -32,9 +32,8 @@ common::PushPullRequestView ViewOf(const ternps::v1::PushPullRequest& request) {
          .scaler = p.scaler(),
          .elements = p.elements(),
          .contributors = p.contributors(),
-         .data = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(p.data().data()),
-                                     p.data().size()),
-         .pieces = {}});
+         .pieces = {absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(p.data().data()),
+                                        p.data().size())}});
   }
   return view;
 }

@@ -41,11 +41,11 @@ absl::Status ValidatePayloadData(const common::PayloadView& p, v1::Encoding enco
   }
   absl::Status st;
   if (encoding == v1::FP32) {
-    common::ForEachRun(p.Pieces(), 4, [&](common::Piece run, size_t) {
+    common::ForEachRun(p.pieces, 4, [&](common::Piece run, size_t) {
       if (st.ok()) st = common::ValidateFp32(run, run.size() / 4);
     });
   } else {
-    common::ForEachRun(p.Pieces(), 1, [&](common::Piece run, size_t byte) {
+    common::ForEachRun(p.pieces, 1, [&](common::Piece run, size_t byte) {
       const size_t n = std::min<size_t>(4 * run.size(), elements - 4 * byte);
       if (st.ok()) st = common::ValidateTernary(run, n);
     });

@@ -133,20 +133,27 @@ absl::Status DecodeIntSumAdd(absl::Span<const uint8_t> data, int contributors, f
   return absl::OkStatus();
 }
 
-void DecodeValidatedIntSumAdd(absl::Span<const uint8_t> data, int contributors, float scaler,
-                              absl::Span<float> out, Isa isa) {
+namespace {
+
+// Runs an INT_SUM decode kernel (accumulating or writing) over a validated payload.
+void RunDecode(decltype(internal::CodecKernels::decode_int_sum) kernel,
+               absl::Span<const uint8_t> data, int contributors, float scaler,
+               absl::Span<float> out) {
   if (out.empty()) return;
   const float scale = scaler / static_cast<float>(contributors);
-  internal::KernelsFor(isa).decode_int_sum_add(data.data(), out.size(), IntSumBits(contributors),
-                                               contributors, scale, out.data());
+  kernel(data.data(), out.size(), IntSumBits(contributors), contributors, scale, out.data());
+}
+
+}  // namespace
+
+void DecodeValidatedIntSumAdd(absl::Span<const uint8_t> data, int contributors, float scaler,
+                              absl::Span<float> out, Isa isa) {
+  RunDecode(internal::KernelsFor(isa).decode_int_sum_add, data, contributors, scaler, out);
 }
 
 void DecodeValidatedIntSum(absl::Span<const uint8_t> data, int contributors, float scaler,
                            absl::Span<float> out, Isa isa) {
-  if (out.empty()) return;
-  const float scale = scaler / static_cast<float>(contributors);
-  internal::KernelsFor(isa).decode_int_sum(data.data(), out.size(), IntSumBits(contributors),
-                                           contributors, scale, out.data());
+  RunDecode(internal::KernelsFor(isa).decode_int_sum, data, contributors, scaler, out);
 }
 
 }  // namespace ternps::common

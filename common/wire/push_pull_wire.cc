@@ -179,7 +179,6 @@ absl::Status ParsePayload(Reader r, absl::string_view where, PayloadView* out) {
         if (!ok) break;
         out->pieces.clear();  // the last occurrence wins, as in protobuf
         r.Take(n, &out->pieces);
-        out->data = out->pieces.size() == 1 ? out->pieces[0] : Piece();
         break;
       }
       default:
@@ -216,11 +215,11 @@ void PutTag(int field, int wire_type, std::string* out) {
 size_t PayloadView::data_size() const {
   size_t n = 0;
   for (const Piece& p : pieces) n += p.size();
-  return pieces.empty() ? data.size() : n;
+  return n;
 }
 
 absl::Span<const uint8_t> PayloadView::Gather(std::vector<uint8_t>* scratch) const {
-  if (pieces.size() <= 1) return pieces.empty() ? data : pieces[0];
+  if (pieces.size() <= 1) return pieces.empty() ? Piece() : pieces[0];
   scratch->resize(data_size());
   size_t at = 0;
   for (const Piece& p : pieces) {

@@ -1,5 +1,5 @@
 // PushPull's messages on the wire without protobuf's copies: a reader that parses the protobuf
-// encoding of a PushPullRequest / PushPullResponse into views whose `data` spans point into the
+// encoding of a PushPullRequest / PushPullResponse into views whose data pieces point into the
 // received bytes, and writers that emit every field but the payload bytes, so the payloads can
 // travel as separate gRPC slices aliasing the caller's own buffers. The bytes are exactly what
 // protobuf produces and accepts for proto/ternps/v1/ternps.proto (v1 is unchanged; peers that
@@ -32,28 +32,23 @@ namespace ternps::common {
 using Piece = absl::Span<const uint8_t>;
 
 // A PartitionPayload whose data stays where it was received (or where the sender keeps it).
-// Received messages come in pieces (gRPC slices); the data is then `pieces`, in order, and
-// `data` is set only when it lies in one piece.
+// Received messages come in pieces (gRPC slices), so the data is a list of spans, in order.
 struct PayloadView {
   uint32_t partition_id = 0;
   int encoding = 0;  // ternps.v1.Encoding
   float scaler = 0.0f;
   uint32_t elements = 0;
   uint32_t contributors = 0;
-  absl::Span<const uint8_t> data;
-  std::vector<Piece> pieces;  // filled by the parsers (one piece when `data` is set)
+  std::vector<Piece> pieces;  // the data; writers ignore it
 
   size_t data_size() const;
-  // The data as pieces, however it was set.
-  absl::Span<const Piece> Pieces() const {
-    return pieces.empty() ? absl::MakeConstSpan(&data, 1) : absl::MakeConstSpan(pieces);
-  }
-  // The data in one span: `data`, or a copy of the pieces into `scratch`.
+  // The data in one span: its only piece, or a copy of the pieces into `scratch`.
   absl::Span<const uint8_t> Gather(std::vector<uint8_t>* scratch) const;
 };
 
-// Calls fn(run, offset) for consecutive runs of whole `unit`-byte elements of `pieces`, offset in
-// units from the start; a unit split across two pieces is passed alone from a small copy.
+// Calls fn(run, offset) for consecutive runs of whole `unit`-byte elements (unit <= 16) of
+// `pieces`, offset in units from the start; a unit split across two pieces is passed alone from a
+// small copy.
 template <typename Fn>
 void ForEachRun(absl::Span<const Piece> pieces, size_t unit, Fn fn) {
   uint8_t carry[16];
@@ -114,7 +109,7 @@ void AppendPushPullRequestHead(absl::string_view job_id, uint32_t worker_rank, u
 void AppendPushPullResponseHead(uint64_t step, std::string* out);
 // One entry of the repeated payload field `field` (kRequestPartitionsField or
 // kResponseAveragesField): its tag and length, then every field of `payload` but the data, then
-// the data's tag and length. `payload.data` is not read.
+// the data's tag and length. `payload.pieces` is not read.
 void AppendPayloadHead(int field, const PayloadView& payload, size_t data_bytes, std::string* out);
 
 inline constexpr int kRequestPartitionsField = 5;  // PushPullRequest.partitions

@@ -108,7 +108,7 @@ absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t
   absl::Status st;
   if (expected == v1::FP32 && fp32_pieces) {
     // Checked piece by piece where gRPC received it; decoded the same way (no gathering copy).
-    out.pieces = avg.Pieces();
+    out.pieces = avg.pieces;
     if (avg.data_size() != common::Fp32Bytes(elements)) {
       st = absl::InvalidArgumentError(absl::StrCat("data: ", avg.data_size(), " bytes, expected ",
                                                    common::Fp32Bytes(elements)));
@@ -181,6 +181,7 @@ class Worker::Impl {
     Response response;
     std::unique_ptr<grpc::ClientContext> context;
   };
+  enum class Encoded { kNotYet, kReady, kFailed };  // a batch's state in the current step
   // One PushPull call: its payloads are encoded in place into `data` and sent as slices that
   // alias it (common/wire writes the fields around them), and its answer is parsed from gRPC's
   // buffer without protobuf copies.
@@ -192,9 +193,9 @@ class Worker::Impl {
     grpc::ByteBuffer request;
     grpc::ByteBuffer response;
     std::unique_ptr<grpc::ClientContext> context;
-    std::vector<uint8_t> scratch;  // compressed averages split across slices, gathered
-    StepStats::Call timing;        // of the current step
-    int encoded = 0;               // an Encoded, under flight_mu_
+    std::vector<uint8_t> scratch;        // compressed averages split across slices, gathered
+    StepStats::Call timing;              // of the current step
+    Encoded encoded = Encoded::kNotYet;  // under flight_mu_
   };
   using ScalerCall = ShardCall<v1::ShareScalersRequest, v1::ShareScalersResponse>;
   // Per-step counters, written by pool and gRPC threads.
@@ -255,7 +256,6 @@ class Worker::Impl {
   // batches in the same order, so the oldest incomplete partition is always in flight from every
   // worker: a window of calls cannot deadlock (it could if each worker sent in the order its
   // encodes happened to finish).
-  enum class Encoded { kNotYet, kReady, kFailed };
   struct Flight {
     int in_flight = 0;
     std::vector<Batch*> order;
@@ -450,7 +450,6 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
         .scaler = spec_.plan.partition(p).compressed ? scalers_[p] : 0.0f,
         .elements = spec_.plan.partition(p).elements,
         .contributors = 0,
-        .data = {},
         .pieces = {}};
     common::AppendPayloadHead(common::kRequestPartitionsField, head, batch.data[i].size(),
                               &batch.heads);
@@ -477,11 +476,11 @@ std::vector<Worker::Impl::Batch*> Worker::Impl::NextToSendLocked(uint32_t shard)
   std::vector<Batch*> ready;
   while (f.next < f.order.size()) {
     Batch* b = f.order[f.next];
-    if (b->encoded == static_cast<int>(Encoded::kFailed)) {  // never sent; skip it
+    if (b->encoded == Encoded::kFailed) {  // never sent; skip it
       ++f.next;
       continue;
     }
-    if (b->encoded != static_cast<int>(Encoded::kReady)) break;
+    if (b->encoded != Encoded::kReady) break;
     if (limit > 0 && f.in_flight >= limit) break;
     ++f.in_flight;
     ++f.next;
@@ -496,7 +495,7 @@ void Worker::Impl::Dispatch(Batch& batch, bool sendable, Gradients gradients, Ex
   std::vector<Batch*> ready;
   {
     absl::MutexLock lock(&flight_mu_);
-    batch.encoded = static_cast<int>(sendable ? Encoded::kReady : Encoded::kFailed);
+    batch.encoded = sendable ? Encoded::kReady : Encoded::kFailed;
     ready = NextToSendLocked(batch.shard);
   }
   for (Batch* b : ready) Send(*b, gradients, exchange, counters, error, pending);
@@ -641,7 +640,7 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
     absl::MutexLock lock(&flight_mu_);
     for (Flight& f : flights_) f = Flight{};
     for (Batch& batch : batches_) {
-      batch.encoded = static_cast<int>(Encoded::kNotYet);
+      batch.encoded = Encoded::kNotYet;
       flights_[batch.shard].order.push_back(&batch);
     }
   }

@@ -50,11 +50,13 @@ TEST(PushPullWireTest, ReadsWhatProtobufWrites) {
     EXPECT_EQ(p.encoding, r.partitions(i).encoding());
     EXPECT_EQ(p.scaler, r.partitions(i).scaler());
     EXPECT_EQ(p.elements, r.partitions(i).elements());
-    EXPECT_EQ(std::string(reinterpret_cast<const char*>(p.data.data()), p.data.size()),
+    ASSERT_EQ(p.pieces.size(), 1u);
+    const Piece data = p.pieces[0];
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(data.data()), data.size()),
               r.partitions(i).data());
     // The data is a view into the received bytes, not a copy.
-    EXPECT_GE(p.data.data(), Bytes(wire).data());
-    EXPECT_LE(p.data.data() + p.data.size(), Bytes(wire).data() + wire.size());
+    EXPECT_GE(data.data(), Bytes(wire).data());
+    EXPECT_LE(data.data() + data.size(), Bytes(wire).data() + wire.size());
   }
 }
 
@@ -68,7 +70,6 @@ TEST(PushPullWireTest, ProtobufReadsWhatTheWritersWrite) {
                      .scaler = p.scaler(),
                      .elements = p.elements(),
                      .contributors = p.contributors(),
-                     .data = {},
                      .pieces = {}};
     AppendPayloadHead(kRequestPartitionsField, head, p.data().size(), &wire);
     wire += p.data();  // on the wire: a separate slice
@@ -94,7 +95,6 @@ TEST(PushPullWireTest, ProtobufReadsWhatTheWritersWrite) {
                      .scaler = 1.5f,
                      .elements = 64,
                      .contributors = 4,
-                     .data = {},
                      .pieces = {}},
                     32, &out);
   out += std::string(32, '\x44');
@@ -141,9 +141,11 @@ TEST(PushPullWireTest, RandomBytesNeverCrashTheReaders) {
     (void)ParsePushPullResponse(Bytes(bytes), &response);
     // Whatever parsed stays inside the buffer.
     for (const PayloadView& p : request.partitions) {
-      if (p.data.empty()) continue;
-      ASSERT_GE(p.data.data(), Bytes(bytes).data());
-      ASSERT_LE(p.data.data() + p.data.size(), Bytes(bytes).data() + bytes.size());
+      for (const Piece& data : p.pieces) {
+        if (data.empty()) continue;
+        ASSERT_GE(data.data(), Bytes(bytes).data());
+        ASSERT_LE(data.data() + data.size(), Bytes(bytes).data() + bytes.size());
+      }
     }
   }
 }
