@@ -99,19 +99,18 @@ grpc::ServerUnaryReactor* ParameterServerService::PushPull(grpc::CallbackServerC
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const RequestPieces bytes(*request);
   common::PushPullRequestView view;
+  DoneCallback finish = FinishLater(reactor, observer(), Method::kPushPull);
   if (absl::Status st = common::ParsePushPullRequest(bytes.pieces(), &view); !st.ok()) {
-    Count(observer(), Method::kPushPull, st);
-    reactor->Finish(common::ToGrpcStatus(st));
+    finish(std::move(st));
     return reactor;
   }
   auto answer = std::make_shared<PushPullAnswer>();
-  ShardObserver* watcher = observer();
   // The payloads are summed before PushPull returns; `bytes` may go then.
-  engine_->PushPull(view, answer.get(), [reactor, response, answer, watcher](absl::Status st) {
-    Count(watcher, Method::kPushPull, st);
-    if (st.ok()) *response = Serialize(*answer);
-    reactor->Finish(common::ToGrpcStatus(st));
-  });
+  engine_->PushPull(view, answer.get(),
+                    [response, answer, finish = std::move(finish)](absl::Status st) {
+                      if (st.ok()) *response = Serialize(*answer);
+                      finish(std::move(st));
+                    });
   // The payloads have been summed. Give gRPC's receive buffers back now rather than when the call
   // ends (after the slowest worker's push): held, they make the allocator hand out fresh pages
   // for every message (page faults on every received byte). The request is this handler's to

@@ -172,13 +172,12 @@ class Worker::Impl {
   uint32_t partitions() const { return static_cast<uint32_t>(spec_.plan.partitions().size()); }
 
  private:
-  // One reusable call to one shard about some of its partitions.
-  template <typename Request, typename Response>
-  struct ShardCall {
+  // One reusable ShareScalers call to one shard about its shared-scaler partitions.
+  struct ScalerCall {
     uint32_t shard = 0;
     std::vector<uint32_t> partitions;
-    Request request;
-    Response response;
+    v1::ShareScalersRequest request;
+    v1::ShareScalersResponse response;
     std::unique_ptr<grpc::ClientContext> context;
   };
   enum class Encoded { kNotYet, kReady, kFailed };  // a batch's state in the current step
@@ -197,7 +196,6 @@ class Worker::Impl {
     StepStats::Call timing;              // of the current step
     Encoded encoded = Encoded::kNotYet;  // under flight_mu_
   };
-  using ScalerCall = ShardCall<v1::ShareScalersRequest, v1::ShareScalersResponse>;
   // Per-step counters, written by pool and gRPC threads.
   struct StepCounters {
     std::atomic<uint64_t> sent{0};
