@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/util/flags_help.h"
+#include "common/util/process.h"
 #include "server/shard_server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
@@ -66,6 +67,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ternps::common::ConfigureBinaryProcess();
   ternps::common::SetUsage(
       "One parameter-server shard of a ternps (TernGrad) job.\n"
       "Usage: ternps-server --listen=127.0.0.1:7070 --shard_index=0 --shard_count=2");

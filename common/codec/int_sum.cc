@@ -32,8 +32,8 @@ absl::Status ValidateContributors(int contributors) {
 
 }  // namespace
 
-absl::Status EncodeIntSum(absl::Span<const int16_t> sums, int contributors,
-                          absl::Span<uint8_t> out) {
+absl::Status EncodeIntSum(absl::Span<const int16_t> sums, int contributors, absl::Span<uint8_t> out,
+                          Isa isa) {
   if (absl::Status st = ValidateContributors(contributors); !st.ok()) return st;
   const int bits = IntSumBits(contributors);
   const size_t bytes = IntSumBytes(sums.size(), contributors);
@@ -42,59 +42,17 @@ absl::Status EncodeIntSum(absl::Span<const int16_t> sums, int contributors,
                                                    " for ", sums.size(), " elements of ", bits,
                                                    " bits"));
   }
-  for (size_t j = 0; j < sums.size(); ++j) {
+  if (sums.empty() || internal::KernelsFor(isa).encode_int_sum(sums.data(), sums.size(), bits,
+                                                               contributors, out.data())) {
+    return absl::OkStatus();
+  }
+  for (size_t j = 0; j < sums.size(); ++j) {  // cold: find the first offender for the message
     if (sums[j] < -contributors || sums[j] > contributors) {
       return absl::InvalidArgumentError(absl::StrCat("sums[", j, "]: ", sums[j], " is outside [-",
                                                      contributors, ", ", contributors, "]"));
     }
   }
-  // Field widths that divide a byte (N = 1: 2 bits; N = 4..7: 4 bits; 8 and 16 bits) pack
-  // whole bytes independently, which compilers vectorize; the same bit stream as below.
-  const auto n = sums.size();
-  const auto offset = static_cast<int>(contributors);
-  if (bits == 4) {
-    const size_t pairs = n / 2;
-    for (size_t i = 0; i < pairs; ++i) {
-      out[i] = static_cast<uint8_t>((sums[2 * i] + offset) | ((sums[2 * i + 1] + offset) << 4));
-    }
-    if (n % 2 != 0) out[pairs] = static_cast<uint8_t>(sums[n - 1] + offset);
-    return absl::OkStatus();
-  }
-  if (bits == 2) {
-    const size_t quads = n / 4;
-    for (size_t i = 0; i < quads; ++i) {
-      out[i] = static_cast<uint8_t>((sums[4 * i] + offset) | ((sums[4 * i + 1] + offset) << 2) |
-                                    ((sums[4 * i + 2] + offset) << 4) |
-                                    ((sums[4 * i + 3] + offset) << 6));
-    }
-    if (n % 4 != 0) {
-      uint8_t last = 0;
-      for (size_t j = 4 * quads; j < n; ++j) {
-        last |= static_cast<uint8_t>((sums[j] + offset) << (2 * (j - 4 * quads)));
-      }
-      out[quads] = last;
-    }
-    return absl::OkStatus();
-  }
-  if (bits == 8) {
-    for (size_t j = 0; j < n; ++j) out[j] = static_cast<uint8_t>(sums[j] + offset);
-    return absl::OkStatus();
-  }
-  // Bit-stream writer: fields accumulate in a 64-bit register and leave it a byte at a time.
-  uint64_t acc = 0;
-  int acc_bits = 0;
-  size_t o = 0;
-  for (const int16_t sum : sums) {
-    acc |= static_cast<uint64_t>(sum + contributors) << acc_bits;
-    acc_bits += bits;
-    while (acc_bits >= 8) {
-      out[o++] = static_cast<uint8_t>(acc);
-      acc >>= 8;
-      acc_bits -= 8;
-    }
-  }
-  if (acc_bits > 0) out[o++] = static_cast<uint8_t>(acc);
-  return absl::OkStatus();
+  return absl::InternalError("EncodeIntSum: a kernel reported a sum out of range and none is");
 }
 
 absl::Status ValidateIntSum(absl::Span<const uint8_t> data, size_t n, int contributors, Isa isa) {

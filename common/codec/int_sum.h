@@ -35,9 +35,10 @@ int IntSumBits(int contributors);
 // ceil(n * b / 8).
 size_t IntSumBytes(size_t n, int contributors);
 
-// Packs sums (each in [-N, N]) into `out` (exactly IntSumBytes(sums.size(), N) bytes).
-absl::Status EncodeIntSum(absl::Span<const int16_t> sums, int contributors,
-                          absl::Span<uint8_t> out);
+// Packs sums (each in [-N, N]) into `out` (exactly IntSumBytes(sums.size(), N) bytes). A sum
+// outside [-N, N] is INVALID_ARGUMENT naming it, with `out` unspecified.
+absl::Status EncodeIntSum(absl::Span<const int16_t> sums, int contributors, absl::Span<uint8_t> out,
+                          Isa isa = Isa::kAuto);
 
 // Checks an INT_SUM payload of n elements from N contributors: N in range, length, no field
 // above 2N, zero padding bits.

@@ -57,6 +57,10 @@ struct CodecKernels {
   // into zeros (+0.0 where that gives +0.0), without reading `out`.
   void (*decode_int_sum)(const uint8_t* data, size_t n, int bits, int contributors, float scale,
                          float* out);
+  // Packs sums[0, n) as `bits`-wide fields sums[k] + contributors into out[0, ceil(n*bits/8)),
+  // the INT_SUM stream. Returns false, with `out` unspecified, when some sum lies outside
+  // [-contributors, contributors] (the caller finds which for its message).
+  bool (*encode_int_sum)(const int16_t* sums, size_t n, int bits, int contributors, uint8_t* out);
 };
 
 const CodecKernels& ScalarKernels();
@@ -76,6 +80,9 @@ uint32_t IntSumMaxFieldRange(const uint8_t* data, size_t bytes, size_t begin, si
 // `accumulate`: out[k] += v; otherwise out[k] = 0.0f + v.
 void DecodeIntSumAddRange(const uint8_t* data, size_t bytes, size_t begin, size_t end, int bits,
                           int contributors, float scale, float* out, bool accumulate = true);
+// The scalar encode_int_sum of sums[0, n), for any field width; SIMD kernels hand it the widths
+// they do not pack themselves and their tails (`n` a multiple of 8 / gcd(bits, 8) before a tail).
+bool EncodeIntSumScalar(const int16_t* sums, size_t n, int bits, int contributors, uint8_t* out);
 // Reads the `bits`-wide field `k` (bits <= 16) of a stream of `bytes` bytes.
 inline uint32_t ReadField(const uint8_t* data, size_t bytes, size_t k, int bits) {
   const size_t bit = k * static_cast<size_t>(bits);

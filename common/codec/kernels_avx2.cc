@@ -263,6 +263,36 @@ void DecodeIntSumAvx2(const uint8_t* data, size_t n, int bits, int contributors,
   if (k < n) DecodeIntSumAddRange(data, bytes, k, n, bits, contributors, scale, out, kAccumulate);
 }
 
+// 4-bit fields (N = 4..7, the common downlink) from 32 sums at a time; other widths, and the tail,
+// through the scalar kernel.
+bool EncodeIntSumAvx2(const int16_t* sums, size_t n, int bits, int contributors, uint8_t* out) {
+  if (bits != 4) return EncodeIntSumScalar(sums, n, bits, contributors, out);
+  const __m256i offset = _mm256_set1_epi16(static_cast<int16_t>(contributors));
+  const __m256i low_byte = _mm256_set1_epi32(0xff);
+  __m256i max_field = _mm256_setzero_si256();  // unsigned: a sum below -N wraps to a large field
+  size_t k = 0;
+  for (; k + 32 <= n; k += 32) {
+    const __m256i a =
+        _mm256_add_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + k)), offset);
+    const __m256i b = _mm256_add_epi16(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + k + 16)), offset);
+    max_field = _mm256_max_epu16(max_field, _mm256_max_epu16(a, b));
+    // 32-bit lane j holds fields 2j and 2j+1; its low byte becomes field 2j | field 2j+1 << 4.
+    const __m256i pa = _mm256_and_si256(_mm256_or_si256(a, _mm256_srli_epi32(a, 12)), low_byte);
+    const __m256i pb = _mm256_and_si256(_mm256_or_si256(b, _mm256_srli_epi32(b, 12)), low_byte);
+    // packus interleaves 128-bit lanes (a0-3 b0-3 | a4-7 b4-7); 0xD8 restores a0-7 | b0-7.
+    const __m256i words = _mm256_permute4x64_epi64(_mm256_packus_epi32(pa, pb), 0xD8);
+    _mm_storeu_si128(
+        reinterpret_cast<__m128i*>(out + k / 2),
+        _mm_packus_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1)));
+  }
+  const __m256i top = _mm256_set1_epi16(static_cast<int16_t>(2 * contributors));
+  bool in_range =
+      _mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(max_field, top), top)) == -1;
+  if (k < n) in_range &= EncodeIntSumScalar(sums + k, n - k, bits, contributors, out + k / 2);
+  return in_range;
+}
+
 }  // namespace
 
 const CodecKernels& Avx2Kernels() {
@@ -275,6 +305,7 @@ const CodecKernels& Avx2Kernels() {
       IntSumMaxFieldAvx2,
       DecodeIntSumAvx2<true>,
       DecodeIntSumAvx2<false>,
+      EncodeIntSumAvx2,
   };
   return kKernels;
 }

@@ -303,6 +303,27 @@ void DecodeIntSumAvx512(const uint8_t* data, size_t n, int bits, int contributor
   if (k < n) DecodeIntSumAddRange(data, bytes, k, n, bits, contributors, scale, out, kAccumulate);
 }
 
+// 4-bit fields (N = 4..7, the common downlink) from 32 sums at a time; other widths, and the tail,
+// through the scalar kernel.
+bool EncodeIntSumAvx512(const int16_t* sums, size_t n, int bits, int contributors, uint8_t* out) {
+  if (bits != 4) return EncodeIntSumScalar(sums, n, bits, contributors, out);
+  const __m512i offset = _mm512_set1_epi16(static_cast<int16_t>(contributors));
+  const __m512i top = _mm512_set1_epi16(static_cast<int16_t>(2 * contributors));
+  __mmask32 bad = 0;
+  size_t k = 0;
+  for (; k + 32 <= n; k += 32) {
+    const __m512i v = _mm512_add_epi16(_mm512_loadu_si512(sums + k), offset);
+    bad |= _mm512_cmpgt_epu16_mask(v, top);  // a sum below -N wraps to a large unsigned field
+    // 32-bit lane j holds fields 2j (low half) and 2j+1 (high half); its low byte becomes
+    // field 2j | field 2j+1 << 4.
+    const __m512i pairs = _mm512_or_si512(v, _mm512_srli_epi32(v, 12));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k / 2), _mm512_cvtepi32_epi8(pairs));
+  }
+  bool in_range = bad == 0;
+  if (k < n) in_range &= EncodeIntSumScalar(sums + k, n - k, bits, contributors, out + k / 2);
+  return in_range;
+}
+
 }  // namespace
 
 const CodecKernels& Avx512Kernels() {
@@ -315,6 +336,7 @@ const CodecKernels& Avx512Kernels() {
       IntSumMaxFieldAvx512,
       DecodeIntSumAvx512<true>,
       DecodeIntSumAvx512<false>,
+      EncodeIntSumAvx512,
   };
   return kKernels;
 }

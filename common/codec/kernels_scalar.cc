@@ -107,6 +107,27 @@ void TernarizeScalar(const float* g, size_t n, uint64_t first, float limit, floa
   }
 }
 
+bool EncodeIntSumScalar(const int16_t* sums, size_t n, int bits, int contributors, uint8_t* out) {
+  // Fields accumulate in a 64-bit register and leave it a byte at a time.
+  uint64_t acc = 0;
+  int acc_bits = 0;
+  size_t o = 0;
+  bool in_range = true;
+  for (size_t k = 0; k < n; ++k) {
+    const int v = sums[k] + contributors;
+    in_range &= v >= 0 && v <= 2 * contributors;
+    acc |= static_cast<uint64_t>(static_cast<uint32_t>(v) & ((1u << bits) - 1u)) << acc_bits;
+    acc_bits += bits;
+    while (acc_bits >= 8) {
+      out[o++] = static_cast<uint8_t>(acc);
+      acc >>= 8;
+      acc_bits -= 8;
+    }
+  }
+  if (acc_bits > 0) out[o++] = static_cast<uint8_t>(acc);
+  return in_range;
+}
+
 namespace {
 
 // Natural element order visits the 16 lanes of a 128-element block in turn, so the reference
@@ -139,7 +160,7 @@ const CodecKernels& ScalarKernels() {
   static constexpr CodecKernels kKernels = {
       StatsScalar,           TernarizeScalarBlocked,      DecodeTernaryAddScalar,
       AddTernaryCodesScalar, HasInvalidTernaryCodeScalar, IntSumMaxFieldScalar,
-      DecodeIntSumAddScalar, DecodeIntSumScalar,
+      DecodeIntSumAddScalar, DecodeIntSumScalar,          EncodeIntSumScalar,
   };
   return kKernels;
 }

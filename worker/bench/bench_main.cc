@@ -15,11 +15,13 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "common/util/flags_help.h"
+#include "common/util/process.h"
 #include "worker/bench/cluster_bench.h"
 #include "worker/bench/codec_bench.h"
 #include "worker/bench/worker_bench.h"
 
 int main(int argc, char** argv) {
+  ternps::common::ConfigureBinaryProcess();
   ternps::common::SetUsage(
       "ternps benchmarks; one JSON object per line on stdout.\n"
       "usage: ternps-bench SUBCOMMAND [flags]\n"

@@ -225,6 +225,14 @@ int RunCodecBench() {
     const double add_s = BestSeconds(
         repeats, [&] { ok &= common::AddTernaryCodes(packed, absl::MakeSpan(acc), isa).ok(); });
     Print({"codec_add_codes", name, add_s, dense_bytes}, n, part, read_gbps, repeats);
+
+    // The shard's INT_SUM packing for N = 4 (4-bit fields, the common downlink) of those sums
+    // (which the repeats above accumulated: clamped back into [-4, 4]).
+    for (int16_t& sum : acc) sum = std::clamp<int16_t>(sum, -4, 4);
+    std::vector<uint8_t> int_sum(common::IntSumBytes(n, 4));
+    const double pack_s = BestSeconds(
+        repeats, [&] { ok &= common::EncodeIntSum(acc, 4, absl::MakeSpan(int_sum), isa).ok(); });
+    Print({"codec_encode_int_sum", name, pack_s, dense_bytes}, n, part, read_gbps, repeats);
     if (!ok || std::any_of(scalers.begin(), scalers.end(), [](float s) { return s < 0; })) {
       std::fprintf(stderr, "ternps-bench codec: a codec call failed (isa %s)\n", name.c_str());
       return 1;

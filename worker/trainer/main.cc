@@ -20,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "common/metrics/metrics.h"
 #include "common/util/flags_help.h"
+#include "common/util/process.h"
 #include "ternps/worker.h"
 #include "worker/trainer/fashion_mnist.h"
 #include "worker/trainer/mlp.h"
@@ -80,6 +81,7 @@ std::string Human(double bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ternps::common::ConfigureBinaryProcess();
   ternps::common::SetUsage(
       "Trains an MLP on Fashion-MNIST through a ternps parameter server.\n"
       "Usage: ternps-worker --shards=127.0.0.1:7070,127.0.0.1:7071 --rank=0 --world_size=4");

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/codec/fp32.h"
 #include "common/codec/int_sum.h"
 #include "common/codec/isa.h"
@@ -160,28 +161,53 @@ TEST(MalformedTest, Fp32Payloads) {
 namespace ternps::common {
 namespace {
 
-// EncodeIntSum's byte-aligned fast paths (2, 4 and 8 bits) write the same stream as a plain
-// bit-stream writer, for every N and length (including odd tails).
-TEST(IntSumEncodeTest, FastPathsMatchTheBitStream) {
+// Every kernel set's EncodeIntSum (SIMD 4-bit packing and the scalar bit-stream writer) writes
+// the stream of a plain bit-by-bit reference, for every N and for lengths that exercise whole
+// SIMD blocks and odd tails.
+TEST(IntSumEncodeTest, EveryKernelMatchesTheBitStream) {
   std::mt19937_64 rng(20261201);
-  for (int contributors = 1; contributors <= 130; ++contributors) {
-    const int bits = IntSumBits(contributors);
-    for (size_t n : {size_t{0}, size_t{1}, size_t{2}, size_t{3}, size_t{5}, size_t{67}}) {
-      std::vector<int16_t> sums(n);
-      for (int16_t& s : sums) {
-        s = static_cast<int16_t>(static_cast<int>(rng() % (2 * contributors + 1)) - contributors);
+  for (Isa isa : SupportedIsas()) {
+    for (int contributors = 1; contributors <= 130; ++contributors) {
+      const int bits = IntSumBits(contributors);
+      for (size_t n : {size_t{0}, size_t{1}, size_t{2}, size_t{3}, size_t{5}, size_t{67},
+                       size_t{64}, size_t{97}}) {
+        std::vector<int16_t> sums(n);
+        for (int16_t& s : sums) {
+          s = static_cast<int16_t>(static_cast<int>(rng() % (2 * contributors + 1)) - contributors);
+        }
+        std::vector<uint8_t> expected(IntSumBytes(n, contributors), 0);
+        size_t bit = 0;
+        for (const int16_t s : sums) {
+          const uint32_t field = static_cast<uint32_t>(s + contributors);
+          for (int b = 0; b < bits; ++b, ++bit) {
+            if ((field >> b) & 1u) expected[bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
+          }
+        }
+        std::vector<uint8_t> got(expected.size(), 0xAB);
+        ASSERT_TRUE(EncodeIntSum(sums, contributors, absl::MakeSpan(got), isa).ok());
+        EXPECT_EQ(got, expected) << IsaName(isa) << ", N " << contributors << ", n " << n;
       }
-      std::vector<uint8_t> expected(IntSumBytes(n, contributors), 0);
-      size_t bit = 0;
-      for (const int16_t s : sums) {
-        const uint32_t field = static_cast<uint32_t>(s + contributors);
-        for (int b = 0; b < bits; ++b, ++bit) {
-          if ((field >> b) & 1u) expected[bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
+    }
+  }
+}
+
+// A sum outside [-N, N] is refused by every kernel set wherever it sits (in a SIMD block or in
+// the tail), including values whose field would wrap (below -N, or near INT16_MAX).
+TEST(IntSumEncodeTest, EveryKernelRefusesOutOfRangeSums) {
+  for (Isa isa : SupportedIsas()) {
+    for (int contributors : {1, 4, 7, 8, 100}) {
+      for (size_t at : {size_t{0}, size_t{31}, size_t{40}, size_t{70}}) {
+        for (int bad : {contributors + 1, -contributors - 1, 32767, -32768}) {
+          std::vector<int16_t> sums(71, 0);
+          sums[at] = static_cast<int16_t>(bad);
+          std::vector<uint8_t> out(IntSumBytes(sums.size(), contributors));
+          const absl::Status st = EncodeIntSum(sums, contributors, absl::MakeSpan(out), isa);
+          EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument)
+              << IsaName(isa) << ", N " << contributors << ", at " << at << ", value " << bad;
+          EXPECT_EQ(st.message(), absl::StrCat("sums[", at, "]: ", bad, " is outside [-",
+                                               contributors, ", ", contributors, "]"));
         }
       }
-      std::vector<uint8_t> got(expected.size(), 0xAB);
-      ASSERT_TRUE(EncodeIntSum(sums, contributors, absl::MakeSpan(got)).ok());
-      EXPECT_EQ(got, expected) << "N " << contributors << ", n " << n;
     }
   }
 }
