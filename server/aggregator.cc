@@ -54,6 +54,16 @@ absl::Status PartitionAggregator::CheckStep(uint64_t step, const char* list, int
   return absl::OkStatus();
 }
 
+uint64_t PartitionAggregator::FirstOpenStep() const {
+  uint64_t step = base_step();
+  while (sharing()) {
+    const Slot& slot = slots_[step % 2];
+    if (!slot.active || slot.step != step || !slot.scalers_done) break;
+    ++step;
+  }
+  return step;
+}
+
 PartitionAggregator::Slot& PartitionAggregator::SlotFor(uint64_t step, uint32_t world_size) {
   Slot& slot = slots_[step % 2];
   if (slot.active) {

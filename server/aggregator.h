@@ -65,6 +65,11 @@ class PartitionAggregator {
   // The oldest incomplete step. Readable without the lock.
   uint64_t base_step() const { return base_step_.load(std::memory_order_acquire); }
 
+  // The first step a rank readmitted now can take part in: the base step, or a later one when
+  // the others have already settled its shared scaler without this rank (it could not encode
+  // with a scaler that ignores its own gradient).
+  uint64_t FirstOpenStep() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // OK if `rank` may offer (scalers) or push at `step` now: FAILED_PRECONDITION for a step
   // outside [base, base + 1] or, for a push under sharing, before the scalers are shared;
   // ALREADY_EXISTS for a repeat. `index` is the partition's place in the request, named in the

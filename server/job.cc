@@ -92,15 +92,23 @@ absl::StatusOr<v1::JoinResponse> Job::Join(const v1::JoinRequest& request,
         "plan_checksum: ", absl::Hex(request.plan_checksum()), " differs from the shard's ",
         absl::Hex(spec_.plan.Checksum()), " for the same registration (different plan version?)"));
   }
-  // A readmitted worker is awaited from the newest step any owned partition is at.
-  uint64_t resume = 0;
-  uint64_t first = UINT64_MAX;
-  for (const auto& a : aggregators_) {
-    resume = std::max(resume, a->base_step());
-    first = std::min(first, a->base_step());
+  // A readmitted worker is awaited from the first step that no owned partition has moved past or
+  // settled the shared scaler of without it. The partitions stay locked until the membership
+  // says so, so none can settle that step in between.
+  std::vector<PartitionAggregator*> all;
+  for (const auto& a : aggregators_) all.push_back(a.get());
+  Membership::Admission admission;
+  {
+    PartitionLocks locks(all);
+    uint64_t resume = 0;
+    uint64_t first = all.empty() ? 0 : UINT64_MAX;
+    for (PartitionAggregator* a : all) {
+      a->AssertHeld();
+      resume = std::max(resume, a->FirstOpenStep());
+      first = std::min(first, a->base_step());
+    }
+    admission = membership_.Join(request.worker_rank(), first, resume);
   }
-  if (aggregators_.empty()) first = 0;
-  const Membership::Admission admission = membership_.Join(request.worker_rank(), first, resume);
   v1::JoinResponse response;
   response.set_epoch(admission.epoch);
   response.set_start_step(admission.start_step);

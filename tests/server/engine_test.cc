@@ -166,6 +166,38 @@ TEST_F(EngineTest, TimeoutDropsTheLateRankWhichRejoinsWithoutSleeping) {
   }
 }
 
+// A rank readmitted after the others settled the shared scaler of the current step must not take
+// part in that step (its own scaler could exceed the settled maximum, which no valid encoding
+// allows): it is awaited from the next step, whose scaler then includes its own.
+TEST_F(EngineTest, ARankReadmittedAfterTheScalerSettledStartsAtTheNextStep) {
+  Start(v1::CODEC_TERNGRAD, 3);
+  auto s0 = Share(0, 0, 1.0f);
+  auto s1 = Share(1, 0, 1.0f);
+  clock_.Advance(absl::Seconds(61));
+  EXPECT_EQ(engine_->CheckTimeouts(), 1);  // rank 2 never offered: dropped, scaler settles at 1
+  ASSERT_TRUE(s0->done && s0->status.ok()) << s0->status;
+  absl::StatusOr<v1::JoinResponse> back = engine_->Join(JoinRequest(2));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->start_step(), 1u);
+  epochs_[2] = back->epoch();
+  // Offering at the settled step is refused instead of answered with a maximum below its own.
+  auto early = Share(2, 0, 7.0f);
+  ASSERT_TRUE(early->done);
+  EXPECT_EQ(early->status.code(), absl::StatusCode::kFailedPrecondition) << early->status;
+  // Step 0 completes without it; step 1 waits for it and shares its scaler.
+  auto p0 = Push(0, 0, 1.0f);
+  auto p1 = Push(1, 0, 1.0f);
+  ASSERT_TRUE(p0->done && p0->status.ok()) << p0->status;
+  EXPECT_EQ(p0->response.averages(0).contributors(), 2u);
+  std::vector<std::unique_ptr<Answer<v1::ShareScalersResponse>>> shares;
+  for (uint32_t r = 0; r < 3; ++r) shares.push_back(Share(r, 1, r == 2 ? 7.0f : 1.0f));
+  for (const auto& a : shares) {
+    ASSERT_TRUE(a->done && a->status.ok()) << a->status;
+    EXPECT_EQ(a->response.shared_scalers(0), 7.0f);
+    EXPECT_EQ(a->response.contributors(), 3u);
+  }
+}
+
 TEST_F(EngineTest, ARankThatLeavesIsNotWaitedFor) {
   Start(v1::CODEC_FP32, 2);
   auto a0 = Push(0, 0, 1.0f);
