@@ -291,6 +291,7 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
                      "partitions: the sum of partition ", config_.id, " at step ", slot.step,
                      " overflows float32 (gradients of magnitude near 3.4e38)")),
                  finisher);
+      if (config_.keep_recovery) log_.push_back({head, nullptr});
       stats.aggregate = slot.apply + (config_.clock->Now() - start);
       return stats;
     }
@@ -308,6 +309,7 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
       answer = slot.float_sums;  // sent as it is: the FP32 wire format is little-endian float32
     }
   }
+  if (config_.keep_recovery) log_.push_back({head, answer});  // shared, not copied
   stats.aggregate = slot.apply + (config_.clock->Now() - start);
   stats.sent_bytes = answer->size() * slot.push_waiters.size();
   for (PushWaiter& w : slot.push_waiters) {
@@ -330,6 +332,62 @@ void PartitionAggregator::CollectExpired(absl::Time now, const MembershipView& v
     // Whoever is missing gets dropped; the step completes with the rest at the next Recheck.
     slot.deadline = now + config_.step_timeout;
   }
+}
+
+absl::Status PartitionAggregator::CheckSnapshot(uint64_t step, size_t bytes, int index) const {
+  if (!config_.keep_recovery) {
+    return absl::FailedPreconditionError(
+        "snapshot_interval: the job keeps no recovery state (registered with 0)");
+  }
+  if (bytes != config_.state_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(Field("partitions", index), ".data: ", bytes,
+                                                   " bytes, expected ", config_.state_bytes,
+                                                   " (4 * state_slots * elements)"));
+  }
+  if (step > base_step()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "step: ", step, " is after the steps ", Field("partitions", index), " (partition ",
+        config_.id, ") has completed here (it is at step ", base_step(), ")"));
+  }
+  return absl::OkStatus();
+}
+
+void PartitionAggregator::ApplySnapshot(uint64_t step, std::string state) {
+  if (step <= snapshot_step_) return;
+  const uint64_t drop = std::min<uint64_t>(step - snapshot_step_, log_.size());
+  log_.erase(log_.begin(), log_.begin() + static_cast<std::ptrdiff_t>(drop));
+  snapshot_step_ = step;
+  snapshot_ = std::move(state);
+}
+
+absl::Status PartitionAggregator::Recovery(uint64_t to_step, int index,
+                                           ternps::v1::PartitionRecovery* out) const {
+  if (!config_.keep_recovery) {
+    return absl::FailedPreconditionError(
+        "snapshot_interval: the job keeps no recovery state (registered with 0)");
+  }
+  if (to_step > base_step()) {
+    return absl::UnavailableError(absl::StrCat(Field("partition_ids", index), ": partition ",
+                                               config_.id, " has not completed step ", to_step - 1,
+                                               " yet (it is at step ", base_step(), "); retry"));
+  }
+  if (to_step < snapshot_step_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "to_step: ", to_step, " is before the snapshot of partition ", config_.id, " (step ",
+        snapshot_step_, "); Join again and recover to the step it answers"));
+  }
+  out->set_partition_id(config_.id);
+  out->set_snapshot_step(snapshot_step_);
+  out->set_state(snapshot_);
+  for (uint64_t step = snapshot_step_; step < to_step; ++step) {
+    const AnsweredAverage& a = log_[step - snapshot_step_];
+    if (a.bytes == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "partition ", config_.id, " has no average for step ", step, " (that step failed)"));
+    }
+    ToProto(a, out->add_averages());
+  }
+  return absl::OkStatus();
 }
 
 void PartitionAggregator::FailAll(const absl::Status& status, Finisher& finisher) {

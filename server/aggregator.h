@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,6 +53,9 @@ struct PartitionConfig {
   uint64_t seed = 0;
   absl::Duration step_timeout = absl::Seconds(60);
   const common::Clock* clock = &common::Clock::Real();  // not owned
+  // Recovery: keep the snapshot and every average answered since (JobSpec.recovery).
+  bool keep_recovery = false;
+  size_t state_bytes = 0;  // bytes of this partition's snapshot (4 * state_slots * elements)
 };
 
 class PartitionAggregator {
@@ -96,6 +100,18 @@ class PartitionAggregator {
   // Adds to `missing` the ranks an expired step (deadline before `now`) still waits for.
   void CollectExpired(absl::Time now, const MembershipView& view, std::vector<uint32_t>* missing)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Recovery (see the proto's header). CheckSnapshot: OK if a snapshot of the state at the start
+  // of `step` fits (FAILED_PRECONDITION if step - 1 is not complete here, or the job keeps no
+  // recovery state). ApplySnapshot replaces an older snapshot and forgets the averages before
+  // `step`; an equal or older step is ignored.
+  absl::Status CheckSnapshot(uint64_t step, size_t bytes, int index) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplySnapshot(uint64_t step, std::string state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The snapshot and the averages of steps snapshot .. to_step - 1 (UNAVAILABLE while step
+  // to_step - 1 is not complete; FAILED_PRECONDITION if they are not kept).
+  absl::Status Recovery(uint64_t to_step, int index, ternps::v1::PartitionRecovery* out) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // Fails every waiting call with `status` and forgets both steps (shutdown, job removed).
   void FailAll(const absl::Status& status, Finisher& finisher) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -150,6 +166,12 @@ class PartitionAggregator {
   Slot slots_[2] ABSL_GUARDED_BY(mu_);  // slot of step s: s % 2
   // Encoded averages of earlier steps; one is reused when no answer holds it any more.
   std::shared_ptr<AverageBytes> spare_[2] ABSL_GUARDED_BY(mu_);
+  // Recovery: the state at the start of snapshot_step_ (empty before the first snapshot: the
+  // initial state) and the averages answered for steps snapshot_step_, snapshot_step_ + 1, ...
+  // (bytes null for a step that failed without an average).
+  uint64_t snapshot_step_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string snapshot_ ABSL_GUARDED_BY(mu_);
+  std::deque<AnsweredAverage> log_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ternps::server

@@ -53,7 +53,8 @@ struct PushPullAnswer {
   std::vector<AnsweredAverage> averages;  // request order
 };
 
-// The generated-class forms, for in-process callers and tests.
+// The generated-class forms, for in-process callers, tests and recovery (copies the bytes).
+void ToProto(const AnsweredAverage& average, ternps::v1::PartitionPayload* payload);
 void ToProto(const PushPullAnswer& answer, ternps::v1::PushPullResponse* response);
 // A view of `request` (pointing into it; `request` must outlive the view).
 common::PushPullRequestView ViewOf(const ternps::v1::PushPullRequest& request);

@@ -107,6 +107,20 @@ absl::StatusOr<ternps::v1::LeaveResponse> Engine::Leave(const ternps::v1::LeaveR
   return response;
 }
 
+absl::StatusOr<ternps::v1::PutSnapshotResponse> Engine::PutSnapshot(
+    ternps::v1::PutSnapshotRequest& request) {
+  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id());
+  if (!job.ok()) return job.status();
+  return (*job)->PutSnapshot(request);
+}
+
+absl::StatusOr<ternps::v1::GetRecoveryResponse> Engine::GetRecovery(
+    const ternps::v1::GetRecoveryRequest& request) {
+  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id());
+  if (!job.ok()) return job.status();
+  return (*job)->GetRecovery(request);
+}
+
 absl::StatusOr<ternps::v1::GetStatusResponse> Engine::GetStatus(
     const ternps::v1::GetStatusRequest& request) const {
   std::vector<std::shared_ptr<Job>> jobs;

@@ -47,6 +47,10 @@ class Engine {
   void PushPull(const ternps::v1::PushPullRequest& request, ternps::v1::PushPullResponse* response,
                 DoneCallback done);
   absl::StatusOr<ternps::v1::LeaveResponse> Leave(const ternps::v1::LeaveRequest& request);
+  absl::StatusOr<ternps::v1::PutSnapshotResponse> PutSnapshot(
+      ternps::v1::PutSnapshotRequest& request);
+  absl::StatusOr<ternps::v1::GetRecoveryResponse> GetRecovery(
+      const ternps::v1::GetRecoveryRequest& request);
   absl::StatusOr<ternps::v1::GetStatusResponse> GetStatus(
       const ternps::v1::GetStatusRequest& request) const;
 

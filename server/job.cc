@@ -72,6 +72,8 @@ Job::Job(common::JobSpec spec, const ShardConfig& shard)
     config.seed = spec_.codec.seed;
     config.step_timeout = shard.step_timeout;
     config.clock = shard.clock;
+    config.keep_recovery = spec_.recovery.snapshot_interval > 0;
+    config.state_bytes = size_t{4} * spec_.recovery.state_slots * config.elements;
     owned_index_[p] = static_cast<int32_t>(aggregators_.size());
     aggregators_.push_back(std::make_unique<PartitionAggregator>(config));
   }
@@ -232,6 +234,75 @@ absl::StatusOr<v1::LeaveResponse> Job::Leave(const v1::LeaveRequest& request) {
   v1::LeaveResponse response;
   response.set_epoch(membership_.Leave(request.worker_rank()));
   RecheckAll();
+  return response;
+}
+
+absl::Status Job::CheckRecoveryCaller(uint32_t rank, uint64_t epoch,
+                                      absl::Span<const uint32_t> partitions,
+                                      const char* list) const {
+  if (absl::Status st = membership_.View()->CheckCaller(rank, epoch); !st.ok()) return st;
+  std::vector<bool> seen(owned_index_.size(), false);
+  for (size_t i = 0; i < partitions.size(); ++i) {
+    const uint32_t p = partitions[i];
+    if (Owned(p) == nullptr) {
+      return absl::NotFoundError(absl::StrCat(list, "[", i, "]: partition ", p,
+                                              " is not owned by shard ", shard_.shard_index));
+    }
+    if (seen[p]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(list, "[", i, "]: partition ", p, " is listed twice"));
+    }
+    seen[p] = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::PutSnapshotResponse> Job::PutSnapshot(v1::PutSnapshotRequest& request) {
+  std::vector<uint32_t> ids;
+  for (const v1::PartitionState& p : request.partitions()) ids.push_back(p.partition_id());
+  if (absl::Status st =
+          CheckRecoveryCaller(request.worker_rank(), request.epoch(), ids, "partitions");
+      !st.ok()) {
+    return st;
+  }
+  std::vector<PartitionAggregator*> parts;
+  for (const uint32_t p : ids) parts.push_back(Owned(p));
+  PartitionLocks locks(parts);
+  for (size_t i = 0; i < ids.size(); ++i) {  // validate all, then apply all
+    PartitionAggregator& a = *Owned(ids[i]);
+    a.AssertHeld();
+    if (absl::Status st = a.CheckSnapshot(request.step(), request.partitions(i).data().size(),
+                                          static_cast<int>(i));
+        !st.ok()) {
+      return st;
+    }
+  }
+  for (size_t i = 0; i < ids.size(); ++i) {
+    PartitionAggregator& a = *Owned(ids[i]);
+    a.AssertHeld();
+    a.ApplySnapshot(request.step(),
+                    std::move(*request.mutable_partitions(static_cast<int>(i))->mutable_data()));
+  }
+  return v1::PutSnapshotResponse();
+}
+
+absl::StatusOr<v1::GetRecoveryResponse> Job::GetRecovery(const v1::GetRecoveryRequest& request) {
+  const std::vector<uint32_t> ids(request.partition_ids().begin(), request.partition_ids().end());
+  if (absl::Status st =
+          CheckRecoveryCaller(request.worker_rank(), request.epoch(), ids, "partition_ids");
+      !st.ok()) {
+    return st;
+  }
+  v1::GetRecoveryResponse response;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    PartitionAggregator& a = *Owned(ids[i]);
+    absl::MutexLock lock(&a.mu());
+    if (absl::Status st =
+            a.Recovery(request.to_step(), static_cast<int>(i), response.add_partitions());
+        !st.ok()) {
+      return st;
+    }
+  }
   return response;
 }
 

@@ -61,6 +61,12 @@ class Job {
   void PushPull(const common::PushPullRequestView& request, PushPullAnswer* answer,
                 DoneCallback done);
   absl::StatusOr<ternps::v1::LeaveResponse> Leave(const ternps::v1::LeaveRequest& request);
+  // Recovery (see the proto): stores a snapshot (the request's state bytes are moved out), and
+  // answers with snapshots and the averages since.
+  absl::StatusOr<ternps::v1::PutSnapshotResponse> PutSnapshot(
+      ternps::v1::PutSnapshotRequest& request);
+  absl::StatusOr<ternps::v1::GetRecoveryResponse> GetRecovery(
+      const ternps::v1::GetRecoveryRequest& request);
 
   void FillStatus(ternps::v1::JobStatus* status) const;
   // Drops the ranks an expired step still waits for; returns how many were dropped.
@@ -83,6 +89,10 @@ class Job {
   template <typename Op>
   void Apply(const ValidatedRequest& request, Op op, DoneCallback done);
 
+  // OK if `rank` may call with `epoch` and `partitions` are owned here, each once (`list` names
+  // the request field in messages).
+  absl::Status CheckRecoveryCaller(uint32_t rank, uint64_t epoch,
+                                   absl::Span<const uint32_t> partitions, const char* list) const;
   // The aggregator of partition `id` if this shard owns it, else null.
   PartitionAggregator* Owned(uint32_t id) const;
   // Completes what a membership change released.

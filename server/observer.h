@@ -39,7 +39,15 @@ class JobObserver {
 };
 
 // The rpc methods, in the order of ternps_server_requests_total's `method` label values.
-enum class Method { kJoin = 0, kShareScalers = 1, kPushPull = 2, kLeave = 3, kGetStatus = 4 };
+enum class Method {
+  kJoin = 0,
+  kShareScalers = 1,
+  kPushPull = 2,
+  kLeave = 3,
+  kGetStatus = 4,
+  kPutSnapshot = 5,
+  kGetRecovery = 6,
+};
 
 class ShardObserver {
  public:

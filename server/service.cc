@@ -126,6 +126,22 @@ grpc::ServerUnaryReactor* ParameterServerService::Leave(grpc::CallbackServerCont
   return FinishWith(context, engine_->Leave(*request), response, observer(), Method::kLeave);
 }
 
+grpc::ServerUnaryReactor* ParameterServerService::PutSnapshot(
+    grpc::CallbackServerContext* context, const ternps::v1::PutSnapshotRequest* request,
+    ternps::v1::PutSnapshotResponse* response) {
+  // The request is this handler's: its state bytes move into the shard instead of being copied.
+  return FinishWith(context,
+                    engine_->PutSnapshot(const_cast<ternps::v1::PutSnapshotRequest&>(*request)),
+                    response, observer(), Method::kPutSnapshot);
+}
+
+grpc::ServerUnaryReactor* ParameterServerService::GetRecovery(
+    grpc::CallbackServerContext* context, const ternps::v1::GetRecoveryRequest* request,
+    ternps::v1::GetRecoveryResponse* response) {
+  return FinishWith(context, engine_->GetRecovery(*request), response, observer(),
+                    Method::kGetRecovery);
+}
+
 grpc::ServerUnaryReactor* ParameterServerService::GetStatus(
     grpc::CallbackServerContext* context, const ternps::v1::GetStatusRequest* request,
     ternps::v1::GetStatusResponse* response) {

@@ -35,6 +35,12 @@ class ParameterServerService final
   grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* context,
                                   const ternps::v1::LeaveRequest* request,
                                   ternps::v1::LeaveResponse* response) override;
+  grpc::ServerUnaryReactor* PutSnapshot(grpc::CallbackServerContext* context,
+                                        const ternps::v1::PutSnapshotRequest* request,
+                                        ternps::v1::PutSnapshotResponse* response) override;
+  grpc::ServerUnaryReactor* GetRecovery(grpc::CallbackServerContext* context,
+                                        const ternps::v1::GetRecoveryRequest* request,
+                                        ternps::v1::GetRecoveryResponse* response) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const ternps::v1::GetStatusRequest* request,
                                       ternps::v1::GetStatusResponse* response) override;

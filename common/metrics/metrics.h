@@ -46,8 +46,8 @@ class MetricsEndpoint {
 // The shard's metrics. Pointers stay valid as long as the registry lives.
 struct ServerMetrics {
   // The rpc methods and status codes of ternps_server_requests_total{method,code}.
-  static constexpr std::array<absl::string_view, 5> kMethods = {"Join", "ShareScalers", "PushPull",
-                                                                "Leave", "GetStatus"};
+  static constexpr std::array<absl::string_view, 7> kMethods = {
+      "Join", "ShareScalers", "PushPull", "Leave", "GetStatus", "PutSnapshot", "GetRecovery"};
   static constexpr int kCodes = 17;  // grpc::StatusCode 0..16
 
   static std::unique_ptr<ServerMetrics> Create(prometheus::Registry& registry, uint32_t shard);

@@ -112,6 +112,14 @@ absl::StatusOr<JobSpec> ResolveJobSpec(const v1::JoinRequest& request, const Spe
   }
   absl::StatusOr<CodecConfig> codec = ResolveCodec(request.codec(), limits.max_partition_elements);
   if (!codec.ok()) return codec.status();
+  if (request.snapshot_interval() > kMaxSnapshotInterval) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "snapshot_interval: ", request.snapshot_interval(), " exceeds ", kMaxSnapshotInterval));
+  }
+  if (request.state_slots() > kMaxStateSlots) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state_slots: ", request.state_slots(), " exceeds ", kMaxStateSlots));
+  }
   if (request.tensors_size() == 0) return absl::InvalidArgumentError("tensors: empty");
   if (static_cast<size_t>(request.tensors_size()) > kMaxTensors) {
     return absl::InvalidArgumentError(
@@ -132,6 +140,8 @@ absl::StatusOr<JobSpec> ResolveJobSpec(const v1::JoinRequest& request, const Spe
   JobSpec spec{.job_id = request.job_id(),
                .world_size = request.world_size(),
                .codec = *codec,
+               .recovery = {.snapshot_interval = request.snapshot_interval(),
+                            .state_slots = std::max<uint32_t>(1, request.state_slots())},
                .plan = *std::move(plan),
                .routes = {}};
   spec.routes.reserve(spec.plan.partitions().size());
@@ -150,7 +160,8 @@ absl::Status Mismatch(const JobSpec& job, absl::string_view field, const T& mine
 }  // namespace
 
 absl::Status CompareSpecs(const JobSpec& job, const JobSpec& other) {
-  // JoinRequest field order: world_size (3), tensors (4), codec (5), shard_count (7).
+  // JoinRequest field order: world_size (3), tensors (4), codec (5), shard_count (7),
+  // snapshot_interval (9), state_slots (10).
   if (job.world_size != other.world_size) {
     return Mismatch(job, "world_size", job.world_size, other.world_size);
   }
@@ -201,6 +212,13 @@ absl::Status CompareSpecs(const JobSpec& job, const JobSpec& other) {
   if (x.seed != y.seed) return Mismatch(job, "codec.seed", x.seed, y.seed);
   if (job.shard_count() != other.shard_count()) {
     return Mismatch(job, "shard_count", job.shard_count(), other.shard_count());
+  }
+  if (job.recovery.snapshot_interval != other.recovery.snapshot_interval) {
+    return Mismatch(job, "snapshot_interval", job.recovery.snapshot_interval,
+                    other.recovery.snapshot_interval);
+  }
+  if (job.recovery.state_slots != other.recovery.state_slots) {
+    return Mismatch(job, "state_slots", job.recovery.state_slots, other.recovery.state_slots);
   }
   return absl::OkStatus();
 }

@@ -61,10 +61,19 @@ struct SpecLimits {
   uint32_t max_partition_elements = kMaxPartitionElements;
 };
 
+// Recovery settings of a job (JoinRequest.snapshot_interval, state_slots).
+struct RecoveryConfig {
+  uint32_t snapshot_interval = 0;  // 0: no recovery state kept
+  uint32_t state_slots = 1;        // float32 values per element in a snapshot
+};
+inline constexpr uint32_t kMaxSnapshotInterval = 1000000;
+inline constexpr uint32_t kMaxStateSlots = 16;
+
 struct JobSpec {
   std::string job_id;
   uint32_t world_size = 0;
   CodecConfig codec;
+  RecoveryConfig recovery;
   PartitionPlan plan;                  // the tensors, their partitions and owning shards
   std::vector<PartitionRoute> routes;  // per partition id
 

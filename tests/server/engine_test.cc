@@ -64,6 +64,8 @@ class EngineTest : public ::testing::Test {
     r.mutable_codec()->set_codec(codec_);
     r.mutable_codec()->set_min_compress_elements(1);
     r.set_shard_count(1);
+    r.set_snapshot_interval(snapshot_interval_);
+    r.set_state_slots(2);
     return r;
   }
 
@@ -133,6 +135,7 @@ class EngineTest : public ::testing::Test {
   std::unique_ptr<Engine> engine_;
   v1::Codec codec_ = v1::CODEC_FP32;
   uint32_t world_ = 0;
+  uint32_t snapshot_interval_ = 0;
   std::vector<uint64_t> epochs_;
 };
 
@@ -273,6 +276,115 @@ TEST_F(EngineTest, RejectedRequestsChangeNoState) {
   ASSERT_TRUE(p0->done && p0->status.ok()) << p0->status;
   EXPECT_EQ(p1->response.averages(0).contributors(), 2u);
   EXPECT_EQ(p1->response.step(), 2u);
+}
+
+}  // namespace
+}  // namespace ternps::server
+
+namespace ternps::server {
+namespace {
+
+v1::PutSnapshotRequest Snapshot(uint32_t rank, uint64_t epoch, uint64_t step, size_t bytes,
+                                char fill) {
+  v1::PutSnapshotRequest r;
+  r.set_job_id("engine");
+  r.set_worker_rank(rank);
+  r.set_epoch(epoch);
+  r.set_step(step);
+  v1::PartitionState* p = r.add_partitions();
+  p->set_partition_id(0);
+  p->set_data(std::string(bytes, fill));
+  return r;
+}
+
+v1::GetRecoveryRequest Recovery(uint32_t rank, uint64_t epoch, uint64_t to_step) {
+  v1::GetRecoveryRequest r;
+  r.set_job_id("engine");
+  r.set_worker_rank(rank);
+  r.set_epoch(epoch);
+  r.add_partition_ids(0);
+  r.set_to_step(to_step);
+  return r;
+}
+
+// The shard keeps the snapshot and exactly the averages it answered since; every malformed or
+// premature recovery call is refused naming the field, and changes nothing.
+TEST_F(EngineTest, RecoveryKeepsTheSnapshotAndTheAveragesSince) {
+  snapshot_interval_ = 2;
+  Start(v1::CODEC_FP32, 2);
+  constexpr size_t kState = 2 * 4 * kElements;  // 2 slots
+  std::vector<v1::PushPullResponse> answered;
+  for (uint64_t step = 0; step < 3; ++step) {
+    auto a = Push(0, step, 1.0f + step);
+    auto b = Push(1, step, 3.0f);
+    ASSERT_TRUE(a->done && a->status.ok()) << a->status;
+    answered.push_back(a->response);
+  }
+  // Before any snapshot: the initial state (no bytes) and every average from step 0.
+  absl::StatusOr<v1::GetRecoveryResponse> r = engine_->GetRecovery(Recovery(0, epochs_[0], 3));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->partitions_size(), 1);
+  EXPECT_EQ(r->partitions(0).snapshot_step(), 0u);
+  EXPECT_TRUE(r->partitions(0).state().empty());
+  ASSERT_EQ(r->partitions(0).averages_size(), 3);
+  for (int t = 0; t < 3; ++t) {
+    EXPECT_EQ(r->partitions(0).averages(t).SerializeAsString(),
+              answered[t].averages(0).SerializeAsString())
+        << "step " << t;
+  }
+  // Refused, naming the field: wrong size, a step not completed yet, a partition not owned,
+  // listed twice, a caller that never joined this epoch.
+  auto refused = [&](v1::PutSnapshotRequest req, absl::StatusCode code, const std::string& want) {
+    absl::StatusOr<v1::PutSnapshotResponse> st = engine_->PutSnapshot(req);
+    EXPECT_EQ(st.status().code(), code) << st.status();
+    EXPECT_THAT(std::string(st.status().message()), HasSubstr(want));
+  };
+  refused(Snapshot(0, epochs_[0], 2, kState - 1, 'a'), absl::StatusCode::kInvalidArgument,
+          absl::StrCat("partitions[0].data: ", kState - 1, " bytes, expected ", kState));
+  refused(Snapshot(0, epochs_[0], 4, kState, 'a'), absl::StatusCode::kFailedPrecondition,
+          "step: 4 is after the steps partitions[0]");
+  v1::PutSnapshotRequest twice = Snapshot(0, epochs_[0], 2, kState, 'a');
+  *twice.add_partitions() = twice.partitions(0);
+  refused(twice, absl::StatusCode::kInvalidArgument, "partitions[1]: partition 0 is listed twice");
+  v1::PutSnapshotRequest other = Snapshot(0, epochs_[0], 2, kState, 'a');
+  other.mutable_partitions(0)->set_partition_id(7);
+  refused(other, absl::StatusCode::kNotFound, "partitions[0]: partition 7 is not owned");
+  refused(Snapshot(0, epochs_[0] + 5, 2, kState, 'a'), absl::StatusCode::kInvalidArgument,
+          "epoch:");
+  r = engine_->GetRecovery(Recovery(0, epochs_[0], 3));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->partitions(0).snapshot_step(), 0u) << "a refused snapshot changed the state";
+  // A snapshot at step 2 replaces the initial state and forgets the averages before it.
+  v1::PutSnapshotRequest good = Snapshot(1, epochs_[1], 2, kState, 'b');
+  ASSERT_TRUE(engine_->PutSnapshot(good).ok());
+  v1::PutSnapshotRequest older = Snapshot(0, epochs_[0], 1, kState, 'c');
+  ASSERT_TRUE(engine_->PutSnapshot(older).ok());  // older than the kept one: ignored
+  r = engine_->GetRecovery(Recovery(0, epochs_[0], 3));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->partitions(0).snapshot_step(), 2u);
+  EXPECT_EQ(r->partitions(0).state(), std::string(kState, 'b'));
+  ASSERT_EQ(r->partitions(0).averages_size(), 1);
+  EXPECT_EQ(r->partitions(0).averages(0).SerializeAsString(),
+            answered[2].averages(0).SerializeAsString());
+  // Step 3 is not complete yet: UNAVAILABLE (retry), not an error of the request.
+  auto half = Push(0, 3, 1.0f);
+  r = engine_->GetRecovery(Recovery(0, epochs_[0], 4));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("has not completed step 3"));
+  r = engine_->GetRecovery(Recovery(0, epochs_[0], 1));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("to_step: 1 is before the snapshot"));
+}
+
+TEST_F(EngineTest, AJobWithoutSnapshotsKeepsNoRecoveryState) {
+  Start(v1::CODEC_FP32, 1);
+  auto a = Push(0, 0, 1.0f);
+  ASSERT_TRUE(a->done && a->status.ok());
+  absl::StatusOr<v1::GetRecoveryResponse> r = engine_->GetRecovery(Recovery(0, epochs_[0], 1));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("snapshot_interval"));
+  v1::PutSnapshotRequest s = Snapshot(0, epochs_[0], 1, 2 * 4 * kElements, 'a');
+  EXPECT_EQ(engine_->PutSnapshot(s).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

@@ -77,6 +77,8 @@ v1::JoinRequest MakeJoinRequest(const WorkerOptions& options) {
   }
   *request.mutable_codec() = common::CodecToProto(options.codec);
   request.set_shard_count(static_cast<uint32_t>(options.shards.size()));
+  request.set_snapshot_interval(options.snapshot_interval);
+  request.set_state_slots(options.state_slots);
   return request;
 }
 
@@ -156,6 +158,9 @@ class Worker::Impl {
   absl::Status JoinAll();
   absl::Status Step(Gradients gradients, Exchange& exchange, void* stream);
   absl::Status Leave(absl::Duration timeout);
+  absl::Status OfferState(State state);
+  absl::Status Recover(State state, Gradients gradients,
+                       const std::function<absl::Status(uint64_t)>& apply);
   absl::StatusOr<Exchange*> Device();
   Exchange& host() { return *host_; }
 
@@ -214,6 +219,10 @@ class Worker::Impl {
     return context;
   }
   absl::Status CheckGradients(Gradients gradients) const;
+  absl::Status CheckState(State state) const;
+  // Partitions of `shard` in plan order, cut so that each group's state is at most
+  // max_call_bytes (at least one partition per group).
+  std::vector<std::vector<uint32_t>> StateGroups(uint32_t shard) const;
   absl::Status ShareScalers();
   // Records that `batch` is encoded (or failed to encode: `sendable` false), then sends the
   // shard's batches that are next in order while the shard has room.
@@ -701,6 +710,179 @@ absl::Status Worker::Impl::Leave(absl::Duration timeout) {
   return error.Get();
 }
 
+absl::Status Worker::Impl::CheckState(State state) const {
+  const uint32_t slots = spec_.recovery.state_slots;
+  const std::vector<common::TensorSpec>& tensors = spec_.plan.tensors();
+  if (state.size() != tensors.size() * slots) {
+    return absl::InvalidArgumentError(absl::StrCat("state: ", state.size(), " spans, expected ",
+                                                   tensors.size() * slots, " (", tensors.size(),
+                                                   " tensors x ", slots, " state_slots)"));
+  }
+  for (size_t i = 0; i < state.size(); ++i) {
+    if (state[i].size() != tensors[i / slots].elements) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "state[", i, "]: ", state[i].size(), " values, expected ", tensors[i / slots].elements));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::vector<uint32_t>> Worker::Impl::StateGroups(uint32_t shard) const {
+  std::vector<std::vector<uint32_t>> groups;
+  size_t bytes = 0;
+  for (const uint32_t p : spec_.plan.PartitionsOfShard(shard)) {
+    const size_t size = size_t{4} * spec_.recovery.state_slots * spec_.plan.partition(p).elements;
+    if (groups.empty() || bytes + size > options_.max_call_bytes) {
+      groups.emplace_back();
+      bytes = 0;
+    }
+    groups.back().push_back(p);
+    bytes += size;
+  }
+  return groups;
+}
+
+absl::Status Worker::Impl::OfferState(State state) {
+  const uint32_t k = spec_.recovery.snapshot_interval;
+  const uint64_t step = this->step();
+  if (k == 0 || step == 0 || step % k != 0 || (step / k) % spec_.world_size != options_.rank) {
+    return absl::OkStatus();
+  }
+  if (absl::Status st = CheckState(state); !st.ok()) return st;
+  const uint32_t slots = spec_.recovery.state_slots;
+  const absl::Time deadline = absl::Now() + options_.rpc_timeout;
+  for (uint32_t s = 0; s < options_.shards.size(); ++s) {
+    for (const std::vector<uint32_t>& group : StateGroups(s)) {
+      v1::PutSnapshotRequest request;
+      request.set_job_id(options_.job_id);
+      request.set_worker_rank(options_.rank);
+      request.set_epoch(epochs_[s]);
+      request.set_step(step);
+      for (const uint32_t p : group) {
+        const common::Partition& part = spec_.plan.partition(p);
+        v1::PartitionState* out = request.add_partitions();
+        out->set_partition_id(p);
+        std::string& data = *out->mutable_data();
+        data.reserve(size_t{4} * slots * part.elements);
+        for (uint32_t j = 0; j < slots; ++j) {
+          const absl::Span<const float> slice =
+              state[part.tensor * slots + j].subspan(part.offset, part.elements);
+          data.append(reinterpret_cast<const char*>(slice.data()), 4 * slice.size());
+        }
+      }
+      v1::PutSnapshotResponse response;
+      std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
+      const grpc::Status st = stubs_[s]->PutSnapshot(context.get(), request, &response);
+      if (!st.ok()) return common::FromGrpcStatus(st, absl::StrCat(ShardName(s), " PutSnapshot"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Worker::Impl::Recover(State state, Gradients gradients,
+                                   const std::function<absl::Status(uint64_t)>& apply) {
+  if (absl::Status st = CheckState(state); !st.ok()) return st;
+  if (absl::Status st = CheckGradients(gradients); !st.ok()) return st;
+  const uint64_t to_step = step();
+  const uint32_t slots = spec_.recovery.state_slots;
+  const common::PartitionPlan& plan = spec_.plan;
+  // Every partition's snapshot and averages, from every shard. A partition that has not
+  // completed step to_step - 1 yet (its other workers are still on it) answers UNAVAILABLE:
+  // retried until the rpc timeout.
+  std::vector<v1::PartitionRecovery> parts(plan.partitions().size());
+  const absl::Time deadline = absl::Now() + options_.rpc_timeout;
+  for (uint32_t s = 0; s < options_.shards.size(); ++s) {
+    for (const std::vector<uint32_t>& group : StateGroups(s)) {
+      v1::GetRecoveryRequest request;
+      request.set_job_id(options_.job_id);
+      request.set_worker_rank(options_.rank);
+      request.set_epoch(epochs_[s]);
+      request.set_to_step(to_step);
+      for (const uint32_t p : group) request.add_partition_ids(p);
+      v1::GetRecoveryResponse response;
+      absl::Duration backoff = absl::Milliseconds(5);
+      for (;;) {
+        std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
+        const grpc::Status st = stubs_[s]->GetRecovery(context.get(), request, &response);
+        if (st.ok()) break;
+        if (st.error_code() != grpc::StatusCode::UNAVAILABLE || absl::Now() + backoff > deadline) {
+          return common::FromGrpcStatus(st, absl::StrCat(ShardName(s), " GetRecovery"));
+        }
+        absl::SleepFor(backoff);  // a retry, not synchronization: the peers finish the step
+        backoff = std::min(backoff * 2, absl::Milliseconds(200));
+      }
+      const std::string where = absl::StrCat(ShardName(s), " GetRecovery answer: ");
+      if (response.partitions_size() != static_cast<int>(group.size())) {
+        return absl::InvalidArgumentError(absl::StrCat(where,
+                                                       "partitions: ", response.partitions_size(),
+                                                       " for ", group.size(), " requested"));
+      }
+      for (size_t i = 0; i < group.size(); ++i) {
+        v1::PartitionRecovery& r = *response.mutable_partitions(static_cast<int>(i));
+        const uint32_t p = group[i];
+        const size_t state_bytes = size_t{4} * slots * plan.partition(p).elements;
+        if (r.partition_id() != p || r.snapshot_step() > to_step ||
+            (!r.state().empty() && r.state().size() != state_bytes) ||
+            (r.state().empty() && r.snapshot_step() != 0) ||
+            static_cast<uint64_t>(r.averages_size()) != to_step - r.snapshot_step()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, "partitions[", i, "]: partition ", r.partition_id(), " snapshot step ",
+              r.snapshot_step(), " with ", r.state().size(), " state bytes and ", r.averages_size(),
+              " averages does not recover partition ", p, " to step ", to_step));
+        }
+        parts[p] = std::move(r);
+      }
+    }
+  }
+  // Replay from the oldest snapshot: each partition's state is restored when the replay reaches
+  // its snapshot step, and its averages decoded from then on (zero before).
+  uint64_t first = to_step;
+  for (const v1::PartitionRecovery& r : parts) first = std::min(first, r.snapshot_step());
+  auto restore = [&](uint64_t step) {
+    for (uint32_t p = 0; p < parts.size(); ++p) {
+      const v1::PartitionRecovery& r = parts[p];
+      if (r.snapshot_step() != step || r.state().empty()) continue;
+      const common::Partition& part = plan.partition(p);
+      for (uint32_t j = 0; j < slots; ++j) {
+        std::memcpy(state[part.tensor * slots + j].subspan(part.offset, part.elements).data(),
+                    r.state().data() + size_t{4} * j * part.elements, size_t{4} * part.elements);
+      }
+    }
+  };
+  std::vector<uint8_t> scratch;
+  for (uint64_t t = first; t < to_step; ++t) {
+    restore(t);
+    for (uint32_t p = 0; p < parts.size(); ++p) {
+      const v1::PartitionRecovery& r = parts[p];
+      const absl::Span<float> out = PartitionSlice(plan, gradients, p);
+      if (t < r.snapshot_step()) {
+        std::fill(out.begin(), out.end(), 0.0f);
+        continue;
+      }
+      const v1::PartitionPayload& a = r.averages(static_cast<int>(t - r.snapshot_step()));
+      common::PayloadView view{
+          .partition_id = a.partition_id(),
+          .encoding = a.encoding(),
+          .scaler = a.scaler(),
+          .elements = a.elements(),
+          .contributors = a.contributors(),
+          .pieces = {
+              common::Piece(reinterpret_cast<const uint8_t*>(a.data().data()), a.data().size())}};
+      // The INT_SUM scaler is the one the peers shared at step t (this worker had none).
+      absl::StatusOr<Average> avg =
+          ValidateAverage(view, p, spec_, a.scaler(), host_->FP32DecodesPieces(), &scratch);
+      absl::Status st = avg.ok() ? host_->Decode(gradients, p, *avg) : avg.status();
+      if (!st.ok()) {
+        return absl::Status(st.code(), absl::StrCat("GetRecovery answer: partition ", p, " step ",
+                                                    t, " average", st.message()));
+      }
+    }
+    if (absl::Status st = apply(t); !st.ok()) return st;
+  }
+  restore(to_step);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Worker>> Worker::Connect(const WorkerOptions& options) {
   if (options.shards.empty()) return absl::InvalidArgumentError("shards: empty");
   if (options.world_size == 0 || options.rank >= options.world_size) {
@@ -711,6 +893,7 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Connect(const WorkerOptions& opt
   if (options.calls_in_flight_per_shard < 0) {
     return absl::InvalidArgumentError("calls_in_flight_per_shard: must be >= 0 (0: no limit)");
   }
+  if (options.state_slots < 1) return absl::InvalidArgumentError("state_slots: must be >= 1");
   // The worker resolves the same spec from its own JoinRequest as the shards will.
   v1::JoinRequest join = MakeJoinRequest(options);
   absl::StatusOr<common::JobSpec> spec =
@@ -736,6 +919,11 @@ absl::Status Worker::StepOnDevice(absl::Span<const absl::Span<float>> device_gra
 }
 bool Worker::DeviceAvailable() { return DeviceExchangeAvailable(); }
 absl::Status Worker::Rejoin() { return impl_->JoinAll(); }
+absl::Status Worker::OfferState(State state) { return impl_->OfferState(state); }
+absl::Status Worker::Recover(State state, absl::Span<const absl::Span<float>> gradients,
+                             const std::function<absl::Status(uint64_t)>& apply) {
+  return impl_->Recover(state, gradients, apply);
+}
 absl::Status Worker::Leave() { return impl_->Leave(impl_->options().rpc_timeout); }
 uint64_t Worker::step() const { return impl_->step(); }
 StepStats Worker::last_step() const { return impl_->last_step(); }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <numeric>
@@ -49,6 +50,12 @@ ABSL_FLAG(uint64_t, seed, 1, "Seed of the model init, the data order and the rou
 ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist",
           "Directory with the Fashion-MNIST IDX .gz files");
 ABSL_FLAG(int, max_steps_per_epoch, 0, "Stop each epoch after this many steps (0: full epoch)");
+ABSL_FLAG(uint32_t, snapshot_interval, 50,
+          "Recovery: steps between state snapshots kept by the shards (0: off; a restarted or "
+          "readmitted worker then cannot rebuild its peers' model and exits)");
+ABSL_FLAG(uint64_t, crash_at_step, 0,
+          "Testing recovery: before pushing this step (> 0), kill this process with SIGKILL, as a "
+          "crash would (no Leave, no cleanup)");
 ABSL_FLAG(int, threads, 2, "Encode/decode threads of the client library");
 ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(60),
           "How long to wait for the shards to come up");
@@ -143,22 +150,26 @@ int main(int argc, char** argv) {
     }
   }
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
-  std::unique_ptr<ternps::worker::Model> model_holder;
-  if (device == "cuda") {
-    absl::StatusOr<std::unique_ptr<ternps::worker::Model>> cuda =
-        ternps::worker::MakeCudaModel(sizes, seed);
-    if (!cuda.ok()) return Fail(cuda.status().ToString());
-    model_holder = *std::move(cuda);
-  } else {
-    model_holder = ternps::worker::MakeCpuModel(sizes, seed);
+  // Every worker's model starts identical (the job's initial state, which recovery also starts
+  // from).
+  auto new_model = [&]() -> absl::StatusOr<std::unique_ptr<ternps::worker::Model>> {
+    if (device == "cuda") return ternps::worker::MakeCudaModel(sizes, seed);
+    return ternps::worker::MakeCpuModel(sizes, seed);
+  };
+  absl::StatusOr<std::unique_ptr<ternps::worker::Model>> first_model = new_model();
+  if (!first_model.ok()) return Fail(first_model.status().ToString());
+  std::unique_ptr<ternps::worker::Model> model_holder = *std::move(first_model);
+  ternps::worker::Model* model_ptr = model_holder.get();
+  const uint32_t snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
+  if (snapshot_interval > 0 && !model_ptr->State().ok()) {
+    return Fail(model_ptr->State().status().ToString());
   }
-  ternps::worker::Model& model = *model_holder;
   ternps::worker::WorkerOptions options;
   options.job_id = absl::GetFlag(FLAGS_job_id);
   options.rank = rank;
   options.world_size = world;
   options.shards = absl::StrSplit(absl::GetFlag(FLAGS_shards), ',', absl::SkipEmpty());
-  options.tensors = model.Tensors();
+  options.tensors = model_ptr->Tensors();
   options.codec.codec = codec_name == "fp32" ? CodecKind::kFp32 : CodecKind::kTernGrad;
   options.codec.scaler_sharing = absl::GetFlag(FLAGS_scaler_sharing);
   options.codec.clip_sigmas = absl::GetFlag(FLAGS_clip_sigmas);
@@ -167,9 +178,11 @@ int main(int argc, char** argv) {
   options.threads = absl::GetFlag(FLAGS_threads);
   options.connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
   options.rpc_timeout = absl::GetFlag(FLAGS_rpc_timeout);
+  options.snapshot_interval = snapshot_interval;
+  options.state_slots = ternps::worker::Model::kStateSlots;
   if (lead) {
     std::printf("ternps-worker: %zu parameters (MLP %s), %u workers, %zu shards, codec %s\n",
-                model.parameter_count(), absl::GetFlag(FLAGS_hidden).c_str(), world,
+                model_ptr->parameter_count(), absl::GetFlag(FLAGS_hidden).c_str(), world,
                 options.shards.size(), codec_name.c_str());
     std::fflush(stdout);
   }
@@ -180,89 +193,147 @@ int main(int argc, char** argv) {
   // This worker's slice of the training set; the same number of steps on every worker.
   const int begin = static_cast<int>(uint64_t{rank} * train->count / world);
   const int end = static_cast<int>(uint64_t{rank + 1} * train->count / world);
-  std::vector<int> order(end - begin);
-  std::iota(order.begin(), order.end(), begin);
   int steps_per_epoch = train->count / static_cast<int>(world) / batch;
   if (absl::GetFlag(FLAGS_max_steps_per_epoch) > 0) {
     steps_per_epoch = std::min(steps_per_epoch, absl::GetFlag(FLAGS_max_steps_per_epoch));
   }
+  const uint64_t total_steps = uint64_t(epochs) * steps_per_epoch;
+  // Everything a step uses is a function of the job's step number (the data order of its epoch,
+  // the learning rate), so a worker that recovers at any step replays and continues exactly as
+  // its peers do.
+  auto lr_at = [&](uint64_t step) {
+    const double progress = double(step) / double(total_steps);
+    return schedule == "cosine" ? static_cast<float>(absl::GetFlag(FLAGS_lr) * 0.5 *
+                                                     (1.0 + std::cos(3.14159265358979 * progress)))
+                                : absl::GetFlag(FLAGS_lr);
+  };
+  auto apply = [&](uint64_t step) {
+    return model_ptr->Apply(lr_at(step), absl::GetFlag(FLAGS_momentum),
+                            absl::GetFlag(FLAGS_weight_decay));
+  };
+  // Rebuilds the peers' model at the worker's current step from the shards' snapshot and the
+  // averages since (the replay starts from the initial model).
+  auto recover = [&](absl::string_view why) -> absl::Status {
+    const uint64_t at = (*worker)->step();
+    absl::StatusOr<std::unique_ptr<ternps::worker::Model>> fresh = new_model();
+    if (!fresh.ok()) return fresh.status();
+    model_holder = *std::move(fresh);
+    model_ptr = model_holder.get();
+    absl::StatusOr<std::vector<absl::Span<float>>> state = model_ptr->State();
+    if (!state.ok()) return state.status();
+    const absl::Time t0 = absl::Now();
+    if (absl::Status st = (*worker)->Recover(*state, model_ptr->Gradients(), apply); !st.ok()) {
+      return st;
+    }
+    std::fprintf(stderr, "ternps-worker %u: %s: recovered the model at step %llu in %.2f s\n", rank,
+                 std::string(why).c_str(), static_cast<unsigned long long>(at),
+                 absl::ToDoubleSeconds(absl::Now() - t0));
+    return absl::OkStatus();
+  };
+  if ((*worker)->step() > 0) {
+    if (snapshot_interval == 0) {
+      return Fail(absl::StrCat("the job is at step ", (*worker)->step(),
+                               " and keeps no recovery state (--snapshot_interval=0): this worker "
+                               "cannot rebuild its peers' model"));
+    }
+    if (absl::Status st = recover("joined a running job"); !st.ok()) return Fail(st.ToString());
+  }
+  std::vector<int> order(end - begin);
+  int order_epoch = 0;
   std::vector<float> images(size_t(batch) * kImagePixels);
   std::vector<uint8_t> labels(batch);
-  std::mt19937_64 shuffle(seed * 1000003 + rank);
 
   const absl::Time start = absl::Now();
   uint64_t steps = 0, sent = 0, received = 0, dense = 0;
   double step_seconds = 0.0;
   double last_loss = 0.0;
-  for (int epoch = 1; epoch <= epochs; ++epoch) {
-    std::shuffle(order.begin(), order.end(), shuffle);
-    double loss_sum = 0.0;
-    uint64_t epoch_sent = 0, epoch_received = 0;
-    double epoch_step_seconds = 0.0;
-    for (int s = 0; s < steps_per_epoch; ++s) {
-      for (int i = 0; i < batch; ++i) {
-        const int item = order[size_t(s) * batch + i];
-        std::copy_n(&train->images[size_t(item) * kImagePixels], kImagePixels,
-                    &images[size_t(i) * kImagePixels]);
-        labels[i] = train->labels[item];
-      }
-      const absl::Time step_start = absl::Now();
-      absl::StatusOr<float> loss = model.ComputeGradients(images.data(), labels.data(), batch);
-      if (!loss.ok()) return Fail(loss.status().ToString());
-      loss_sum += *loss;
-      const double compute_seconds = absl::ToDoubleSeconds(absl::Now() - step_start);
-      absl::Status st = model.on_device() ? (*worker)->StepOnDevice(model.Gradients())
-                                          : (*worker)->Step(model.Gradients());
-      if (st.code() == absl::StatusCode::kAborted) {
-        std::fprintf(stderr, "ternps-worker %u: %s; joining again\n", rank,
-                     std::string(st.message()).c_str());
-        st = (*worker)->Rejoin();
-        if (st.ok()) continue;  // this batch's gradient is dropped; go on with the next step
-      }
-      if (!st.ok()) return Fail(st.ToString());
-      const double progress =
-          double((epoch - 1) * steps_per_epoch + s) / double(epochs * steps_per_epoch);
-      const float lr = schedule == "cosine"
-                           ? static_cast<float>(absl::GetFlag(FLAGS_lr) * 0.5 *
-                                                (1.0 + std::cos(3.14159265358979 * progress)))
-                           : absl::GetFlag(FLAGS_lr);
-      if (absl::Status applied =
-              model.Apply(lr, absl::GetFlag(FLAGS_momentum), absl::GetFlag(FLAGS_weight_decay));
-          !applied.ok()) {
-        return Fail(applied.ToString());
-      }
-      const ternps::worker::StepStats stats = (*worker)->last_step();
-      if (metrics != nullptr) {
-        metrics->RecordStep(absl::ToDoubleSeconds(absl::Now() - step_start), compute_seconds,
-                            stats.encode_seconds, stats.communication_seconds, stats.sent_bytes,
-                            stats.received_bytes, stats.dense_bytes);
-      }
-      ++steps;
-      epoch_sent += stats.sent_bytes;
-      epoch_received += stats.received_bytes;
-      dense += stats.dense_bytes;
-      epoch_step_seconds += stats.seconds;
+  double loss_sum = 0.0;
+  int epoch_steps = 0;
+  uint64_t epoch_sent = 0, epoch_received = 0;
+  double epoch_step_seconds = 0.0;
+  for (uint64_t g = (*worker)->step(); g < total_steps; g = (*worker)->step()) {
+    const int epoch = static_cast<int>(g / steps_per_epoch) + 1;
+    const int s = static_cast<int>(g % steps_per_epoch);
+    if (order_epoch != epoch) {  // this epoch's order of this worker's slice
+      std::iota(order.begin(), order.end(), begin);
+      std::mt19937_64 shuffle(seed * 1000003 + rank * 7919 + uint64_t(epoch));
+      std::shuffle(order.begin(), order.end(), shuffle);
+      order_epoch = epoch;
     }
+    ternps::worker::Model& model = *model_ptr;
+    for (int i = 0; i < batch; ++i) {
+      const int item = order[size_t(s) * batch + i];
+      std::copy_n(&train->images[size_t(item) * kImagePixels], kImagePixels,
+                  &images[size_t(i) * kImagePixels]);
+      labels[i] = train->labels[item];
+    }
+    if (g > 0 && g == absl::GetFlag(FLAGS_crash_at_step)) raise(SIGKILL);
+    const absl::Time step_start = absl::Now();
+    absl::StatusOr<float> loss = model.ComputeGradients(images.data(), labels.data(), batch);
+    if (!loss.ok()) return Fail(loss.status().ToString());
+    const double compute_seconds = absl::ToDoubleSeconds(absl::Now() - step_start);
+    absl::Status st = model.on_device() ? (*worker)->StepOnDevice(model.Gradients())
+                                        : (*worker)->Step(model.Gradients());
+    if (st.code() == absl::StatusCode::kAborted) {
+      // Dropped (step timeout) or replaced: this worker missed averages its peers applied.
+      std::fprintf(stderr, "ternps-worker %u: %s; joining again\n", rank,
+                   std::string(st.message()).c_str());
+      st = (*worker)->Rejoin();
+      if (st.ok() && snapshot_interval == 0) {
+        st = absl::FailedPreconditionError(
+            "readmitted, but the job keeps no recovery state (--snapshot_interval=0): this "
+            "worker's model would differ from its peers'");
+      }
+      if (st.ok()) st = recover("readmitted");
+      if (st.ok()) continue;
+    }
+    if (!st.ok()) return Fail(st.ToString());
+    if (absl::Status applied = apply(g); !applied.ok()) return Fail(applied.ToString());
+    if (snapshot_interval > 0) {
+      absl::StatusOr<std::vector<absl::Span<float>>> state = model.State();
+      st = state.ok() ? (*worker)->OfferState(*state) : state.status();
+      if (!st.ok()) return Fail(st.ToString());
+    }
+    loss_sum += *loss;
+    ++epoch_steps;
+    const ternps::worker::StepStats stats = (*worker)->last_step();
+    if (metrics != nullptr) {
+      metrics->RecordStep(absl::ToDoubleSeconds(absl::Now() - step_start), compute_seconds,
+                          stats.encode_seconds, stats.communication_seconds, stats.sent_bytes,
+                          stats.received_bytes, stats.dense_bytes);
+    }
+    ++steps;
+    epoch_sent += stats.sent_bytes;
+    epoch_received += stats.received_bytes;
+    dense += stats.dense_bytes;
+    epoch_step_seconds += stats.seconds;
+    if (s + 1 < steps_per_epoch) continue;
+    // End of an epoch.
     sent += epoch_sent;
     received += epoch_received;
     step_seconds += epoch_step_seconds;
-    last_loss = loss_sum / steps_per_epoch;
+    last_loss = loss_sum / std::max(epoch_steps, 1);
     if (lead) {
       absl::StatusOr<ternps::worker::Mlp::Evaluation> evaluated = model.Evaluate(*test);
       if (!evaluated.ok()) return Fail(evaluated.status().ToString());
       const ternps::worker::Mlp::Evaluation eval = *evaluated;
       const double dense_step = double((*worker)->last_step().dense_bytes);
-      const double up = double(epoch_sent) / steps_per_epoch;
-      const double down = double(epoch_received) / steps_per_epoch;
+      const double up = double(epoch_sent) / std::max(epoch_steps, 1);
+      const double down = double(epoch_received) / std::max(epoch_steps, 1);
       std::printf(
           "epoch %d/%d  train_loss %.4f  test_loss %.4f  test_accuracy %.4f  step %.2f ms  "
           "up %s/step (%.1fx less than fp32)  down %s/step (%.1fx)  %.0f s\n",
           epoch, epochs, last_loss, eval.loss, eval.accuracy,
-          1e3 * epoch_step_seconds / steps_per_epoch, Human(up).c_str(), dense_step / up,
+          1e3 * epoch_step_seconds / std::max(epoch_steps, 1), Human(up).c_str(), dense_step / up,
           Human(down).c_str(), dense_step / down, absl::ToDoubleSeconds(absl::Now() - start));
       std::fflush(stdout);
     }
+    loss_sum = 0.0;
+    epoch_steps = 0;
+    epoch_sent = epoch_received = 0;
+    epoch_step_seconds = 0.0;
   }
+  ternps::worker::Model& model = *model_ptr;
   absl::StatusOr<ternps::worker::Mlp::Evaluation> evaluated = model.Evaluate(*test);
   if (!evaluated.ok()) return Fail(evaluated.status().ToString());
   const ternps::worker::Mlp::Evaluation eval = *evaluated;

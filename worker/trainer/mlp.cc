@@ -46,6 +46,15 @@ std::vector<absl::Span<float>> Mlp::Gradients() {
   return spans;
 }
 
+std::vector<absl::Span<float>> Mlp::State() {
+  std::vector<absl::Span<float>> spans;
+  for (size_t t = 0; t < params_.size(); ++t) {
+    spans.push_back(absl::MakeSpan(params_[t]));
+    spans.push_back(absl::MakeSpan(velocity_[t]));
+  }
+  return spans;
+}
+
 size_t Mlp::parameter_count() const {
   size_t n = 0;
   for (const auto& p : params_) n += p.size();

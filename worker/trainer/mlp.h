@@ -35,6 +35,9 @@ class Mlp {
   // The gradient buffers, one per tensor, in Tensors() order.
   std::vector<absl::Span<float>> Gradients();
   size_t parameter_count() const;
+  // The optimizer state for recovery (ternps::worker::State, 2 slots): per tensor its parameters,
+  // then its momentum.
+  std::vector<absl::Span<float>> State();
 
   // Forward and backward on `batch` images: fills Gradients() with the batch-mean gradient of the
   // cross-entropy loss (without weight decay) and returns that mean loss.

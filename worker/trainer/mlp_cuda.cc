@@ -131,6 +131,11 @@ class MlpCuda final : public Model {
     return Mlp::Evaluation{loss / data.count, double(correct) / data.count};
   }
 
+  absl::StatusOr<std::vector<absl::Span<float>>> State() override {
+    return absl::UnimplementedError(
+        "--device=cuda: recovery (--snapshot_interval) needs the state in host memory; not "
+        "implemented for the CUDA model yet");
+  }
   absl::StatusOr<uint64_t> Checksum() override {
     std::vector<std::vector<float>> host;
     for (const auto& p : params_) {

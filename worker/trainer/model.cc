@@ -17,6 +17,7 @@ class CpuModel final : public Model {
   std::vector<TensorInfo> Tensors() const override { return mlp_.Tensors(); }
   std::vector<absl::Span<float>> Gradients() override { return mlp_.Gradients(); }
   bool on_device() const override { return false; }
+  absl::StatusOr<std::vector<absl::Span<float>>> State() override { return mlp_.State(); }
   size_t parameter_count() const override { return mlp_.parameter_count(); }
   absl::StatusOr<float> ComputeGradients(const float* images, const uint8_t* labels,
                                          int batch) override {

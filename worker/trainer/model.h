@@ -29,6 +29,10 @@ class Model {
   // Gradient buffers in Tensors() order: host memory, or device memory when on_device().
   virtual std::vector<absl::Span<float>> Gradients() = 0;
   virtual bool on_device() const = 0;
+  // Host spans of the recovery state (Worker::Recover; kStateSlots per tensor), or
+  // UNIMPLEMENTED for a model that cannot expose it.
+  static constexpr uint32_t kStateSlots = 2;
+  virtual absl::StatusOr<std::vector<absl::Span<float>>> State() = 0;
   virtual size_t parameter_count() const = 0;
   // `images` and `labels` are host memory (batch rows).
   virtual absl::StatusOr<float> ComputeGradients(const float* images, const uint8_t* labels,

@@ -107,6 +107,9 @@ TEST(JobSpecTest, InvalidRegistrationsNameTheField) {
       {"tensors", [](v1::JoinRequest& r) { r.clear_tensors(); }},
       {"tensors[1].name", [](v1::JoinRequest& r) { r.mutable_tensors(1)->set_name("w"); }},
       {"tensors[2].elements", [](v1::JoinRequest& r) { r.mutable_tensors(2)->set_elements(0); }},
+      {"snapshot_interval: 1000001 exceeds 1000000",
+       [](v1::JoinRequest& r) { r.set_snapshot_interval(kMaxSnapshotInterval + 1); }},
+      {"state_slots: 17 exceeds 16", [](v1::JoinRequest& r) { r.set_state_slots(17); }},
   };
   for (const Case& c : cases) {
     v1::JoinRequest r = Request();
@@ -130,7 +133,8 @@ TEST(JobSpecTest, CompareNamesTheFirstDifferenceInProtoFieldOrder) {
     uint32_t shards = 2;
   };
   const std::vector<Case> cases = {
-      // world_size (3) before tensors (4) before codec (5) before shard_count (7).
+      // world_size (3) before tensors (4) before codec (5) before shard_count (7) before
+      // snapshot_interval (9) before state_slots (10).
       {"world_size: 3 differs",
        [](v1::JoinRequest& r) {
          r.set_world_size(3);
@@ -165,7 +169,18 @@ TEST(JobSpecTest, CompareNamesTheFirstDifferenceInProtoFieldOrder) {
       {"codec.downlink_encoding: TERNARY_2BIT differs",
        [](v1::JoinRequest& r) { r.mutable_codec()->set_downlink_encoding(v1::TERNARY_2BIT); }},
       {"codec.seed: 5 differs", [](v1::JoinRequest& r) { r.mutable_codec()->set_seed(5); }},
-      {"shard_count: 3 differs", [](v1::JoinRequest&) {}, 3},
+      {"shard_count: 3 differs",
+       [](v1::JoinRequest& r) {
+         r.set_snapshot_interval(5);
+         r.set_state_slots(2);
+       },
+       3},
+      {"snapshot_interval: 5 differs",
+       [](v1::JoinRequest& r) {
+         r.set_snapshot_interval(5);
+         r.set_state_slots(2);
+       }},
+      {"state_slots: 2 differs", [](v1::JoinRequest& r) { r.set_state_slots(2); }},
   };
   for (const Case& c : cases) {
     v1::JoinRequest r = Request();

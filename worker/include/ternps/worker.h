@@ -26,7 +26,8 @@
 //     the case below.)
 //   - ABORTED: this worker was dropped from the live set (step timeout) or replaced by a newer
 //     Join of the same rank. Call Rejoin(); the next Step continues at the step the shards agree
-//     on (the gradient of the failed step is lost).
+//     on (the gradient of the failed step is lost) and the model has missed the averages its
+//     peers applied meanwhile: rebuild it with Recover() (needs snapshot_interval > 0).
 //   - anything else (UNAVAILABLE, DEADLINE_EXCEEDED, a malformed answer, a device error): the
 //     step may have reached some shards and not others, so its outcome is unknown. Call
 //     Rejoin() before the next Step; if the shards completed the step without this worker, it
@@ -39,6 +40,7 @@
 #define TERNPS_WORKER_INCLUDE_TERNPS_WORKER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -82,7 +84,20 @@ struct WorkerOptions {
   // of every partition finishing at the end of the upload.
   // Measured on 1 Gbit/s links (4 workers x 4 shards, resnet50): 2 beats 1, 4 and unlimited.
   int calls_in_flight_per_shard = 2;
+  // Recovery (OfferState, Recover): every snapshot_interval steps one live worker uploads its
+  // state and the shards keep every average since, so that a worker that (re)joins can rebuild
+  // its peers' exact model. 0: off (the shards keep nothing; a rejoining worker cannot recover).
+  // The shards hold about snapshot_interval steps of averages plus one copy of the state. A job
+  // setting: identical on every worker.
+  uint32_t snapshot_interval = 0;
+  // float32 values per model element in the state (parameters plus optimizer slots, e.g. 2 for
+  // SGD with momentum), 1..16. A job setting.
+  uint32_t state_slots = 1;
 };
+
+// A worker's state for recovery: state[i * state_slots + j] is slot j (0: the parameters) of
+// tensor i, options.tensors[i].elements values each, in host memory.
+using State = absl::Span<const absl::Span<float>>;
 
 // Figures of one Step (wire payload bytes, as sent and received).
 struct StepStats {
@@ -142,8 +157,28 @@ class Worker {
   // Whether StepOnDevice can work here (ternps::worker_cuda linked and a device).
   static bool DeviceAvailable();
   // Joins every shard again (after a failed Step); the next Step continues at the step they
-  // agree on.
+  // agree on. The model is then behind its peers' (this worker missed averages): Recover.
   absl::Status Rejoin();
+
+  // Recovery. After applying the averages of step() - 1 to `state` (i.e. right after the
+  // optimizer update), call OfferState every step: when this worker is the one to snapshot the
+  // state at the start of step() (step() a positive multiple of snapshot_interval, rank
+  // (step() / snapshot_interval) % world_size), it uploads it to the shards; otherwise it returns
+  // at once.
+  absl::Status OfferState(State state);
+  // For a worker that joined a running job (step() > 0 after Connect) or Rejoined: fetches the
+  // newest snapshot and every average since from the shards. `state` must hold the job's
+  // initial state (what every worker starts step 0 from: create the model afresh with the same
+  // seed), which partitions without a snapshot yet start from. Writes the snapshots into `state`
+  // and, for each step t from the snapshot to step() - 1 in order, writes the average of step t
+  // into `gradients` and calls apply(t), which must run the same optimizer update the live
+  // workers ran after Step t (same code, same hyperparameters for step t). Afterwards `state` is
+  // bit for bit its peers' state at the start of step(). The optimizer must be elementwise:
+  // partitions may have snapshots of different steps, so a partition's gradient is zero in
+  // (and its state overwritten after) the steps before its own snapshot. Peers wait at step()
+  // for this worker meanwhile. FAILED_PRECONDITION if the job keeps no recovery state.
+  absl::Status Recover(State state, absl::Span<const absl::Span<float>> gradients,
+                       const std::function<absl::Status(uint64_t step)>& apply);
   // Leaves the job on every shard; the destructor then does not leave again.
   absl::Status Leave();
 

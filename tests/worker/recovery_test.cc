@@ -1,0 +1,239 @@
+// Integration: exact recovery with real processes. Two ternps-server shards and three
+// ternps-worker trainers (Fashion-MNIST, a small MLP) run one job; one worker fails, comes back,
+// rebuilds its peers' model from the shards' snapshot and averages, and the job ends with every
+// replica's model checksum identical.
+//   - a worker killed by SIGKILL at a seeded random step and started again with the same flags;
+//   - a worker stopped (SIGSTOP) until the shards drop it after their step timeout, then
+//     continued (SIGCONT): it is told it was dropped, joins again and recovers.
+// Nothing waits by sleeping for an event: the test waits for processes (waitpid), for files the
+// binaries write once ready (port files, summaries), and polls the shards' GetStatus for the drop.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "ternps/v1/ternps.grpc.pb.h"
+
+extern char** environ;
+
+namespace ternps {
+namespace {
+
+constexpr char kDataDir[] = "/usr/share/datasets/fashion-mnist";
+constexpr int kSteps = 120;  // per worker, one epoch
+constexpr int kSnapshotInterval = 16;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// A child process (its stdout and stderr go to `log`).
+class Process {
+ public:
+  Process(const std::vector<std::string>& args, const std::string& log) {
+    std::vector<char*> argv;
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    EXPECT_EQ(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ), 0)
+        << "cannot start " << args[0];
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~Process() {
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      Wait();
+    }
+  }
+  pid_t pid() const { return pid_; }
+  // The raw wait status.
+  int Wait() {
+    int status = 0;
+    if (!reaped_) {
+      waitpid(pid_, &status, 0);
+      status_ = status;
+      reaped_ = true;
+    }
+    return status_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  int status_ = 0;
+};
+
+std::string ExitString(int status) {
+  if (WIFEXITED(status)) return absl::StrCat("exit ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return absl::StrCat("signal ", WTERMSIG(status));
+  return absl::StrCat("status ", status);
+}
+
+class RecoveryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(access((std::string(kDataDir) + "/t10k-labels-idx1-ubyte.gz").c_str(), R_OK), 0)
+        << "tests/run.sh installs dataset-fashion-mnist";
+    char tmpl[] = "/tmp/ternps-recovery-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    shards_.clear();
+    if (!HasFailure())
+      std::system(absl::StrCat("rm -rf ", dir_).c_str());
+    else
+      std::fprintf(stderr, "logs kept in %s\n", dir_.c_str());
+  }
+
+  void StartShards(const std::string& step_timeout) {
+    for (int i = 0; i < 2; ++i) {
+      const std::string port_file = absl::StrCat(dir_, "/port", i);
+      shards_.push_back(std::make_unique<Process>(
+          std::vector<std::string>{absl::StrCat(TERNPS_BIN_DIR, "/ternps-server"),
+                                   "--listen=127.0.0.1:0", "--port_file=" + port_file,
+                                   absl::StrCat("--shard_index=", i), "--shard_count=2",
+                                   "--step_timeout=" + step_timeout, "--quiet"},
+          absl::StrCat(dir_, "/shard", i, ".log")));
+      // The port file appears (renamed into place) once the shard serves.
+      const absl::Time deadline = absl::Now() + absl::Seconds(30);
+      while (ReadFile(port_file).empty()) {
+        ASSERT_LT(absl::Now(), deadline) << "shard " << i << " did not start";
+        absl::SleepFor(absl::Milliseconds(5));
+      }
+      addresses_.push_back("127.0.0.1:" +
+                           std::string(absl::StripAsciiWhitespace(ReadFile(port_file))));
+    }
+  }
+
+  std::unique_ptr<Process> StartWorker(uint32_t rank, const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {absl::StrCat(TERNPS_BIN_DIR, "/ternps-worker"),
+                                     "--shards=" + absl::StrJoin(addresses_, ","),
+                                     absl::StrCat("--rank=", rank),
+                                     "--world_size=3",
+                                     "--job_id=recovery",
+                                     "--hidden=64",
+                                     "--epochs=1",
+                                     absl::StrCat("--max_steps_per_epoch=", kSteps),
+                                     absl::StrCat("--snapshot_interval=", kSnapshotInterval),
+                                     "--threads=1",
+                                     "--quiet",
+                                     absl::StrCat("--summary_file=", dir_, "/summary", rank)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return std::make_unique<Process>(args, absl::StrCat(dir_, "/worker", rank, ".log"));
+  }
+
+  // The "model_checksum" of a worker's summary.
+  std::string Checksum(uint32_t rank) const {
+    const std::string summary = ReadFile(absl::StrCat(dir_, "/summary", rank));
+    const size_t at = summary.find("\"model_checksum\": \"");
+    if (at == std::string::npos) return "(no summary)";
+    return summary.substr(at + 19, 16);
+  }
+
+  // Job "recovery" as shard `i` reports it (no jobs while it is unknown there).
+  v1::GetStatusResponse Status(int i) const {
+    auto stub = v1::ParameterServer::NewStub(
+        grpc::CreateChannel(addresses_[i], grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::GetStatusRequest request;
+    request.set_job_id("recovery");
+    v1::GetStatusResponse response;
+    if (!stub->GetStatus(&context, request, &response).ok()) response.Clear();
+    return response;
+  }
+  std::vector<uint32_t> LiveWorkers(int i) const {
+    const v1::GetStatusResponse status = Status(i);
+    if (status.jobs_size() == 0) return {};
+    return {status.jobs(0).live_workers().begin(), status.jobs(0).live_workers().end()};
+  }
+  uint64_t JobStep(int i) const {
+    const v1::GetStatusResponse status = Status(i);
+    return status.jobs_size() == 0 ? 0 : status.jobs(0).step();
+  }
+
+  std::string dir_;
+  std::vector<std::unique_ptr<Process>> shards_;
+  std::vector<std::string> addresses_;
+};
+
+TEST_F(RecoveryTest, AWorkerKilledAndRestartedEndsWithItsPeersModel) {
+  StartShards("60s");
+  std::mt19937_64 rng(20261201);
+  const int crash_step = 20 + static_cast<int>(rng() % 80);  // seeded: [20, 100)
+  auto w0 = StartWorker(0, {});
+  auto w1 = StartWorker(1, {});
+  auto w2 = StartWorker(2, {absl::StrCat("--crash_at_step=", crash_step)});
+  const int crashed = w2->Wait();
+  ASSERT_TRUE(WIFSIGNALED(crashed) && WTERMSIG(crashed) == SIGKILL) << ExitString(crashed);
+  auto again = StartWorker(2, {});
+  for (Process* p : {w0.get(), w1.get(), again.get()}) {
+    const int status = p->Wait();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ExitString(status);
+  }
+  EXPECT_NE(ReadFile(dir_ + "/worker2.log").find("recovered the model at step"), std::string::npos);
+  EXPECT_EQ(Checksum(0), Checksum(1));
+  EXPECT_EQ(Checksum(2), Checksum(0))
+      << "crashed at step " << crash_step << ": the restarted worker's model differs";
+}
+
+TEST_F(RecoveryTest, AWorkerDroppedAfterTheStepTimeoutRecoversWhenItContinues) {
+  StartShards("2s");
+  auto w0 = StartWorker(0, {});
+  auto w1 = StartWorker(1, {});
+  auto w2 = StartWorker(2, {});
+  // Stop rank 1 once all three are stepping (step 10 on both shards), keep it stopped until both
+  // shards have dropped it.
+  absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (JobStep(0) < 10 || JobStep(1) < 10) {
+    ASSERT_LT(absl::Now(), deadline) << "the job did not start";
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(kill(w1->pid(), SIGSTOP), 0);
+  const absl::Time stopped = absl::Now();
+  deadline = absl::Now() + absl::Seconds(60);
+  const std::vector<uint32_t> survivors = {0, 2};
+  while (LiveWorkers(0) != survivors || LiveWorkers(1) != survivors) {
+    ASSERT_LT(absl::Now(), deadline) << "rank 1 was not dropped";
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  const double drop_seconds = absl::ToDoubleSeconds(absl::Now() - stopped);
+  ASSERT_EQ(kill(w1->pid(), SIGCONT), 0);
+  for (Process* p : {w0.get(), w1.get(), w2.get()}) {
+    const int status = p->Wait();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ExitString(status);
+  }
+  EXPECT_NE(ReadFile(dir_ + "/worker1.log").find("readmitted: recovered the model"),
+            std::string::npos)
+      << ReadFile(dir_ + "/worker1.log");
+  EXPECT_EQ(Checksum(0), Checksum(2));
+  EXPECT_EQ(Checksum(1), Checksum(0)) << "the readmitted worker's model differs";
+  std::fprintf(stderr, "rank 1 dropped by both shards %.2f s after SIGSTOP (step timeout 2 s)\n",
+               drop_seconds);
+}
+
+}  // namespace
+}  // namespace ternps
