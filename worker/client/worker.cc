@@ -1,10 +1,14 @@
 #include "ternps/worker.h"
 
+#include <netdb.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
@@ -61,6 +65,42 @@ void AddSeconds(std::atomic<double>& total, double s) {
 
 absl::Span<uint8_t> Bytes(std::string& s) {
   return absl::MakeSpan(reinterpret_cast<uint8_t*>(s.data()), s.size());
+}
+
+// OK if `address` (shards[index]) can be dialed: host:port with a port in 1..65535 and a host
+// that resolves, or a gRPC target with a scheme ("dns:///...", "unix:...", "ipv4:...") left to
+// gRPC. Checked before connecting so that a typo fails at once instead of at the connect
+// timeout.
+absl::Status CheckShardAddress(const std::string& address, size_t index) {
+  const std::string field = absl::StrCat("shards[", index, "]: '", address, "'");
+  if (absl::StrContains(address, "://") || absl::StartsWith(address, "unix:") ||
+      absl::StartsWith(address, "ipv4:") || absl::StartsWith(address, "ipv6:")) {
+    return absl::OkStatus();
+  }
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " is not host:port"));
+  }
+  std::string host = address.substr(0, colon);
+  const std::string port = address.substr(colon + 1);
+  uint32_t port_number = 0;
+  if (!absl::SimpleAtoi(port, &port_number) || port_number < 1 || port_number > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": port '", port, "' is not a number in [1, 65535]"));
+  }
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* result = nullptr;
+  const int rc = getaddrinfo(host.c_str(), nullptr, &hints, &result);
+  if (rc != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": cannot resolve host '", host, "': ", gai_strerror(rc)));
+  }
+  freeaddrinfo(result);
+  return absl::OkStatus();
 }
 
 // The JoinRequest a worker sends (shard_index set per shard): every codec setting explicit.
@@ -280,6 +320,11 @@ absl::Status Worker::Impl::Init() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
+  // Reconnect quickly to a shard that starts late or restarts (gRPC's default backoff grows to
+  // 120 s between attempts).
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   for (const std::string& address : options_.shards) {
     std::shared_ptr<grpc::Channel> channel =
         grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
@@ -357,9 +402,31 @@ absl::Status Worker::Impl::JoinAll() {
   for (uint32_t s = 0; s < options_.shards.size(); ++s) {
     join_.set_shard_index(s);
     v1::JoinResponse response;
-    std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
-    context->set_wait_for_ready(true);  // retry while the shard is still starting
-    const grpc::Status st = stubs_[s]->Join(context.get(), join_, &response);
+    // Retried while the shard cannot be reached (still starting, restarting), up to the connect
+    // timeout; each attempt fails fast, so the error says why (connection refused, ...).
+    const absl::Time first = absl::Now();
+    absl::Duration backoff = absl::Milliseconds(20);
+    grpc::Status st;
+    std::string cause;  // the last attempt's reason that is not our own deadline cutting it off
+    for (;;) {
+      std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
+      st = stubs_[s]->Join(context.get(), join_, &response);
+      if (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+          !absl::StrContains(st.error_message(), "shutdown")) {
+        cause = st.error_message();
+      }
+      if (st.error_code() != grpc::StatusCode::UNAVAILABLE || absl::Now() + backoff >= deadline) {
+        break;
+      }
+      absl::SleepFor(backoff);  // a retry delay, not synchronization
+      backoff = std::min(backoff * 2, absl::Milliseconds(500));
+    }
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      return absl::UnavailableError(absl::StrCat(
+          ShardName(s), " Join: unreachable for ",
+          absl::FormatDuration(absl::Trunc(absl::Now() - first, absl::Milliseconds(100))),
+          " (connect_timeout): ", cause.empty() ? st.error_message() : cause));
+    }
     if (!st.ok()) return common::FromGrpcStatus(st, absl::StrCat(ShardName(s), " Join"));
     if (response.plan_checksum() != plan.Checksum()) {
       return absl::FailedPreconditionError(
@@ -894,6 +961,9 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Connect(const WorkerOptions& opt
     return absl::InvalidArgumentError("calls_in_flight_per_shard: must be >= 0 (0: no limit)");
   }
   if (options.state_slots < 1) return absl::InvalidArgumentError("state_slots: must be >= 1");
+  for (size_t i = 0; i < options.shards.size(); ++i) {
+    if (absl::Status st = CheckShardAddress(options.shards[i], i); !st.ok()) return st;
+  }
   // The worker resolves the same spec from its own JoinRequest as the shards will.
   v1::JoinRequest join = MakeJoinRequest(options);
   absl::StatusOr<common::JobSpec> spec =
