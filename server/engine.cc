@@ -154,13 +154,22 @@ int Engine::CheckTimeouts() {
   std::vector<std::shared_ptr<Job>> ended;
   for (const auto& job : jobs) {
     dropped += job->CheckTimeouts(now);
+    if (now - job->LastCall() > config_.job_idle_timeout) {
+      // No worker has called for the idle timeout: they are gone (killed between steps, when no
+      // step timeout runs). Whatever still waits is told so.
+      job->FailAll(absl::AbortedError(absl::StrCat("job_id: job '", job->id(), "' expired after ",
+                                                   absl::FormatDuration(config_.job_idle_timeout),
+                                                   " without calls (--job_idle_timeout)")));
+      ended.push_back(job);
+      continue;
+    }
     if (!job->AnyLive()) ended.push_back(job);
     workers += job->LiveWorkers();
     step = std::max(step, job->NewestStep());
   }
   if (!ended.empty()) {
-    // Every rank left or was dropped: the job is over (its calls were answered when the last
-    // rank went) and its id and memory are free.
+    // Every rank left or was dropped, or the job was idle: it is over and its id and memory are
+    // free.
     absl::MutexLock lock(&mu_);
     for (const auto& job : ended) {
       auto it = jobs_.find(job->id());

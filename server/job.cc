@@ -77,6 +77,7 @@ Job::Job(common::JobSpec spec, const ShardConfig& shard)
     owned_index_[p] = static_cast<int32_t>(aggregators_.size());
     aggregators_.push_back(std::make_unique<PartitionAggregator>(config));
   }
+  Touch();
   if (shard.observer != nullptr) observer_ = shard.observer->NewJob(aggregators_.size());
   if (observer_ == nullptr) observer_ = std::make_unique<NullJobObserver>();
 }
@@ -88,6 +89,7 @@ PartitionAggregator* Job::Owned(uint32_t id) const {
 
 absl::StatusOr<v1::JoinResponse> Job::Join(const v1::JoinRequest& request,
                                            const common::JobSpec& spec) {
+  Touch();
   if (absl::Status st = common::CompareSpecs(spec_, spec); !st.ok()) return st;
   if (request.plan_checksum() != 0 && request.plan_checksum() != spec_.plan.Checksum()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -212,6 +214,7 @@ void Job::Apply(const ValidatedRequest& v, Op op, DoneCallback done) {
 
 void Job::ShareScalers(const v1::ShareScalersRequest& request, v1::ShareScalersResponse* response,
                        DoneCallback done) {
+  Touch();
   absl::StatusOr<ValidatedRequest> v =
       ValidateShareScalers(request, spec_, shard_.shard_index, *membership_.View());
   if (!v.ok()) return done(v.status());
@@ -220,6 +223,7 @@ void Job::ShareScalers(const v1::ShareScalersRequest& request, v1::ShareScalersR
 
 void Job::PushPull(const common::PushPullRequestView& request, PushPullAnswer* response,
                    DoneCallback done) {
+  Touch();
   absl::StatusOr<ValidatedRequest> v =
       ValidatePushPull(request, spec_, shard_.shard_index, *membership_.View());
   if (!v.ok()) return done(v.status());
@@ -227,6 +231,7 @@ void Job::PushPull(const common::PushPullRequestView& request, PushPullAnswer* r
 }
 
 absl::StatusOr<v1::LeaveResponse> Job::Leave(const v1::LeaveRequest& request) {
+  Touch();
   if (absl::Status st = membership_.View()->CheckCaller(request.worker_rank(), request.epoch());
       !st.ok()) {
     return st;
@@ -258,6 +263,7 @@ absl::Status Job::CheckRecoveryCaller(uint32_t rank, uint64_t epoch,
 }
 
 absl::StatusOr<v1::PutSnapshotResponse> Job::PutSnapshot(v1::PutSnapshotRequest& request) {
+  Touch();
   std::vector<uint32_t> ids;
   for (const v1::PartitionState& p : request.partitions()) ids.push_back(p.partition_id());
   if (absl::Status st =
@@ -287,6 +293,7 @@ absl::StatusOr<v1::PutSnapshotResponse> Job::PutSnapshot(v1::PutSnapshotRequest&
 }
 
 absl::StatusOr<v1::GetRecoveryResponse> Job::GetRecovery(const v1::GetRecoveryRequest& request) {
+  Touch();
   const std::vector<uint32_t> ids(request.partition_ids().begin(), request.partition_ids().end());
   if (absl::Status st =
           CheckRecoveryCaller(request.worker_rank(), request.epoch(), ids, "partition_ids");

@@ -69,6 +69,10 @@ class Job {
       const ternps::v1::GetRecoveryRequest& request);
 
   void FillStatus(ternps::v1::JobStatus* status) const;
+  // When a worker last called (any method but GetStatus).
+  absl::Time LastCall() const {
+    return absl::FromUnixNanos(last_call_ns_.load(std::memory_order_relaxed));
+  }
   // Drops the ranks an expired step still waits for; returns how many were dropped.
   int CheckTimeouts(absl::Time now);
   // Fails every waiting call (shutdown).
@@ -105,6 +109,10 @@ class Job {
   std::vector<int32_t> owned_index_;  // partition id -> index into aggregators_, or -1
   std::vector<std::unique_ptr<PartitionAggregator>> aggregators_;
   std::unique_ptr<JobObserver> observer_;
+  void Touch() {
+    last_call_ns_.store(absl::ToUnixNanos(shard_.clock->Now()), std::memory_order_relaxed);
+  }
+  std::atomic<int64_t> last_call_ns_{0};
   // Wire payload bytes since the job was created, for GetStatus.
   std::atomic<uint64_t> received_bytes_{0};
   std::atomic<uint64_t> sent_bytes_{0};

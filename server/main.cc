@@ -18,6 +18,8 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
           "host:port to serve gRPC on; port 0 picks a free port (see --port_file)");
 ABSL_FLAG(uint32_t, shard_index, 0, "This shard's index in [0, shard_count)");
 ABSL_FLAG(uint32_t, shard_count, 1, "Number of shards of the job");
+ABSL_FLAG(absl::Duration, job_idle_timeout, absl::Seconds(180),
+          "A job that receives no call for this long is removed (its id can be used again)");
 ABSL_FLAG(absl::Duration, step_timeout, absl::Seconds(60),
           "How long a partition waits for a worker's push (or scaler) after the first one "
           "arrived; the late worker is then dropped and must Join again");
@@ -78,6 +80,7 @@ int main(int argc, char** argv) {
   options.shard.shard_index = absl::GetFlag(FLAGS_shard_index);
   options.shard.shard_count = absl::GetFlag(FLAGS_shard_count);
   options.shard.step_timeout = absl::GetFlag(FLAGS_step_timeout);
+  options.shard.job_idle_timeout = absl::GetFlag(FLAGS_job_idle_timeout);
   options.shard.max_world_size = absl::GetFlag(FLAGS_max_world_size);
   options.shard.max_jobs = absl::GetFlag(FLAGS_max_jobs);
   options.shard.max_partition_elements = absl::GetFlag(FLAGS_max_partition_elements);

@@ -20,6 +20,12 @@ absl::Status ValidateShardConfig(const ShardConfig& config) {
         absl::StrCat("--step_timeout: ", absl::FormatDuration(config.step_timeout),
                      " must be positive and finite"));
   }
+  if (config.job_idle_timeout <= absl::ZeroDuration() ||
+      config.job_idle_timeout == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--job_idle_timeout: ", absl::FormatDuration(config.job_idle_timeout),
+                     " must be positive and finite"));
+  }
   if (config.max_world_size == 0 || config.max_world_size > common::kMaxIntSumContributors) {
     return absl::InvalidArgumentError(
         absl::StrCat("--max_world_size: ", config.max_world_size, " is outside [1, ",

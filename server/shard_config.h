@@ -22,6 +22,9 @@ struct ShardConfig {
   uint32_t shard_index = 0;
   uint32_t shard_count = 1;
   absl::Duration step_timeout = absl::Seconds(60);
+  // A job that receives no call for this long is removed (its workers are gone; its id and memory
+  // are freed, and a new run may reuse the id).
+  absl::Duration job_idle_timeout = absl::Seconds(180);
   // Largest world_size a job may register; INT_SUM carries at most 32767 contributors.
   uint32_t max_world_size = 4096;
   // Jobs a shard serves at once; each costs memory at Join (RESOURCE_EXHAUSTED beyond).

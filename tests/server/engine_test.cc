@@ -376,6 +376,39 @@ TEST_F(EngineTest, RecoveryKeepsTheSnapshotAndTheAveragesSince) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("to_step: 1 is before the snapshot"));
 }
 
+// Workers killed between steps leave no step timeout running: the job expires after
+// job_idle_timeout without calls, and its id starts a new job (here with another world size).
+TEST_F(EngineTest, AnIdleJobExpiresAndItsIdStartsAgain) {
+  config_.job_idle_timeout = absl::Seconds(180);
+  Start(v1::CODEC_FP32, 2);
+  auto a = Push(0, 0, 1.0f);
+  auto b = Push(1, 0, 1.0f);
+  ASSERT_TRUE(a->done && b->done);
+  clock_.Advance(absl::Seconds(179));
+  EXPECT_EQ(engine_->CheckTimeouts(), 0);
+  EXPECT_TRUE(engine_->FindJob("engine").ok());
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_EQ(engine_->CheckTimeouts(), 0);
+  EXPECT_EQ(engine_->FindJob("engine").status().code(), absl::StatusCode::kNotFound);
+  world_ = 3;
+  absl::StatusOr<v1::JoinResponse> fresh = engine_->Join(JoinRequest(0));
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->start_step(), 0u);
+}
+
+// A call still waiting when its job expires is answered, ABORTED, naming the expiry.
+TEST_F(EngineTest, AnExpiringJobAnswersItsWaitingCalls) {
+  config_.job_idle_timeout = absl::Seconds(30);  // shorter than the step timeout, 60 s
+  Start(v1::CODEC_FP32, 2);
+  auto waiting = Push(0, 0, 1.0f);
+  clock_.Advance(absl::Seconds(31));
+  engine_->CheckTimeouts();
+  ASSERT_TRUE(waiting->done);
+  EXPECT_EQ(waiting->status.code(), absl::StatusCode::kAborted) << waiting->status;
+  EXPECT_THAT(std::string(waiting->status.message()), HasSubstr("expired after 30s"));
+  EXPECT_EQ(engine_->FindJob("engine").status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(EngineTest, AJobWithoutSnapshotsKeepsNoRecoveryState) {
   Start(v1::CODEC_FP32, 1);
   auto a = Push(0, 0, 1.0f);

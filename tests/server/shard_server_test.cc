@@ -77,6 +77,7 @@ TEST(ShardServerTest, SettingsAreValidatedByFlagName) {
       {"--shard_count", [](ShardConfig& c) { c.shard_count = 0; }},
       {"--shard_index", [](ShardConfig& c) { c.shard_index = 1; }},
       {"--step_timeout", [](ShardConfig& c) { c.step_timeout = absl::ZeroDuration(); }},
+      {"--job_idle_timeout", [](ShardConfig& c) { c.job_idle_timeout = absl::ZeroDuration(); }},
       {"--max_world_size: 32768", [](ShardConfig& c) { c.max_world_size = 32768; }},
       {"--max_jobs", [](ShardConfig& c) { c.max_jobs = 0; }},
       {"--max_partition_elements", [](ShardConfig& c) { c.max_partition_elements = 0; }},
