@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -40,10 +41,17 @@ namespace {
 // The first error of a step wins; later ones are usually its consequences.
 class FirstError {
  public:
+  FirstError() = default;
+  // `on_first` runs once, on the thread that sets the first error (no lock held).
+  explicit FirstError(std::function<void()> on_first) : on_first_(std::move(on_first)) {}
   void Set(absl::Status st) ABSL_LOCKS_EXCLUDED(mu_) {
     if (st.ok()) return;
-    absl::MutexLock lock(&mu_);
-    if (status_.ok()) status_ = std::move(st);
+    {
+      absl::MutexLock lock(&mu_);
+      if (!status_.ok()) return;
+      status_ = std::move(st);
+    }
+    if (on_first_) on_first_();
   }
   absl::Status Get() const ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
@@ -51,6 +59,7 @@ class FirstError {
   }
 
  private:
+  const std::function<void()> on_first_;
   mutable absl::Mutex mu_;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
 };
@@ -240,6 +249,7 @@ class Worker::Impl {
     std::vector<uint8_t> scratch;        // compressed averages split across slices, gathered
     StepStats::Call timing;              // of the current step
     Encoded encoded = Encoded::kNotYet;  // under flight_mu_
+    bool in_call = false;                // under flight_mu_: `context` is a call in flight
   };
   // Per-step counters, written by pool and gRPC threads.
   struct StepCounters {
@@ -272,7 +282,9 @@ class Worker::Impl {
   // Takes the shard's next batches in order while they are encoded and a call may start.
   std::vector<Batch*> NextToSendLocked(uint32_t shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(flight_mu_);
   void Send(Batch& batch, Gradients gradients, Exchange& exchange, StepCounters& counters,
-            FirstError& error, absl::BlockingCounter& pending);
+            FirstError& error, absl::BlockingCounter& pending) ABSL_LOCKS_EXCLUDED(flight_mu_);
+  // Cancels the step's calls in flight and stops sending (the step has failed).
+  void CancelCalls() ABSL_LOCKS_EXCLUDED(flight_mu_);
   void EncodeAndSend(Batch& batch, Gradients gradients, Exchange& exchange, int ticket,
                      const EncodeParams& params, StepCounters& counters, FirstError& error,
                      absl::BlockingCounter& pending);
@@ -310,7 +322,8 @@ class Worker::Impl {
   };
   absl::Mutex flight_mu_;
   std::vector<Flight> flights_
-      ABSL_GUARDED_BY(flight_mu_);  // set by Step before anything else reads it
+      ABSL_GUARDED_BY(flight_mu_);                      // set by Step before anything else reads it
+  bool cancelled_ ABSL_GUARDED_BY(flight_mu_) = false;  // the current step failed
   mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;
   StepStats last_ ABSL_GUARDED_BY(mu_);
@@ -451,8 +464,12 @@ absl::Status Worker::Impl::JoinAll() {
 absl::Status Worker::Impl::ShareScalers() {
   const uint64_t step = this->step();
   absl::BlockingCounter pending(static_cast<int>(scaler_calls_.size()));
-  FirstError error;
   const absl::Time deadline = absl::Now() + options_.rpc_timeout;
+  for (ScalerCall& c : scaler_calls_) c.context = NewContext(deadline);
+  // One shard failing fails the step: the calls to the others are cancelled, not waited for.
+  FirstError error([this] {
+    for (ScalerCall& c : scaler_calls_) c.context->TryCancel();
+  });
   for (ScalerCall& c : scaler_calls_) {
     c.request.set_epoch(epochs_[c.shard]);
     c.request.set_step(step);
@@ -460,7 +477,6 @@ absl::Status Worker::Impl::ShareScalers() {
       c.request.set_scalers(static_cast<int>(i), scalers_[c.partitions[i]]);
     }
     c.response.Clear();
-    c.context = NewContext(deadline);
     stubs_[c.shard]->async()->ShareScalers(
         c.context.get(), &c.request, &c.response, [&, shard = c.shard](grpc::Status st) {
           error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(shard), " ShareScalers")));
@@ -575,10 +591,27 @@ void Worker::Impl::Dispatch(Batch& batch, bool sendable, Gradients gradients, Ex
   for (Batch* b : ready) Send(*b, gradients, exchange, counters, error, pending);
 }
 
+void Worker::Impl::CancelCalls() {
+  absl::MutexLock lock(&flight_mu_);
+  cancelled_ = true;
+  for (Batch& b : batches_) {
+    if (b.in_call) b.context->TryCancel();
+  }
+}
+
 void Worker::Impl::Send(Batch& batch, Gradients gradients, Exchange& exchange,
                         StepCounters& counters, FirstError& error, absl::BlockingCounter& pending) {
   batch.response.Clear();
-  batch.context = NewContext(absl::Now() + options_.rpc_timeout);
+  {
+    absl::MutexLock lock(&flight_mu_);
+    if (cancelled_) {
+      --flights_[batch.shard].in_flight;
+      pending.DecrementCount();  // the step has failed already; its error is set
+      return;
+    }
+    batch.context = NewContext(absl::Now() + options_.rpc_timeout);
+    batch.in_call = true;
+  }
   raw_stubs_[batch.shard]->UnaryCall(
       batch.context.get(), "/ternps.v1.ParameterServer/PushPull", grpc::StubOptions(),
       &batch.request, &batch.response,
@@ -588,6 +621,7 @@ void Worker::Impl::Send(Batch& batch, Gradients gradients, Exchange& exchange,
         std::vector<Batch*> ready;
         {
           absl::MutexLock lock(&flight_mu_);
+          batch.in_call = false;
           --flights_[batch.shard].in_flight;
           ready = NextToSendLocked(batch.shard);
         }
@@ -708,10 +742,13 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
   const EncodeParams params{.clips = &clips_,
                             .scalers = &scalers_,
                             .key_base = {options_.codec.seed, options_.rank, step(), 0}};
-  FirstError error;
+  // One failed call fails the step: calls in flight to every shard are cancelled and nothing
+  // more is sent, instead of waiting for answers that no longer matter.
+  FirstError error([this] { CancelCalls(); });
   absl::BlockingCounter pending(static_cast<int>(batches_.size()));
   {
     absl::MutexLock lock(&flight_mu_);
+    cancelled_ = false;
     for (Flight& f : flights_) f = Flight{};
     for (Batch& batch : batches_) {
       batch.encoded = Encoded::kNotYet;

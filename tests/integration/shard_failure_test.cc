@@ -1,0 +1,60 @@
+// When one shard fails during a step, the worker's calls to the other shards are cancelled and
+// Step returns that shard's error at once, instead of waiting for the other shards' answers
+// until the call deadline.
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ternps/worker.h"
+#include "tests/integration/cluster.h"
+
+namespace ternps {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ShardFailureTest, OneShardFailingCancelsTheCallsToTheOthers) {
+  // Step timeout and call deadline an hour: without cancellation Step would wait that long.
+  testing::TestCluster cluster(2, absl::Hours(1));
+  std::vector<std::unique_ptr<worker::Worker>> workers;
+  for (uint32_t rank = 0; rank < 2; ++rank) {
+    worker::WorkerOptions options;
+    options.job_id = "failure";
+    options.rank = rank;
+    options.world_size = 2;
+    options.shards = cluster.addresses();
+    options.tensors = {{"a", 8192}, {"b", 8192}};  // one partition per shard
+    options.codec.codec = worker::CodecKind::kFp32;
+    options.rpc_timeout = absl::Hours(1);
+    options.leave_timeout = absl::Seconds(1);
+    auto w = worker::Worker::Connect(options);
+    ASSERT_TRUE(w.ok()) << w.status();
+    workers.push_back(*std::move(w));
+  }
+  // Rank 0 steps alone: both shards hold its push and wait for rank 1, which never steps.
+  std::vector<float> a(8192, 1.0f), b(8192, 1.0f);
+  std::vector<absl::Span<float>> grads = {absl::MakeSpan(a), absl::MakeSpan(b)};
+  absl::Status status;
+  absl::Notification returned;
+  std::thread stepper([&] {
+    status = workers[0]->Step(grads);
+    returned.Notify();
+  });
+  // Shard 1 shuts down: whatever it still waits on fails (UNAVAILABLE), and so does any call
+  // that reaches it later.
+  cluster.shard(1).Shutdown(absl::ZeroDuration());
+  // Bound with a 100x margin: the alternative is the hour-long deadline.
+  const bool in_time = returned.WaitForNotificationWithTimeout(absl::Seconds(30));
+  EXPECT_TRUE(in_time) << "Step still waits on shard 0 after shard 1 failed";
+  if (!in_time) cluster.shard(0).Shutdown(absl::ZeroDuration());  // let the thread finish
+  stepper.join();
+  // Shard 1's own error (its shutdown cancels or refuses the call), not the others' deadline.
+  EXPECT_FALSE(status.ok());
+  EXPECT_NE(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("shard 1"));
+}
+
+}  // namespace
+}  // namespace ternps
