@@ -4,6 +4,7 @@
 #include <atomic>
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <utility>
 
@@ -309,7 +310,14 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
       answer = slot.float_sums;  // sent as it is: the FP32 wire format is little-endian float32
     }
   }
-  if (config_.keep_recovery) log_.push_back({head, answer});  // shared, not copied
+  if (config_.keep_recovery) {
+    // A copy: holding `answer` itself would keep the aggregator from reusing its buffers, and
+    // fresh buffers every step cost more than this copy.
+    auto copy = std::make_shared<AverageBytes>();
+    copy->Resize(answer->size());
+    std::memcpy(copy->data(), answer->data(), answer->size());
+    log_.push_back({head, std::move(copy)});
+  }
   stats.aggregate = slot.apply + (config_.clock->Now() - start);
   stats.sent_bytes = answer->size() * slot.push_waiters.size();
   for (PushWaiter& w : slot.push_waiters) {

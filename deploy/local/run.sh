@@ -4,10 +4,14 @@
 #   deploy/local/run.sh                       # 2 shards, 4 workers, 5 epochs, terngrad
 #   deploy/local/run.sh --codec fp32          # the uncompressed baseline over the same system
 #   deploy/local/run.sh --epochs 1 --workers 2 --shards 1
+#   deploy/local/run.sh --chaos               # kill -9 a worker mid-run, restart it, recover
 #
 # Options: --epochs N, --workers N, --shards N, --codec terngrad|fp32, --batch-size N, --lr X,
 #   --build-dir DIR, --no-install (skip apt-get), --no-build, --logs DIR (keep logs there),
 #   --with-prometheus (also start a local Prometheus scraping every shard and worker),
+#   --chaos (the last worker kills itself with SIGKILL halfway through the first epoch and is
+#   started again; it rebuilds its peers' model from the shards and the run checks that every
+#   replica ends identical. Shards are not killed: they do not persist their state yet),
 #   -- ARGS... (extra ternps-worker flags).
 # Installs what is missing (apt-get; sudo when not root), builds, starts the shards and workers on
 # 127.0.0.1 (free ports), prints rank 0's progress, and ends with the JSON summary as the last
@@ -26,6 +30,7 @@ INSTALL=1
 BUILD=1
 LOGS=""
 PROMETHEUS=0
+CHAOS=0
 EXTRA=()
 
 while [[ $# -gt 0 ]]; do
@@ -41,8 +46,9 @@ while [[ $# -gt 0 ]]; do
     --no-build) BUILD=0; shift ;;
     --logs) LOGS="$2"; shift 2 ;;
     --with-prometheus) PROMETHEUS=1; shift ;;
+    --chaos) CHAOS=1; shift ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -125,11 +131,19 @@ SHARD_LIST="$(IFS=,; echo "${ADDRESSES[*]}")"
 echo "== shards: ${SHARD_LIST}"
 
 WORKER_PIDS=()
+CHAOS_RANK=$((WORKERS - 1))
+CHAOS_STEP=$((60000 / WORKERS / BATCH / 2))
+worker_args() {  # worker_args RANK
+  echo --shards="${SHARD_LIST}" --rank="$1" --world_size="${WORKERS}" --codec="${CODEC}" \
+    --epochs="${EPOCHS}" --batch_size="${BATCH}" --lr="${LR}" \
+    --job_id="local-$$" --summary_file="${WORK}/worker-$1.json"
+}
 for ((r = 0; r < WORKERS; r++)); do
-  args=(--shards="${SHARD_LIST}" --rank="${r}" --world_size="${WORKERS}" --codec="${CODEC}"
-        --epochs="${EPOCHS}" --batch_size="${BATCH}" --lr="${LR}"
-        --job_id="local-$$" --summary_file="${WORK}/worker-${r}.json"
-        $(metrics_flags "worker-${r}") "${EXTRA[@]}")
+  # shellcheck disable=SC2207
+  args=($(worker_args "${r}") $(metrics_flags "worker-${r}") "${EXTRA[@]}")
+  if [[ "${CHAOS}" == 1 && "${r}" == "${CHAOS_RANK}" ]]; then
+    args+=(--crash_at_step="${CHAOS_STEP}")
+  fi
   if [[ "${r}" == 0 ]]; then
     # Rank 0's progress goes to the terminal and to its log.
     "${BIN}/ternps-worker" "${args[@]}" > >(tee "${WORK}/worker-0.log" | grep -v '^{') 2>&1 &
@@ -182,6 +196,22 @@ if [[ "${PROMETHEUS}" == 1 ]]; then
 fi
 
 FAILED=0
+if [[ "${CHAOS}" == 1 ]]; then
+  # The chaos worker first: its peers wait for it at the step it died in, so restart it at once.
+  rc=0
+  wait "${WORKER_PIDS[CHAOS_RANK]}" || rc=$?
+  if [[ "${rc}" == 137 ]]; then
+    echo "== chaos: worker ${CHAOS_RANK} killed itself (SIGKILL) before step ${CHAOS_STEP}; starting it again"
+    # shellcheck disable=SC2207
+    args=($(worker_args "${CHAOS_RANK}") "${EXTRA[@]}")
+    "${BIN}/ternps-worker" "${args[@]}" --quiet >>"${WORK}/worker-${CHAOS_RANK}.log" 2>&1 &
+    WORKER_PIDS[CHAOS_RANK]="$!"
+    PIDS+=("$!")
+  else
+    echo "run.sh: --chaos: worker ${CHAOS_RANK} exited with ${rc} instead of being killed" >&2
+    FAILED=1
+  fi
+fi
 for ((r = 0; r < WORKERS; r++)); do
   if ! wait "${WORKER_PIDS[r]}"; then
     echo "run.sh: worker ${r} failed; the end of its log:" >&2
@@ -212,6 +242,9 @@ field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" <<<"${SUMMARY}"; }
 echo "== done: test accuracy $(field test_accuracy), uplink $(field uplink_ratio)x and downlink" \
   "$(field downlink_ratio)x fewer bytes than float32 ($(field compression_ratio)x both ways);" \
   "all ${WORKERS} replicas identical; logs in ${WORK}"
+if [[ "${CHAOS}" == 1 ]]; then
+  echo "== chaos: $(grep -h 'recovered the model' "${WORK}/worker-${CHAOS_RANK}.log" | head -1)"
+fi
 echo "${SUMMARY}"
 if [[ "${PROMETHEUS}" == 1 ]]; then
   if [[ -t 0 ]]; then
