@@ -300,6 +300,15 @@ absl::StatusOr<v1::GetRecoveryResponse> Job::GetRecovery(const v1::GetRecoveryRe
       !st.ok()) {
     return st;
   }
+  // A readmitted rank recovers up to the step it will push first (its start step: the largest any
+  // shard answered). Where this shard admitted it from an earlier step, that step must not wait
+  // for it: it completes without it, as a first push at to_step would have made it.
+  if (absl::Status st =
+          membership_.View()->CheckStepOfCaller(request.worker_rank(), request.to_step());
+      !st.ok()) {
+    return st;
+  }
+  if (membership_.NoteFirstCall(request.worker_rank(), request.to_step())) RecheckAll();
   v1::GetRecoveryResponse response;
   for (size_t i = 0; i < ids.size(); ++i) {
     PartitionAggregator& a = *Owned(ids[i]);

@@ -114,8 +114,11 @@ Membership::Admission Membership::Join(uint32_t rank, uint64_t first_step, uint6
   absl::MutexLock lock(&mu_);
   RankRecord& r = ranks_[rank];
   if (r.state == RankState::kExpected) {
+    // Awaited from step 0 like every rank; but a worker that starts later (another shard already
+    // went on without it) moves that with its first call, as a readmitted one does.
     r.state = RankState::kJoined;
     r.join_epoch = epoch_;
+    r.awaiting_first_call = true;
     PublishLocked();
     return {epoch_, first_step};
   }

@@ -45,7 +45,7 @@ struct RankRecord {
   RankState state = RankState::kExpected;
   uint64_t join_epoch = 0;           // the epoch its latest Join returned
   uint64_t from_step = 0;            // readmitted ranks: the first step they are awaited at
-  bool awaiting_first_call = false;  // readmitted, from_step still provisional
+  bool awaiting_first_call = false;  // joined, from_step still provisional until its first call
 };
 
 // An immutable snapshot of the membership.

@@ -4,7 +4,8 @@
 // replica's model checksum identical.
 //   - a worker killed by SIGKILL at a seeded random step and started again with the same flags;
 //   - a worker stopped (SIGSTOP) until the shards drop it after their step timeout, then
-//     continued (SIGCONT): it is told it was dropped, joins again and recovers.
+//     continued (SIGCONT): it is told it was dropped, joins again and recovers;
+//   - a rank started only once the job is at step 30 (its peers went on without it).
 // Nothing waits by sleeping for an event: the test waits for processes (waitpid), for files the
 // binaries write once ready (port files, summaries), and polls the shards' GetStatus for the drop.
 #include <fcntl.h>
@@ -128,7 +129,8 @@ class RecoveryTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<Process> StartWorker(uint32_t rank, const std::vector<std::string>& extra) {
+  std::unique_ptr<Process> StartWorker(uint32_t rank, const std::vector<std::string>& extra,
+                                       int steps = kSteps) {
     std::vector<std::string> args = {absl::StrCat(TERNPS_BIN_DIR, "/ternps-worker"),
                                      "--shards=" + absl::StrJoin(addresses_, ","),
                                      absl::StrCat("--rank=", rank),
@@ -136,7 +138,7 @@ class RecoveryTest : public ::testing::Test {
                                      "--job_id=recovery",
                                      "--hidden=64",
                                      "--epochs=1",
-                                     absl::StrCat("--max_steps_per_epoch=", kSteps),
+                                     absl::StrCat("--max_steps_per_epoch=", steps),
                                      absl::StrCat("--snapshot_interval=", kSnapshotInterval),
                                      "--threads=1",
                                      "--quiet",
@@ -233,6 +235,33 @@ TEST_F(RecoveryTest, AWorkerDroppedAfterTheStepTimeoutRecoversWhenItContinues) {
   EXPECT_EQ(Checksum(1), Checksum(0)) << "the readmitted worker's model differs";
   std::fprintf(stderr, "rank 1 dropped by both shards %.2f s after SIGSTOP (step timeout 2 s)\n",
                drop_seconds);
+}
+
+// A rank that was not there when the job started (its peers went on without it after the step
+// timeout) joins at step k and ends with its peers' model.
+TEST_F(RecoveryTest, ARankThatJoinsARunningJobEndsWithItsPeersModel) {
+  StartShards("2s");
+  // Long enough (4 full epochs, 2500 steps) that the peers still run when the late rank has
+  // loaded its data and joined.
+  constexpr int kLongRun = 1000;
+  const std::vector<std::string> longer = {"--epochs=4"};
+  auto w0 = StartWorker(0, longer, kLongRun);
+  auto w1 = StartWorker(1, longer, kLongRun);
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (JobStep(0) < 30 || JobStep(1) < 30) {
+    ASSERT_LT(absl::Now(), deadline) << "the job did not get going without rank 2";
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  auto late = StartWorker(2, longer, kLongRun);
+  for (Process* p : {w0.get(), w1.get(), late.get()}) {
+    const int status = p->Wait();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ExitString(status);
+  }
+  EXPECT_NE(ReadFile(dir_ + "/worker2.log").find("joined a running job: recovered the model"),
+            std::string::npos)
+      << ReadFile(dir_ + "/worker2.log");
+  EXPECT_EQ(Checksum(0), Checksum(1));
+  EXPECT_EQ(Checksum(2), Checksum(0)) << "the late rank's model differs";
 }
 
 }  // namespace

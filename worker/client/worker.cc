@@ -894,36 +894,47 @@ absl::Status Worker::Impl::Recover(State state, Gradients gradients,
   // completed step to_step - 1 yet (its other workers are still on it) answers UNAVAILABLE:
   // retried until the rpc timeout.
   std::vector<v1::PartitionRecovery> parts(plan.partitions().size());
-  const absl::Time deadline = absl::Now() + options_.rpc_timeout;
+  // Every shard is asked once before any is waited for: the first GetRecovery also tells a shard
+  // that admitted this worker from an earlier step to stop waiting for it there (else two shards
+  // could each wait on a step the other one holds up).
+  struct Fetch {
+    uint32_t shard;
+    std::vector<uint32_t> group;
+    bool done = false;
+  };
+  std::vector<Fetch> fetches;
   for (uint32_t s = 0; s < options_.shards.size(); ++s) {
-    for (const std::vector<uint32_t>& group : StateGroups(s)) {
+    for (std::vector<uint32_t>& group : StateGroups(s)) fetches.push_back({s, std::move(group)});
+  }
+  const absl::Time deadline = absl::Now() + options_.rpc_timeout;
+  absl::Duration backoff = absl::Milliseconds(5);
+  for (size_t remaining = fetches.size(); remaining > 0;) {
+    for (Fetch& f : fetches) {
+      if (f.done) continue;
       v1::GetRecoveryRequest request;
       request.set_job_id(options_.job_id);
       request.set_worker_rank(options_.rank);
-      request.set_epoch(epochs_[s]);
+      request.set_epoch(epochs_[f.shard]);
       request.set_to_step(to_step);
-      for (const uint32_t p : group) request.add_partition_ids(p);
+      for (const uint32_t p : f.group) request.add_partition_ids(p);
       v1::GetRecoveryResponse response;
-      absl::Duration backoff = absl::Milliseconds(5);
-      for (;;) {
-        std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
-        const grpc::Status st = stubs_[s]->GetRecovery(context.get(), request, &response);
-        if (st.ok()) break;
-        if (st.error_code() != grpc::StatusCode::UNAVAILABLE || absl::Now() + backoff > deadline) {
-          return common::FromGrpcStatus(st, absl::StrCat(ShardName(s), " GetRecovery"));
-        }
-        absl::SleepFor(backoff);  // a retry, not synchronization: the peers finish the step
-        backoff = std::min(backoff * 2, absl::Milliseconds(200));
+      std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
+      const grpc::Status st = stubs_[f.shard]->GetRecovery(context.get(), request, &response);
+      if (st.error_code() == grpc::StatusCode::UNAVAILABLE && absl::Now() + backoff < deadline) {
+        continue;  // a step is still aggregating there: next round
       }
-      const std::string where = absl::StrCat(ShardName(s), " GetRecovery answer: ");
-      if (response.partitions_size() != static_cast<int>(group.size())) {
+      if (!st.ok()) {
+        return common::FromGrpcStatus(st, absl::StrCat(ShardName(f.shard), " GetRecovery"));
+      }
+      const std::string where = absl::StrCat(ShardName(f.shard), " GetRecovery answer: ");
+      if (response.partitions_size() != static_cast<int>(f.group.size())) {
         return absl::InvalidArgumentError(absl::StrCat(where,
                                                        "partitions: ", response.partitions_size(),
-                                                       " for ", group.size(), " requested"));
+                                                       " for ", f.group.size(), " requested"));
       }
-      for (size_t i = 0; i < group.size(); ++i) {
+      for (size_t i = 0; i < f.group.size(); ++i) {
         v1::PartitionRecovery& r = *response.mutable_partitions(static_cast<int>(i));
-        const uint32_t p = group[i];
+        const uint32_t p = f.group[i];
         const size_t state_bytes = size_t{4} * slots * plan.partition(p).elements;
         if (r.partition_id() != p || r.snapshot_step() > to_step ||
             (!r.state().empty() && r.state().size() != state_bytes) ||
@@ -936,6 +947,12 @@ absl::Status Worker::Impl::Recover(State state, Gradients gradients,
         }
         parts[p] = std::move(r);
       }
+      f.done = true;
+      --remaining;
+    }
+    if (remaining > 0) {
+      absl::SleepFor(backoff);  // a retry delay, not synchronization: the peers finish the step
+      backoff = std::min(backoff * 2, absl::Milliseconds(200));
     }
   }
   // Replay from the oldest snapshot: each partition's state is restored when the replay reaches

@@ -230,13 +230,31 @@ int main(int argc, char** argv) {
                  absl::ToDoubleSeconds(absl::Now() - t0));
     return absl::OkStatus();
   };
+  // After ABORTED (dropped after a step timeout, or replaced): this worker missed averages its
+  // peers applied. Joins again and rebuilds the model; again if it is dropped meanwhile.
+  auto rejoin = [&](absl::Status st) {
+    for (int attempt = 0; attempt < 5 && st.code() == absl::StatusCode::kAborted; ++attempt) {
+      std::fprintf(stderr, "ternps-worker %u: %s; joining again\n", rank,
+                   std::string(st.message()).c_str());
+      st = (*worker)->Rejoin();
+      if (st.ok() && snapshot_interval == 0) {
+        return absl::FailedPreconditionError(
+            "readmitted, but the job keeps no recovery state (--snapshot_interval=0): this "
+            "worker's model would differ from its peers'");
+      }
+      if (st.ok()) st = recover("readmitted");
+    }
+    return st;
+  };
   if ((*worker)->step() > 0) {
     if (snapshot_interval == 0) {
       return Fail(absl::StrCat("the job is at step ", (*worker)->step(),
                                " and keeps no recovery state (--snapshot_interval=0): this worker "
                                "cannot rebuild its peers' model"));
     }
-    if (absl::Status st = recover("joined a running job"); !st.ok()) return Fail(st.ToString());
+    absl::Status st = recover("joined a running job");
+    if (st.code() == absl::StatusCode::kAborted) st = rejoin(st);
+    if (!st.ok()) return Fail(st.ToString());
   }
   std::vector<int> order(end - begin);
   int order_epoch = 0;
@@ -275,16 +293,7 @@ int main(int argc, char** argv) {
     absl::Status st = model.on_device() ? (*worker)->StepOnDevice(model.Gradients())
                                         : (*worker)->Step(model.Gradients());
     if (st.code() == absl::StatusCode::kAborted) {
-      // Dropped (step timeout) or replaced: this worker missed averages its peers applied.
-      std::fprintf(stderr, "ternps-worker %u: %s; joining again\n", rank,
-                   std::string(st.message()).c_str());
-      st = (*worker)->Rejoin();
-      if (st.ok() && snapshot_interval == 0) {
-        st = absl::FailedPreconditionError(
-            "readmitted, but the job keeps no recovery state (--snapshot_interval=0): this "
-            "worker's model would differ from its peers'");
-      }
-      if (st.ok()) st = recover("readmitted");
+      st = rejoin(st);
       if (st.ok()) continue;
     }
     if (!st.ok()) return Fail(st.ToString());
@@ -292,6 +301,7 @@ int main(int argc, char** argv) {
     if (snapshot_interval > 0) {
       absl::StatusOr<std::vector<absl::Span<float>>> state = model.State();
       st = state.ok() ? (*worker)->OfferState(*state) : state.status();
+      if (st.code() == absl::StatusCode::kAborted) st = rejoin(st);
       if (!st.ok()) return Fail(st.ToString());
     }
     loss_sum += *loss;
