@@ -48,9 +48,10 @@ struct PayloadView {
 
 // Calls fn(run, offset) for consecutive runs of whole `unit`-byte elements (unit <= 16) of
 // `pieces`, offset in units from the start; a unit split across two pieces is passed alone from a
-// small copy.
+// small copy. With `tail`, bytes after the last whole unit are passed last as a short run (else
+// they are ignored).
 template <typename Fn>
-void ForEachRun(absl::Span<const Piece> pieces, size_t unit, Fn fn) {
+void ForEachRun(absl::Span<const Piece> pieces, size_t unit, Fn fn, bool tail = false) {
   uint8_t carry[16];
   size_t carried = 0;
   size_t offset = 0;
@@ -73,6 +74,7 @@ void ForEachRun(absl::Span<const Piece> pieces, size_t unit, Fn fn) {
     carried = piece.size() - whole;
     std::memcpy(carry, piece.data() + whole, carried);
   }
+  if (tail && carried > 0) fn(Piece(carry, carried), offset);
 }
 
 struct PushPullRequestView {

@@ -36,7 +36,7 @@ struct EncodeParams {
 };
 
 // A validated average (its encoding is the partition's route downlink). Its bytes are `bytes`,
-// or, for an FP32 average handed to an Exchange whose FP32DecodesPieces() is true, `pieces`.
+// or, for an average handed to an Exchange whose DecodesPieces(encoding) is true, `pieces`.
 struct Average {
   ternps::v1::Encoding encoding = ternps::v1::FP32;
   float scaler = 0.0f;
@@ -68,8 +68,8 @@ class Exchange {
   virtual absl::Status Decode(Gradients gradients, uint32_t partition, const Average& average) = 0;
   // Ends the step: every decode has landed in the gradients when this returns OK.
   virtual absl::Status End() = 0;
-  // Whether Decode takes FP32 averages as pieces (received slices) instead of one span.
-  virtual bool FP32DecodesPieces() const { return false; }
+  // Whether Decode takes averages of `encoding` as pieces (received slices) instead of one span.
+  virtual bool DecodesPieces(ternps::v1::Encoding) const { return false; }
 };
 
 // The CPU implementation; `pool` outlives it.

@@ -135,7 +135,7 @@ v1::JoinRequest MakeJoinRequest(const WorkerOptions& options) {
 // shared scaler this worker encoded with.
 absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t p,
                                         const common::JobSpec& spec, float shared_scaler,
-                                        bool fp32_pieces, std::vector<uint8_t>* scratch) {
+                                        bool as_pieces, std::vector<uint8_t>* scratch) {
   const uint32_t elements = spec.plan.partition(p).elements;
   if (avg.partition_id != p || avg.elements != elements) {
     return absl::InvalidArgumentError(absl::StrCat(": partition ", avg.partition_id, " of ",
@@ -157,7 +157,34 @@ absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t
               .bytes = {},
               .pieces = {}};
   absl::Status st;
-  if (expected == v1::FP32 && fp32_pieces) {
+  if (expected == v1::INT_SUM && as_pieces) {
+    // Checked piece by piece where gRPC received it, in runs of whole 8-field groups (b bytes)
+    // and the rest; decoded the same way (no gathering copy).
+    out.pieces = avg.pieces;
+    const int bits = common::IntSumBits(out.contributors);
+    if (avg.scaler != shared_scaler) {
+      st = absl::InvalidArgumentError(
+          absl::StrCat("scaler: ", avg.scaler, " is not the shared scaler ", shared_scaler));
+    } else if (avg.data_size() != common::IntSumBytes(elements, out.contributors)) {
+      st = absl::InvalidArgumentError(absl::StrCat("data: ", avg.data_size(), " bytes, expected ",
+                                                   common::IntSumBytes(elements, out.contributors),
+                                                   " for ", elements, " INT_SUM elements of ", bits,
+                                                   " bits"));
+    }
+    if (st.ok()) {
+      common::ForEachRun(
+          out.pieces, static_cast<size_t>(bits),
+          [&](common::Piece run, size_t group) {
+            const size_t first = 8 * group;
+            const size_t n = std::min<size_t>(elements - first, run.size() * 8 / bits);
+            if (st.ok()) st = common::ValidateIntSum(run, n, out.contributors);
+          },
+          /*tail=*/true);
+    }
+    if (!st.ok()) return absl::Status(st.code(), absl::StrCat(".", st.message()));
+    return out;
+  }
+  if (expected == v1::FP32 && as_pieces) {
     // Checked piece by piece where gRPC received it; decoded the same way (no gathering copy).
     out.pieces = avg.pieces;
     if (avg.data_size() != common::Fp32Bytes(elements)) {
@@ -662,8 +689,9 @@ absl::Status Worker::Impl::Decode(Batch& batch, Gradients gradients, Exchange& e
   for (size_t i = 0; i < batch.partitions.size(); ++i) {
     const uint32_t p = batch.partitions[i];
     const common::PayloadView& payload = response.averages[i];
-    absl::StatusOr<Average> avg = ValidateAverage(payload, p, spec_, scalers_[p],
-                                                  exchange.FP32DecodesPieces(), &batch.scratch);
+    absl::StatusOr<Average> avg =
+        ValidateAverage(payload, p, spec_, scalers_[p],
+                        exchange.DecodesPieces(spec_.route(p).downlink), &batch.scratch);
     absl::Status st = avg.ok() ? exchange.Decode(gradients, p, *avg) : avg.status();
     if (!st.ok()) {
       return absl::Status(st.code(), absl::StrCat(where(), "averages[", i, "]", st.message()));
@@ -990,8 +1018,8 @@ absl::Status Worker::Impl::Recover(State state, Gradients gradients,
           .pieces = {
               common::Piece(reinterpret_cast<const uint8_t*>(a.data().data()), a.data().size())}};
       // The INT_SUM scaler is the one the peers shared at step t (this worker had none).
-      absl::StatusOr<Average> avg =
-          ValidateAverage(view, p, spec_, a.scaler(), host_->FP32DecodesPieces(), &scratch);
+      absl::StatusOr<Average> avg = ValidateAverage(
+          view, p, spec_, a.scaler(), host_->DecodesPieces(spec_.route(p).downlink), &scratch);
       absl::Status st = avg.ok() ? host_->Decode(gradients, p, *avg) : avg.status();
       if (!st.ok()) {
         return absl::Status(st.code(), absl::StrCat("GetRecovery answer: partition ", p, " step ",

@@ -2,6 +2,7 @@
 // bytes both ways, and untrusted bytes never crash the reader.
 #include "common/wire/push_pull_wire.h"
 
+#include <algorithm>
 #include <random>
 #include <string>
 
@@ -145,6 +146,41 @@ TEST(PushPullWireTest, RandomBytesNeverCrashTheReaders) {
         if (data.empty()) continue;
         ASSERT_GE(data.data(), Bytes(bytes).data());
         ASSERT_LE(data.data() + data.size(), Bytes(bytes).data() + bytes.size());
+      }
+    }
+  }
+}
+
+// ForEachRun over every way of cutting 0..40 bytes into up to three pieces, for every unit size
+// used (1, 3, 4, 5, 16): the runs hold whole units at the right offsets, in order, and with
+// `tail` the bytes after the last whole unit come last; together they are the input.
+TEST(ForEachRunTest, RunsCoverTheBytesInOrderAtUnitOffsets) {
+  for (size_t unit : {size_t{1}, size_t{3}, size_t{4}, size_t{5}, size_t{16}}) {
+    for (size_t size = 0; size <= 40; ++size) {
+      std::vector<uint8_t> bytes(size);
+      for (size_t i = 0; i < size; ++i) bytes[i] = static_cast<uint8_t>(i * 7 + 1);
+      for (size_t a = 0; a <= size; ++a) {
+        for (size_t b = a; b <= size; ++b) {
+          const std::vector<Piece> pieces = {Piece(bytes.data(), a), Piece(bytes.data() + a, b - a),
+                                             Piece(bytes.data() + b, size - b)};
+          for (bool tail : {false, true}) {
+            std::vector<uint8_t> seen;
+            bool short_run_last = true;
+            ForEachRun(
+                pieces, unit,
+                [&](Piece run, size_t offset) {
+                  EXPECT_TRUE(short_run_last) << "a short run before the end";
+                  EXPECT_EQ(offset * unit, seen.size());
+                  if (run.size() % unit != 0) short_run_last = false;
+                  seen.insert(seen.end(), run.begin(), run.end());
+                },
+                tail);
+            const size_t expected = tail ? size : size / unit * unit;
+            ASSERT_EQ(seen.size(), expected) << "unit " << unit << " size " << size;
+            EXPECT_TRUE(std::equal(seen.begin(), seen.end(), bytes.begin()))
+                << "unit " << unit << " cuts " << a << "," << b;
+          }
+        }
       }
     }
   }
