@@ -311,9 +311,16 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
     }
   }
   if (config_.keep_recovery) {
-    // A copy: holding `answer` itself would keep the aggregator from reusing its buffers, and
-    // fresh buffers every step cost more than this copy.
-    auto copy = std::make_shared<AverageBytes>();
+    // A copy: holding `answer` itself would keep the aggregator from reusing its buffers. The
+    // copy goes into a buffer an earlier snapshot released, when there is one (fresh memory
+    // every step costs page faults on every byte).
+    std::shared_ptr<AverageBytes> copy;
+    if (!log_free_.empty()) {
+      copy = std::move(log_free_.back());
+      log_free_.pop_back();
+    } else {
+      copy = std::make_shared<AverageBytes>();
+    }
     copy->Resize(answer->size());
     std::memcpy(copy->data(), answer->data(), answer->size());
     log_.push_back({head, std::move(copy)});
@@ -363,6 +370,13 @@ absl::Status PartitionAggregator::CheckSnapshot(uint64_t step, size_t bytes, int
 void PartitionAggregator::ApplySnapshot(uint64_t step, std::string state) {
   if (step <= snapshot_step_) return;
   const uint64_t drop = std::min<uint64_t>(step - snapshot_step_, log_.size());
+  for (uint64_t i = 0; i < drop; ++i) {
+    std::shared_ptr<const AverageBytes>& bytes = log_[i].bytes;
+    // Only the log holds these (GetRecovery copies out under the lock): reusable.
+    if (bytes != nullptr && bytes.use_count() == 1) {
+      log_free_.push_back(std::const_pointer_cast<AverageBytes>(std::move(bytes)));
+    }
+  }
   log_.erase(log_.begin(), log_.begin() + static_cast<std::ptrdiff_t>(drop));
   snapshot_step_ = step;
   snapshot_ = std::move(state);

@@ -172,6 +172,8 @@ class PartitionAggregator {
   uint64_t snapshot_step_ ABSL_GUARDED_BY(mu_) = 0;
   std::string snapshot_ ABSL_GUARDED_BY(mu_);
   std::deque<AnsweredAverage> log_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<AverageBytes>> log_free_
+      ABSL_GUARDED_BY(mu_);  // released by a snapshot
 };
 
 }  // namespace ternps::server

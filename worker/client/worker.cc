@@ -883,32 +883,60 @@ absl::Status Worker::Impl::OfferState(State state) {
   if (absl::Status st = CheckState(state); !st.ok()) return st;
   const uint32_t slots = spec_.recovery.state_slots;
   const absl::Time deadline = absl::Now() + options_.rpc_timeout;
-  for (uint32_t s = 0; s < options_.shards.size(); ++s) {
-    for (const std::vector<uint32_t>& group : StateGroups(s)) {
-      v1::PutSnapshotRequest request;
-      request.set_job_id(options_.job_id);
-      request.set_worker_rank(options_.rank);
-      request.set_epoch(epochs_[s]);
-      request.set_step(step);
-      for (const uint32_t p : group) {
-        const common::Partition& part = spec_.plan.partition(p);
-        v1::PartitionState* out = request.add_partitions();
-        out->set_partition_id(p);
-        std::string& data = *out->mutable_data();
-        data.reserve(size_t{4} * slots * part.elements);
-        for (uint32_t j = 0; j < slots; ++j) {
-          const absl::Span<const float> slice =
-              state[part.tensor * slots + j].subspan(part.offset, part.elements);
-          data.append(reinterpret_cast<const char*>(slice.data()), 4 * slice.size());
-        }
-      }
-      v1::PutSnapshotResponse response;
-      std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
-      const grpc::Status st = stubs_[s]->PutSnapshot(context.get(), request, &response);
-      if (!st.ok()) return common::FromGrpcStatus(st, absl::StrCat(ShardName(s), " PutSnapshot"));
+  // Every shard at once, one call of at most max_call_bytes in flight to each; the next call's
+  // request is built when the previous one is answered.
+  struct Upload {
+    uint32_t shard = 0;
+    std::vector<std::vector<uint32_t>> groups;
+    size_t next = 0;
+    v1::PutSnapshotRequest request;
+    v1::PutSnapshotResponse response;
+    std::unique_ptr<grpc::ClientContext> context;
+  };
+  std::vector<Upload> uploads(options_.shards.size());
+  absl::BlockingCounter pending(static_cast<int>(uploads.size()));
+  FirstError error;
+  std::function<void(Upload&)> send_next = [&](Upload& u) {
+    if (u.next == u.groups.size() || !error.Get().ok()) {
+      pending.DecrementCount();
+      return;
     }
+    u.request.Clear();
+    u.request.set_job_id(options_.job_id);
+    u.request.set_worker_rank(options_.rank);
+    u.request.set_epoch(epochs_[u.shard]);
+    u.request.set_step(step);
+    for (const uint32_t p : u.groups[u.next++]) {
+      const common::Partition& part = spec_.plan.partition(p);
+      v1::PartitionState* out = u.request.add_partitions();
+      out->set_partition_id(p);
+      std::string& data = *out->mutable_data();
+      data.reserve(size_t{4} * slots * part.elements);
+      for (uint32_t j = 0; j < slots; ++j) {
+        const absl::Span<const float> slice =
+            state[part.tensor * slots + j].subspan(part.offset, part.elements);
+        data.append(reinterpret_cast<const char*>(slice.data()), 4 * slice.size());
+      }
+    }
+    u.context = NewContext(deadline);
+    stubs_[u.shard]->async()->PutSnapshot(
+        u.context.get(), &u.request, &u.response, [&, up = &u](grpc::Status st) {
+          if (!st.ok()) {
+            error.Set(
+                common::FromGrpcStatus(st, absl::StrCat(ShardName(up->shard), " PutSnapshot")));
+            pending.DecrementCount();
+            return;
+          }
+          send_next(*up);
+        });
+  };
+  for (uint32_t s = 0; s < uploads.size(); ++s) {
+    uploads[s].shard = s;
+    uploads[s].groups = StateGroups(s);
   }
-  return absl::OkStatus();
+  for (Upload& u : uploads) send_next(u);
+  pending.Wait();
+  return error.Get();
 }
 
 absl::Status Worker::Impl::Recover(State state, Gradients gradients,
