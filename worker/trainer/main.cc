@@ -50,9 +50,10 @@ ABSL_FLAG(uint64_t, seed, 1, "Seed of the model init, the data order and the rou
 ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist",
           "Directory with the Fashion-MNIST IDX .gz files");
 ABSL_FLAG(int, max_steps_per_epoch, 0, "Stop each epoch after this many steps (0: full epoch)");
-ABSL_FLAG(uint32_t, snapshot_interval, 50,
-          "Recovery: steps between state snapshots kept by the shards (0: off; a restarted or "
-          "readmitted worker then cannot rebuild its peers' model and exits)");
+ABSL_FLAG(int, snapshot_interval, -1,
+          "Recovery: steps between state snapshots kept by the shards; 0: off (a restarted or "
+          "readmitted worker then cannot rebuild its peers' model and exits); -1: 50 on the CPU, "
+          "0 with --device=cuda (whose model cannot hand its state over yet)");
 ABSL_FLAG(uint64_t, crash_at_step, 0,
           "Testing recovery: before pushing this step (> 0), kill this process with SIGKILL, as a "
           "crash would (no Leave, no cleanup)");
@@ -160,10 +161,12 @@ int main(int argc, char** argv) {
   if (!first_model.ok()) return Fail(first_model.status().ToString());
   std::unique_ptr<ternps::worker::Model> model_holder = *std::move(first_model);
   ternps::worker::Model* model_ptr = model_holder.get();
-  const uint32_t snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
-  if (snapshot_interval > 0 && !model_ptr->State().ok()) {
-    return Fail(model_ptr->State().status().ToString());
-  }
+  const int snapshot_flag = absl::GetFlag(FLAGS_snapshot_interval);
+  if (snapshot_flag < -1) return Fail("--snapshot_interval: must be >= 0 (or -1: the default)");
+  const bool has_state = model_ptr->State().ok();
+  if (snapshot_flag > 0 && !has_state) return Fail(model_ptr->State().status().ToString());
+  const uint32_t snapshot_interval =
+      snapshot_flag >= 0 ? static_cast<uint32_t>(snapshot_flag) : (has_state ? 50 : 0);
   ternps::worker::WorkerOptions options;
   options.job_id = absl::GetFlag(FLAGS_job_id);
   options.rank = rank;
