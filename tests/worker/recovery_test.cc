@@ -177,6 +177,21 @@ class RecoveryTest : public ::testing::Test {
     return status.jobs_size() == 0 ? 0 : status.jobs(0).step();
   }
 
+  // Waits for the three workers: each exits 0, `rank` logged `recovered` (its recovery line),
+  // and all three end with the same model.
+  void ExpectOneModel(const std::vector<Process*>& workers, uint32_t rank,
+                      const std::string& recovered) {
+    for (Process* p : workers) {
+      const int status = p->Wait();
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ExitString(status);
+    }
+    const std::string log = ReadFile(absl::StrCat(dir_, "/worker", rank, ".log"));
+    EXPECT_NE(log.find(recovered), std::string::npos) << log;
+    for (uint32_t r = 0; r < 3; ++r) {
+      EXPECT_EQ(Checksum(r), Checksum(rank)) << "rank " << r << " and rank " << rank << " differ";
+    }
+  }
+
   std::string dir_;
   std::vector<std::unique_ptr<Process>> shards_;
   std::vector<std::string> addresses_;
@@ -224,15 +239,7 @@ TEST_F(RecoveryTest, AWorkerDroppedAfterTheStepTimeoutRecoversWhenItContinues) {
   }
   const double drop_seconds = absl::ToDoubleSeconds(absl::Now() - stopped);
   ASSERT_EQ(kill(w1->pid(), SIGCONT), 0);
-  for (Process* p : {w0.get(), w1.get(), w2.get()}) {
-    const int status = p->Wait();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ExitString(status);
-  }
-  EXPECT_NE(ReadFile(dir_ + "/worker1.log").find("readmitted: recovered the model"),
-            std::string::npos)
-      << ReadFile(dir_ + "/worker1.log");
-  EXPECT_EQ(Checksum(0), Checksum(2));
-  EXPECT_EQ(Checksum(1), Checksum(0)) << "the readmitted worker's model differs";
+  ExpectOneModel({w0.get(), w1.get(), w2.get()}, 1, "readmitted: recovered the model");
   std::fprintf(stderr, "rank 1 dropped by both shards %.2f s after SIGSTOP (step timeout 2 s)\n",
                drop_seconds);
 }
@@ -253,15 +260,7 @@ TEST_F(RecoveryTest, ARankThatJoinsARunningJobEndsWithItsPeersModel) {
     absl::SleepFor(absl::Milliseconds(5));
   }
   auto late = StartWorker(2, longer, kLongRun);
-  for (Process* p : {w0.get(), w1.get(), late.get()}) {
-    const int status = p->Wait();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ExitString(status);
-  }
-  EXPECT_NE(ReadFile(dir_ + "/worker2.log").find("joined a running job: recovered the model"),
-            std::string::npos)
-      << ReadFile(dir_ + "/worker2.log");
-  EXPECT_EQ(Checksum(0), Checksum(1));
-  EXPECT_EQ(Checksum(2), Checksum(0)) << "the late rank's model differs";
+  ExpectOneModel({w0.get(), w1.get(), late.get()}, 2, "joined a running job: recovered the model");
 }
 
 }  // namespace
