@@ -26,7 +26,9 @@ absl::StatusOr<std::shared_ptr<Job>> Engine::FindJob(absl::string_view job_id) c
     if (absl::Status st = common::ValidateJobId(job_id); !st.ok()) return st;
     return absl::NotFoundError(absl::StrCat("job_id: no job '", job_id, "' on shard ",
                                             config_.shard_index,
-                                            " (Join first, or the job ended)"));
+                                            " (Join first; or the job ended or expired, or this "
+                                            "shard restarted: shards keep no state across a "
+                                            "restart, so the job is lost here)"));
   }
   return it->second;
 }
