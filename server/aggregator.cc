@@ -35,6 +35,11 @@ AverageBytes& Unshared(std::shared_ptr<AverageBytes>& buffer) {
   return *buffer;
 }
 
+absl::Status NoRecoveryState() {
+  return absl::FailedPreconditionError(
+      "snapshot_interval: the job keeps no recovery state (registered with 0)");
+}
+
 // "partitions[2]": a request field named in error messages.
 std::string Field(const char* list, int index) { return absl::StrCat(list, "[", index, "]"); }
 
@@ -351,8 +356,7 @@ void PartitionAggregator::CollectExpired(absl::Time now, const MembershipView& v
 
 absl::Status PartitionAggregator::CheckSnapshot(uint64_t step, size_t bytes, int index) const {
   if (!config_.keep_recovery) {
-    return absl::FailedPreconditionError(
-        "snapshot_interval: the job keeps no recovery state (registered with 0)");
+    return NoRecoveryState();
   }
   if (bytes != config_.state_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(Field("partitions", index), ".data: ", bytes,
@@ -385,8 +389,7 @@ void PartitionAggregator::ApplySnapshot(uint64_t step, std::string state) {
 absl::Status PartitionAggregator::Recovery(uint64_t to_step, int index,
                                            ternps::v1::PartitionRecovery* out) const {
   if (!config_.keep_recovery) {
-    return absl::FailedPreconditionError(
-        "snapshot_interval: the job keeps no recovery state (registered with 0)");
+    return NoRecoveryState();
   }
   if (to_step > base_step()) {
     return absl::UnavailableError(absl::StrCat(Field("partition_ids", index), ": partition ",

@@ -77,6 +77,20 @@ void ForEachRun(absl::Span<const Piece> pieces, size_t unit, Fn fn, bool tail = 
   if (tail && carried > 0) fn(Piece(carry, carried), offset);
 }
 
+// Calls fn(run, first, n) over an INT_SUM payload of `elements` fields of `bits` bits held in
+// `pieces`: runs of whole 8-field groups (`bits` bytes each) and then the rest, each run holding
+// fields [first, first + n). Each run is a valid INT_SUM stream of its n fields.
+template <typename Fn>
+void ForEachIntSumRun(absl::Span<const Piece> pieces, int bits, size_t elements, Fn fn) {
+  ForEachRun(
+      pieces, static_cast<size_t>(bits),
+      [&](Piece run, size_t group) {
+        const size_t first = 8 * group;
+        fn(run, first, std::min(elements - first, run.size() * 8 / static_cast<size_t>(bits)));
+      },
+      /*tail=*/true);
+}
+
 struct PushPullRequestView {
   absl::string_view job_id;
   std::string job_id_storage;  // when job_id arrived split across pieces

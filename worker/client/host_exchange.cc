@@ -81,20 +81,13 @@ class HostExchange final : public Exchange {
           common::CopyValidatedFp32(run, out.subspan(element, run.size() / 4));
         });
         break;
-      case v1::INT_SUM: {
-        // Runs of whole 8-element groups (b bytes each, b the field width), then the rest.
-        const int bits = common::IntSumBits(avg.contributors);
-        common::ForEachRun(
-            avg.pieces, static_cast<size_t>(bits),
-            [&](common::Piece run, size_t group) {
-              const size_t first = 8 * group;
-              const size_t n = std::min(out.size() - first, run.size() * 8 / bits);
-              common::DecodeValidatedIntSum(run, avg.contributors, avg.scaler,
-                                            out.subspan(first, n));
-            },
-            /*tail=*/true);
+      case v1::INT_SUM:
+        common::ForEachIntSumRun(avg.pieces, common::IntSumBits(avg.contributors), out.size(),
+                                 [&](common::Piece run, size_t first, size_t n) {
+                                   common::DecodeValidatedIntSum(run, avg.contributors, avg.scaler,
+                                                                 out.subspan(first, n));
+                                 });
         break;
-      }
       default:  // TERNARY_2BIT
         std::fill(out.begin(), out.end(), 0.0f);
         common::DecodeValidatedTernaryAdd(avg.bytes, avg.scaler, out);

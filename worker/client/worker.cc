@@ -157,63 +157,43 @@ absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t
               .bytes = {},
               .pieces = {}};
   absl::Status st;
-  if (expected == v1::INT_SUM && as_pieces) {
-    // Checked piece by piece where gRPC received it, in runs of whole 8-field groups (b bytes)
-    // and the rest; decoded the same way (no gathering copy).
+  if (expected == v1::INT_SUM && avg.scaler != shared_scaler) {
+    st = absl::InvalidArgumentError(
+        absl::StrCat("scaler: ", avg.scaler, " is not the shared scaler ", shared_scaler));
+  } else if (expected == v1::TERNARY_2BIT) {
+    st = common::ValidateScaler(avg.scaler);
+  }
+  if (st.ok() && as_pieces) {
+    // Checked piece by piece where gRPC received it (FP32 and INT_SUM); decoded the same way,
+    // without a gathering copy.
     out.pieces = avg.pieces;
-    const int bits = common::IntSumBits(out.contributors);
-    if (avg.scaler != shared_scaler) {
+    const size_t bytes = common::PayloadBytes(expected, elements, out.contributors);
+    if (avg.data_size() != bytes) {
       st = absl::InvalidArgumentError(
-          absl::StrCat("scaler: ", avg.scaler, " is not the shared scaler ", shared_scaler));
-    } else if (avg.data_size() != common::IntSumBytes(elements, out.contributors)) {
-      st = absl::InvalidArgumentError(absl::StrCat("data: ", avg.data_size(), " bytes, expected ",
-                                                   common::IntSumBytes(elements, out.contributors),
-                                                   " for ", elements, " INT_SUM elements of ", bits,
-                                                   " bits"));
+          absl::StrCat("data: ", avg.data_size(), " bytes, expected ", bytes));
+    } else if (expected == v1::FP32) {
+      common::ForEachRun(out.pieces, 4, [&](common::Piece run, size_t) {
+        if (st.ok()) st = common::ValidateFp32(run, run.size() / 4);
+      });
+    } else {
+      common::ForEachIntSumRun(out.pieces, common::IntSumBits(out.contributors), elements,
+                               [&](common::Piece run, size_t, size_t n) {
+                                 if (st.ok()) st = common::ValidateIntSum(run, n, out.contributors);
+                               });
     }
-    if (st.ok()) {
-      common::ForEachRun(
-          out.pieces, static_cast<size_t>(bits),
-          [&](common::Piece run, size_t group) {
-            const size_t first = 8 * group;
-            const size_t n = std::min<size_t>(elements - first, run.size() * 8 / bits);
-            if (st.ok()) st = common::ValidateIntSum(run, n, out.contributors);
-          },
-          /*tail=*/true);
-    }
-    if (!st.ok()) return absl::Status(st.code(), absl::StrCat(".", st.message()));
-    return out;
-  }
-  if (expected == v1::FP32 && as_pieces) {
-    // Checked piece by piece where gRPC received it; decoded the same way (no gathering copy).
-    out.pieces = avg.pieces;
-    if (avg.data_size() != common::Fp32Bytes(elements)) {
-      st = absl::InvalidArgumentError(absl::StrCat("data: ", avg.data_size(), " bytes, expected ",
-                                                   common::Fp32Bytes(elements)));
-    }
-    common::ForEachRun(out.pieces, 4, [&](common::Piece run, size_t) {
-      if (st.ok()) st = common::ValidateFp32(run, run.size() / 4);
-    });
-    if (!st.ok()) return absl::Status(st.code(), absl::StrCat(".", st.message()));
-    return out;
-  }
-  out.bytes = avg.Gather(scratch);
-  switch (expected) {
-    case v1::INT_SUM:
-      if (avg.scaler != shared_scaler) {
-        st = absl::InvalidArgumentError(
-            absl::StrCat("scaler: ", avg.scaler, " is not the shared scaler ", shared_scaler));
-      } else {
+  } else if (st.ok()) {
+    out.bytes = avg.Gather(scratch);
+    switch (expected) {
+      case v1::INT_SUM:
         st = common::ValidateIntSum(out.bytes, elements, out.contributors);
-      }
-      break;
-    case v1::TERNARY_2BIT:
-      st = common::ValidateScaler(avg.scaler);
-      if (st.ok()) st = common::ValidateTernary(out.bytes, elements);
-      break;
-    default:
-      st = common::ValidateFp32(out.bytes, elements);
-      break;
+        break;
+      case v1::TERNARY_2BIT:
+        st = common::ValidateTernary(out.bytes, elements);
+        break;
+      default:
+        st = common::ValidateFp32(out.bytes, elements);
+        break;
+    }
   }
   if (!st.ok()) return absl::Status(st.code(), absl::StrCat(".", st.message()));
   return out;
