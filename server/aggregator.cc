@@ -4,6 +4,7 @@
 #include <atomic>
 #include <bit>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -95,6 +96,7 @@ absl::Status PartitionAggregator::CheckOffer(uint32_t rank, uint64_t step, int i
         absl::StrCat(Field(kList, index), ": partition ", config_.id,
                      " does not use scaler sharing (FP32 or no sharing)"));
   }
+  if (step < base_step() && Replayable(rank, step) != nullptr) return absl::OkStatus();
   if (absl::Status st = CheckStep(step, kList, index); !st.ok()) return st;
   const Slot& slot = slots_[step % 2];
   if (slot.active && slot.step == step && TestRank(slot.offered, rank)) {
@@ -108,6 +110,16 @@ absl::Status PartitionAggregator::CheckOffer(uint32_t rank, uint64_t step, int i
 absl::Status PartitionAggregator::CheckPush(uint32_t rank, uint64_t step,
                                             const PayloadView& payload, int index) {
   constexpr const char* kList = "partitions";
+  if (step < base_step()) {
+    if (const LogEntry* e = Replayable(rank, step); e != nullptr) {
+      if (sharing() && payload.scaler != e->average.head.scaler) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            Field(kList, index), ".scaler: ", payload.scaler, " differs from the shared scaler ",
+            e->average.head.scaler, " of partition ", config_.id, " for step ", step));
+      }
+      return absl::OkStatus();
+    }
+  }
   if (absl::Status st = CheckStep(step, kList, index); !st.ok()) return st;
   const Slot& slot = slots_[step % 2];
   const bool current = slot.active && slot.step == step;
@@ -134,10 +146,19 @@ absl::Status PartitionAggregator::CheckPush(uint32_t rank, uint64_t step,
 void PartitionAggregator::Offer(uint32_t rank, uint64_t step, float scaler,
                                 std::shared_ptr<PendingCall<ternps::v1::ShareScalersResponse>> call,
                                 int index, const MembershipView& view, Finisher& finisher) {
+  ternps::v1::ShareScalersResponse* r = call->response();
+  if (step < base_step()) {  // a repeat of a completed step (CheckOffer): from the log
+    const LogEntry& e = *Replayable(rank, step);
+    r->set_shared_scalers(index, e.average.head.scaler);
+    if (r->contributors() == 0 || e.average.head.contributors < r->contributors()) {
+      r->set_contributors(e.average.head.contributors);
+    }
+    finisher.PartDone(std::move(call));
+    return;
+  }
   Slot& slot = SlotFor(step, view.world_size);
   SetRank(slot.offered, rank);
   if (slot.scalers_done) {  // a rank readmitted after the others settled: take the settled one
-    ternps::v1::ShareScalersResponse* r = call->response();
     r->set_shared_scalers(index, slot.shared_scaler);
     r->set_contributors(static_cast<uint32_t>(CountRanks(slot.offered)));
     finisher.PartDone(std::move(call));
@@ -152,6 +173,11 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& 
                                std::shared_ptr<PendingCall<PushPullAnswer>> call, int index,
                                const MembershipView& view, Finisher& finisher,
                                std::vector<CompletionStats>* completed) {
+  if (step < base_step()) {  // a repeat of a completed step (CheckPush): from the log
+    call->response()->averages[index] = Replayable(rank, step)->average;
+    finisher.PartDone(std::move(call));
+    return;
+  }
   Slot& slot = SlotFor(step, view.world_size);
   const size_t n = config_.elements;
   const absl::Span<const common::Piece> pieces = payload.pieces;
@@ -297,7 +323,11 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
                      "partitions: the sum of partition ", config_.id, " at step ", slot.step,
                      " overflows float32 (gradients of magnitude near 3.4e38)")),
                  finisher);
-      if (config_.keep_recovery) log_.push_back({head, nullptr});
+      if (absl::Status st = Log(slot, head, nullptr); !st.ok()) {
+        // The pushes are failed already; the next step's answers will fail the same way.
+        std::fprintf(stderr, "ternps-server: partition %u: %s\n", config_.id,
+                     std::string(st.message()).c_str());
+      }
       stats.aggregate = slot.apply + (config_.clock->Now() - start);
       return stats;
     }
@@ -315,20 +345,11 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
       answer = slot.float_sums;  // sent as it is: the FP32 wire format is little-endian float32
     }
   }
-  if (config_.keep_recovery) {
-    // A copy: holding `answer` itself would keep the aggregator from reusing its buffers. The
-    // copy goes into a buffer an earlier snapshot released, when there is one (fresh memory
-    // every step costs page faults on every byte).
-    std::shared_ptr<AverageBytes> copy;
-    if (!log_free_.empty()) {
-      copy = std::move(log_free_.back());
-      log_free_.pop_back();
-    } else {
-      copy = std::make_shared<AverageBytes>();
-    }
-    copy->Resize(answer->size());
-    std::memcpy(copy->data(), answer->data(), answer->size());
-    log_.push_back({head, std::move(copy)});
+  if (absl::Status st = Log(slot, head, answer); !st.ok()) {
+    // Not durable: nobody may receive it (a restart would not know it was answered).
+    FailPushes(slot, st, finisher);
+    stats.aggregate = slot.apply + (config_.clock->Now() - start);
+    return stats;
   }
   stats.aggregate = slot.apply + (config_.clock->Now() - start);
   stats.sent_bytes = answer->size() * slot.push_waiters.size();
@@ -338,6 +359,68 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   }
   slot.push_waiters.clear();
   return stats;
+}
+
+absl::Status PartitionAggregator::Log(const Slot& slot, const common::PayloadView& head,
+                                      const std::shared_ptr<AverageBytes>& answer) {
+  if (!config_.keep_recovery) return absl::OkStatus();
+  std::shared_ptr<AverageBytes> copy;
+  if (answer != nullptr) {
+    // A copy: holding `answer` itself would keep the aggregator from reusing its buffers. The
+    // copy goes into a buffer an earlier snapshot released, when there is one (fresh memory
+    // every step costs page faults on every byte).
+    if (!log_free_.empty()) {
+      copy = std::move(log_free_.back());
+      log_free_.pop_back();
+    } else {
+      copy = std::make_shared<AverageBytes>();
+    }
+    copy->Resize(answer->size());
+    std::memcpy(copy->data(), answer->data(), answer->size());
+  }
+  log_.push_back({{head, copy}, slot.pushed});
+  if (config_.store == nullptr) return absl::OkStatus();
+  LoggedAverage record{.step = slot.step,
+                       .pushed = slot.pushed,
+                       .head = head,
+                       .has_bytes = copy != nullptr,
+                       .bytes = {}};
+  if (copy != nullptr) record.bytes = copy->span();
+  absl::Status st = config_.store->Append(record);
+  if (!st.ok()) {
+    return absl::InternalError(
+        absl::StrCat("partition ", config_.id, " step ", slot.step,
+                     ": the shard cannot make the average durable: ", st.message()));
+  }
+  return absl::OkStatus();
+}
+
+const PartitionAggregator::LogEntry* PartitionAggregator::Replayable(uint32_t rank,
+                                                                     uint64_t step) const {
+  if (!config_.keep_recovery || step < snapshot_step_ || step - snapshot_step_ >= log_.size()) {
+    return nullptr;
+  }
+  const LogEntry& e = log_[step - snapshot_step_];
+  if (e.average.bytes == nullptr || rank / 64 >= e.pushed.size() || !TestRank(e.pushed, rank)) {
+    return nullptr;
+  }
+  return &e;
+}
+
+void PartitionAggregator::Restore(LoadedPartition loaded) {
+  snapshot_step_ = loaded.snapshot_step;
+  snapshot_ = std::move(loaded.snapshot);
+  log_.clear();
+  for (LoadedPartition::Entry& e : loaded.log) {
+    std::shared_ptr<AverageBytes> bytes;
+    if (e.has_bytes) {
+      bytes = std::make_shared<AverageBytes>();
+      bytes->Resize(e.bytes.size());
+      std::memcpy(bytes->data(), e.bytes.data(), e.bytes.size());
+    }
+    log_.push_back({{e.head, std::move(bytes)}, std::move(e.pushed)});
+  }
+  base_step_.store(snapshot_step_ + log_.size(), std::memory_order_release);
 }
 
 void PartitionAggregator::CollectExpired(absl::Time now, const MembershipView& view,
@@ -371,11 +454,11 @@ absl::Status PartitionAggregator::CheckSnapshot(uint64_t step, size_t bytes, int
   return absl::OkStatus();
 }
 
-void PartitionAggregator::ApplySnapshot(uint64_t step, std::string state) {
-  if (step <= snapshot_step_) return;
+absl::Status PartitionAggregator::ApplySnapshot(uint64_t step, std::string state) {
+  if (step <= snapshot_step_) return absl::OkStatus();
   const uint64_t drop = std::min<uint64_t>(step - snapshot_step_, log_.size());
   for (uint64_t i = 0; i < drop; ++i) {
-    std::shared_ptr<const AverageBytes>& bytes = log_[i].bytes;
+    std::shared_ptr<const AverageBytes>& bytes = log_[i].average.bytes;
     // Only the log holds these (GetRecovery copies out under the lock): reusable.
     if (bytes != nullptr && bytes.use_count() == 1) {
       log_free_.push_back(std::const_pointer_cast<AverageBytes>(std::move(bytes)));
@@ -384,6 +467,8 @@ void PartitionAggregator::ApplySnapshot(uint64_t step, std::string state) {
   log_.erase(log_.begin(), log_.begin() + static_cast<std::ptrdiff_t>(drop));
   snapshot_step_ = step;
   snapshot_ = std::move(state);
+  if (config_.store == nullptr) return absl::OkStatus();
+  return config_.store->StartSegment(base_step(), step);
 }
 
 absl::Status PartitionAggregator::Recovery(uint64_t to_step, int index,
@@ -405,7 +490,7 @@ absl::Status PartitionAggregator::Recovery(uint64_t to_step, int index,
   out->set_snapshot_step(snapshot_step_);
   out->set_state(snapshot_);
   for (uint64_t step = snapshot_step_; step < to_step; ++step) {
-    const AnsweredAverage& a = log_[step - snapshot_step_];
+    const AnsweredAverage& a = log_[step - snapshot_step_].average;
     if (a.bytes == nullptr) {
       return absl::FailedPreconditionError(absl::StrCat(
           "partition ", config_.id, " has no average for step ", step, " (that step failed)"));

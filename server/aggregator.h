@@ -39,6 +39,7 @@
 #include "server/membership.h"
 #include "server/observer.h"
 #include "server/pending_call.h"
+#include "server/state_store.h"
 #include "ternps/v1/ternps.pb.h"
 
 namespace ternps::server {
@@ -56,6 +57,9 @@ struct PartitionConfig {
   // Recovery: keep the snapshot and every average answered since (JobSpec.recovery).
   bool keep_recovery = false;
   size_t state_bytes = 0;  // bytes of this partition's snapshot (4 * state_slots * elements)
+  // With keep_recovery on a durable shard: where the snapshot and the averages are written (every
+  // average before it is answered). Not owned; null: memory only.
+  PartitionStore* store = nullptr;
 };
 
 class PartitionAggregator {
@@ -76,8 +80,11 @@ class PartitionAggregator {
 
   // OK if `rank` may offer (scalers) or push at `step` now: FAILED_PRECONDITION for a step
   // outside [base, base + 1] or, for a push under sharing, before the scalers are shared;
-  // ALREADY_EXISTS for a repeat. `index` is the partition's place in the request, named in the
-  // messages ("partition_ids[2]", "partitions[2]"); nothing is formatted unless a check fails.
+  // ALREADY_EXISTS for a repeat within the step. A repeat of a completed step that is still in
+  // the recovery log, by a rank that contributed to it, is OK: Offer and Push answer it from the
+  // log (a worker retrying a step after its shard restarted). `index` is the partition's place in
+  // the request, named in the messages ("partition_ids[2]", "partitions[2]"); nothing is formatted
+  // unless a check fails.
   absl::Status CheckOffer(uint32_t rank, uint64_t step, int index)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckPush(uint32_t rank, uint64_t step, const common::PayloadView& payload,
@@ -106,7 +113,11 @@ class PartitionAggregator {
   // `step`; an equal or older step is ignored.
   absl::Status CheckSnapshot(uint64_t step, size_t bytes, int index) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ApplySnapshot(uint64_t step, std::string state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // INTERNAL if a durable shard cannot start the next log segment (the snapshot is applied).
+  absl::Status ApplySnapshot(uint64_t step, std::string state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A restarted durable shard: takes the snapshot and log read back from the state directory
+  // (checked against this partition by the store) and continues at the first step not logged.
+  void Restore(LoadedPartition loaded) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The snapshot and the averages of steps snapshot .. to_step - 1 (UNAVAILABLE while step
   // to_step - 1 is not complete; FAILED_PRECONDITION if they are not kept).
   absl::Status Recovery(uint64_t to_step, int index, ternps::v1::PartitionRecovery* out) const
@@ -159,6 +170,15 @@ class PartitionAggregator {
   // Encodes the average of a complete slot once and answers every waiting call with it (the
   // calls share the bytes; nothing is copied per waiter).
   CompletionStats Complete(Slot& slot, Finisher& finisher) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  struct LogEntry {
+    AnsweredAverage average;  // bytes null for a step that failed without an average
+    RankBits pushed;          // who contributed
+  };
+  // The logged step `step` if it was completed with `rank`'s contribution and has an average.
+  const LogEntry* Replayable(uint32_t rank, uint64_t step) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a completed step in the log (and on disk for a durable shard).
+  absl::Status Log(const Slot& slot, const common::PayloadView& head,
+                   const std::shared_ptr<AverageBytes>& answer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const PartitionConfig config_;
   mutable absl::Mutex mu_;
@@ -171,7 +191,7 @@ class PartitionAggregator {
   // (bytes null for a step that failed without an average).
   uint64_t snapshot_step_ ABSL_GUARDED_BY(mu_) = 0;
   std::string snapshot_ ABSL_GUARDED_BY(mu_);
-  std::deque<AnsweredAverage> log_ ABSL_GUARDED_BY(mu_);
+  std::deque<LogEntry> log_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<AverageBytes>> log_free_
       ABSL_GUARDED_BY(mu_);  // released by a snapshot
 };

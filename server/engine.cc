@@ -9,13 +9,54 @@
 
 namespace ternps::server {
 
+namespace v1 = ::ternps::v1;
+
+std::string Engine::Lost() const {
+  return config_.state_dir.empty()
+             ? "the job ended or expired, or this shard restarted: without --state_dir a shard "
+               "keeps no state across a restart, so the job is lost here"
+             : "the job ended or expired, or was not restored from --state_dir (jobs with "
+               "snapshot_interval 0 are not written there)";
+}
+
 Engine::Engine(const ShardConfig& config) : config_(config) {
+  if (!config_.state_dir.empty()) RestoreJobs();
   if (config_.run_reaper) reaper_ = std::thread([this] { ReaperLoop(); });
 }
 
 Engine::~Engine() {
   Shutdown();
   if (reaper_.joinable()) reaper_.join();
+}
+
+void Engine::RestoreJobs() {
+  for (StoredJob& stored : LoadJobs(config_.state_dir, &restored_.problems)) {
+    const std::string dir = stored.store->dir();
+    const v1::JoinRequest& join = stored.registration;
+    absl::Status st;
+    if (join.shard_index() != config_.shard_index || join.shard_count() != config_.shard_count) {
+      st = absl::FailedPreconditionError(
+          absl::StrCat("was written by shard ", join.shard_index(), " of ", join.shard_count(),
+                       ", this is shard ", config_.shard_index, " of ", config_.shard_count));
+    }
+    std::unique_ptr<Job> job;
+    if (st.ok()) {
+      absl::StatusOr<common::JobSpec> spec = common::ResolveJobSpec(join, LimitsOf(config_));
+      absl::StatusOr<std::unique_ptr<Job>> restored =
+          spec.ok() ? Job::Restore(*std::move(spec), config_, std::move(stored.store))
+                    : absl::StatusOr<std::unique_ptr<Job>>(spec.status());
+      st = restored.status();
+      if (st.ok()) job = *std::move(restored);
+    }
+    if (!st.ok()) {
+      restored_.problems.push_back(
+          absl::StrCat(dir, ": job '", join.job_id(), "' not restored: ", st.message()));
+      continue;
+    }
+    restored_.jobs.push_back(join.job_id());
+    absl::MutexLock lock(&mu_);
+    jobs_[join.job_id()] = std::move(job);
+  }
 }
 
 absl::StatusOr<std::shared_ptr<Job>> Engine::FindJob(absl::string_view job_id) const {
@@ -25,10 +66,7 @@ absl::StatusOr<std::shared_ptr<Job>> Engine::FindJob(absl::string_view job_id) c
   if (it == jobs_.end()) {
     if (absl::Status st = common::ValidateJobId(job_id); !st.ok()) return st;
     return absl::NotFoundError(absl::StrCat("job_id: no job '", job_id, "' on shard ",
-                                            config_.shard_index,
-                                            " (Join first; or the job ended or expired, or this "
-                                            "shard restarted: shards keep no state across a "
-                                            "restart, so the job is lost here)"));
+                                            config_.shard_index, " (Join first; or ", Lost(), ")"));
   }
   return it->second;
 }
@@ -52,22 +90,40 @@ absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequ
     auto it = jobs_.find(request.job_id());
     if (it != jobs_.end()) job = it->second;
   }
+  if (job == nullptr && request.rejoin()) {
+    if (absl::Status st = common::ValidateJobId(request.job_id()); !st.ok()) return st;
+    return absl::NotFoundError(absl::StrCat("rejoin: job '", request.job_id(), "' is not on shard ",
+                                            config_.shard_index, ": ", Lost()));
+  }
   // Resolved outside the lock (the plan is O(partitions)).
   absl::StatusOr<common::JobSpec> spec = common::ResolveJobSpec(request, LimitsOf(config_));
   if (!spec.ok()) return spec.status();
   if (job == nullptr) {
-    // First one in wins; later Joins are compared with the winner's spec.
-    absl::StatusOr<std::unique_ptr<Job>> created = Job::Create(*spec, config_);
-    if (!created.ok()) return created.status();
+    // First one in wins; later Joins are compared with the winner's spec. Created under the lock
+    // so that no second creation can replace the winner's files.
     absl::MutexLock lock(&mu_);
     if (shutdown_) return absl::UnavailableError("the shard is shutting down");
-    if (!jobs_.contains(request.job_id()) && jobs_.size() >= config_.max_jobs) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("job_id: shard ", config_.shard_index, " already serves ", jobs_.size(),
-                       " jobs (--max_jobs); '", request.job_id(), "' is refused"));
+    auto it = jobs_.find(request.job_id());
+    if (it != jobs_.end()) {
+      job = it->second;
+    } else {
+      if (jobs_.size() >= config_.max_jobs) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("job_id: shard ", config_.shard_index, " already serves ", jobs_.size(),
+                         " jobs (--max_jobs); '", request.job_id(), "' is refused"));
+      }
+      std::unique_ptr<JobStore> store;
+      if (!config_.state_dir.empty() && spec->recovery.snapshot_interval > 0) {
+        absl::StatusOr<std::unique_ptr<JobStore>> created =
+            JobStore::Create(config_.state_dir, request);
+        if (!created.ok()) return created.status();
+        store = *std::move(created);
+      }
+      absl::StatusOr<std::unique_ptr<Job>> created = Job::Create(*spec, config_, std::move(store));
+      if (!created.ok()) return created.status();
+      job = std::move(*created);
+      jobs_.emplace(request.job_id(), job);
     }
-    auto [it, inserted] = jobs_.try_emplace(request.job_id(), std::move(*created));
-    job = it->second;
   }
   return job->Join(request, *spec);
 }
@@ -104,7 +160,10 @@ absl::StatusOr<ternps::v1::LeaveResponse> Engine::Leave(const ternps::v1::LeaveR
     // Everyone left: the job is over and its id free for a new run.
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(request.job_id());
-    if (it != jobs_.end() && it->second == *job) jobs_.erase(it);
+    if (it != jobs_.end() && it->second == *job) {
+      jobs_.erase(it);
+      (*job)->RemoveState();
+    }
   }
   return response;
 }
@@ -175,7 +234,10 @@ int Engine::CheckTimeouts() {
     absl::MutexLock lock(&mu_);
     for (const auto& job : ended) {
       auto it = jobs_.find(job->id());
-      if (it != jobs_.end() && it->second == job) jobs_.erase(it);
+      if (it != jobs_.end() && it->second == job) {
+        jobs_.erase(it);
+        job->RemoveState();
+      }
     }
   }
   if (config_.observer != nullptr) config_.observer->ShardState(workers, step);

@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -29,12 +30,20 @@ namespace ternps::server {
 
 class Engine {
  public:
+  // With config.state_dir, restores the jobs written there (see restored()).
   explicit Engine(const ShardConfig& config);
   ~Engine();  // Shutdown()
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
   const ShardConfig& config() const { return config_; }
+  // What the constructor restored from config().state_dir: job ids, and one line per job
+  // directory it could not use (skipped; its files are left in place until that id starts anew).
+  struct Restored {
+    std::vector<std::string> jobs;
+    std::vector<std::string> problems;
+  };
+  const Restored& restored() const { return restored_; }
 
   absl::StatusOr<ternps::v1::JoinResponse> Join(const ternps::v1::JoinRequest& request);
   void ShareScalers(const ternps::v1::ShareScalersRequest& request,
@@ -66,7 +75,12 @@ class Engine {
  private:
   void ReaperLoop();
 
+  void RestoreJobs();
+  // Why a job may be missing, for NOT_FOUND messages.
+  std::string Lost() const;
+
   const ShardConfig config_;
+  Restored restored_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;

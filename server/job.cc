@@ -50,19 +50,44 @@ common::SpecLimits LimitsOf(const ShardConfig& shard) {
           .max_partition_elements = shard.max_partition_elements};
 }
 
-absl::StatusOr<std::unique_ptr<Job>> Job::Create(common::JobSpec spec, const ShardConfig& shard) {
+absl::StatusOr<std::unique_ptr<Job>> Job::Create(common::JobSpec spec, const ShardConfig& shard,
+                                                 std::unique_ptr<JobStore> store) {
   if (spec.plan.ShardLoad(shard.shard_index) > shard.max_shard_elements) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "tensors: this shard would own ", spec.plan.ShardLoad(shard.shard_index),
         " elements, more than its limit --max_shard_elements=", shard.max_shard_elements));
   }
-  return std::unique_ptr<Job>(new Job(std::move(spec), shard));
+  return std::unique_ptr<Job>(new Job(std::move(spec), shard, std::move(store)));
 }
 
-Job::Job(common::JobSpec spec, const ShardConfig& shard)
+absl::StatusOr<std::unique_ptr<Job>> Job::Restore(common::JobSpec spec, const ShardConfig& shard,
+                                                  std::unique_ptr<JobStore> store) {
+  if (spec.recovery.snapshot_interval == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(store->dir(), ": job '", spec.job_id, "' keeps no recovery state"));
+  }
+  absl::StatusOr<std::unique_ptr<Job>> job = Create(std::move(spec), shard, std::move(store));
+  if (!job.ok()) return job.status();
+  for (const auto& a : (*job)->aggregators_) {
+    const PartitionConfig& c = a->config();
+    absl::StatusOr<LoadedPartition> loaded = c.store->Load({.id = c.id,
+                                                            .elements = c.elements,
+                                                            .downlink = c.route.downlink,
+                                                            .world_size = (*job)->spec_.world_size,
+                                                            .state_bytes = c.state_bytes});
+    if (!loaded.ok()) return loaded.status();
+    absl::MutexLock lock(&a->mu());
+    a->Restore(*std::move(loaded));
+  }
+  return job;
+}
+
+Job::Job(common::JobSpec spec, const ShardConfig& shard, std::unique_ptr<JobStore> store)
     : spec_(std::move(spec)),
       shard_(shard),
-      membership_(spec_.world_size),
+      store_(std::move(store)),
+      // Epochs of a restored job start above every one its earlier incarnations gave out.
+      membership_(spec_.world_size, (store_ == nullptr ? 0 : store_->incarnation() << 32) | 1),
       owned_index_(spec_.plan.partitions().size(), -1) {
   for (const uint32_t p : spec_.plan.PartitionsOfShard(shard.shard_index)) {
     PartitionConfig config;
@@ -74,6 +99,7 @@ Job::Job(common::JobSpec spec, const ShardConfig& shard)
     config.clock = shard.clock;
     config.keep_recovery = spec_.recovery.snapshot_interval > 0;
     config.state_bytes = size_t{4} * spec_.recovery.state_slots * config.elements;
+    if (store_ != nullptr && config.keep_recovery) config.store = store_->Partition(p);
     owned_index_[p] = static_cast<int32_t>(aggregators_.size());
     aggregators_.push_back(std::make_unique<PartitionAggregator>(config));
   }
@@ -273,21 +299,38 @@ absl::StatusOr<v1::PutSnapshotResponse> Job::PutSnapshot(v1::PutSnapshotRequest&
   }
   std::vector<PartitionAggregator*> parts;
   for (const uint32_t p : ids) parts.push_back(Owned(p));
-  PartitionLocks locks(parts);
-  for (size_t i = 0; i < ids.size(); ++i) {  // validate all, then apply all
-    PartitionAggregator& a = *Owned(ids[i]);
-    a.AssertHeld();
-    if (absl::Status st = a.CheckSnapshot(request.step(), request.partitions(i).data().size(),
-                                          static_cast<int>(i));
-        !st.ok()) {
-      return st;
+  {
+    PartitionLocks locks(parts);
+    for (size_t i = 0; i < ids.size(); ++i) {  // validate all, then apply all
+      PartitionAggregator& a = *Owned(ids[i]);
+      a.AssertHeld();
+      if (absl::Status st = a.CheckSnapshot(request.step(), request.partitions(i).data().size(),
+                                            static_cast<int>(i));
+          !st.ok()) {
+        return st;
+      }
     }
   }
+  // A durable shard writes the snapshots before they take effect, without holding the partitions
+  // (what passed the checks still passes: a partition's step only grows).
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (PartitionStore* store = Owned(ids[i])->config().store; store != nullptr) {
+      if (absl::Status st = store->WriteSnapshot(request.step(), request.partitions(i).data());
+          !st.ok()) {
+        return st;
+      }
+    }
+  }
+  PartitionLocks locks(parts);
   for (size_t i = 0; i < ids.size(); ++i) {
     PartitionAggregator& a = *Owned(ids[i]);
     a.AssertHeld();
-    a.ApplySnapshot(request.step(),
-                    std::move(*request.mutable_partitions(static_cast<int>(i))->mutable_data()));
+    if (absl::Status st = a.ApplySnapshot(
+            request.step(),
+            std::move(*request.mutable_partitions(static_cast<int>(i))->mutable_data()));
+        !st.ok()) {
+      return st;
+    }
   }
   return v1::PutSnapshotResponse();
 }

@@ -35,6 +35,7 @@
 #include "server/pending_call.h"
 #include "server/request_validation.h"
 #include "server/shard_config.h"
+#include "server/state_store.h"
 #include "ternps/v1/ternps.pb.h"
 
 namespace ternps::server {
@@ -44,9 +45,21 @@ common::SpecLimits LimitsOf(const ShardConfig& shard);
 
 class Job {
  public:
-  // RESOURCE_EXHAUSTED if this shard's part of the job exceeds max_shard_elements.
-  static absl::StatusOr<std::unique_ptr<Job>> Create(common::JobSpec spec,
-                                                     const ShardConfig& shard);
+  // RESOURCE_EXHAUSTED if this shard's part of the job exceeds max_shard_elements. With a
+  // `store` (a durable shard; the job keeps recovery state) the job writes its snapshots and
+  // averages there.
+  static absl::StatusOr<std::unique_ptr<Job>> Create(common::JobSpec spec, const ShardConfig& shard,
+                                                     std::unique_ptr<JobStore> store = nullptr);
+  // A job a durable shard wrote before it restarted: every owned partition's snapshot and log are
+  // read back (DATA_LOSS naming the file if one does not fit the spec); every rank must Join
+  // again, and epochs start above the previous incarnation's.
+  static absl::StatusOr<std::unique_ptr<Job>> Restore(common::JobSpec spec,
+                                                      const ShardConfig& shard,
+                                                      std::unique_ptr<JobStore> store);
+  // The job is over (every rank left, or it expired): its files are deleted.
+  void RemoveState() {
+    if (store_ != nullptr) store_->Remove();
+  }
 
   const std::string& id() const { return spec_.job_id; }
   const common::JobSpec& spec() const { return spec_; }
@@ -85,7 +98,7 @@ class Job {
   std::shared_ptr<const MembershipView> View() const { return membership_.View(); }
 
  private:
-  Job(common::JobSpec spec, const ShardConfig& shard);
+  Job(common::JobSpec spec, const ShardConfig& shard, std::unique_ptr<JobStore> store);
 
   struct OfferOp;
   struct PushOp;
@@ -105,6 +118,7 @@ class Job {
 
   const common::JobSpec spec_;
   const ShardConfig shard_;
+  const std::unique_ptr<JobStore> store_;  // null: memory only
   Membership membership_;
   std::vector<int32_t> owned_index_;  // partition id -> index into aggregators_, or -1
   std::vector<std::unique_ptr<PartitionAggregator>> aggregators_;

@@ -9,6 +9,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/util/flags_help.h"
 #include "common/util/process.h"
@@ -46,6 +47,10 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
 ABSL_FLAG(bool, reuse_port, false,
           "Allow other processes to bind the same --listen port (SO_REUSEPORT); off, a port "
           "already in use is an error");
+ABSL_FLAG(std::string, state_dir, "",
+          "Directory where jobs with recovery snapshots (snapshot_interval > 0) are written "
+          "durably and restored from when the shard restarts (created if missing). Empty: state "
+          "lives in memory only and a restarted shard has lost its jobs");
 ABSL_FLAG(bool, quiet, false, "Log only errors");
 
 namespace {
@@ -89,6 +94,7 @@ int main(int argc, char** argv) {
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.reuse_port = absl::GetFlag(FLAGS_reuse_port);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  options.shard.state_dir = absl::GetFlag(FLAGS_state_dir);
   if (absl::Status st = ternps::server::ValidateShardConfig(options.shard); !st.ok()) {
     std::fprintf(stderr, "ternps-server: %s\n", std::string(st.message()).c_str());
     return 2;
@@ -102,6 +108,15 @@ int main(int argc, char** argv) {
   if (!shard.ok()) {
     std::fprintf(stderr, "ternps-server: %s\n", std::string(shard.status().message()).c_str());
     return 1;
+  }
+  const ternps::server::Engine::Restored& restored = (*shard)->engine().restored();
+  for (const std::string& problem : restored.problems) {
+    std::fprintf(stderr, "ternps-server: --state_dir: %s\n", problem.c_str());
+  }
+  if (!absl::GetFlag(FLAGS_quiet) && !options.shard.state_dir.empty()) {
+    std::fprintf(stderr, "ternps-server: restored %zu job(s) from %s%s%s\n", restored.jobs.size(),
+                 options.shard.state_dir.c_str(), restored.jobs.empty() ? "" : ": ",
+                 absl::StrJoin(restored.jobs, ", ").c_str());
   }
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   if (!port_file.empty() && !WritePortFile(port_file, (*shard)->port())) {

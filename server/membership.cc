@@ -84,8 +84,10 @@ absl::Status MembershipView::CheckStepOfCaller(uint32_t rank, uint64_t step) con
   return absl::OkStatus();
 }
 
-Membership::Membership(uint32_t world_size) : world_size_(world_size), ranks_(world_size) {
+Membership::Membership(uint32_t world_size, uint64_t first_epoch)
+    : world_size_(world_size), ranks_(world_size) {
   absl::MutexLock lock(&mu_);
+  epoch_ = first_epoch;
   PublishLocked();
 }
 

@@ -78,7 +78,8 @@ struct MembershipView {
 
 class Membership {
  public:
-  explicit Membership(uint32_t world_size);
+  // Epochs start at `first_epoch` (a restored job's are above every epoch it gave out before).
+  explicit Membership(uint32_t world_size, uint64_t first_epoch = 1);
 
   uint32_t world_size() const { return world_size_; }
   std::shared_ptr<const MembershipView> View() const ABSL_LOCKS_EXCLUDED(mu_);

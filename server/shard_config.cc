@@ -1,6 +1,7 @@
 #include "server/shard_config.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/state_store.h"
 
 namespace ternps::server {
 
@@ -41,6 +42,9 @@ absl::Status ValidateShardConfig(const ShardConfig& config) {
   }
   if (config.max_shard_elements == 0) {
     return absl::InvalidArgumentError("--max_shard_elements: must be at least 1");
+  }
+  if (!config.state_dir.empty()) {
+    if (absl::Status st = CheckStateDir(config.state_dir); !st.ok()) return st;
   }
   if (config.clock == nullptr) return absl::InvalidArgumentError("clock: null");
   return absl::OkStatus();

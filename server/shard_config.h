@@ -8,6 +8,7 @@
 #define TERNPS_SERVER_SHARD_CONFIG_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -36,6 +37,10 @@ struct ShardConfig {
   const common::Clock* clock = &common::Clock::Real();
   // Who watches (metrics); null: nobody. Not owned; outlives the engine.
   ShardObserver* observer = nullptr;
+  // Where jobs that keep recovery state (snapshot_interval > 0) are written durably, and restored
+  // from at start-up (server/state_store.h). Empty: memory only; a restarted shard has lost its
+  // jobs.
+  std::string state_dir;
   // Whether the engine runs its own timeout sweep (every step_timeout / 8); tests that drive a
   // ManualClock call Engine::CheckTimeouts themselves.
   bool run_reaper = true;

@@ -3,6 +3,7 @@
 // leaves any trace in the shard's state, membership included.
 #include "server/engine.h"
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -307,6 +308,20 @@ v1::GetRecoveryRequest Recovery(uint32_t rank, uint64_t epoch, uint64_t to_step)
   return r;
 }
 
+// The recovery of partition 0 is the snapshot of `step` holding `state`, and exactly
+// `averages`.
+void ExpectRecovery(const absl::StatusOr<v1::GetRecoveryResponse>& r, uint64_t step,
+                    const std::string& state, const std::vector<v1::PartitionPayload>& averages) {
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->partitions(0).snapshot_step(), step);
+  EXPECT_EQ(r->partitions(0).state(), state);
+  ASSERT_EQ(r->partitions(0).averages_size(), static_cast<int>(averages.size()));
+  for (size_t i = 0; i < averages.size(); ++i) {
+    EXPECT_EQ(r->partitions(0).averages(static_cast<int>(i)).SerializeAsString(),
+              averages[i].SerializeAsString());
+  }
+}
+
 // The shard keeps the snapshot and exactly the averages it answered since; every malformed or
 // premature recovery call is refused naming the field, and changes nothing.
 TEST_F(EngineTest, RecoveryKeepsTheSnapshotAndTheAveragesSince) {
@@ -360,12 +375,7 @@ TEST_F(EngineTest, RecoveryKeepsTheSnapshotAndTheAveragesSince) {
   v1::PutSnapshotRequest older = Snapshot(0, epochs_[0], 1, kState, 'c');
   ASSERT_TRUE(engine_->PutSnapshot(older).ok());  // older than the kept one: ignored
   r = engine_->GetRecovery(Recovery(0, epochs_[0], 3));
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->partitions(0).snapshot_step(), 2u);
-  EXPECT_EQ(r->partitions(0).state(), std::string(kState, 'b'));
-  ASSERT_EQ(r->partitions(0).averages_size(), 1);
-  EXPECT_EQ(r->partitions(0).averages(0).SerializeAsString(),
-            answered[2].averages(0).SerializeAsString());
+  ExpectRecovery(r, 2, std::string(kState, 'b'), {answered[2].averages(0)});
   // Step 3 is not complete yet: UNAVAILABLE (retry), not an error of the request.
   auto half = Push(0, 3, 1.0f);
   r = engine_->GetRecovery(Recovery(0, epochs_[0], 4));
@@ -418,6 +428,99 @@ TEST_F(EngineTest, AJobWithoutSnapshotsKeepsNoRecoveryState) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("snapshot_interval"));
   v1::PutSnapshotRequest s = Snapshot(0, epochs_[0], 1, 2 * 4 * kElements, 'a');
   EXPECT_EQ(engine_->PutSnapshot(s).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A durable shard (state_dir) restarted in the middle of a job: it restores the job at the first
+// step it had not answered, with epochs above the old ones; a worker repeating a step the shard
+// answered before the restart gets the same scaler and the same average from the log (its payload
+// is not summed again); recovery works from what was read back; and once every rank leaves, the
+// job's files are gone.
+TEST_F(EngineTest, ADurableShardRestartsWhereItWas) {
+  char tmpl[] = "/tmp/ternps-engine-state-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  config_.state_dir = tmpl;
+  snapshot_interval_ = 2;
+  Start(v1::CODEC_TERNGRAD, 2);
+  constexpr size_t kState = 2 * 4 * kElements;
+  std::vector<v1::PushPullResponse> answered;
+  auto step = [&](uint64_t t) {
+    auto s0 = Share(0, t, 1.0f + t);
+    auto s1 = Share(1, t, 2.0f);
+    ASSERT_TRUE(s0->done && s0->status.ok()) << s0->status;
+    const float shared = s0->response.shared_scalers(0);
+    auto a = Push(0, t, shared);
+    auto b = Push(1, t, shared);
+    ASSERT_TRUE(a->done && a->status.ok()) << a->status;
+    answered.push_back(a->response);
+  };
+  for (uint64_t t = 0; t < 3; ++t) {
+    step(t);
+    ASSERT_FALSE(HasFatalFailure());
+  }
+  v1::PutSnapshotRequest snapshot = Snapshot(1, epochs_[1], 2, kState, 'b');
+  ASSERT_TRUE(engine_->PutSnapshot(snapshot).ok());
+  auto pending = Share(0, 3, 1.0f);  // step 3 is under way when the shard goes down
+  const std::vector<uint64_t> old_epochs = epochs_;
+  engine_ = std::make_unique<Engine>(config_);
+  EXPECT_TRUE(pending->done);
+  EXPECT_THAT(engine_->restored().jobs, ::testing::ElementsAre("engine"));
+  EXPECT_TRUE(engine_->restored().problems.empty());
+  absl::StatusOr<v1::GetStatusResponse> status = engine_->GetStatus({});
+  ASSERT_TRUE(status.ok());
+  ASSERT_EQ(status->jobs_size(), 1);
+  EXPECT_EQ(status->jobs(0).step(), 3u);
+  // Calls of the old incarnation are refused; every rank joins again.
+  auto stale = Share(0, 3, 1.0f);
+  ASSERT_TRUE(stale->done);
+  EXPECT_EQ(stale->status.code(), absl::StatusCode::kFailedPrecondition) << stale->status;
+  for (uint32_t r = 0; r < 2; ++r) {
+    v1::JoinRequest join = JoinRequest(r);
+    join.set_rejoin(true);
+    absl::StatusOr<v1::JoinResponse> back = engine_->Join(join);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->start_step(), 3u);
+    EXPECT_GT(back->epoch(), old_epochs[r]);
+    epochs_[r] = back->epoch();
+  }
+  // Rank 0 repeats step 2 (its answer was lost with the connection): answered from the log.
+  auto again_share = Share(0, 2, 3.0f);
+  ASSERT_TRUE(again_share->done && again_share->status.ok()) << again_share->status;
+  auto again = Push(0, 2, again_share->response.shared_scalers(0));
+  ASSERT_TRUE(again->done && again->status.ok()) << again->status;
+  EXPECT_EQ(again->response.averages(0).SerializeAsString(),
+            answered[2].averages(0).SerializeAsString());
+  // Recovery from what was read back: the snapshot of step 2 and the average of step 2.
+  ExpectRecovery(engine_->GetRecovery(Recovery(1, epochs_[1], 3)), 2, std::string(kState, 'b'),
+                 {answered[2].averages(0)});
+  step(3);  // the job goes on
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_EQ(answered[3].averages(0).contributors(), 2u);
+  // Both ranks leave: the job is over and its directory deleted.
+  for (uint32_t rank = 0; rank < 2; ++rank) {
+    v1::LeaveRequest leave;
+    leave.set_job_id("engine");
+    leave.set_worker_rank(rank);
+    leave.set_epoch(epochs_[rank]);
+    ASSERT_TRUE(engine_->Leave(leave).ok());
+  }
+  EXPECT_EQ(std::system(absl::StrCat("test -z \"$(ls -A ", tmpl, ")\"").c_str()), 0)
+      << "the ended job's files are still in " << tmpl;
+  std::system(absl::StrCat("rm -rf ", tmpl).c_str());
+}
+
+// A worker that was in the job asks with rejoin = true: a shard that does not have the job says
+// so (NOT_FOUND) instead of starting it afresh at step 0.
+TEST_F(EngineTest, ARejoinOfAJobTheShardDoesNotHaveIsRefused) {
+  Start(v1::CODEC_FP32, 2);
+  v1::JoinRequest join = JoinRequest(0);
+  join.set_job_id("other");
+  join.set_rejoin(true);
+  absl::StatusOr<v1::JoinResponse> st = engine_->Join(join);
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kNotFound) << st.status();
+  EXPECT_THAT(std::string(st.status().message()),
+              HasSubstr("rejoin: job 'other' is not on shard 0"));
+  EXPECT_THAT(std::string(st.status().message()), HasSubstr("without --state_dir"));
+  EXPECT_EQ(engine_->FindJob("other").status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace

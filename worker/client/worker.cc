@@ -38,6 +38,50 @@ namespace v1 = ::ternps::v1;
 
 namespace {
 
+// How often one step may reconnect to shards whose connections were lost (each reconnection
+// waits up to connect_timeout for the shard).
+constexpr int kMaxReconnectsPerStep = 8;
+
+// Counts a step's outstanding PushPull calls. Wait also returns early when a call reports a lost
+// connection, so that the worker reconnects to that shard while its other calls go on (and a
+// shard that is gone for good fails the step at the connect timeout, not at the call deadline).
+class CallLatch {
+ public:
+  explicit CallLatch(int count) : count_(count) {}
+  void DecrementCount() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    --count_;
+  }
+  void NoteLoss() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    ++losses_;
+  }
+  // True once every call is done; false when a loss was noted since the last Wait.
+  bool Wait() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    auto ready = [this]()
+                     ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return count_ == 0 || losses_ > seen_; };
+    mu_.Await(absl::Condition(&ready));
+    seen_ = losses_;
+    return count_ == 0;
+  }
+
+ private:
+  absl::Mutex mu_;
+  int count_ ABSL_GUARDED_BY(mu_);
+  int losses_ ABSL_GUARDED_BY(mu_) = 0;
+  int seen_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Whether a call failed because its shard went away (connection lost, or the shard shut down and
+// cancelled it) rather than because the shard refused it: the shard may come back (restarted
+// from its state directory), so the worker reconnects and asks again. `cancelled_here`: this
+// worker cancelled the call itself (its step failed already).
+bool LostConnection(const grpc::Status& st, bool cancelled_here) {
+  return st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         (st.error_code() == grpc::StatusCode::CANCELLED && !cancelled_here);
+}
+
 // The first error of a step wins; later ones are usually its consequences.
 class FirstError {
  public:
@@ -211,7 +255,8 @@ class Worker::Impl {
         host_(MakeHostExchange(spec_, pool_)) {}
 
   absl::Status Init();
-  absl::Status JoinAll();
+  // Joins every shard; `rejoin`: the job must exist there already (JoinRequest.rejoin).
+  absl::Status JoinAll(bool rejoin);
   absl::Status Step(Gradients gradients, Exchange& exchange, void* stream);
   absl::Status Leave(absl::Duration timeout);
   absl::Status OfferState(State state);
@@ -257,6 +302,8 @@ class Worker::Impl {
     StepStats::Call timing;              // of the current step
     Encoded encoded = Encoded::kNotYet;  // under flight_mu_
     bool in_call = false;                // under flight_mu_: `context` is a call in flight
+    bool lost = false;      // under flight_mu_: the call lost its connection (to be resent)
+    bool answered = false;  // this step's average is decoded
   };
   // Per-step counters, written by pool and gRPC threads.
   struct StepCounters {
@@ -280,21 +327,42 @@ class Worker::Impl {
   // Partitions of `shard` in plan order, cut so that each group's state is at most
   // max_call_bytes (at least one partition per group).
   std::vector<std::vector<uint32_t>> StateGroups(uint32_t shard) const;
-  absl::Status ShareScalers();
+  // Joins shard `s` (retrying while it cannot be reached, up to connect_timeout) and checks its
+  // plan; sets its epoch.
+  absl::StatusOr<v1::JoinResponse> JoinShard(uint32_t s, bool rejoin);
+  // Joins `shards` again after their connections were lost mid-step (a shard restarted from its
+  // state directory): FAILED_PRECONDITION unless each continues at this step or the next.
+  absl::Status Reconnect(const std::vector<uint32_t>& shards);
+  // The step's ShareScalers calls to the shards with to[s]; shards whose call lost its
+  // connection are set in `lost` (not an error).
+  absl::Status ShareScalers(const std::vector<bool>& to, std::vector<bool>* lost);
+  // ShareScalers, reconnecting lost shards and asking them again (a bounded number of times).
+  absl::Status ShareScalersWithRetry(std::vector<bool> to);
+  // The PushPull request of an encoded batch: its fields and each payload's fields as slices of
+  // `heads`, each payload's bytes as a slice of `data`.
+  void BuildRequest(Batch& batch, uint64_t step);
+  // After some batches' calls lost their connection: reconnects those shards, shares their
+  // scalers again and resends the batches they have not answered, until none is lost.
+  absl::Status Resend(Gradients gradients, Exchange& exchange, StepCounters& counters,
+                      FirstError& error);
+  // Reconnects the shards whose calls lost their connection and that are not reconnected yet.
+  absl::Status ReconnectLost() ABSL_LOCKS_EXCLUDED(flight_mu_);
+  // Waits for a round of calls, reconnecting lost shards as soon as a loss is reported.
+  void WaitReconnecting(CallLatch& pending, FirstError& error);
   // Records that `batch` is encoded (or failed to encode: `sendable` false), then sends the
   // shard's batches that are next in order while the shard has room.
   void Dispatch(Batch& batch, bool sendable, Gradients gradients, Exchange& exchange,
-                StepCounters& counters, FirstError& error, absl::BlockingCounter& pending)
+                StepCounters& counters, FirstError& error, CallLatch& pending)
       ABSL_LOCKS_EXCLUDED(flight_mu_);
   // Takes the shard's next batches in order while they are encoded and a call may start.
   std::vector<Batch*> NextToSendLocked(uint32_t shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(flight_mu_);
   void Send(Batch& batch, Gradients gradients, Exchange& exchange, StepCounters& counters,
-            FirstError& error, absl::BlockingCounter& pending) ABSL_LOCKS_EXCLUDED(flight_mu_);
+            FirstError& error, CallLatch& pending) ABSL_LOCKS_EXCLUDED(flight_mu_);
   // Cancels the step's calls in flight and stops sending (the step has failed).
   void CancelCalls() ABSL_LOCKS_EXCLUDED(flight_mu_);
   void EncodeAndSend(Batch& batch, Gradients gradients, Exchange& exchange, int ticket,
                      const EncodeParams& params, StepCounters& counters, FirstError& error,
-                     absl::BlockingCounter& pending);
+                     CallLatch& pending);
   absl::Status Decode(Batch& batch, Gradients gradients, Exchange& exchange,
                       StepCounters& counters);
 
@@ -317,6 +385,8 @@ class Worker::Impl {
   std::vector<float> scalers_;                 // per partition: the scaler it is encoded with
   std::vector<float> clips_;                   // per partition: its clip threshold
   bool left_ = false;
+  int reconnects_left_ = 0;  // per step
+  uint32_t reconnects_ = 0;  // this step's, for StepStats
   absl::Time step_start_;
   // Per shard: its batches in plan order and how far sending got. Every worker sends a shard's
   // batches in the same order, so the oldest incomplete partition is always in flight from every
@@ -326,6 +396,8 @@ class Worker::Impl {
     int in_flight = 0;
     std::vector<Batch*> order;
     size_t next = 0;
+    bool lost = false;         // a call lost its connection: nothing more is sent this round
+    bool reconnected = false;  // joined again since
   };
   absl::Mutex flight_mu_;
   std::vector<Flight> flights_
@@ -412,55 +484,62 @@ absl::Status Worker::Impl::Init() {
     }
   }
   join_.set_plan_checksum(plan.Checksum());
-  return JoinAll();
+  return JoinAll(/*rejoin=*/false);
 }
 
-absl::Status Worker::Impl::JoinAll() {
+absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin) {
   const common::PartitionPlan& plan = spec_.plan;
+  join_.set_shard_index(s);
+  join_.set_rejoin(rejoin);
+  v1::JoinResponse response;
+  // Retried while the shard cannot be reached (still starting, restarting), up to the connect
+  // timeout; each attempt fails fast, so the error says why (connection refused, ...).
+  const absl::Time first = absl::Now();
+  const absl::Time deadline = first + options_.connect_timeout;
+  absl::Duration backoff = absl::Milliseconds(20);
+  grpc::Status st;
+  std::string cause;  // the last attempt's reason that is not our own deadline cutting it off
+  for (;;) {
+    std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
+    st = stubs_[s]->Join(context.get(), join_, &response);
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+        !absl::StrContains(st.error_message(), "shutdown")) {
+      cause = st.error_message();
+    }
+    if (st.error_code() != grpc::StatusCode::UNAVAILABLE || absl::Now() + backoff >= deadline) {
+      break;
+    }
+    absl::SleepFor(backoff);  // a retry delay, not synchronization
+    backoff = std::min(backoff * 2, absl::Milliseconds(500));
+  }
+  if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    return absl::UnavailableError(absl::StrCat(
+        ShardName(s), " Join: unreachable for ",
+        absl::FormatDuration(absl::Trunc(absl::Now() - first, absl::Milliseconds(100))),
+        " (connect_timeout): ", cause.empty() ? st.error_message() : cause));
+  }
+  if (!st.ok()) return common::FromGrpcStatus(st, absl::StrCat(ShardName(s), " Join"));
+  if (response.plan_checksum() != plan.Checksum()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(ShardName(s), " Join: plan_checksum ", absl::Hex(response.plan_checksum()),
+                     " differs from this worker's ", absl::Hex(plan.Checksum())));
+  }
+  const std::vector<uint32_t>& mine = plan.PartitionsOfShard(s);
+  if (!std::equal(mine.begin(), mine.end(), response.owned_partitions().begin(),
+                  response.owned_partitions().end())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        ShardName(s), " Join: owned_partitions differ from this worker's partition plan"));
+  }
+  epochs_[s] = response.epoch();
+  return response;
+}
+
+absl::Status Worker::Impl::JoinAll(bool rejoin) {
   uint64_t start = 0;
-  const absl::Time deadline = absl::Now() + options_.connect_timeout;
   for (uint32_t s = 0; s < options_.shards.size(); ++s) {
-    join_.set_shard_index(s);
-    v1::JoinResponse response;
-    // Retried while the shard cannot be reached (still starting, restarting), up to the connect
-    // timeout; each attempt fails fast, so the error says why (connection refused, ...).
-    const absl::Time first = absl::Now();
-    absl::Duration backoff = absl::Milliseconds(20);
-    grpc::Status st;
-    std::string cause;  // the last attempt's reason that is not our own deadline cutting it off
-    for (;;) {
-      std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
-      st = stubs_[s]->Join(context.get(), join_, &response);
-      if (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
-          !absl::StrContains(st.error_message(), "shutdown")) {
-        cause = st.error_message();
-      }
-      if (st.error_code() != grpc::StatusCode::UNAVAILABLE || absl::Now() + backoff >= deadline) {
-        break;
-      }
-      absl::SleepFor(backoff);  // a retry delay, not synchronization
-      backoff = std::min(backoff * 2, absl::Milliseconds(500));
-    }
-    if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      return absl::UnavailableError(absl::StrCat(
-          ShardName(s), " Join: unreachable for ",
-          absl::FormatDuration(absl::Trunc(absl::Now() - first, absl::Milliseconds(100))),
-          " (connect_timeout): ", cause.empty() ? st.error_message() : cause));
-    }
-    if (!st.ok()) return common::FromGrpcStatus(st, absl::StrCat(ShardName(s), " Join"));
-    if (response.plan_checksum() != plan.Checksum()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(ShardName(s), " Join: plan_checksum ", absl::Hex(response.plan_checksum()),
-                       " differs from this worker's ", absl::Hex(plan.Checksum())));
-    }
-    const std::vector<uint32_t>& mine = plan.PartitionsOfShard(s);
-    if (!std::equal(mine.begin(), mine.end(), response.owned_partitions().begin(),
-                    response.owned_partitions().end())) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          ShardName(s), " Join: owned_partitions differ from this worker's partition plan"));
-    }
-    epochs_[s] = response.epoch();
-    start = std::max(start, response.start_step());
+    absl::StatusOr<v1::JoinResponse> response = JoinShard(s, rejoin);
+    if (!response.ok()) return response.status();
+    start = std::max(start, response->start_step());
   }
   left_ = false;
   absl::MutexLock lock(&mu_);
@@ -468,42 +547,77 @@ absl::Status Worker::Impl::JoinAll() {
   return absl::OkStatus();
 }
 
-absl::Status Worker::Impl::ShareScalers() {
+absl::Status Worker::Impl::Reconnect(const std::vector<uint32_t>& shards) {
   const uint64_t step = this->step();
-  absl::BlockingCounter pending(static_cast<int>(scaler_calls_.size()));
-  const absl::Time deadline = absl::Now() + options_.rpc_timeout;
-  for (ScalerCall& c : scaler_calls_) c.context = NewContext(deadline);
-  // One shard failing fails the step: the calls to the others are cancelled, not waited for.
-  FirstError error([this] {
-    for (ScalerCall& c : scaler_calls_) c.context->TryCancel();
-  });
-  for (ScalerCall& c : scaler_calls_) {
-    c.request.set_epoch(epochs_[c.shard]);
-    c.request.set_step(step);
-    for (size_t i = 0; i < c.partitions.size(); ++i) {
-      c.request.set_scalers(static_cast<int>(i), scalers_[c.partitions[i]]);
+  for (const uint32_t s : shards) {
+    ++reconnects_;
+    absl::StatusOr<v1::JoinResponse> response = JoinShard(s, /*rejoin=*/true);
+    if (!response.ok()) {
+      return absl::Status(response.status().code(),
+                          absl::StrCat("reconnecting after a lost connection at step ", step, ": ",
+                                       response.status().message()));
     }
-    c.response.Clear();
-    stubs_[c.shard]->async()->ShareScalers(
-        c.context.get(), &c.request, &c.response, [&, shard = c.shard](grpc::Status st) {
-          error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(shard), " ShareScalers")));
+    // A shard that restarted from its state directory continues each partition at the first step
+    // it has not answered: this one, or the next if it answered this one to some worker.
+    if (response->start_step() != step && response->start_step() != step + 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          ShardName(s), " Join after a lost connection: the shard is at step ",
+          response->start_step(), ", this worker at step ", step,
+          response->start_step() < step ? " (the shard lost answered steps: its --state_dir?)"
+                                        : " (the shard went on without this worker)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Worker::Impl::ShareScalers(const std::vector<bool>& to, std::vector<bool>* lost) {
+  const uint64_t step = this->step();
+  std::vector<ScalerCall*> calls;
+  for (ScalerCall& c : scaler_calls_) {
+    if (to[c.shard]) calls.push_back(&c);
+  }
+  absl::BlockingCounter pending(static_cast<int>(calls.size()));
+  const absl::Time deadline = absl::Now() + options_.rpc_timeout;
+  for (ScalerCall* c : calls) c->context = NewContext(deadline);
+  // One shard failing fails the step: the calls to the others are cancelled, not waited for. A
+  // lost connection (UNAVAILABLE) is not a failure yet: that shard is reconnected and asked again.
+  FirstError error([&calls] {
+    for (ScalerCall* c : calls) c->context->TryCancel();
+  });
+  absl::Mutex lost_mu;
+  for (ScalerCall* c : calls) {
+    c->request.set_epoch(epochs_[c->shard]);
+    c->request.set_step(step);
+    for (size_t i = 0; i < c->partitions.size(); ++i) {
+      c->request.set_scalers(static_cast<int>(i), scalers_[c->partitions[i]]);
+    }
+    c->response.Clear();
+    stubs_[c->shard]->async()->ShareScalers(
+        c->context.get(), &c->request, &c->response, [&, shard = c->shard](grpc::Status st) {
+          if (LostConnection(st, !error.Get().ok())) {
+            absl::MutexLock lock(&lost_mu);
+            (*lost)[shard] = true;
+          } else {
+            error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(shard), " ShareScalers")));
+          }
           pending.DecrementCount();
         });
   }
   pending.Wait();
   if (absl::Status st = error.Get(); !st.ok()) return st;
-  for (ScalerCall& c : scaler_calls_) {
-    const std::string where = absl::StrCat(ShardName(c.shard), " ShareScalers answer: ");
-    if (c.response.shared_scalers_size() != static_cast<int>(c.partitions.size()) ||
-        c.response.partition_ids_size() != static_cast<int>(c.partitions.size())) {
+  for (ScalerCall* c : calls) {
+    if ((*lost)[c->shard]) continue;
+    const std::string where = absl::StrCat(ShardName(c->shard), " ShareScalers answer: ");
+    if (c->response.shared_scalers_size() != static_cast<int>(c->partitions.size()) ||
+        c->response.partition_ids_size() != static_cast<int>(c->partitions.size())) {
       return absl::InvalidArgumentError(
-          absl::StrCat(where, "shared_scalers: ", c.response.shared_scalers_size(), " values for ",
-                       c.partitions.size(), " partitions"));
+          absl::StrCat(where, "shared_scalers: ", c->response.shared_scalers_size(), " values for ",
+                       c->partitions.size(), " partitions"));
     }
-    for (size_t i = 0; i < c.partitions.size(); ++i) {
-      const float shared = c.response.shared_scalers(static_cast<int>(i));
-      const uint32_t p = c.partitions[i];
-      if (c.response.partition_ids(static_cast<int>(i)) != p ||
+    for (size_t i = 0; i < c->partitions.size(); ++i) {
+      const float shared = c->response.shared_scalers(static_cast<int>(i));
+      const uint32_t p = c->partitions[i];
+      if (c->response.partition_ids(static_cast<int>(i)) != p ||
           !common::ValidateScaler(shared).ok() || shared < scalers_[p]) {
         return absl::InvalidArgumentError(
             absl::StrCat(where, "shared_scalers[", i, "]: ", shared, " for partition ", p,
@@ -515,9 +629,28 @@ absl::Status Worker::Impl::ShareScalers() {
   return absl::OkStatus();
 }
 
+absl::Status Worker::Impl::ShareScalersWithRetry(std::vector<bool> to) {
+  for (;;) {
+    std::vector<bool> lost(options_.shards.size(), false);
+    if (absl::Status st = ShareScalers(to, &lost); !st.ok()) return st;
+    std::vector<uint32_t> reconnect;
+    for (uint32_t s = 0; s < lost.size(); ++s) {
+      if (lost[s]) reconnect.push_back(s);
+    }
+    if (reconnect.empty()) return absl::OkStatus();
+    if (--reconnects_left_ < 0) {
+      return absl::UnavailableError(absl::StrCat(ShardName(reconnect[0]),
+                                                 " ShareScalers: the connection was lost again "
+                                                 "after every reconnection of this step"));
+    }
+    if (absl::Status st = Reconnect(reconnect); !st.ok()) return st;
+    to = std::move(lost);
+  }
+}
+
 void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& exchange, int ticket,
                                  const EncodeParams& params, StepCounters& counters,
-                                 FirstError& error, absl::BlockingCounter& pending) {
+                                 FirstError& error, CallLatch& pending) {
   const absl::Time start = absl::Now();
   std::vector<absl::Span<uint8_t>> out;
   out.reserve(batch.partitions.size());
@@ -533,12 +666,19 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
     Dispatch(batch, /*sendable=*/false, gradients, exchange, counters, error, pending);
     return;
   }
-  // The request: its fields and each payload's fields as slices of `heads`, each payload's bytes
-  // as a slice of `data` (both alive and unchanged until the call completes).
+  BuildRequest(batch, params.key_base.step);
+  counters.sent.fetch_add(sent, std::memory_order_relaxed);
+  AddSeconds(counters.encode, Seconds(start));
+  batch.timing = {.shard = batch.shard, .sent_bytes = sent, .encoded = Elapsed()};
+  Dispatch(batch, /*sendable=*/true, gradients, exchange, counters, error, pending);
+}
+
+void Worker::Impl::BuildRequest(Batch& batch, uint64_t step) {
+  // Both buffers stay alive and unchanged until the call completes.
   batch.heads.clear();
   std::vector<size_t> ends;  // where each payload's head ends in `heads`
-  common::AppendPushPullRequestHead(options_.job_id, options_.rank, epochs_[batch.shard],
-                                    params.key_base.step, &batch.heads);
+  common::AppendPushPullRequestHead(options_.job_id, options_.rank, epochs_[batch.shard], step,
+                                    &batch.heads);
   for (size_t i = 0; i < batch.partitions.size(); ++i) {
     const uint32_t p = batch.partitions[i];
     const common::PayloadView head{
@@ -561,10 +701,6 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
     from = ends[i];
   }
   batch.request = grpc::ByteBuffer(slices.data(), slices.size());
-  counters.sent.fetch_add(sent, std::memory_order_relaxed);
-  AddSeconds(counters.encode, Seconds(start));
-  batch.timing = {.shard = batch.shard, .sent_bytes = sent, .encoded = Elapsed()};
-  Dispatch(batch, /*sendable=*/true, gradients, exchange, counters, error, pending);
 }
 
 std::vector<Worker::Impl::Batch*> Worker::Impl::NextToSendLocked(uint32_t shard) {
@@ -587,8 +723,7 @@ std::vector<Worker::Impl::Batch*> Worker::Impl::NextToSendLocked(uint32_t shard)
 }
 
 void Worker::Impl::Dispatch(Batch& batch, bool sendable, Gradients gradients, Exchange& exchange,
-                            StepCounters& counters, FirstError& error,
-                            absl::BlockingCounter& pending) {
+                            StepCounters& counters, FirstError& error, CallLatch& pending) {
   std::vector<Batch*> ready;
   {
     absl::MutexLock lock(&flight_mu_);
@@ -607,13 +742,16 @@ void Worker::Impl::CancelCalls() {
 }
 
 void Worker::Impl::Send(Batch& batch, Gradients gradients, Exchange& exchange,
-                        StepCounters& counters, FirstError& error, absl::BlockingCounter& pending) {
+                        StepCounters& counters, FirstError& error, CallLatch& pending) {
   batch.response.Clear();
   {
     absl::MutexLock lock(&flight_mu_);
-    if (cancelled_) {
+    if (cancelled_ || flights_[batch.shard].lost) {
+      // The step has failed (its error is set), or this shard's connection was lost: the batch
+      // waits to be resent after the reconnection.
+      batch.lost = !cancelled_;
       --flights_[batch.shard].in_flight;
-      pending.DecrementCount();  // the step has failed already; its error is set
+      pending.DecrementCount();
       return;
     }
     batch.context = NewContext(absl::Now() + options_.rpc_timeout);
@@ -624,26 +762,128 @@ void Worker::Impl::Send(Batch& batch, Gradients gradients, Exchange& exchange,
       &batch.request, &batch.response,
       [this, &batch, gradients, &exchange, &counters, &error, &pending](grpc::Status st) {
         batch.timing.answered = Elapsed();
+        // A lost connection (the shard may be restarting) is not a failure yet: the shard is
+        // reconnected and its unanswered batches resent (Resend).
+        bool lost = false;
+        bool first_loss = false;
         // The shard's next batches in order take this call's place.
         std::vector<Batch*> ready;
         {
           absl::MutexLock lock(&flight_mu_);
+          lost = LostConnection(st, cancelled_);
           batch.in_call = false;
           --flights_[batch.shard].in_flight;
+          if (lost) {
+            batch.lost = true;
+            first_loss = !flights_[batch.shard].lost;
+            flights_[batch.shard].lost = true;
+          }
           ready = NextToSendLocked(batch.shard);
         }
+        if (first_loss) pending.NoteLoss();
         for (Batch* b : ready) Send(*b, gradients, exchange, counters, error, pending);
-        if (!st.ok()) {
+        if (!st.ok() && !lost) {
           error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(batch.shard), " PushPull")));
+        }
+        if (!st.ok()) {
           pending.DecrementCount();
           return;
         }
         // Decode on the pool, not on gRPC's callback thread.
         pool_.Schedule([this, &batch, gradients, &exchange, &counters, &error, &pending] {
-          error.Set(Decode(batch, gradients, exchange, counters));
+          absl::Status decoded = Decode(batch, gradients, exchange, counters);
+          batch.answered = decoded.ok();
+          error.Set(std::move(decoded));
           pending.DecrementCount();
         });
       });
+}
+
+absl::Status Worker::Impl::Resend(Gradients gradients, Exchange& exchange, StepCounters& counters,
+                                  FirstError& error) {
+  const uint64_t step = this->step();
+  for (;;) {
+    std::vector<bool> lost(options_.shards.size(), false);
+    std::vector<uint32_t> shards;
+    {
+      absl::MutexLock lock(&flight_mu_);
+      for (const Batch& b : batches_) {
+        if (b.lost && !lost[b.shard]) {
+          lost[b.shard] = true;
+          shards.push_back(b.shard);
+        }
+      }
+    }
+    if (shards.empty()) return absl::OkStatus();
+    if (absl::Status st = ReconnectLost(); !st.ok()) return st;
+    // A restarted shard lost the offers of an unfinished step: offer again. The payloads were
+    // encoded with the scalers shared before, so the shard must settle the same ones (it does:
+    // the maximum of the same offers, or the one it logged).
+    const std::vector<float> encoded_with = scalers_;
+    if (absl::Status st = ShareScalersWithRetry(lost); !st.ok()) return st;
+    for (const ScalerCall& c : scaler_calls_) {
+      for (const uint32_t p : c.partitions) {
+        if (scalers_[p] != encoded_with[p]) {
+          return absl::FailedPreconditionError(
+              absl::StrCat(ShardName(c.shard), " ShareScalers after reconnecting: shared scaler ",
+                           scalers_[p], " for partition ", p, " of step ", step,
+                           ", the payloads were encoded with ", encoded_with[p]));
+        }
+      }
+    }
+    // Resend what those shards have not answered, in plan order, with the new epochs.
+    int resent = 0;
+    {
+      absl::MutexLock lock(&flight_mu_);
+      for (const uint32_t s : shards) flights_[s] = Flight{};
+      for (Batch& b : batches_) {
+        if (!lost[b.shard] || b.answered) continue;
+        b.lost = false;
+        BuildRequest(b, step);
+        flights_[b.shard].order.push_back(&b);
+        ++resent;
+      }
+    }
+    CallLatch pending(resent);
+    for (const uint32_t s : shards) {
+      std::vector<Batch*> ready;
+      {
+        absl::MutexLock lock(&flight_mu_);
+        ready = NextToSendLocked(s);
+      }
+      for (Batch* b : ready) Send(*b, gradients, exchange, counters, error, pending);
+    }
+    WaitReconnecting(pending, error);
+    if (absl::Status st = error.Get(); !st.ok()) return st;
+  }
+}
+
+absl::Status Worker::Impl::ReconnectLost() {
+  std::vector<uint32_t> shards;
+  {
+    absl::MutexLock lock(&flight_mu_);
+    for (uint32_t s = 0; s < flights_.size(); ++s) {
+      if (flights_[s].lost && !flights_[s].reconnected) shards.push_back(s);
+    }
+  }
+  if (shards.empty()) return absl::OkStatus();
+  if (--reconnects_left_ < 0) {
+    return absl::UnavailableError(absl::StrCat(ShardName(shards[0]),
+                                               " PushPull: the connection was lost again after "
+                                               "every reconnection of this step"));
+  }
+  if (absl::Status st = Reconnect(shards); !st.ok()) return st;
+  absl::MutexLock lock(&flight_mu_);
+  for (const uint32_t s : shards) flights_[s].reconnected = true;
+  return absl::OkStatus();
+}
+
+void Worker::Impl::WaitReconnecting(CallLatch& pending, FirstError& error) {
+  while (!pending.Wait()) {
+    // A call lost its connection: reconnect that shard now, while the others go on. If it cannot
+    // be reached within the connect timeout the step fails (its other calls are cancelled).
+    if (error.Get().ok()) error.Set(ReconnectLost());
+  }
 }
 
 absl::Status Worker::Impl::Decode(Batch& batch, Gradients gradients, Exchange& exchange,
@@ -740,8 +980,13 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
   // 2. Shared scalers.
   const absl::Time scaler_start = absl::Now();
   const double statistics_end = Elapsed();
+  reconnects_left_ = kMaxReconnectsPerStep;
+  reconnects_ = 0;
   if (!scaler_calls_.empty()) {
-    if (absl::Status st = ShareScalers(); !st.ok()) return st;
+    if (absl::Status st = ShareScalersWithRetry(std::vector<bool>(options_.shards.size(), true));
+        !st.ok()) {
+      return st;
+    }
   }
   const double scaler_seconds = Seconds(scaler_start);
   const double scalers_end = Elapsed();
@@ -753,13 +998,15 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
   // One failed call fails the step: calls in flight to every shard are cancelled and nothing
   // more is sent, instead of waiting for answers that no longer matter.
   FirstError error([this] { CancelCalls(); });
-  absl::BlockingCounter pending(static_cast<int>(batches_.size()));
+  CallLatch pending(static_cast<int>(batches_.size()));
   {
     absl::MutexLock lock(&flight_mu_);
     cancelled_ = false;
     for (Flight& f : flights_) f = Flight{};
     for (Batch& batch : batches_) {
       batch.encoded = Encoded::kNotYet;
+      batch.lost = false;
+      batch.answered = false;
       flights_[batch.shard].order.push_back(&batch);
     }
   }
@@ -775,7 +1022,8 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
       EncodeAndSend(*b, gradients, exchange, t, params, counters, error, pending);
     });
   }
-  pending.Wait();
+  WaitReconnecting(pending, error);
+  if (error.Get().ok()) error.Set(Resend(gradients, exchange, counters, error));
   error.Set(exchange.End());
   if (absl::Status st = error.Get(); !st.ok()) return st;
   absl::MutexLock lock(&mu_);
@@ -789,6 +1037,7 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
   last_.scaler_seconds = scaler_seconds;
   last_.communication_seconds = Seconds(scaler_start);
   last_.min_contributors = counters.min_contributors.load();
+  last_.reconnects = reconnects_;
   last_.statistics_end = statistics_end;
   last_.scalers_end = scalers_end;
   last_.calls.clear();
@@ -874,11 +1123,13 @@ absl::Status Worker::Impl::OfferState(State state) {
     std::unique_ptr<grpc::ClientContext> context;
   };
   std::vector<Upload> uploads(options_.shards.size());
-  absl::BlockingCounter pending(static_cast<int>(uploads.size()));
+  std::unique_ptr<absl::BlockingCounter> pending;
   FirstError error;
+  std::vector<bool> lost(uploads.size(), false);  // lost connections: reconnected, sent again
+  absl::Mutex lost_mu;
   std::function<void(Upload&)> send_next = [&](Upload& u) {
     if (u.next == u.groups.size() || !error.Get().ok()) {
-      pending.DecrementCount();
+      pending->DecrementCount();
       return;
     }
     u.request.Clear();
@@ -901,22 +1152,47 @@ absl::Status Worker::Impl::OfferState(State state) {
     u.context = NewContext(deadline);
     stubs_[u.shard]->async()->PutSnapshot(
         u.context.get(), &u.request, &u.response, [&, up = &u](grpc::Status st) {
-          if (!st.ok()) {
+          if (LostConnection(st, /*cancelled_here=*/false)) {
+            absl::MutexLock lock(&lost_mu);
+            lost[up->shard] = true;
+          } else if (!st.ok()) {
             error.Set(
                 common::FromGrpcStatus(st, absl::StrCat(ShardName(up->shard), " PutSnapshot")));
-            pending.DecrementCount();
+          }
+          if (!st.ok()) {
+            pending->DecrementCount();
             return;
           }
           send_next(*up);
         });
   };
+  std::vector<uint32_t> to;
   for (uint32_t s = 0; s < uploads.size(); ++s) {
     uploads[s].shard = s;
     uploads[s].groups = StateGroups(s);
+    to.push_back(s);
   }
-  for (Upload& u : uploads) send_next(u);
-  pending.Wait();
-  return error.Get();
+  for (int attempt = 0;; ++attempt) {
+    pending = std::make_unique<absl::BlockingCounter>(static_cast<int>(to.size()));
+    for (const uint32_t s : to) {
+      uploads[s].next = 0;
+      send_next(uploads[s]);
+    }
+    pending->Wait();
+    if (absl::Status st = error.Get(); !st.ok()) return st;
+    to.clear();
+    for (uint32_t s = 0; s < lost.size(); ++s) {
+      if (lost[s]) to.push_back(s);
+      lost[s] = false;
+    }
+    if (to.empty()) return absl::OkStatus();
+    if (attempt == kMaxReconnectsPerStep) {
+      return absl::UnavailableError(
+          absl::StrCat(ShardName(to[0]),
+                       " PutSnapshot: the connection was lost again after every reconnection"));
+    }
+    if (absl::Status st = Reconnect(to); !st.ok()) return st;
+  }
 }
 
 absl::Status Worker::Impl::Recover(State state, Gradients gradients,
@@ -1078,7 +1354,7 @@ absl::Status Worker::StepOnDevice(absl::Span<const absl::Span<float>> device_gra
   return impl_->Step(device_gradients, **device, cuda_stream);
 }
 bool Worker::DeviceAvailable() { return DeviceExchangeAvailable(); }
-absl::Status Worker::Rejoin() { return impl_->JoinAll(); }
+absl::Status Worker::Rejoin() { return impl_->JoinAll(/*rejoin=*/true); }
 absl::Status Worker::OfferState(State state) { return impl_->OfferState(state); }
 absl::Status Worker::Recover(State state, absl::Span<const absl::Span<float>> gradients,
                              const std::function<absl::Status(uint64_t)>& apply) {

@@ -310,6 +310,12 @@ int main(int argc, char** argv) {
     loss_sum += *loss;
     ++epoch_steps;
     const ternps::worker::StepStats stats = (*worker)->last_step();
+    if (stats.reconnects > 0) {
+      std::fprintf(stderr,
+                   "ternps-worker %u: step %llu: lost a shard's connection; reconnected "
+                   "(%u join(s)) and repeated the step's calls to it\n",
+                   rank, static_cast<unsigned long long>(g), stats.reconnects);
+    }
     if (metrics != nullptr) {
       metrics->RecordStep(absl::ToDoubleSeconds(absl::Now() - step_start), compute_seconds,
                           stats.encode_seconds, stats.communication_seconds, stats.sent_bytes,

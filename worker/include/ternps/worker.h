@@ -28,6 +28,10 @@
 //     Join of the same rank. Call Rejoin(); the next Step continues at the step the shards agree
 //     on (the gradient of the failed step is lost) and the model has missed the averages its
 //     peers applied meanwhile: rebuild it with Recover() (needs snapshot_interval > 0).
+//   - a lost connection to a shard is not a failure by itself: the worker joins that shard again
+//     (retrying up to connect_timeout) and repeats the step's calls to it; a durable shard
+//     (--state_dir) that restarted answers them as if nothing happened. UNAVAILABLE when the
+//     shard stays unreachable; FAILED_PRECONDITION when it came back without the job's state.
 //   - anything else (UNAVAILABLE, DEADLINE_EXCEEDED, a malformed answer, a device error): the
 //     step may have reached some shards and not others, so its outcome is unknown. Call
 //     Rejoin() before the next Step; if the shards completed the step without this worker, it
@@ -113,6 +117,9 @@ struct StepStats {
   // From the scaler exchange to the last average decoded (later encodes overlap it).
   double communication_seconds = 0.0;
   uint32_t min_contributors = 0;  // smallest number of workers in any average
+  // Shards joined again during the step after their connections were lost (a shard restarted
+  // from its state directory); the step's calls to them were repeated.
+  uint32_t reconnects = 0;
   // The step's timeline, in seconds since Step began: the statistics phase ended, the scaler
   // exchange ended, and per PushPull call (one shard, some partitions) when its encoding was
   // done (and the call sent), when its answer arrived (upload, the shard's wait for the other

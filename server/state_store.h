@@ -1,0 +1,151 @@
+// Durable recovery state of a shard (ternps-server --state_dir): per job its registration, and per
+// owned partition its latest snapshot and the log of the averages it answered since, so that a
+// restarted shard resumes its jobs where they were.
+//
+//   <state_dir>/job-<hex of job_id>/job          registration: the first JoinRequest, incarnation
+//   <state_dir>/job-<hex of job_id>/p<id>.snap   latest snapshot (written to .tmp, fsync, rename)
+//   <state_dir>/job-<hex of job_id>/p<id>-<first step>.log   averages, one record per step
+//
+// Every file and record carries a CRC-32 of its bytes. A log record is appended and fdatasync'd
+// before the average it holds is answered, so whatever any worker has received survives a crash; a
+// torn last record (a crash mid-write) fails its checksum and is dropped on load. A new segment
+// starts at every snapshot; segments wholly before the snapshot are deleted.
+//
+// What is read back is untrusted: every field is checked against the job's spec and a bad file
+// gives an error naming the file and the field (the job is then not restored), never a crash.
+//
+//   absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Create(dir, first_join);
+//   PartitionStore* p = (*store)->Partition(3);
+//   p->Append(record);                       // durable when it returns OK
+//   std::vector<StoredJob> jobs = LoadJobs(dir, &problems);   // at start-up
+//
+// Thread safety: a PartitionStore is driven under its partition's lock, except WriteSnapshot,
+// which serializes itself; JobStore::Partition and Remove are thread-safe.
+#ifndef TERNPS_SERVER_STATE_STORE_H_
+#define TERNPS_SERVER_STATE_STORE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "common/wire/push_pull_wire.h"
+#include "ternps/v1/ternps.pb.h"
+
+namespace ternps::server {
+
+// One logged average: what step `step` of a partition answered, and which ranks contributed.
+struct LoggedAverage {
+  uint64_t step = 0;
+  std::vector<uint64_t> pushed;  // RankBits of the contributors
+  common::PayloadView head;      // every field but the pieces
+  bool has_bytes = false;        // false: the step failed without an average
+  absl::Span<const uint8_t> bytes;
+};
+
+// What a partition's files hold, checked against its spec.
+struct LoadedPartition {
+  uint64_t snapshot_step = 0;
+  std::string snapshot;  // empty: none yet (the initial state)
+  struct Entry {
+    uint64_t step;
+    std::vector<uint64_t> pushed;
+    common::PayloadView head;
+    bool has_bytes;
+    std::string bytes;
+  };
+  std::vector<Entry> log;  // steps snapshot_step, snapshot_step + 1, ... in order
+};
+
+// What a partition's records must match.
+struct PartitionShape {
+  uint32_t id = 0;
+  uint32_t elements = 0;
+  ternps::v1::Encoding downlink = ternps::v1::FP32;
+  uint32_t world_size = 1;
+  size_t state_bytes = 0;
+};
+
+class PartitionStore {
+ public:
+  PartitionStore(std::string dir, uint32_t id) : dir_(std::move(dir)), id_(id) {}
+  ~PartitionStore();
+  PartitionStore(const PartitionStore&) = delete;
+  PartitionStore& operator=(const PartitionStore&) = delete;
+
+  // Reads the snapshot and every log segment (DATA_LOSS naming the file and field for a record
+  // that does not fit `shape`; a torn or corrupt tail is dropped, not an error), then opens a new
+  // segment at the first step not logged.
+  absl::StatusOr<LoadedPartition> Load(const PartitionShape& shape);
+  // Appends one record and makes it durable (INTERNAL with the file and errno otherwise).
+  absl::Status Append(const LoggedAverage& average);
+  // Writes the snapshot of the state at the start of `step` durably; an older step than the one
+  // on disk is ignored.
+  absl::Status WriteSnapshot(uint64_t step, absl::string_view state) ABSL_LOCKS_EXCLUDED(snap_mu_);
+  // After a snapshot at `snapshot_step` took effect: later records go to a new segment starting at
+  // `next_step`, and segments holding only steps before the snapshot are deleted.
+  absl::Status StartSegment(uint64_t next_step, uint64_t snapshot_step);
+
+ private:
+  std::string SegmentPath(uint64_t first_step) const;
+  absl::Status OpenSegment(uint64_t first_step);
+
+  const std::string dir_;
+  const uint32_t id_;
+  int fd_ = -1;                               // the open segment
+  std::string open_path_;                     // its path
+  std::map<uint64_t, std::string> segments_;  // first step -> path, the open one last
+  std::string record_;                        // scratch for one record
+  absl::Mutex snap_mu_;
+  uint64_t snapshot_on_disk_ ABSL_GUARDED_BY(snap_mu_) = 0;
+};
+
+class JobStore {
+ public:
+  // A new job: replaces whatever an earlier job of the same id left, writes the registration.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Create(const std::string& state_dir,
+                                                          const ternps::v1::JoinRequest& join);
+  // Use Create or LoadJobs.
+  JobStore(std::string dir, uint64_t incarnation)
+      : dir_(std::move(dir)), incarnation_(incarnation) {}
+  ~JobStore();
+  JobStore(const JobStore&) = delete;
+  JobStore& operator=(const JobStore&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  // How many times the job was restored; epochs of this incarnation start above every earlier
+  // one's.
+  uint64_t incarnation() const { return incarnation_; }
+  PartitionStore* Partition(uint32_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  // The job is over: deletes its directory (no later restart restores it).
+  void Remove() ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  const std::string dir_;
+  const uint64_t incarnation_;
+  absl::Mutex mu_;
+  std::map<uint32_t, std::unique_ptr<PartitionStore>> partitions_ ABSL_GUARDED_BY(mu_);
+  bool removed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+struct StoredJob {
+  ternps::v1::JoinRequest registration;
+  std::unique_ptr<JobStore> store;
+};
+
+// Every job under `state_dir` (created if missing), each with its incarnation bumped on disk. A
+// job directory that cannot be read is skipped with a line in `problems` naming it and why.
+std::vector<StoredJob> LoadJobs(const std::string& state_dir, std::vector<std::string>* problems);
+
+// OK if `state_dir` exists or can be created and is writable (--state_dir).
+absl::Status CheckStateDir(const std::string& state_dir);
+
+}  // namespace ternps::server
+
+#endif  // TERNPS_SERVER_STATE_STORE_H_
