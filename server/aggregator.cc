@@ -323,7 +323,7 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
                      "partitions: the sum of partition ", config_.id, " at step ", slot.step,
                      " overflows float32 (gradients of magnitude near 3.4e38)")),
                  finisher);
-      if (absl::Status st = Log(slot, head, nullptr); !st.ok()) {
+      if (absl::Status st = Log(slot, head, nullptr, finisher); !st.ok()) {
         // The pushes are failed already; the next step's answers will fail the same way.
         std::fprintf(stderr, "ternps-server: partition %u: %s\n", config_.id,
                      std::string(st.message()).c_str());
@@ -345,7 +345,7 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
       answer = slot.float_sums;  // sent as it is: the FP32 wire format is little-endian float32
     }
   }
-  if (absl::Status st = Log(slot, head, answer); !st.ok()) {
+  if (absl::Status st = Log(slot, head, answer, finisher); !st.ok()) {
     // Not durable: nobody may receive it (a restart would not know it was answered).
     FailPushes(slot, st, finisher);
     stats.aggregate = slot.apply + (config_.clock->Now() - start);
@@ -362,7 +362,8 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
 }
 
 absl::Status PartitionAggregator::Log(const Slot& slot, const common::PayloadView& head,
-                                      const std::shared_ptr<AverageBytes>& answer) {
+                                      const std::shared_ptr<AverageBytes>& answer,
+                                      Finisher& finisher) {
   if (!config_.keep_recovery) return absl::OkStatus();
   std::shared_ptr<AverageBytes> copy;
   if (answer != nullptr) {
@@ -387,6 +388,7 @@ absl::Status PartitionAggregator::Log(const Slot& slot, const common::PayloadVie
                        .bytes = {}};
   if (copy != nullptr) record.bytes = copy->span();
   absl::Status st = config_.store->Append(record);
+  if (st.ok()) finisher.SyncBeforeFinishing(config_.store);
   if (!st.ok()) {
     return absl::InternalError(
         absl::StrCat("partition ", config_.id, " step ", slot.step,

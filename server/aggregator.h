@@ -177,8 +177,10 @@ class PartitionAggregator {
   // The logged step `step` if it was completed with `rank`'s contribution and has an average.
   const LogEntry* Replayable(uint32_t rank, uint64_t step) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records a completed step in the log (and on disk for a durable shard).
+  // A durable shard's record is synced by `finisher` before it answers anything.
   absl::Status Log(const Slot& slot, const common::PayloadView& head,
-                   const std::shared_ptr<AverageBytes>& answer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                   const std::shared_ptr<AverageBytes>& answer, Finisher& finisher)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const PartitionConfig config_;
   mutable absl::Mutex mu_;

@@ -30,7 +30,8 @@ Engine::~Engine() {
 }
 
 void Engine::RestoreJobs() {
-  for (StoredJob& stored : LoadJobs(config_.state_dir, &restored_.problems)) {
+  for (StoredJob& stored :
+       LoadJobs(ShardStateDir(config_.state_dir, config_.shard_index), &restored_.problems)) {
     const std::string dir = stored.store->dir();
     const v1::JoinRequest& join = stored.registration;
     absl::Status st;
@@ -40,6 +41,7 @@ void Engine::RestoreJobs() {
                        ", this is shard ", config_.shard_index, " of ", config_.shard_count));
     }
     std::unique_ptr<Job> job;
+    stored.store->set_sync_averages(config_.state_sync);
     if (st.ok()) {
       absl::StatusOr<common::JobSpec> spec = common::ResolveJobSpec(join, LimitsOf(config_));
       absl::StatusOr<std::unique_ptr<Job>> restored =
@@ -115,9 +117,10 @@ absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequ
       std::unique_ptr<JobStore> store;
       if (!config_.state_dir.empty() && spec->recovery.snapshot_interval > 0) {
         absl::StatusOr<std::unique_ptr<JobStore>> created =
-            JobStore::Create(config_.state_dir, request);
+            JobStore::Create(ShardStateDir(config_.state_dir, config_.shard_index), request);
         if (!created.ok()) return created.status();
         store = *std::move(created);
+        store->set_sync_averages(config_.state_sync);
       }
       absl::StatusOr<std::unique_ptr<Job>> created = Job::Create(*spec, config_, std::move(store));
       if (!created.ok()) return created.status();

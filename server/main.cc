@@ -51,6 +51,11 @@ ABSL_FLAG(std::string, state_dir, "",
           "Directory where jobs with recovery snapshots (snapshot_interval > 0) are written "
           "durably and restored from when the shard restarts (created if missing). Empty: state "
           "lives in memory only and a restarted shard has lost its jobs");
+ABSL_FLAG(std::string, state_sync, "step",
+          "With --state_dir: 'step' fdatasyncs every answered average before answering it (a "
+          "restarted shard loses nothing, even after a power loss); 'none' only writes it (the "
+          "page cache keeps it across a crash or kill of the shard process, not of the machine; "
+          "cheaper per step)");
 ABSL_FLAG(bool, quiet, false, "Log only errors");
 
 namespace {
@@ -95,6 +100,13 @@ int main(int argc, char** argv) {
   options.reuse_port = absl::GetFlag(FLAGS_reuse_port);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   options.shard.state_dir = absl::GetFlag(FLAGS_state_dir);
+  const std::string state_sync = absl::GetFlag(FLAGS_state_sync);
+  if (state_sync != "step" && state_sync != "none") {
+    std::fprintf(stderr, "ternps-server: --state_sync: '%s' is not 'step' or 'none'\n",
+                 state_sync.c_str());
+    return 2;
+  }
+  options.shard.state_sync = state_sync == "step";
   if (absl::Status st = ternps::server::ValidateShardConfig(options.shard); !st.ok()) {
     std::fprintf(stderr, "ternps-server: %s\n", std::string(st.message()).c_str());
     return 2;

@@ -62,22 +62,46 @@ class PendingCall : public PendingCallBase {
   Response* const response_;
 };
 
+// Something written under engine locks that must be durable before the answers that depend on
+// it go out (a durable shard's log of averages).
+class SyncTarget {
+ public:
+  virtual ~SyncTarget() = default;
+  virtual absl::Status Sync() = 0;
+};
+
 // Collects the calls whose last part completed while engine locks were held, and finishes them
-// when it goes out of scope (declare it before the locks).
+// when it goes out of scope (declare it before the locks). Targets to sync are synced first, once
+// each, outside the locks; if one fails, every call fails with its error.
 class Finisher {
  public:
   Finisher() = default;
   Finisher(const Finisher&) = delete;
   Finisher& operator=(const Finisher&) = delete;
   ~Finisher() {
-    for (const auto& call : ready_) call->Finish();
+    absl::Status synced;
+    for (SyncTarget* target : syncs_) {
+      absl::Status st = target->Sync();
+      if (synced.ok()) synced = std::move(st);
+    }
+    for (const auto& call : ready_) {
+      if (!synced.ok()) call->Fail(synced);
+      call->Finish();
+    }
   }
   void PartDone(std::shared_ptr<PendingCallBase> call) {
     if (call->PartDone()) ready_.push_back(std::move(call));
   }
+  void SyncBeforeFinishing(SyncTarget* target) {
+    for (const SyncTarget* t : syncs_) {
+      if (t == target) return;
+    }
+    syncs_.push_back(target);
+  }
 
  private:
   std::vector<std::shared_ptr<PendingCallBase>> ready_;
+  std::vector<SyncTarget*> syncs_;
 };
 
 }  // namespace ternps::server

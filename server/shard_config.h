@@ -41,6 +41,9 @@ struct ShardConfig {
   // from at start-up (server/state_store.h). Empty: memory only; a restarted shard has lost its
   // jobs.
   std::string state_dir;
+  // Whether every answered average is fdatasync'd before it is answered (survives a power loss),
+  // or only written (survives a crash of the shard process, not of its machine: cheaper).
+  bool state_sync = true;
   // Whether the engine runs its own timeout sweep (every step_timeout / 8); tests that drive a
   // ManualClock call Engine::CheckTimeouts themselves.
   bool run_reaper = true;

@@ -63,6 +63,12 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ShardServe
     shard->observer_ = std::make_unique<MetricsObserver>(shard->metrics_.get(), config.clock);
     config.observer = shard->observer_.get();
   }
+  if (!config.state_dir.empty()) {
+    absl::StatusOr<std::unique_ptr<StateDirLock>> lock =
+        StateDirLock::Acquire(ShardStateDir(config.state_dir, config.shard_index));
+    if (!lock.ok()) return lock.status();
+    shard->state_lock_ = *std::move(lock);
+  }
   shard->engine_ = std::make_unique<Engine>(config);
   shard->service_ = std::make_unique<ParameterServerService>(shard->engine_.get());
   grpc::EnableDefaultHealthCheckService(true);

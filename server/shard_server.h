@@ -19,6 +19,7 @@
 #include "server/engine.h"
 #include "server/metrics_observer.h"
 #include "server/service.h"
+#include "server/state_store.h"
 
 namespace ternps::server {
 
@@ -61,6 +62,7 @@ class ShardServer {
   ShardServer() = default;
 
   // Declared before the engine, which records into them: destroyed after it.
+  std::unique_ptr<StateDirLock> state_lock_;  // held while the engine may write there
   std::unique_ptr<common::MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<common::ServerMetrics> metrics_;
   std::unique_ptr<MetricsObserver> observer_;

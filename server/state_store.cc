@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -280,6 +281,7 @@ bool NextRecord(absl::string_view all, size_t* offset, LoadedPartition::Entry* e
 }  // namespace
 
 PartitionStore::~PartitionStore() {
+  absl::MutexLock lock(&fd_mu_);
   if (fd_ >= 0) close(fd_);
 }
 
@@ -291,8 +293,20 @@ absl::Status PartitionStore::OpenSegment(uint64_t first_step) {
   const std::string path = SegmentPath(first_step);
   const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return Errno("cannot create", path);
-  if (fd_ >= 0) close(fd_);
-  fd_ = fd;
+  {
+    absl::MutexLock lock(&fd_mu_);
+    if (fd_ >= 0) {
+      // Records not synced yet may be in the old segment.
+      const int rc = fdatasync(fd_);
+      close(fd_);
+      if (rc != 0) {
+        close(fd);
+        fd_ = -1;
+        return Errno("cannot fdatasync", open_path_);
+      }
+    }
+    fd_ = fd;
+  }
   open_path_ = path;
   segments_[first_step] = path;
   return SyncDir(dir_);
@@ -375,7 +389,7 @@ absl::StatusOr<LoadedPartition> PartitionStore::Load(const PartitionShape& shape
 }
 
 absl::Status PartitionStore::Append(const LoggedAverage& a) {
-  if (fd_ < 0) {
+  if (open_path_.empty()) {
     if (absl::Status st = OpenSegment(a.step); !st.ok()) return st;
   }
   std::string& r = record_;
@@ -396,8 +410,33 @@ absl::Status PartitionStore::Append(const LoggedAverage& a) {
   const uint32_t length = static_cast<uint32_t>(r.size() + 4);
   std::memcpy(r.data() + 4, &length, 4);
   Put(&r, Crc(r));
-  if (absl::Status st = WriteAll(fd_, r, open_path_); !st.ok()) return st;
-  if (fdatasync(fd_) != 0) return Errno("cannot fdatasync", open_path_);
+  {
+    absl::MutexLock lock(&fd_mu_);
+    if (fd_ < 0) return absl::InternalError(absl::StrCat("state_dir: ", open_path_, " is closed"));
+    if (absl::Status st = WriteAll(fd_, r, open_path_); !st.ok()) return st;
+  }
+  appended_.fetch_add(1, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+absl::Status PartitionStore::Sync() {
+  if (!sync_averages_) return absl::OkStatus();
+  const uint64_t target = appended_.load(std::memory_order_acquire);
+  if (synced_.load(std::memory_order_acquire) >= target) return absl::OkStatus();
+  int fd = -1;
+  {
+    // A duplicate: the segment may be rotated (and its descriptor closed) meanwhile; rotation
+    // syncs the old segment itself.
+    absl::MutexLock lock(&fd_mu_);
+    if (fd_ >= 0) fd = dup(fd_);
+  }
+  if (fd < 0) return Errno("cannot sync", open_path_);
+  const int rc = fdatasync(fd);
+  close(fd);
+  if (rc != 0) return Errno("cannot fdatasync", open_path_);
+  uint64_t synced = synced_.load(std::memory_order_relaxed);
+  while (synced < target && !synced_.compare_exchange_weak(synced, target)) {
+  }
   return absl::OkStatus();
 }
 
@@ -452,7 +491,7 @@ JobStore::~JobStore() = default;
 PartitionStore* JobStore::Partition(uint32_t id) {
   absl::MutexLock lock(&mu_);
   std::unique_ptr<PartitionStore>& p = partitions_[id];
-  if (p == nullptr) p = std::make_unique<PartitionStore>(dir_, id);
+  if (p == nullptr) p = std::make_unique<PartitionStore>(dir_, id, sync_averages_);
   return p.get();
 }
 
@@ -466,6 +505,10 @@ void JobStore::Remove() {
 
 std::vector<StoredJob> LoadJobs(const std::string& state_dir, std::vector<std::string>* problems) {
   std::vector<StoredJob> jobs;
+  if (mkdir(state_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    problems->push_back(std::string(Errno("cannot create", state_dir).message()));
+    return jobs;
+  }
   for (const std::string& name : ListDir(state_dir)) {
     if (!absl::StartsWith(name, "job-")) continue;
     const std::string dir = absl::StrCat(state_dir, "/", name);
@@ -493,6 +536,25 @@ std::vector<StoredJob> LoadJobs(const std::string& state_dir, std::vector<std::s
   }
   return jobs;
 }
+
+std::string ShardStateDir(const std::string& state_dir, uint32_t shard_index) {
+  return absl::StrCat(state_dir, "/shard-", shard_index);
+}
+
+absl::StatusOr<std::unique_ptr<StateDirLock>> StateDirLock::Acquire(const std::string& dir) {
+  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return Errno("cannot create", dir);
+  const std::string path = dir + "/LOCK";
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("cannot create", path);
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--state_dir: ", dir, " is in use by another ternps-server with the same shard index"));
+  }
+  return std::unique_ptr<StateDirLock>(new StateDirLock(fd));
+}
+
+StateDirLock::~StateDirLock() { close(fd_); }
 
 absl::Status CheckStateDir(const std::string& state_dir) {
   struct stat info;

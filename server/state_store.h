@@ -6,10 +6,11 @@
 //   <state_dir>/job-<hex of job_id>/p<id>.snap   latest snapshot (written to .tmp, fsync, rename)
 //   <state_dir>/job-<hex of job_id>/p<id>-<first step>.log   averages, one record per step
 //
-// Every file and record carries a CRC-32 of its bytes. A log record is appended and fdatasync'd
-// before the average it holds is answered, so whatever any worker has received survives a crash; a
-// torn last record (a crash mid-write) fails its checksum and is dropped on load. A new segment
-// starts at every snapshot; segments wholly before the snapshot are deleted.
+// Every file and record carries a CRC-32 of its bytes. A log record is appended under its
+// partition's lock and fdatasync'd (Sync, once for all partitions a request completed, outside the
+// locks) before the average it holds is answered, so whatever any worker has received survives a
+// crash; a torn last record (a crash mid-write) fails its checksum and is dropped on load. A new
+// segment starts at every snapshot; segments wholly before the snapshot are deleted.
 //
 // What is read back is untrusted: every field is checked against the job's spec and a bad file
 // gives an error naming the file and the field (the job is then not restored), never a crash.
@@ -24,6 +25,7 @@
 #ifndef TERNPS_SERVER_STATE_STORE_H_
 #define TERNPS_SERVER_STATE_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -36,6 +38,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/wire/push_pull_wire.h"
+#include "server/pending_call.h"
 #include "ternps/v1/ternps.pb.h"
 
 namespace ternps::server {
@@ -72,9 +75,12 @@ struct PartitionShape {
   size_t state_bytes = 0;
 };
 
-class PartitionStore {
+class PartitionStore : public SyncTarget {
  public:
-  PartitionStore(std::string dir, uint32_t id) : dir_(std::move(dir)), id_(id) {}
+  // `sync_averages` false: Sync does not fdatasync (records survive a crash of the process, not
+  // of the machine); snapshots and segment changes are synced either way.
+  PartitionStore(std::string dir, uint32_t id, bool sync_averages = true)
+      : dir_(std::move(dir)), id_(id), sync_averages_(sync_averages) {}
   ~PartitionStore();
   PartitionStore(const PartitionStore&) = delete;
   PartitionStore& operator=(const PartitionStore&) = delete;
@@ -83,8 +89,12 @@ class PartitionStore {
   // that does not fit `shape`; a torn or corrupt tail is dropped, not an error), then opens a new
   // segment at the first step not logged.
   absl::StatusOr<LoadedPartition> Load(const PartitionShape& shape);
-  // Appends one record and makes it durable (INTERNAL with the file and errno otherwise).
-  absl::Status Append(const LoggedAverage& average);
+  // Appends one record (INTERNAL with the file and errno if it cannot be written); it is durable
+  // once a Sync that began after this returned has succeeded.
+  absl::Status Append(const LoggedAverage& average) ABSL_LOCKS_EXCLUDED(fd_mu_);
+  // Makes every appended record durable (fdatasync); cheap when nothing was appended since.
+  // Thread-safe, and may run while another thread appends.
+  absl::Status Sync() override ABSL_LOCKS_EXCLUDED(fd_mu_);
   // Writes the snapshot of the state at the start of `step` durably; an older step than the one
   // on disk is ignored.
   absl::Status WriteSnapshot(uint64_t step, absl::string_view state) ABSL_LOCKS_EXCLUDED(snap_mu_);
@@ -94,12 +104,18 @@ class PartitionStore {
 
  private:
   std::string SegmentPath(uint64_t first_step) const;
-  absl::Status OpenSegment(uint64_t first_step);
+  // Makes the segment starting at `first_step` the one appended to (the previous one is synced
+  // first).
+  absl::Status OpenSegment(uint64_t first_step) ABSL_LOCKS_EXCLUDED(fd_mu_);
 
   const std::string dir_;
   const uint32_t id_;
-  int fd_ = -1;                               // the open segment
+  const bool sync_averages_;
+  absl::Mutex fd_mu_;
+  int fd_ ABSL_GUARDED_BY(fd_mu_) = -1;       // the open segment
   std::string open_path_;                     // its path
+  std::atomic<uint64_t> appended_{0};         // records appended
+  std::atomic<uint64_t> synced_{0};           // of which known durable
   std::map<uint64_t, std::string> segments_;  // first step -> path, the open one last
   std::string record_;                        // scratch for one record
   absl::Mutex snap_mu_;
@@ -123,6 +139,8 @@ class JobStore {
   // one's.
   uint64_t incarnation() const { return incarnation_; }
   PartitionStore* Partition(uint32_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether partitions created from now on fdatasync their averages (PartitionStore).
+  void set_sync_averages(bool sync) { sync_averages_ = sync; }
   // The job is over: deletes its directory (no later restart restores it).
   void Remove() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -132,6 +150,7 @@ class JobStore {
   absl::Mutex mu_;
   std::map<uint32_t, std::unique_ptr<PartitionStore>> partitions_ ABSL_GUARDED_BY(mu_);
   bool removed_ ABSL_GUARDED_BY(mu_) = false;
+  bool sync_averages_ = true;
 };
 
 struct StoredJob {
@@ -139,12 +158,32 @@ struct StoredJob {
   std::unique_ptr<JobStore> store;
 };
 
-// Every job under `state_dir` (created if missing), each with its incarnation bumped on disk. A
-// job directory that cannot be read is skipped with a line in `problems` naming it and why.
+// Every job under `state_dir` (a shard's directory, created if missing), each with its incarnation
+// bumped on disk. A job directory that cannot be read is skipped with a line in `problems` naming
+// it and why.
 std::vector<StoredJob> LoadJobs(const std::string& state_dir, std::vector<std::string>* problems);
 
 // OK if `state_dir` exists or can be created and is writable (--state_dir).
 absl::Status CheckStateDir(const std::string& state_dir);
+
+// Where shard `shard_index` keeps its jobs under --state_dir: its own subdirectory, so that shards
+// may share one volume.
+std::string ShardStateDir(const std::string& state_dir, uint32_t shard_index);
+
+// An exclusive lock on a shard's state directory (created if missing), held while the object
+// lives: a second shard process with the same directory is refused at start-up
+// (FAILED_PRECONDITION) instead of overwriting the first one's files.
+class StateDirLock {
+ public:
+  static absl::StatusOr<std::unique_ptr<StateDirLock>> Acquire(const std::string& dir);
+  ~StateDirLock();
+  StateDirLock(const StateDirLock&) = delete;
+  StateDirLock& operator=(const StateDirLock&) = delete;
+
+ private:
+  explicit StateDirLock(int fd) : fd_(fd) {}
+  const int fd_;
+};
 
 }  // namespace ternps::server
 

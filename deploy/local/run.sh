@@ -4,14 +4,16 @@
 #   deploy/local/run.sh                       # 2 shards, 4 workers, 5 epochs, terngrad
 #   deploy/local/run.sh --codec fp32          # the uncompressed baseline over the same system
 #   deploy/local/run.sh --epochs 1 --workers 2 --shards 1
-#   deploy/local/run.sh --chaos               # kill -9 a worker mid-run, restart it, recover
+#   deploy/local/run.sh --chaos               # kill -9 a worker and a shard mid-run, restart both
 #
 # Options: --epochs N, --workers N, --shards N, --codec terngrad|fp32, --batch-size N, --lr X,
 #   --build-dir DIR, --no-install (skip apt-get), --no-build, --logs DIR (keep logs there),
 #   --with-prometheus (also start a local Prometheus scraping every shard and worker),
 #   --chaos (the last worker kills itself with SIGKILL halfway through the first epoch and is
-#   started again; it rebuilds its peers' model from the shards and the run checks that every
-#   replica ends identical. Shards are not killed: they do not persist their state yet),
+#   started again: it rebuilds its peers' model from the shards; a few seconds later the last
+#   shard is killed with SIGKILL and started again on its port with its --state_dir: it restores
+#   the job and the workers reconnect and repeat the step. The run checks that every replica ends
+#   identical),
 #   -- ARGS... (extra ternps-worker flags).
 # Installs what is missing (apt-get; sudo when not root), builds, starts the shards and workers on
 # 127.0.0.1 (free ports), prints rank 0's progress, and ends with the JSON summary as the last
@@ -104,14 +106,18 @@ metrics_flags() {
   fi
 }
 SHARD_PIDS=()
-for ((s = 0; s < SHARDS; s++)); do
-  rm -f "${WORK}/shard-${s}.port"
-  "${BIN}/ternps-server" --listen=127.0.0.1:0 --port_file="${WORK}/shard-${s}.port" \
-    --shard_index="${s}" --shard_count="${SHARDS}" $(metrics_flags "shard-${s}") \
-    >"${WORK}/shard-${s}.log" 2>&1 &
+# start_shard INDEX PORT: a shard in the background (PORT 0: any free port, published in
+# ${WORK}/shard-INDEX.port). Each keeps its jobs' recovery state in its own --state_dir, so a
+# shard that is restarted resumes them.
+start_shard() {
+  rm -f "${WORK}/shard-$1.port"
+  "${BIN}/ternps-server" --listen="127.0.0.1:$2" --port_file="${WORK}/shard-$1.port" \
+    --shard_index="$1" --shard_count="${SHARDS}" --state_dir="${WORK}/shard-$1.state" \
+    $(metrics_flags "shard-$1") >>"${WORK}/shard-$1.log" 2>&1 &
   PIDS+=("$!")
-  SHARD_PIDS+=("$!")
-done
+  SHARD_PIDS[$1]="$!"
+}
+for ((s = 0; s < SHARDS; s++)); do start_shard "${s}" 0; done
 ADDRESSES=()
 for ((s = 0; s < SHARDS; s++)); do
   # Bounded wait for the shard to publish its port (it exits on a start-up error).
@@ -211,6 +217,17 @@ if [[ "${CHAOS}" == 1 ]]; then
     echo "run.sh: --chaos: worker ${CHAOS_RANK} exited with ${rc} instead of being killed" >&2
     FAILED=1
   fi
+  # Then a shard, while the workers are in the middle of steps (a demo: the delay is a choice,
+  # not synchronization); it comes back on its port with its state directory.
+  CHAOS_SHARD=$((SHARDS - 1))
+  sleep 3
+  if kill -KILL "${SHARD_PIDS[CHAOS_SHARD]}" 2>/dev/null; then
+    wait "${SHARD_PIDS[CHAOS_SHARD]}" 2>/dev/null || true
+    echo "== chaos: shard ${CHAOS_SHARD} killed (SIGKILL); starting it again from ${WORK}/shard-${CHAOS_SHARD}.state"
+    start_shard "${CHAOS_SHARD}" "${ADDRESSES[CHAOS_SHARD]##*:}"
+    wait_for_file "${WORK}/shard-${CHAOS_SHARD}.port" "${SHARD_PIDS[CHAOS_SHARD]}" \
+      "shard ${CHAOS_SHARD}" || FAILED=1
+  fi
 fi
 for ((r = 0; r < WORKERS; r++)); do
   if ! wait "${WORKER_PIDS[r]}"; then
@@ -244,6 +261,8 @@ echo "== done: test accuracy $(field test_accuracy), uplink $(field uplink_ratio
   "all ${WORKERS} replicas identical; logs in ${WORK}"
 if [[ "${CHAOS}" == 1 ]]; then
   echo "== chaos: $(grep -h 'recovered the model' "${WORK}/worker-${CHAOS_RANK}.log" | head -1)"
+  echo "== chaos: $(grep -h 'restored' "${WORK}/shard-${CHAOS_SHARD}.log" | tail -1)"
+  echo "== chaos: $(grep -h 'reconnected' "${WORK}/worker-0.log" | head -1)"
 fi
 echo "${SUMMARY}"
 if [[ "${PROMETHEUS}" == 1 ]]; then

@@ -81,6 +81,19 @@ function checkConsistency(overlay, objects) {
   const expected = Array.from({length: sts.spec.replicas},
       (_, i) => `${sts.metadata.name}-${i}.${serverSvc.metadata.name}:${serverPorts.grpc}`);
   check(data.SHARDS === expected.join(","), where(`SHARDS ${data.SHARDS} != ${expected}`));
+  // The shard's --state_dir is a volume from the StatefulSet's claim template (kept across pod
+  // restarts), mounted read-write.
+  const server = serverPod.spec.containers[0];
+  const stateArg = server.args.find((a) => a.startsWith("--state_dir="));
+  check(stateArg, where("the shard has no --state_dir"));
+  if (stateArg) {
+    const mount = (server.volumeMounts || []).find(
+        (m) => m.mountPath === stateArg.slice("--state_dir=".length));
+    check(mount && !mount.readOnly, where(`${stateArg} is not a writable volume mount`));
+    const claims = (sts.spec.volumeClaimTemplates || []).map((c) => c.metadata.name);
+    check(mount && claims.includes(mount.name),
+          where(`${stateArg} is not backed by a volumeClaimTemplate (${claims})`));
+  }
   // Scrape annotations name the metrics ports.
   check(serverPod.metadata.annotations["prometheus.io/port"] === String(serverPorts.metrics),
         where("shard scrape annotation port != metrics port"));

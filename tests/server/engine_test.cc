@@ -503,8 +503,9 @@ TEST_F(EngineTest, ADurableShardRestartsWhereItWas) {
     leave.set_epoch(epochs_[rank]);
     ASSERT_TRUE(engine_->Leave(leave).ok());
   }
-  EXPECT_EQ(std::system(absl::StrCat("test -z \"$(ls -A ", tmpl, ")\"").c_str()), 0)
-      << "the ended job's files are still in " << tmpl;
+  const std::string shard_dir = ShardStateDir(tmpl, 0);
+  EXPECT_EQ(std::system(absl::StrCat("test -z \"$(ls -A ", shard_dir, ")\"").c_str()), 0)
+      << "the ended job's files are still in " << shard_dir;
   std::system(absl::StrCat("rm -rf ", tmpl).c_str());
 }
 

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -58,6 +59,33 @@ TEST(ShardServerTest, ASecondShardOnTheSamePortIsRefused) {
   options.listen = (*first)->address();
   absl::StatusOr<std::unique_ptr<ShardServer>> second = ShardServer::Start(options);
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+}
+
+// Two shards with the same index must not share a state directory (they would overwrite each
+// other's jobs); other indexes may share the volume.
+TEST(ShardServerTest, ASecondShardOnTheSameStateDirIsRefused) {
+  char tmpl[] = "/tmp/ternps-lock-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  ShardServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.shard.shard_count = 2;
+  options.shard.state_dir = tmpl;
+  {
+    absl::StatusOr<std::unique_ptr<ShardServer>> first = ShardServer::Start(options);
+    ASSERT_TRUE(first.ok()) << first.status();
+    absl::StatusOr<std::unique_ptr<ShardServer>> second = ShardServer::Start(options);
+    EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition) << second.status();
+    EXPECT_THAT(std::string(second.status().message()),
+                HasSubstr(absl::StrCat(tmpl, "/shard-0 is in use by another ternps-server")));
+    options.shard.shard_index = 1;
+    absl::StatusOr<std::unique_ptr<ShardServer>> other = ShardServer::Start(options);
+    EXPECT_TRUE(other.ok()) << other.status();
+  }
+  options.shard.shard_index = 0;
+  absl::StatusOr<std::unique_ptr<ShardServer>> after = ShardServer::Start(options);
+  EXPECT_TRUE(after.ok()) << "the lock outlived its shard: " << after.status();
+  after->reset();
+  std::system(absl::StrCat("rm -rf ", tmpl).c_str());
 }
 
 TEST(ShardServerTest, AnAddressThatIsNotLocalIsAnError) {
