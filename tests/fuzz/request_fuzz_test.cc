@@ -4,6 +4,7 @@
 // validators must survive arbitrary bytes. Deterministic: fixed seeds, no timing.
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <random>
@@ -37,6 +38,7 @@ v1::JoinRequest Join(uint32_t rank) {
   r.mutable_codec()->set_codec(v1::CODEC_TERNGRAD);
   r.mutable_codec()->set_partition_elements(4096);
   r.set_shard_count(1);
+  r.set_snapshot_interval(2);  // recovery state kept: PutSnapshot and GetRecovery are live
   return r;
 }
 
@@ -113,11 +115,17 @@ v1::PartitionPayload RandomPayload(std::mt19937_64& rng) {
 
 TEST(RequestFuzzTest, TheShardSurvivesAndAnswersEveryCallOnce) {
   Calls calls;
+  int snapshots_taken = 0;
+  int recoveries_answered = 0;
   std::vector<std::unique_ptr<v1::PushPullResponse>> push_responses;
   std::vector<std::unique_ptr<v1::ShareScalersResponse>> scaler_responses;
   {
+    char state_dir[] = "/tmp/ternps-fuzz-XXXXXX";  // durable: the state store is fuzzed too
+    ASSERT_NE(mkdtemp(state_dir), nullptr);
     server::ShardConfig config;
     config.step_timeout = absl::Hours(1);  // no drops: the test controls everything
+    config.state_dir = state_dir;
+    config.state_sync = false;  // the writes are exercised; syncing them only costs time here
     server::Engine engine(config);
     std::vector<uint64_t> epochs;
     for (uint32_t r = 0; r < 3; ++r) {
@@ -126,11 +134,38 @@ TEST(RequestFuzzTest, TheShardSurvivesAndAnswersEveryCallOnce) {
       epochs.push_back(joined->epoch());
     }
     std::mt19937_64 rng(20261128);
-    for (int i = 0; i < 4000; ++i) {
+    for (int i = 0; i < 6000; ++i) {
       const uint32_t rank = static_cast<uint32_t>(rng() % 4);  // 3 is out of range
       const uint64_t step = rng() % 4;
       const uint64_t epoch = rank < 3 && rng() % 4 ? epochs[rank] : rng() % 5;
-      switch (rng() % 4) {
+      switch (rng() % 6) {
+        case 4: {  // PutSnapshot: random partitions, sizes around the right one, random steps
+          v1::PutSnapshotRequest r;
+          r.set_job_id(rng() % 10 ? kJob : "other!");
+          r.set_worker_rank(rank);
+          r.set_epoch(epoch);
+          r.set_step(step);
+          const int k = static_cast<int>(rng() % 3);
+          for (int j = 0; j < k; ++j) {
+            v1::PartitionState* p = r.add_partitions();
+            p->set_partition_id(static_cast<uint32_t>(rng() % 7));
+            const size_t right = p->partition_id() < 2 ? 4 * 4096 : 4 * (rng() % 4096);
+            p->set_data(std::string(rng() % 2 ? right : rng() % 20000, static_cast<char>(rng())));
+          }
+          if (engine.PutSnapshot(r).ok()) ++snapshots_taken;
+          break;
+        }
+        case 5: {  // GetRecovery of random partitions up to a random step
+          v1::GetRecoveryRequest r;
+          r.set_job_id(kJob);
+          r.set_worker_rank(rank);
+          r.set_epoch(epoch);
+          r.set_to_step(rng() % 5);
+          const int k = static_cast<int>(rng() % 4);
+          for (int j = 0; j < k; ++j) r.add_partition_ids(static_cast<uint32_t>(rng() % 7));
+          if (engine.GetRecovery(r).ok()) ++recoveries_answered;
+          break;
+        }
         case 0: {  // ShareScalers
           v1::ShareScalersRequest r;
           r.set_job_id(rng() % 10 ? kJob : "other!");
@@ -175,8 +210,12 @@ TEST(RequestFuzzTest, TheShardSurvivesAndAnswersEveryCallOnce) {
     auto status = engine.GetStatus(v1::GetStatusRequest());
     ASSERT_TRUE(status.ok());
     engine.Shutdown();  // fails whatever still waits
+    std::system((std::string("rm -rf ") + state_dir).c_str());
   }
   EXPECT_GT(calls.started.load(), 2000);
+  // The recovery calls reached their apply paths, not only their checks.
+  EXPECT_GT(snapshots_taken, 0);
+  EXPECT_GT(recoveries_answered, 0);
   EXPECT_EQ(calls.finished.load(), calls.started.load()) << "a call was never answered";
   EXPECT_EQ(calls.doubled.load(), 0) << "a call was answered twice";
 }
