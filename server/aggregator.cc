@@ -426,16 +426,23 @@ void PartitionAggregator::Restore(LoadedPartition loaded) {
 }
 
 void PartitionAggregator::CollectExpired(absl::Time now, const MembershipView& view,
+                                         absl::Span<const std::atomic<int64_t>> active_ns,
                                          std::vector<uint32_t>* missing) {
+  const int64_t silent_since = absl::ToUnixNanos(now - config_.step_timeout);
   for (Slot& slot : slots_) {
-    if (!slot.active || slot.deadline > now) continue;
+    if (!slot.active) continue;
+    const bool expired = slot.deadline <= now;
     const RankBits required = view.Required(slot.step);
     const RankBits& have = slot.scalers_done ? slot.pushed : slot.offered;
     for (uint32_t r = 0; r < view.world_size; ++r) {
-      if (TestRank(required, r) && !TestRank(have, r)) missing->push_back(r);
+      if (!TestRank(required, r) || TestRank(have, r)) continue;
+      if (expired || (view.ranks[r].state == RankState::kJoined &&
+                      active_ns[r].load(std::memory_order_relaxed) <= silent_since)) {
+        missing->push_back(r);
+      }
     }
     // Whoever is missing gets dropped; the step completes with the rest at the next Recheck.
-    slot.deadline = now + config_.step_timeout;
+    if (expired) slot.deadline = now + config_.step_timeout;
   }
 }
 

@@ -104,9 +104,15 @@ class PartitionAggregator {
   // Completes whatever the (changed) membership no longer waits for.
   void Recheck(const MembershipView& view, Finisher& finisher,
                std::vector<CompletionStats>* completed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Adds to `missing` the ranks an expired step (deadline before `now`) still waits for.
-  void CollectExpired(absl::Time now, const MembershipView& view, std::vector<uint32_t>* missing)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds to `missing` the ranks a step has waited too long for: every rank it still waits for once
+  // its deadline has passed (step_timeout after it started, or after its scalers settled), and
+  // before that any joined rank it waits for that has been silent on this shard for step_timeout
+  // (`active_ns[r]`: when rank r last called or had a call answered). The second rule keeps a
+  // rank that died between shards from costing its peers a second timeout here: the other shard
+  // already waited for it once.
+  void CollectExpired(absl::Time now, const MembershipView& view,
+                      absl::Span<const std::atomic<int64_t>> active_ns,
+                      std::vector<uint32_t>* missing) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Recovery (see the proto's header). CheckSnapshot: OK if a snapshot of the state at the start
   // of `step` fits (FAILED_PRECONDITION if step - 1 is not complete here, or the job keeps no
   // recovery state). ApplySnapshot replaces an older snapshot and forgets the averages before

@@ -88,7 +88,9 @@ Job::Job(common::JobSpec spec, const ShardConfig& shard, std::unique_ptr<JobStor
       store_(std::move(store)),
       // Epochs of a restored job start above every one its earlier incarnations gave out.
       membership_(spec_.world_size, (store_ == nullptr ? 0 : store_->incarnation() << 32) | 1),
-      owned_index_(spec_.plan.partitions().size(), -1) {
+      owned_index_(spec_.plan.partitions().size(), -1),
+      active_ns_(new std::atomic<int64_t>[spec_.world_size]) {
+  for (uint32_t r = 0; r < spec_.world_size; ++r) NoteActive(r);
   for (const uint32_t p : spec_.plan.PartitionsOfShard(shard.shard_index)) {
     PartitionConfig config;
     config.id = p;
@@ -117,6 +119,7 @@ absl::StatusOr<v1::JoinResponse> Job::Join(const v1::JoinRequest& request,
                                            const common::JobSpec& spec) {
   Touch();
   if (absl::Status st = common::CompareSpecs(spec_, spec); !st.ok()) return st;
+  NoteActive(request.worker_rank());  // below world_size (the engine checked, the specs agree)
   if (request.plan_checksum() != 0 && request.plan_checksum() != spec_.plan.Checksum()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "plan_checksum: ", absl::Hex(request.plan_checksum()), " differs from the shard's ",
@@ -244,7 +247,7 @@ void Job::ShareScalers(const v1::ShareScalersRequest& request, v1::ShareScalersR
   absl::StatusOr<ValidatedRequest> v =
       ValidateShareScalers(request, spec_, shard_.shard_index, *membership_.View());
   if (!v.ok()) return done(v.status());
-  Apply(*v, OfferOp{&request, response}, std::move(done));
+  Apply(*v, OfferOp{&request, response}, Activity(v->rank, std::move(done)));
 }
 
 void Job::PushPull(const common::PushPullRequestView& request, PushPullAnswer* response,
@@ -253,7 +256,15 @@ void Job::PushPull(const common::PushPullRequestView& request, PushPullAnswer* r
   absl::StatusOr<ValidatedRequest> v =
       ValidatePushPull(request, spec_, shard_.shard_index, *membership_.View());
   if (!v.ok()) return done(v.status());
-  Apply(*v, PushOp{&request, response}, std::move(done));
+  Apply(*v, PushOp{&request, response}, Activity(v->rank, std::move(done)));
+}
+
+DoneCallback Job::Activity(uint32_t rank, DoneCallback done) {
+  NoteActive(rank);
+  return [this, rank, done = std::move(done)](absl::Status st) {
+    NoteActive(rank);
+    done(std::move(st));
+  };
 }
 
 absl::StatusOr<v1::LeaveResponse> Job::Leave(const v1::LeaveRequest& request) {
@@ -297,6 +308,7 @@ absl::StatusOr<v1::PutSnapshotResponse> Job::PutSnapshot(v1::PutSnapshotRequest&
       !st.ok()) {
     return st;
   }
+  NoteActive(request.worker_rank());
   std::vector<PartitionAggregator*> parts;
   for (const uint32_t p : ids) parts.push_back(Owned(p));
   {
@@ -343,6 +355,7 @@ absl::StatusOr<v1::GetRecoveryResponse> Job::GetRecovery(const v1::GetRecoveryRe
       !st.ok()) {
     return st;
   }
+  NoteActive(request.worker_rank());
   // A readmitted rank recovers up to the step it will push first (its start step: the largest any
   // shard answered). Where this shard admitted it from an earlier step, that step must not wait
   // for it: it completes without it, as a first push at to_step would have made it.
@@ -396,7 +409,8 @@ int Job::CheckTimeouts(absl::Time now) {
   std::vector<uint32_t> missing;
   for (const auto& a : aggregators_) {
     absl::MutexLock lock(&a->mu());
-    a->CollectExpired(now, *view, &missing);
+    a->CollectExpired(now, *view, absl::MakeConstSpan(active_ns_.get(), spec_.world_size),
+                      &missing);
   }
   if (missing.empty()) return 0;
   std::sort(missing.begin(), missing.end());

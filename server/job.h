@@ -114,6 +114,8 @@ class Job {
   PartitionAggregator* Owned(uint32_t id) const;
   // Completes what a membership change released.
   void RecheckAll();
+  // Notes `rank` active now and again when `done` runs.
+  DoneCallback Activity(uint32_t rank, DoneCallback done);
   void Account(const std::vector<CompletionStats>& completed);
 
   const common::JobSpec spec_;
@@ -126,7 +128,13 @@ class Job {
   void Touch() {
     last_call_ns_.store(absl::ToUnixNanos(shard_.clock->Now()), std::memory_order_relaxed);
   }
+  // `rank` (validated) called, or one of its calls was answered: it is alive.
+  void NoteActive(uint32_t rank) {
+    active_ns_[rank].store(absl::ToUnixNanos(shard_.clock->Now()), std::memory_order_relaxed);
+  }
   std::atomic<int64_t> last_call_ns_{0};
+  // Per rank: when it last called this shard or had a call answered (NoteActive).
+  std::unique_ptr<std::atomic<int64_t>[]> active_ns_;
   // Wire payload bytes since the job was created, for GetStatus.
   std::atomic<uint64_t> received_bytes_{0};
   std::atomic<uint64_t> sent_bytes_{0};

@@ -31,6 +31,14 @@ class AggregatorTest : public ::testing::Test {
     aggregator_ = std::make_unique<PartitionAggregator>(config);
     members_.Join(0, 0, 0);
     members_.Join(1, 0, 0);
+    for (auto& a : active_) a.store(absl::ToUnixNanos(clock_.Now()));
+  }
+  std::vector<uint32_t> Expired() {
+    std::vector<uint32_t> missing;
+    absl::MutexLock lock(&aggregator_->mu());
+    aggregator_->CollectExpired(clock_.Now(), *members_.View(), absl::MakeConstSpan(active_, 2),
+                                &missing);
+    return missing;
   }
 
   // A call of one part that records its status when answered.
@@ -91,6 +99,7 @@ class AggregatorTest : public ::testing::Test {
   }
 
   common::ManualClock clock_;
+  std::atomic<int64_t> active_[2];  // per rank: last active (Job::NoteActive)
   Membership members_{2};
   std::unique_ptr<PartitionAggregator> aggregator_;
 };
@@ -181,18 +190,10 @@ TEST_F(AggregatorTest, DeadlinesComeFromTheClock) {
   PushPullAnswer r0;
   absl::Status a0 = absl::UnknownError("unanswered");
   ASSERT_TRUE(Push(0, 0, Fp32(4), &r0, &a0).ok());
-  std::vector<uint32_t> missing;
   clock_.Advance(absl::Seconds(9));
-  {
-    absl::MutexLock lock(&aggregator_->mu());
-    aggregator_->CollectExpired(clock_.Now(), *members_.View(), &missing);
-  }
-  EXPECT_TRUE(missing.empty());
+  EXPECT_TRUE(Expired().empty());
   clock_.Advance(absl::Seconds(2));
-  {
-    absl::MutexLock lock(&aggregator_->mu());
-    aggregator_->CollectExpired(clock_.Now(), *members_.View(), &missing);
-  }
+  std::vector<uint32_t> missing = Expired();
   EXPECT_EQ(missing, std::vector<uint32_t>{1});
   // Once the membership drops rank 1, the step completes with rank 0 alone.
   members_.Drop(missing);
@@ -206,6 +207,23 @@ TEST_F(AggregatorTest, DeadlinesComeFromTheClock) {
   }
   ASSERT_TRUE(a0.ok());
   EXPECT_EQ(r0.averages[0].head.contributors, 1u);
+}
+
+// A rank that has been silent on this shard for step_timeout is not waited for a second full
+// timeout by a step that started later (its peers were held up elsewhere, e.g. by another shard
+// that waited for the same dead rank); a rank active within the timeout is.
+TEST_F(AggregatorTest, ARankSilentForTheTimeoutIsNotWaitedForAgain) {
+  Make(kFp32);
+  clock_.Advance(absl::Seconds(9));  // rank 1 last active at 0, rank 0 now
+  active_[0].store(absl::ToUnixNanos(clock_.Now()));
+  PushPullAnswer r0;
+  absl::Status a0 = absl::UnknownError("unanswered");
+  ASSERT_TRUE(Push(0, 0, Fp32(4), &r0, &a0).ok());  // the step starts at 9 s: deadline 19 s
+  EXPECT_TRUE(Expired().empty());
+  clock_.Advance(absl::Seconds(1));  // 10 s: rank 1 silent for the whole timeout
+  EXPECT_EQ(Expired(), std::vector<uint32_t>{1});
+  active_[1].store(absl::ToUnixNanos(clock_.Now()));  // it called after all
+  EXPECT_TRUE(Expired().empty());
 }
 
 }  // namespace

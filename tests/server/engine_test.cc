@@ -524,5 +524,78 @@ TEST_F(EngineTest, ARejoinOfAJobTheShardDoesNotHaveIsRefused) {
   EXPECT_EQ(engine_->FindJob("other").status().code(), absl::StatusCode::kNotFound);
 }
 
+// A rank that dies between shards: it pushed step 0 to shard 0 but never to shard 1. Shard 1
+// waits the step timeout and drops it; its peers then reach step 1 on shard 0, which has not
+// heard from the rank for that long either and drops it at its next check instead of waiting a
+// second full timeout.
+TEST(EngineTwoShardsTest, ADeadRankCostsItsPeersOneTimeoutNotOnePerShard) {
+  common::ManualClock clock;
+  std::vector<std::unique_ptr<Engine>> shards;
+  for (uint32_t s = 0; s < 2; ++s) {
+    ShardConfig config;
+    config.shard_index = s;
+    config.shard_count = 2;
+    config.step_timeout = absl::Seconds(60);
+    config.clock = &clock;
+    config.run_reaper = false;
+    shards.push_back(std::make_unique<Engine>(config));
+  }
+  auto join = [](uint32_t rank, uint32_t shard) {
+    v1::JoinRequest r;
+    r.set_job_id("split");
+    r.set_worker_rank(rank);
+    r.set_world_size(3);
+    for (const char* name : {"a", "b"}) {
+      v1::TensorSpec* t = r.add_tensors();
+      t->set_name(name);
+      t->set_elements(kElements);
+    }
+    r.mutable_codec()->set_codec(v1::CODEC_FP32);
+    r.set_shard_index(shard);
+    r.set_shard_count(2);
+    return r;
+  };
+  std::vector<std::vector<uint64_t>> epochs(2, std::vector<uint64_t>(3));
+  std::vector<std::vector<uint32_t>> owned(2);
+  for (uint32_t s = 0; s < 2; ++s) {
+    for (uint32_t r = 0; r < 3; ++r) {
+      absl::StatusOr<v1::JoinResponse> joined = shards[s]->Join(join(r, s));
+      ASSERT_TRUE(joined.ok()) << joined.status();
+      epochs[s][r] = joined->epoch();
+      owned[s] = {joined->owned_partitions().begin(), joined->owned_partitions().end()};
+    }
+    ASSERT_EQ(owned[s].size(), 1u);
+  }
+  std::vector<std::unique_ptr<Answer<v1::PushPullResponse>>> answers;
+  auto push = [&](uint32_t s, uint32_t rank, uint64_t step) {
+    v1::PushPullRequest r;
+    r.set_job_id("split");
+    r.set_worker_rank(rank);
+    r.set_epoch(epochs[s][rank]);
+    r.set_step(step);
+    v1::PartitionPayload* p = r.add_partitions();
+    p->set_partition_id(owned[s][0]);
+    p->set_elements(kElements);
+    p->set_encoding(v1::FP32);
+    p->set_data(std::string(4 * kElements, '\0'));
+    answers.push_back(std::make_unique<Answer<v1::PushPullResponse>>());
+    shards[s]->PushPull(r, &answers.back()->response, answers.back()->Callback());
+    return answers.back().get();
+  };
+  for (uint32_t r = 0; r < 3; ++r) push(0, r, 0);  // step 0 complete on shard 0
+  auto* w0 = push(1, 0, 0);
+  push(1, 1, 0);  // rank 2 never reaches shard 1
+  clock.Advance(absl::Seconds(61));
+  EXPECT_EQ(shards[1]->CheckTimeouts(), 1);
+  ASSERT_TRUE(w0->done && w0->status.ok()) << w0->status;
+  // The survivors go on to step 1 on shard 0, 61 s after rank 2 was last heard of there.
+  auto* s0 = push(0, 0, 1);
+  push(0, 1, 1);
+  clock.Advance(absl::Seconds(1));  // far from this step's own deadline (60 s)
+  EXPECT_EQ(shards[0]->CheckTimeouts(), 1);
+  ASSERT_TRUE(s0->done && s0->status.ok()) << s0->status;
+  EXPECT_EQ(s0->response.averages(0).contributors(), 2u);
+}
+
 }  // namespace
 }  // namespace ternps::server

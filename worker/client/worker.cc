@@ -506,6 +506,11 @@ absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin
         !absl::StrContains(st.error_message(), "shutdown")) {
       cause = st.error_message();
     }
+    // A shard that is shutting down may also cancel the call (this worker never cancels a Join).
+    if (st.error_code() == grpc::StatusCode::CANCELLED) {
+      st = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the shard cancelled the call (shutting down)");
+    }
     if (st.error_code() != grpc::StatusCode::UNAVAILABLE || absl::Now() + backoff >= deadline) {
       break;
     }
