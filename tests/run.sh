@@ -32,7 +32,7 @@ done
 source "${ROOT}/deploy/local/packages.sh"
 if [[ "${INSTALL}" == 1 ]]; then
   ternps_install_packages "${TERNPS_BUILD_PACKAGES[@]}" "${TERNPS_RUN_PACKAGES[@]}" \
-    "${TERNPS_TEST_PACKAGES[@]}"
+    "${TERNPS_TEST_PACKAGES[@]}" "${TERNPS_PYTHON_PACKAGES[@]}"
 fi
 
 # npm packages of the Kubernetes manifest test (the schemas, used offline afterwards).

@@ -12,6 +12,10 @@ TERNPS_RUN_PACKAGES=(
 TERNPS_TEST_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev clang-format prometheus clang
 )
+# The Python package (worker/python: pybind11 bindings) and its tests (label `python`).
+TERNPS_PYTHON_PACKAGES=(
+  python3-dev python3-pybind11 python3-numpy python3-torch python3-grpcio python3-protobuf
+)
 
 # ternps_install_packages PKG... — apt-get installs those not yet installed (sudo when not root).
 ternps_install_packages() {

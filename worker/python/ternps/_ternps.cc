@@ -1,0 +1,191 @@
+// ternps._ternps: the Python bindings of libternps_worker (pybind11). The Python-facing API is
+// ternps.Worker (ternps/__init__.py), which wraps this module's Worker and accepts torch tensors
+// as well; see worker/python/README.md.
+//
+// Gradients are stepped in place: each must be a C-contiguous, writable float32 buffer (a numpy
+// array, or a CPU torch tensor's numpy() view), whose memory the C++ library reads and overwrites
+// with the average while the GIL is released. Errors are raised as ternps.TernpsError carrying
+// the gRPC status code's name ("UNAVAILABLE", ...).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "ternps/worker.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// An absl::Status on its way to Python (translated into ternps.TernpsError).
+struct StatusError {
+  std::string code;
+  std::string message;
+};
+
+void ThrowIfError(const absl::Status& st) {
+  if (st.ok()) return;
+  throw StatusError{absl::StatusCodeToString(st.code()), std::string(st.message())};
+}
+
+class PyWorker {
+ public:
+  PyWorker(const std::string& job_id, uint32_t rank, uint32_t world_size,
+           const std::vector<std::string>& shards,
+           const std::vector<std::pair<std::string, uint64_t>>& tensors, const std::string& codec,
+           float clip_sigmas, bool scaler_sharing, uint32_t partition_elements,
+           uint32_t min_compress_elements, uint64_t seed, uint32_t snapshot_interval,
+           uint32_t state_slots, int threads, double connect_timeout, double rpc_timeout) {
+    ternps::worker::WorkerOptions options;
+    options.job_id = job_id;
+    options.rank = rank;
+    options.world_size = world_size;
+    options.shards = shards;
+    for (const auto& [name, elements] : tensors) options.tensors.push_back({name, elements, false});
+    if (codec == "terngrad") {
+      options.codec.codec = ternps::CodecKind::kTernGrad;
+    } else if (codec == "fp32") {
+      options.codec.codec = ternps::CodecKind::kFp32;
+    } else {
+      throw StatusError{"INVALID_ARGUMENT",
+                        absl::StrCat("codec: '", codec, "' is not 'terngrad' or 'fp32'")};
+    }
+    options.codec.clip_sigmas = clip_sigmas;
+    options.codec.scaler_sharing = scaler_sharing;
+    options.codec.partition_elements = partition_elements;
+    options.codec.min_compress_elements = min_compress_elements;
+    options.codec.seed = seed;
+    options.snapshot_interval = snapshot_interval;
+    options.state_slots = state_slots;
+    options.threads = threads;
+    options.connect_timeout = absl::Seconds(connect_timeout);
+    options.rpc_timeout = absl::Seconds(rpc_timeout);
+    absl::StatusOr<std::unique_ptr<ternps::worker::Worker>> worker;
+    {
+      py::gil_scoped_release release;
+      worker = ternps::worker::Worker::Connect(options);
+    }
+    ThrowIfError(worker.status());
+    worker_ = *std::move(worker);
+  }
+
+  // Steps `gradients` (one buffer per tensor, in registration order) in place.
+  void Step(const py::list& gradients) {
+    std::vector<py::array> keep;
+    std::vector<absl::Span<float>> spans;
+    keep.reserve(gradients.size());
+    for (size_t i = 0; i < gradients.size(); ++i) {
+      // Checked before viewing it as an array: constructing one from anything else would copy.
+      if (!py::isinstance<py::array>(gradients[i])) {
+        throw StatusError{"INVALID_ARGUMENT",
+                          absl::StrCat("gradients[", i, "]: not a numpy array or CPU tensor")};
+      }
+      py::array a = py::reinterpret_borrow<py::array>(gradients[i]);
+      if (!a.dtype().is(py::dtype::of<float>())) {
+        throw StatusError{"INVALID_ARGUMENT",
+                          absl::StrCat("gradients[", i, "]: dtype ",
+                                       std::string(py::str(a.dtype())), ", expected float32")};
+      }
+      if (!(a.flags() & py::array::c_style) || !a.writeable()) {
+        throw StatusError{"INVALID_ARGUMENT",
+                          absl::StrCat("gradients[", i,
+                                       "]: must be C-contiguous and writable (it is stepped in "
+                                       "place; no copy is made)")};
+      }
+      spans.emplace_back(static_cast<float*>(a.mutable_data()), static_cast<size_t>(a.size()));
+      keep.push_back(std::move(a));
+    }
+    WithoutGil([&](ternps::worker::Worker& w) { return w.Step(spans); });
+  }
+
+  void Rejoin() {
+    WithoutGil([](ternps::worker::Worker& w) { return w.Rejoin(); });
+  }
+
+  void Leave() {
+    WithoutGil([](ternps::worker::Worker& w) { return w.Leave(); });
+  }
+
+  uint64_t step() const { return Get().step(); }
+  uint32_t partitions() const { return Get().partitions(); }
+
+  py::dict LastStep() const {
+    const ternps::worker::StepStats s = Get().last_step();
+    py::dict d;
+    d["step"] = s.step;
+    d["seconds"] = s.seconds;
+    d["sent_bytes"] = s.sent_bytes;
+    d["received_bytes"] = s.received_bytes;
+    d["dense_bytes"] = s.dense_bytes;
+    d["encode_seconds"] = s.encode_seconds;
+    d["decode_seconds"] = s.decode_seconds;
+    d["scaler_seconds"] = s.scaler_seconds;
+    d["communication_seconds"] = s.communication_seconds;
+    d["min_contributors"] = s.min_contributors;
+    d["reconnects"] = s.reconnects;
+    return d;
+  }
+
+  // Leaves (bounded) and frees the connection now rather than when Python collects the object.
+  void Close() {
+    if (worker_ == nullptr) return;
+    py::gil_scoped_release release;
+    worker_.reset();
+  }
+
+ private:
+  // Runs call(worker) with the GIL released; raises its error.
+  template <typename Call>
+  void WithoutGil(Call call) {
+    ternps::worker::Worker& worker = Get();
+    absl::Status st;
+    {
+      py::gil_scoped_release release;
+      st = call(worker);
+    }
+    ThrowIfError(st);
+  }
+  ternps::worker::Worker& Get() const {
+    if (worker_ == nullptr) throw StatusError{"FAILED_PRECONDITION", "the worker is closed"};
+    return *worker_;
+  }
+
+  std::unique_ptr<ternps::worker::Worker> worker_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_ternps, m) {
+  m.doc() = "Bindings of libternps_worker (use ternps.Worker).";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const StatusError& e) {
+      py::object cls = py::module_::import("ternps.errors").attr("TernpsError");
+      PyErr_SetObject(cls.ptr(), py::make_tuple(e.code, e.message).ptr());
+    }
+  });
+  py::class_<PyWorker>(m, "Worker")
+      .def(py::init<const std::string&, uint32_t, uint32_t, const std::vector<std::string>&,
+                    const std::vector<std::pair<std::string, uint64_t>>&, const std::string&, float,
+                    bool, uint32_t, uint32_t, uint64_t, uint32_t, uint32_t, int, double, double>(),
+           py::arg("job_id"), py::arg("rank"), py::arg("world_size"), py::arg("shards"),
+           py::arg("tensors"), py::arg("codec"), py::arg("clip_sigmas"), py::arg("scaler_sharing"),
+           py::arg("partition_elements"), py::arg("min_compress_elements"), py::arg("seed"),
+           py::arg("snapshot_interval"), py::arg("state_slots"), py::arg("threads"),
+           py::arg("connect_timeout"), py::arg("rpc_timeout"))
+      .def("step", &PyWorker::Step, py::arg("gradients"))
+      .def("rejoin", &PyWorker::Rejoin)
+      .def("leave", &PyWorker::Leave)
+      .def("close", &PyWorker::Close)
+      .def_property_readonly("step_index", &PyWorker::step)
+      .def_property_readonly("partitions", &PyWorker::partitions)
+      .def("last_step", &PyWorker::LastStep);
+}
