@@ -5,10 +5,14 @@
 #   deploy/local/run.sh --codec fp32          # the uncompressed baseline over the same system
 #   deploy/local/run.sh --epochs 1 --workers 2 --shards 1
 #   deploy/local/run.sh --chaos               # kill -9 a worker and a shard mid-run, restart both
+#   deploy/local/run.sh --framework pytorch   # the workers are PyTorch DDP processes (ternps hook)
 #
 # Options: --epochs N, --workers N, --shards N, --codec terngrad|fp32, --batch-size N, --lr X,
 #   --build-dir DIR, --no-install (skip apt-get), --no-build, --logs DIR (keep logs there),
 #   --with-prometheus (also start a local Prometheus scraping every shard and worker),
+#   --framework cpp|pytorch (pytorch: each worker is a PyTorch DistributedDataParallel process,
+#   worker/python/examples/ddp_fashion_mnist.py, whose gradients go through the shards with the
+#   ternps.ddp hook; a 784-256-10 MLP; not with --chaos or --with-prometheus),
 #   --chaos (the last worker kills itself with SIGKILL halfway through the first epoch and is
 #   started again: it rebuilds its peers' model from the shards; a few seconds later the last
 #   shard is killed with SIGKILL and started again on its port with its --state_dir: it restores
@@ -33,6 +37,7 @@ BUILD=1
 LOGS=""
 PROMETHEUS=0
 CHAOS=0
+FRAMEWORK=cpp
 EXTRA=()
 
 while [[ $# -gt 0 ]]; do
@@ -49,8 +54,9 @@ while [[ $# -gt 0 ]]; do
     --logs) LOGS="$2"; shift 2 ;;
     --with-prometheus) PROMETHEUS=1; shift ;;
     --chaos) CHAOS=1; shift ;;
+    --framework) FRAMEWORK="$2"; shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -60,6 +66,14 @@ for n in EPOCHS WORKERS SHARDS BATCH; do
     exit 2
   fi
 done
+if [[ "${FRAMEWORK}" != cpp && "${FRAMEWORK}" != pytorch ]]; then
+  echo "run.sh: --framework must be cpp or pytorch, got '${FRAMEWORK}'" >&2
+  exit 2
+fi
+if [[ "${FRAMEWORK}" == pytorch && ( "${CHAOS}" == 1 || "${PROMETHEUS}" == 1 ) ]]; then
+  echo "run.sh: --framework pytorch does not support --chaos or --with-prometheus yet" >&2
+  exit 2
+fi
 if [[ "${CODEC}" != terngrad && "${CODEC}" != fp32 ]]; then
   echo "run.sh: --codec must be terngrad or fp32, got '${CODEC}'" >&2
   exit 2
@@ -70,6 +84,7 @@ source "${ROOT}/deploy/local/packages.sh"
 if [[ "${INSTALL}" == 1 ]]; then
   ternps_install_packages "${TERNPS_BUILD_PACKAGES[@]}" "${TERNPS_RUN_PACKAGES[@]}"
   if [[ "${PROMETHEUS}" == 1 ]]; then ternps_install_packages prometheus; fi
+  if [[ "${FRAMEWORK}" == pytorch ]]; then ternps_install_packages "${TERNPS_PYTHON_PACKAGES[@]}"; fi
 fi
 if [[ "${PROMETHEUS}" == 1 ]] && ! command -v prometheus >/dev/null; then
   echo "run.sh: --with-prometheus needs the Debian package 'prometheus' (drop --no-install)" >&2
@@ -78,7 +93,14 @@ fi
 if [[ "${BUILD}" == 1 ]]; then
   echo "== build (${BUILD_DIR})"
   cmake -S "${ROOT}" -B "${BUILD_DIR}" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build "${BUILD_DIR}" -j "$(nproc)" --target ternps-server ternps-worker
+  targets=(ternps-server ternps-worker)
+  if [[ "${FRAMEWORK}" == pytorch ]]; then targets+=(ternps_python); fi
+  cmake --build "${BUILD_DIR}" -j "$(nproc)" --target "${targets[@]}"
+fi
+if [[ "${FRAMEWORK}" == pytorch && ! -d "${BUILD_DIR}/python/ternps" ]]; then
+  echo "run.sh: the ternps Python package is not built in ${BUILD_DIR}/python (needs" \
+    "python3-dev and python3-pybind11; drop --no-install/--no-build)" >&2
+  exit 1
 fi
 BIN="${BUILD_DIR}/bin"
 for b in ternps-server ternps-worker; do
@@ -144,7 +166,30 @@ worker_args() {  # worker_args RANK
     --epochs="${EPOCHS}" --batch_size="${BATCH}" --lr="${LR}" \
     --job_id="local-$$" --summary_file="${WORK}/worker-$1.json"
 }
-for ((r = 0; r < WORKERS; r++)); do
+# The PyTorch workers' gloo process group (DDP's own bookkeeping) meets on a free port.
+DDP_MASTER_PORT=29500
+while (exec 3<>"/dev/tcp/127.0.0.1/${DDP_MASTER_PORT}") 2>/dev/null; do
+  DDP_MASTER_PORT=$((DDP_MASTER_PORT + 1))
+done
+pytorch_worker() {  # pytorch_worker RANK: a DDP process of the example, in the foreground
+  PYTHONPATH="${BUILD_DIR}/python${PYTHONPATH:+:${PYTHONPATH}}" /usr/bin/python3 \
+    "${ROOT}/worker/python/examples/ddp_fashion_mnist.py" --shards="${SHARD_LIST}" \
+    --rank="$1" --world_size="${WORKERS}" --codec="${CODEC}" --epochs="${EPOCHS}" \
+    --batch_size="${BATCH}" --lr="${LR}" --job_id="local-$$" \
+    --master="127.0.0.1:${DDP_MASTER_PORT}" --summary_file="${WORK}/worker-$1.json" "${EXTRA[@]}"
+}
+PYTORCH=0
+if [[ "${FRAMEWORK}" == pytorch ]]; then PYTORCH=1; fi
+for ((r = 0; r < WORKERS && PYTORCH; r++)); do
+  if [[ "${r}" == 0 ]]; then
+    pytorch_worker 0 > >(tee "${WORK}/worker-0.log" | grep -v '^{') 2>&1 &
+  else
+    pytorch_worker "${r}" >"${WORK}/worker-${r}.log" 2>&1 &
+  fi
+  PIDS+=("$!")
+  WORKER_PIDS+=("$!")
+done
+for ((r = 0; r < WORKERS && !PYTORCH; r++)); do
   # shellcheck disable=SC2207
   args=($(worker_args "${r}") $(metrics_flags "worker-${r}") "${EXTRA[@]}")
   if [[ "${CHAOS}" == 1 && "${r}" == "${CHAOS_RANK}" ]]; then

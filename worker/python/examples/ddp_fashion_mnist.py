@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Fashion-MNIST with PyTorch DistributedDataParallel, gradients averaged through ternps shards
+with TernGrad (ternps.ddp.TernGradHook), or with DDP's default all-reduce (no --shards).
+
+One process per rank:
+
+    python3 ddp_fashion_mnist.py --rank 0 --world_size 2 --shards 127.0.0.1:7070 &
+    python3 ddp_fashion_mnist.py --rank 1 --world_size 2 --shards 127.0.0.1:7070
+
+Each rank trains on its own slice of the training set (a seeded shuffle per epoch), a
+784-HIDDEN-10 MLP with SGD + momentum, the same initial model on every rank (DDP broadcasts
+rank 0's). Rank 0 prints progress per epoch; every rank writes a JSON summary (--summary_file)
+whose last line on stdout is the same: test accuracy, mean step time, model checksum.
+"""
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+DATA_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+
+
+def load(data_dir, kind):
+    with gzip.open(os.path.join(data_dir, f"{kind}-images-idx3-ubyte.gz")) as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
+    with gzip.open(os.path.join(data_dir, f"{kind}-labels-idx1-ubyte.gz")) as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return (torch.from_numpy(images.astype(np.float32) / 255.0),
+            torch.from_numpy(labels.astype(np.int64)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rank", type=int, required=True)
+    ap.add_argument("--world_size", type=int, required=True)
+    ap.add_argument("--shards", default="",
+                    help="ternps shard addresses, comma-separated; empty: DDP's all-reduce")
+    ap.add_argument("--job_id", default="ddp")
+    ap.add_argument("--master", default="127.0.0.1:29500",
+                    help="host:port of the gloo process group's rendezvous (rank 0 listens)")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--batch_size", type=int, default=32, help="per rank")
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--codec", default="terngrad", choices=["terngrad", "fp32"])
+    ap.add_argument("--data_dir", default=DATA_DIR)
+    ap.add_argument("--summary_file", default="")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    dist.init_process_group("gloo", init_method=f"tcp://{args.master}", rank=args.rank,
+                            world_size=args.world_size)
+    train_x, train_y = load(args.data_dir, "train")
+    test_x, test_y = load(args.data_dir, "t10k")
+    net = torch.nn.Sequential(torch.nn.Linear(784, args.hidden), torch.nn.ReLU(),
+                              torch.nn.Linear(args.hidden, 10))
+    model = torch.nn.parallel.DistributedDataParallel(net)
+    hook = None
+    if args.shards:
+        import ternps.ddp
+        hook = ternps.ddp.TernGradHook(net, job_id=args.job_id, rank=args.rank,
+                                       world_size=args.world_size,
+                                       shards=args.shards.split(","), codec=args.codec,
+                                       seed=args.seed, threads=1)
+        hook.register(model)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+
+    steps_per_epoch = len(train_x) // (args.world_size * args.batch_size)
+    step_seconds = 0.0
+    steps = 0
+    sent = received = dense = 0
+    start = time.monotonic()
+    for epoch in range(1, args.epochs + 1):
+        g = torch.Generator().manual_seed(args.seed * 1000003 + epoch)
+        order = torch.randperm(len(train_x), generator=g)
+        mine = order[args.rank::args.world_size]
+        loss_sum = 0.0
+        for s in range(steps_per_epoch):
+            idx = mine[s * args.batch_size:(s + 1) * args.batch_size]
+            t0 = time.monotonic()
+            opt.zero_grad()
+            loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
+            loss.backward()  # the hook averages the gradients here
+            opt.step()
+            step_seconds += time.monotonic() - t0
+            steps += 1
+            if hook is not None:
+                stats = hook.worker.last_step()
+                sent += stats["sent_bytes"]
+                received += stats["received_bytes"]
+                dense += stats["dense_bytes"]
+            loss_sum += loss.item()
+        with torch.no_grad():
+            accuracy = (net(test_x).argmax(1) == test_y).float().mean().item()
+        if args.rank == 0:
+            print(f"epoch {epoch}/{args.epochs}  train_loss {loss_sum / steps_per_epoch:.4f}  "
+                  f"test_accuracy {accuracy:.4f}  step {1000 * step_seconds / steps:.2f} ms  "
+                  f"{time.monotonic() - start:.0f} s", flush=True)
+    checksum = hashlib.blake2b(digest_size=8)
+    for p in net.parameters():
+        checksum.update(p.detach().numpy().tobytes())
+    summary = {"summary": "ternps-ddp", "rank": args.rank, "world_size": args.world_size,
+               "exchange": f"ternps {args.codec}" if args.shards else "gloo all-reduce",
+               "epochs": args.epochs, "steps": steps, "test_accuracy": round(accuracy, 4),
+               "mean_step_ms": round(1000 * step_seconds / steps, 3),
+               "seconds": round(time.monotonic() - start, 1),
+               "model_checksum": checksum.hexdigest()}
+    if hook is not None and sent and received:
+        summary.update({"uplink_bytes_per_step": sent // steps,
+                        "downlink_bytes_per_step": received // steps,
+                        "dense_bytes_per_step": dense // steps,
+                        "uplink_ratio": round(dense / sent, 2),
+                        "downlink_ratio": round(dense / received, 2),
+                        "compression_ratio": round(2 * dense / (sent + received), 2)})
+    if hook is not None:
+        hook.worker.leave()
+        hook.close()
+    dist.destroy_process_group()
+    line = json.dumps(summary)
+    if args.summary_file:
+        with open(args.summary_file, "w") as f:
+            f.write(line + "\n")
+    print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
