@@ -6,6 +6,8 @@
 - Torch tensors are stepped in place (no copy): the tensor object holds the average; two
   workers in two threads of one process step together (step() releases the GIL).
 - Bad gradient buffers are refused with TernpsError naming the field, before anything is sent.
+- The pure-Python client (ternps.client, generated stubs + numpy) in a job with a C++ worker:
+  both decode identical averages.
 
 Usage: mixed_job_test.py BIN_DIR   (PYTHONPATH must reach the built package: build/python)
 """
@@ -113,6 +115,29 @@ class MixedJobTest(unittest.TestCase):
 
     def test_cpp_and_python_workers_receive_identical_averages_fp32(self):
         self.run_mixed("fp32", "mixed-fp32")
+
+    def run_pure_python(self, codec, job):
+        import ternps.client
+        peer = subprocess.Popen(
+            [os.path.join(BIN_DIR, "ternps_test_peer"), self.shard.address, "0", "2", job,
+             str(STEPS), codec], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        client = ternps.client.Client(job_id=job, rank=1, world_size=2,
+                                      shards=[self.shard.address], tensors=TENSORS, codec=codec,
+                                      seed=7, rpc_timeout=60)
+        digests = []
+        for step in range(STEPS):
+            averages = client.step(gradient(1, step))
+            digests.append(f"step {step} {digest(averages)}")
+        client.leave()
+        out, err = peer.communicate(timeout=60)
+        self.assertEqual(peer.returncode, 0, err)
+        self.assertEqual([l for l in out.splitlines() if l.startswith("step ")], digests)
+
+    def test_the_pure_python_client_and_a_cpp_worker_receive_identical_averages(self):
+        """The client built from the generated stubs alone (its own ternarization and random
+        stream, its own INT_SUM decoding) decodes exactly the averages the C++ worker does."""
+        self.run_pure_python("terngrad", "pure-terngrad")
+        self.run_pure_python("fp32", "pure-fp32")
 
     def test_torch_tensors_are_stepped_in_place_with_the_gil_released(self):
         """Two Python workers of one job in two threads: each step waits for the other, so

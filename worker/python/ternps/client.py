@@ -1,0 +1,176 @@
+"""A pure-Python client of the ternps protocol: the reference example of the contract in
+proto/ternps/v1/ternps.proto, for environments without the C++ library.
+
+It uses only the generated stubs (ternps.v1.ternps_pb2 and ternps_pb2_grpc, generated from
+proto/ at build time), grpcio and numpy, and speaks the protocol step by step as the proto's
+header describes it: Join every shard, then per step ShareScalers (the compressed partitions'
+scalers) to every shard, then one PushPull per shard with the encoded partitions, then decode the
+averages. It is slow (ternarizing in numpy costs far more than the C++ codec: use ternps.Worker
+for training) but complete: TernGrad with scaler sharing (INT_SUM averages) and FP32.
+
+    client = ternps.client.Client(job_id="j", rank=1, world_size=2, shards=["127.0.0.1:7070"],
+                                  tensors=[("w", 20000), ("b", 100)])
+    averages = client.step([w_grad, b_grad])   # float32 arrays; returns the averages
+"""
+
+import math
+from concurrent import futures
+
+import grpc
+import numpy as np
+
+from ternps.errors import TernpsError
+from ternps.v1 import ternps_pb2 as pb
+from ternps.v1 import ternps_pb2_grpc as pb_grpc
+
+__all__ = ["Client"]
+
+# A client must accept answers larger than gRPC's default 4 MiB (an FP32 average of a full
+# partition is 4 * partition_elements bytes plus framing): no limit either way.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1),
+                   ("grpc.max_send_message_length", -1)]
+
+
+def _error(where, rpc_error):
+    return TernpsError(rpc_error.code().name, f"{where}: {rpc_error.details()}")
+
+
+class Client:
+    def __init__(self, job_id, rank, world_size, shards, tensors, codec="terngrad",
+                 clip_sigmas=2.5, partition_elements=1 << 20, min_compress_elements=4096,
+                 seed=0, rpc_timeout=180.0):
+        self.job_id, self.rank, self.world_size = job_id, rank, world_size
+        self.tensors = [(str(n), int(e)) for n, e in tensors]
+        self.timeout = rpc_timeout
+        self.clip_sigmas = clip_sigmas
+        self.rng = np.random.default_rng(seed * 1000003 + rank)  # any rounding stream is valid
+        self.terngrad = codec == "terngrad"
+        # The plan (file header, "Partitions"): tensors split in registration order into pieces
+        # of at most partition_elements; ids count across tensors.
+        self.partitions = []  # (tensor, offset, elements, compressed)
+        for t, (_, n) in enumerate(self.tensors):
+            compressed = self.terngrad and n >= min_compress_elements
+            for offset in range(0, n, partition_elements):
+                self.partitions.append((t, offset, min(partition_elements, n - offset),
+                                        compressed))
+        self.stubs = [pb_grpc.ParameterServerStub(grpc.insecure_channel(a, CHANNEL_OPTIONS))
+                      for a in shards]
+        self.epochs, self.owned = [], []
+        start = 0
+        for s, stub in enumerate(self.stubs):
+            request = pb.JoinRequest(job_id=job_id, worker_rank=rank, world_size=world_size,
+                                     shard_index=s, shard_count=len(shards))
+            for name, n in self.tensors:
+                request.tensors.add(name=name, elements=n)
+            request.codec.codec = pb.CODEC_TERNGRAD if self.terngrad else pb.CODEC_FP32
+            request.codec.clip_sigmas = clip_sigmas
+            request.codec.partition_elements = partition_elements
+            request.codec.min_compress_elements = min_compress_elements
+            request.codec.seed = seed
+            try:
+                answer = stub.Join(request, timeout=rpc_timeout, wait_for_ready=True)
+            except grpc.RpcError as e:
+                raise _error(f"shard {s} ({shards[s]}) Join", e) from None
+            self.epochs.append(answer.epoch)
+            self.owned.append(list(answer.owned_partitions))
+            start = max(start, answer.start_step)
+        self.step_index = start
+        self.pool = futures.ThreadPoolExecutor(max_workers=max(1, len(shards)))
+
+    def _slice(self, grads, p):
+        t, offset, n, _ = self.partitions[p]
+        return grads[t].reshape(-1)[offset:offset + n]
+
+    def step(self, grads):
+        """Exchanges one gradient (float32 arrays, one per tensor); returns the averages."""
+        grads = [np.ascontiguousarray(g, dtype=np.float32) for g in grads]
+        step = self.step_index
+        # 1. Clip at clip_sigmas standard deviations; this worker's scaler is the max |g|.
+        clipped, scalers = {}, {}
+        for p, (_, _, _, compressed) in enumerate(self.partitions):
+            if compressed:
+                g = self._slice(grads, p).astype(np.float64)
+                if self.clip_sigmas > 0:
+                    bound = self.clip_sigmas * g.std()
+                    g = np.clip(g, -bound, bound)
+                clipped[p] = g
+                scalers[p] = np.float32(np.abs(g).max())
+        # 2. Shared scalers: the maximum over the workers, per partition, from its shard.
+        def share(s):
+            ids = [p for p in self.owned[s] if p in clipped]
+            if not ids:
+                return {}
+            request = pb.ShareScalersRequest(job_id=self.job_id, worker_rank=self.rank,
+                                             epoch=self.epochs[s], step=step, partition_ids=ids,
+                                             scalers=[float(scalers[p]) for p in ids])
+            try:
+                answer = self.stubs[s].ShareScalers(request, timeout=self.timeout)
+            except grpc.RpcError as e:
+                raise _error(f"shard {s} ShareScalers", e) from None
+            return dict(zip(answer.partition_ids, answer.shared_scalers))
+        shared = {}
+        for part in self.pool.map(share, range(len(self.stubs))):
+            shared.update(part)
+        # 3. Encode and push, one PushPull per shard; 4. decode the averages.
+        def push(s):
+            request = pb.PushPullRequest(job_id=self.job_id, worker_rank=self.rank,
+                                         epoch=self.epochs[s], step=step)
+            for p in self.owned[s]:
+                _, _, n, compressed = self.partitions[p]
+                if compressed:
+                    request.partitions.add(partition_id=p, encoding=pb.TERNARY_2BIT,
+                                           scaler=shared[p], elements=n,
+                                           data=self._ternarize(clipped[p], shared[p]))
+                else:
+                    request.partitions.add(partition_id=p, encoding=pb.FP32, elements=n,
+                                           data=self._slice(grads, p).astype("<f4").tobytes())
+            try:
+                answer = self.stubs[s].PushPull(request, timeout=self.timeout)
+            except grpc.RpcError as e:
+                raise _error(f"shard {s} PushPull", e) from None
+            return answer.averages
+        for averages in self.pool.map(push, range(len(self.stubs))):
+            for a in averages:
+                self._slice(grads, a.partition_id)[:] = self._decode(a)
+        self.step_index += 1
+        return grads
+
+    def _ternarize(self, g, scaler):
+        """Stochastic rounding to {-1, 0, +1} * scaler, packed 2 bits per element, element k in
+        byte k/4 at bits 2*(k%4): 01 = +1, 10 = -1 (file header, TERNARY_2BIT)."""
+        n = g.size
+        if scaler > 0:
+            keep = self.rng.random(n) < np.abs(g) / np.float64(scaler)
+        else:
+            keep = np.zeros(n, bool)
+        codes = np.where(keep, np.where(g > 0, 1, 2), 0).astype(np.uint8)
+        codes = np.concatenate([codes, np.zeros((-n) % 4, np.uint8)]).reshape(-1, 4)
+        packed = codes[:, 0] | (codes[:, 1] << 2) | (codes[:, 2] << 4) | (codes[:, 3] << 6)
+        return packed.astype(np.uint8).tobytes()
+
+    @staticmethod
+    def _decode(a):
+        """An average's float32 values (file header: FP32, INT_SUM, TERNARY_2BIT)."""
+        n = a.elements
+        if a.encoding == pb.FP32:
+            return np.frombuffer(a.data, "<f4", count=n)
+        if a.encoding == pb.INT_SUM:
+            contributors = a.contributors
+            bits = math.ceil(math.log2(2 * contributors + 1))
+            stream = np.unpackbits(np.frombuffer(a.data, np.uint8), bitorder="little")
+            fields = stream[:n * bits].reshape(n, bits).astype(np.int64) @ (1 << np.arange(bits))
+            # float32(k) * (scaler / float32(N)), the quotient computed once, in float32.
+            quotient = np.float32(a.scaler) / np.float32(contributors)
+            return (fields - contributors).astype(np.float32) * quotient
+        codes = np.unpackbits(np.frombuffer(a.data, np.uint8), bitorder="little")
+        codes = codes.reshape(-1, 2)[:n]
+        values = codes[:, 0].astype(np.float32) - codes[:, 1].astype(np.float32)
+        return values * np.float32(a.scaler)
+
+    def leave(self):
+        for s, stub in enumerate(self.stubs):
+            try:
+                stub.Leave(pb.LeaveRequest(job_id=self.job_id, worker_rank=self.rank,
+                                           epoch=self.epochs[s]), timeout=self.timeout)
+            except grpc.RpcError as e:
+                raise _error(f"shard {s} Leave", e) from None
