@@ -18,6 +18,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/codec/int_sum.h"
+#include "common/codec/ternary.h"
 #include "ternps/worker.h"
 
 namespace py = pybind11;
@@ -160,6 +162,60 @@ class PyWorker {
   std::unique_ptr<ternps::worker::Worker> worker_;
 };
 
+// The codec, for tests against the golden vectors (tests/data/codec_golden.txt) and for tools:
+// the same C++ functions the worker and the shard use.
+py::bytes AsBytes(const std::vector<uint8_t>& v) {
+  return py::bytes(reinterpret_cast<const char*>(v.data()), v.size());
+}
+absl::Span<const uint8_t> AsSpan(const std::string& s) {
+  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
+
+// (sigma, max_abs, clip): ComputeStats and ClipThreshold.
+py::tuple Stats(py::array_t<float, py::array::c_style | py::array::forcecast> g,
+                float clip_sigmas) {
+  absl::StatusOr<ternps::common::PartitionStats> st =
+      ternps::common::ComputeStats(absl::MakeConstSpan(g.data(), g.size()));
+  ThrowIfError(st.status());
+  return py::make_tuple(st->sigma, st->max_abs, ternps::common::ClipThreshold(*st, clip_sigmas));
+}
+
+py::bytes Ternarize(py::array_t<float, py::array::c_style | py::array::forcecast> g, float clip,
+                    float scaler, uint64_t seed, uint32_t worker, uint64_t step,
+                    uint32_t partition) {
+  std::vector<uint8_t> out(ternps::common::TernaryBytes(g.size()));
+  ThrowIfError(ternps::common::Ternarize(
+      absl::MakeConstSpan(g.data(), g.size()), clip, scaler,
+      {.seed = seed, .worker = worker, .step = step, .partition = partition}, absl::MakeSpan(out)));
+  return AsBytes(out);
+}
+
+py::array_t<float> DecodeTernary(const std::string& data, size_t n, float scaler) {
+  py::array_t<float> out(n);
+  std::fill(out.mutable_data(), out.mutable_data() + n, 0.0f);
+  ThrowIfError(ternps::common::ValidateTernary(AsSpan(data), n));
+  ThrowIfError(ternps::common::DecodeTernaryAdd(AsSpan(data), scaler,
+                                                absl::MakeSpan(out.mutable_data(), n)));
+  return out;
+}
+
+py::bytes EncodeIntSum(py::array_t<int16_t, py::array::c_style | py::array::forcecast> sums,
+                       int contributors) {
+  std::vector<uint8_t> out(ternps::common::IntSumBytes(sums.size(), contributors));
+  ThrowIfError(ternps::common::EncodeIntSum(absl::MakeConstSpan(sums.data(), sums.size()),
+                                            contributors, absl::MakeSpan(out)));
+  return AsBytes(out);
+}
+
+py::array_t<float> DecodeIntSum(const std::string& data, size_t n, int contributors, float scaler) {
+  py::array_t<float> out(n);
+  std::fill(out.mutable_data(), out.mutable_data() + n, 0.0f);
+  ThrowIfError(ternps::common::ValidateIntSum(AsSpan(data), n, contributors));
+  ThrowIfError(ternps::common::DecodeIntSumAdd(AsSpan(data), contributors, scaler,
+                                               absl::MakeSpan(out.mutable_data(), n)));
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_ternps, m) {
@@ -188,4 +244,15 @@ PYBIND11_MODULE(_ternps, m) {
       .def_property_readonly("step_index", &PyWorker::step)
       .def_property_readonly("partitions", &PyWorker::partitions)
       .def("last_step", &PyWorker::LastStep);
+  py::module_ codec =
+      m.def_submodule("codec", "The wire codec (common/codec), as the C++ side runs it.");
+  codec.def("stats", &Stats, py::arg("g"), py::arg("clip_sigmas"),
+            "(sigma, max_abs, clip) of a partition");
+  codec.def("ternarize", &Ternarize, py::arg("g"), py::arg("clip"), py::arg("scaler"),
+            py::arg("seed"), py::arg("worker"), py::arg("step"), py::arg("partition"),
+            "TERNARY_2BIT bytes of g (the Philox stream of the key)");
+  codec.def("decode_ternary", &DecodeTernary, py::arg("data"), py::arg("n"), py::arg("scaler"));
+  codec.def("encode_int_sum", &EncodeIntSum, py::arg("sums"), py::arg("contributors"));
+  codec.def("decode_int_sum", &DecodeIntSum, py::arg("data"), py::arg("n"), py::arg("contributors"),
+            py::arg("scaler"));
 }
