@@ -50,6 +50,13 @@ absl::Status MembershipView::CheckCaller(uint32_t rank, uint64_t caller_epoch) c
   const RankRecord& r = ranks[rank];
   switch (r.state) {
     case RankState::kExpected:
+      if (caller_epoch > 0 && caller_epoch < first_epoch) {
+        // A worker of the job from before this shard restarted (it restored the job): its call
+        // reached the new process without a lost connection, so tell it as if one was lost.
+        return absl::UnavailableError(absl::StrCat(
+            "epoch: ", caller_epoch, " is from before this shard restarted; worker_rank ", rank,
+            " must Join again (rejoin) and repeat the step"));
+      }
       return absl::FailedPreconditionError(
           absl::StrCat("worker_rank: ", rank, " has not joined this shard; call Join first"));
     case RankState::kDropped:
@@ -85,7 +92,7 @@ absl::Status MembershipView::CheckStepOfCaller(uint32_t rank, uint64_t step) con
 }
 
 Membership::Membership(uint32_t world_size, uint64_t first_epoch)
-    : world_size_(world_size), ranks_(world_size) {
+    : world_size_(world_size), first_epoch_(first_epoch), ranks_(world_size) {
   absl::MutexLock lock(&mu_);
   epoch_ = first_epoch;
   PublishLocked();
@@ -99,6 +106,7 @@ std::shared_ptr<const MembershipView> Membership::View() const {
 void Membership::PublishLocked() {
   auto view = std::make_shared<MembershipView>();
   view->epoch = epoch_;
+  view->first_epoch = first_epoch_;
   view->world_size = world_size_;
   view->ranks = ranks_;
   view->live.assign(RankWords(world_size_), 0);

@@ -51,6 +51,8 @@ struct RankRecord {
 // An immutable snapshot of the membership.
 struct MembershipView {
   uint64_t epoch = 0;
+  uint64_t first_epoch = 1;  // the first epoch of this incarnation of the job (a restored job's
+                             // are above every earlier one's)
   uint32_t world_size = 0;
   std::vector<RankRecord> ranks;  // by rank
   RankBits live;                  // expected or joined
@@ -69,8 +71,9 @@ struct MembershipView {
   std::vector<uint32_t> LiveRanks() const;
 
   // OK if `rank` may make data-path calls with `epoch`: INVALID_ARGUMENT (rank out of range,
-  // epoch from the future), FAILED_PRECONDITION (never joined), ABORTED (dropped, left, or an
-  // epoch older than its Join: Join again).
+  // epoch from the future), FAILED_PRECONDITION (never joined), UNAVAILABLE (not joined since the
+  // shard restarted and restored the job, with an epoch from before: Join again, as after a lost
+  // connection), ABORTED (dropped, left, or an epoch older than its Join: Join again).
   absl::Status CheckCaller(uint32_t rank, uint64_t epoch) const;
   // OK unless `rank` was readmitted from a step after `step` (FAILED_PRECONDITION).
   absl::Status CheckStepOfCaller(uint32_t rank, uint64_t step) const;
@@ -108,6 +111,7 @@ class Membership {
 
   const uint32_t world_size_;
   mutable absl::Mutex mu_;
+  const uint64_t first_epoch_;
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<RankRecord> ranks_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const MembershipView> view_ ABSL_GUARDED_BY(mu_);

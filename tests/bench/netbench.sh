@@ -3,6 +3,7 @@
 #
 #   tests/bench/netbench.sh [--rate 1gbit|10gbit|off] [--workers "1 2 4"] [--profile resnet50]
 #                           [--steps 5] [--systems "gloo terngrad fp32"] [--out DIR]
+#   tests/bench/netbench.sh --systems "ddp-gloo ddp-terngrad"   # PyTorch DDP: the ternps hook
 #                           [--worker-args "--calls_in_flight=2 ..."]   # ternps-bench worker flags
 #
 # Every shard and every worker runs in its own network namespace, one veth each (MTU 1500) on one
@@ -10,8 +11,10 @@
 # (system, W): JSON lines of every process (tests/bench/gloo_allreduce.py, `ternps-bench worker`
 # with its per-step timeline), then netbench_report.py's summary rows (step p50 and mean against
 # the wire floor, ratio to gloo, bytes each way, CPU seconds per step of every process, CPU per
-# payload byte) and a PNG of step time against W. Needs root (namespaces, tc); removes its
-# namespaces on exit and on Ctrl-C. Nothing passes or fails on speed.
+# payload byte) and a PNG of step time against W. Systems ddp-gloo and ddp-terngrad run PyTorch
+# DistributedDataParallel on a synthetic model of the profile's size (tests/bench/ddp_step.py):
+# its own gloo all-reduce, or the ternps.ddp hook through W shards. Needs root (namespaces, tc);
+# removes its namespaces on exit and on Ctrl-C. Nothing passes or fails on speed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD_DIR="${ROOT}/build"
@@ -33,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     --out) OUT="$2"; shift 2 ;;
     --build-dir) BUILD_DIR="$2"; shift 2 ;;
     --worker-args) WORKER_ARGS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "netbench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -64,6 +67,11 @@ BIN="${BUILD_DIR}/bin"
 if [[ ! -x "${BIN}/ternps-bench" || ! -x "${BIN}/ternps-server" ]]; then
   cmake -S "${ROOT}" -B "${BUILD_DIR}" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build "${BUILD_DIR}" -j "$(nproc)" --target ternps-bench ternps-server >&2
+fi
+if [[ " ${SYSTEMS} " == *" ddp-terngrad "* && ! -d "${BUILD_DIR}/python/ternps" ]]; then
+  ternps_install_packages "${TERNPS_PYTHON_PACKAGES[@]}"
+  cmake -S "${ROOT}" -B "${BUILD_DIR}" >/dev/null
+  cmake --build "${BUILD_DIR}" -j "$(nproc)" --target ternps_python >&2
 fi
 [[ -n "${OUT}" ]] || OUT="$(mktemp -d /tmp/ternps-netbench.XXXXXX)"
 mkdir -p "${OUT}"
@@ -139,30 +147,66 @@ run_gloo() {
   cat "${OUT}"/gloo-W"${W}"-r*.jsonl | sed "s/^{/{\"system\": \"gloo\", \"W\": ${W}, /" >> "${RAW}"
 }
 
-run_ternps() {
-  local codec="$1" W="$2" s r
-  local shards=() addresses=()
+# start_shards TAG W: W shards in their namespaces; sets SHARD_PIDS and SHARD_LIST.
+start_shards() {
+  local tag="$1" W="$2" s
+  SHARD_PIDS=()
+  local addresses=()
   for (( s = 0; s < W; ++s )); do
-    local port_file="${OUT}/shard-${codec}-W${W}-${s}.port"
+    local port_file="${OUT}/shard-${tag}-W${W}-${s}.port"
     rm -f "${port_file}"
     ip netns exec "${PREFIX}-s${s}" "${BIN}/ternps-server" --listen="10.77.0.$(( 10 + s )):7070" \
       --shard_index="${s}" --shard_count="${W}" --port_file="${port_file}" --quiet \
-      2> "${OUT}/shard-${codec}-W${W}-${s}.log" &
-    shards+=($!)
+      2> "${OUT}/shard-${tag}-W${W}-${s}.log" &
+    SHARD_PIDS+=($!)
     PIDS+=($!)
     addresses+=("10.77.0.$(( 10 + s )):7070")
   done
   for (( s = 0; s < W; ++s )); do
-    local port_file="${OUT}/shard-${codec}-W${W}-${s}.port" waited=0
+    local port_file="${OUT}/shard-${tag}-W${W}-${s}.port" waited=0
     until [[ -s "${port_file}" ]]; do
       sleep 0.1
       (( ++waited < 300 )) || { echo "netbench: shard ${s} did not start" >&2; return 1; }
     done
   done
+  SHARD_LIST="$(IFS=,; echo "${addresses[*]}")"
+}
+
+run_ddp() {  # run_ddp ddp-gloo|ddp-terngrad W
+  local system="$1" W="$2" r
+  (( W >= 2 )) || return 0  # DDP of one rank exchanges nothing
+  local shard_args=()
+  if [[ "${system}" == ddp-terngrad ]]; then
+    start_shards "${system}" "${W}" || return 1
+    shard_args=(--shards "${SHARD_LIST}")
+  fi
+  local pids=()
+  for (( r = 0; r < W; ++r )); do
+    timeout "${PROC_TIMEOUT}" ip netns exec "${PREFIX}-w${r}" env GLOO_SOCKET_IFNAME=eth0 \
+      PYTHONPATH="${BUILD_DIR}/python" /usr/bin/python3 "${ROOT}/tests/bench/ddp_step.py" \
+      --rank "${r}" --world_size "${W}" --master 10.77.0.100:29500 --elements "${ELEMENTS}" \
+      --steps "${STEPS}" --job_id "net-${system}-${W}" "${shard_args[@]}" \
+      > "${OUT}/${system}-W${W}-r${r}.jsonl" 2> "${OUT}/${system}-W${W}-r${r}.log" &
+    pids+=($!)
+    PIDS+=($!)
+  done
+  local failed=0
+  for r in "${pids[@]}"; do wait "${r}" || failed=1; done
+  if [[ "${system}" == ddp-terngrad ]]; then
+    for r in "${SHARD_PIDS[@]}"; do kill "${r}" 2>/dev/null || true; wait "${r}" 2>/dev/null || true; done
+  fi
+  (( failed == 0 )) || { echo "netbench: a ${system} rank failed (logs in ${OUT})" >&2; return 1; }
+  cat "${OUT}/${system}-W${W}"-r*.jsonl | sed "s/^{/{\"system\": \"${system}\", \"W\": ${W}, /" \
+    >> "${RAW}"
+}
+
+run_ternps() {
+  local codec="$1" W="$2" s r
+  start_shards "${codec}" "${W}" || return 1
+  local shards=("${SHARD_PIDS[@]}")
+  local list="${SHARD_LIST}"
   local start_ticks=()
   for s in "${shards[@]}"; do start_ticks+=("$(cpu_ticks "${s}")"); done
-  local list
-  list="$(IFS=,; echo "${addresses[*]}")"
   local workers=()
   for (( r = 0; r < W; ++r )); do
     timeout "${PROC_TIMEOUT}" ip netns exec "${PREFIX}-w${r}" "${BIN}/ternps-bench" worker --shard_addresses="${list}" \
@@ -194,6 +238,7 @@ for W in ${WORKERS}; do
     case "${system}" in
       gloo) run_gloo "${W}" ;;
       terngrad|fp32) run_ternps "${system}" "${W}" ;;
+      ddp-gloo|ddp-terngrad) run_ddp "${system}" "${W}" ;;
       *) echo "netbench: unknown system '${system}'" >&2; exit 2 ;;
     esac
   done

@@ -23,7 +23,7 @@ def main():
         for line in f:
             row = json.loads(line)
             key = (row["system"], row["W"])
-            if row["bench"] in ("worker", "gloo_worker"):
+            if row["bench"] in ("worker", "gloo_worker", "ddp_worker"):
                 workers[key].append(row)
             elif row["bench"] == "worker_step":
                 steps[key].append(row)
@@ -46,7 +46,7 @@ def main():
         cpu_total = sum(worker_cpu) + sum(shard_cpu)
         row = {
             "bench": "netbench", "profile": args.profile, "rate": args.rate or "off",
-            "system": system, "W": w, "S": w if system != "gloo" else 0,
+            "system": system, "W": w, "S": 0 if system in ("gloo", "ddp-gloo") else w,
             "step_seconds_p50": round(p50, 6), "step_seconds_mean": round(mean, 6),
             "wire_floor_seconds": round(floor, 6) if floor else None,
             "ratio_to_floor": round(mean / floor, 3) if floor else None,
@@ -68,10 +68,15 @@ def main():
                 "last_answer": avg(lambda t: max(c["answered"] for c in t["calls"])),
                 "last_decoded": avg(lambda t: max(c["decoded"] for c in t["calls"])),
             }
+        if ranks[0]["bench"] == "ddp_worker":
+            row["no_exchange_step_seconds_mean"] = round(
+                statistics.mean(r["no_exchange_step_seconds_mean"] for r in ranks), 6)
         summary[key] = row
     for (system, w), row in summary.items():
-        gloo = summary.get(("gloo", w))
-        if gloo and system != "gloo":
+        # DDP runs compare with DDP's own all-reduce, the rest with the bare gloo all-reduce.
+        reference = "ddp-gloo" if system.startswith("ddp-") else "gloo"
+        gloo = summary.get((reference, w))
+        if gloo and system != reference:
             row["speedup_vs_gloo"] = round(gloo["step_seconds_mean"] / row["step_seconds_mean"], 3)
         print(json.dumps(row), flush=True)
 

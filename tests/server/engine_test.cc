@@ -469,10 +469,12 @@ TEST_F(EngineTest, ADurableShardRestartsWhereItWas) {
   ASSERT_TRUE(status.ok());
   ASSERT_EQ(status->jobs_size(), 1);
   EXPECT_EQ(status->jobs(0).step(), 3u);
-  // Calls of the old incarnation are refused; every rank joins again.
+  // Calls of the old incarnation are refused as if their connection had been lost (UNAVAILABLE:
+  // the worker joins again and repeats them); every rank joins again.
   auto stale = Share(0, 3, 1.0f);
   ASSERT_TRUE(stale->done);
-  EXPECT_EQ(stale->status.code(), absl::StatusCode::kFailedPrecondition) << stale->status;
+  EXPECT_EQ(stale->status.code(), absl::StatusCode::kUnavailable) << stale->status;
+  EXPECT_THAT(std::string(stale->status.message()), HasSubstr("from before this shard restarted"));
   for (uint32_t r = 0; r < 2; ++r) {
     v1::JoinRequest join = JoinRequest(r);
     join.set_rejoin(true);
