@@ -30,6 +30,9 @@ struct ShardServerOptions {
   // PEM files for TLS; both empty: plaintext.
   std::string tls_cert_file;
   std::string tls_key_file;
+  // PEM CA certificates; when set (with tls_cert/tls_key), every client must present a
+  // certificate signed by one of them (mutual TLS).
+  std::string tls_client_ca_file;
   // host:port for the Prometheus /metrics endpoint (port 0 picks one); empty: no metrics.
   std::string metrics_address;
   // Let several processes bind the same port (SO_REUSEPORT). Off: a port someone else holds is

@@ -50,12 +50,14 @@ def digest(arrays):
 class Shard:
     """A ternps-server on a free loopback port."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, extra=()):
         port_file = os.path.join(workdir, "port")
+        if os.path.exists(port_file):
+            os.remove(port_file)
         self.log = open(os.path.join(workdir, "shard.log"), "w")
         self.proc = subprocess.Popen(
             [os.path.join(BIN_DIR, "ternps-server"), "--listen=127.0.0.1:0",
-             f"--port_file={port_file}", "--quiet"], stdout=self.log, stderr=self.log)
+             f"--port_file={port_file}", "--quiet", *extra], stdout=self.log, stderr=self.log)
         def port():
             if not os.path.exists(port_file):
                 return ""
@@ -189,6 +191,31 @@ class MixedJobTest(unittest.TestCase):
                 self.assertIn(want, raised.exception.message)
             self.assertEqual(worker.step_index, 0)
             worker.leave()
+
+    def test_mutual_tls(self):
+        """The package's TLS options against a shard that requires client certificates
+        (certificates made now by tests/worker/make_certs.sh)."""
+        certs = os.path.join(self.dir.name, "certs")
+        subprocess.run(["bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                             "worker", "make_certs.sh"), certs], check=True)
+        f = lambda name: os.path.join(certs, name)
+        tls = Shard(self.dir.name, [f"--tls_cert={f('server.pem')}",
+                                    f"--tls_key={f('server.key')}",
+                                    f"--tls_client_ca={f('ca.pem')}"])
+        try:
+            with ternps.Worker(job_id="tls", rank=0, world_size=1, shards=[tls.address],
+                               tensors=TENSORS, threads=1, tls_ca=f("ca.pem"),
+                               tls_cert=f("client.pem"), tls_key=f("client.key")) as worker:
+                worker.step([np.ones(20000, np.float32), np.ones(100, np.float32)])
+                self.assertEqual(worker.step_index, 1)
+                worker.leave()
+            with self.assertRaises(ternps.TernpsError) as raised:
+                ternps.Worker(job_id="tls2", rank=0, world_size=1, shards=[tls.address],
+                              tensors=TENSORS, tls_ca=f("ca.pem"), connect_timeout=1)
+            self.assertEqual(raised.exception.code, "UNAVAILABLE")
+            self.assertIn("refuses this worker's certificate", raised.exception.message)
+        finally:
+            tls.stop()
 
     def test_an_unreachable_shard_is_an_error_with_its_code(self):
         with self.assertRaises(ternps.TernpsError) as raised:

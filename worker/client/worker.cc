@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -408,7 +410,47 @@ class Worker::Impl {
   StepStats last_ ABSL_GUARDED_BY(mu_);
 };
 
+// The channel credentials `options` ask for: TLS with its CA (and certificate, for mutual TLS),
+// or plaintext. INVALID_ARGUMENT naming the option for a file that cannot be read or a
+// certificate without its key.
+static absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
+    const WorkerOptions& options) {
+  if (options.tls_ca_file.empty()) {
+    if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
+      return absl::InvalidArgumentError(
+          "tls_ca_file: needed with tls_cert_file/tls_key_file (TLS is on when it is set)");
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("tls_cert_file/tls_key_file: give both or neither");
+  }
+  auto read = [](const std::string& path, const char* field) -> absl::StatusOr<std::string> {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::InvalidArgumentError(absl::StrCat(field, ": cannot read '", path, "'"));
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  grpc::SslCredentialsOptions ssl;
+  absl::StatusOr<std::string> ca = read(options.tls_ca_file, "tls_ca_file");
+  if (!ca.ok()) return ca.status();
+  ssl.pem_root_certs = *ca;
+  if (!options.tls_cert_file.empty()) {
+    absl::StatusOr<std::string> cert = read(options.tls_cert_file, "tls_cert_file");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = read(options.tls_key_file, "tls_key_file");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *cert;
+    ssl.pem_private_key = *key;
+  }
+  return grpc::SslCredentials(ssl);
+}
+
 absl::Status Worker::Impl::Init() {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ChannelCredentials(options_);
+  if (!credentials.ok()) return credentials.status();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
@@ -418,8 +460,7 @@ absl::Status Worker::Impl::Init() {
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   for (const std::string& address : options_.shards) {
-    std::shared_ptr<grpc::Channel> channel =
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(address, *credentials, args);
     stubs_.push_back(v1::ParameterServer::NewStub(channel));
     raw_stubs_.push_back(std::make_unique<grpc::GenericStub>(channel));
   }
@@ -518,10 +559,19 @@ absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin
     backoff = std::min(backoff * 2, absl::Milliseconds(500));
   }
   if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    if (cause.empty()) cause = st.error_message();
+    // A TLS refusal by the shard reaches the client only as a closed connection: say what to check.
+    std::string hint;
+    if (absl::StrContains(cause, "Socket closed")) {
+      hint = options_.tls_ca_file.empty()
+                 ? " (if the shard uses TLS, set tls_ca_file: it closes plaintext connections)"
+                 : " (with TLS the shard closes the connection when it refuses this worker's "
+                   "certificate: missing, expired or not signed by its --tls_client_ca)";
+    }
     return absl::UnavailableError(absl::StrCat(
         ShardName(s), " Join: unreachable for ",
         absl::FormatDuration(absl::Trunc(absl::Now() - first, absl::Milliseconds(100))),
-        " (connect_timeout): ", cause.empty() ? st.error_message() : cause));
+        " (connect_timeout): ", cause, hint));
   }
   if (!st.ok()) return common::FromGrpcStatus(st, absl::StrCat(ShardName(s), " Join"));
   if (response.plan_checksum() != plan.Checksum()) {

@@ -27,6 +27,12 @@
 #include "worker/trainer/mlp.h"
 #include "worker/trainer/model.h"
 
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA certificates to check the shards' certificates against; turns TLS on");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of this worker, for shards that require client certificates "
+          "(with --tls_key and --tls_ca)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, shards, "127.0.0.1:7070",
           "Comma-separated host:port of every shard, shard 0 first");
 ABSL_FLAG(uint32_t, rank, 0, "This worker's rank in [0, world_size)");
@@ -180,6 +186,9 @@ int main(int argc, char** argv) {
   options.codec.partition_elements = absl::GetFlag(FLAGS_partition_elements);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
+  options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.rpc_timeout = absl::GetFlag(FLAGS_rpc_timeout);
   options.snapshot_interval = snapshot_interval;
   options.state_slots = ternps::worker::Model::kStateSlots;

@@ -94,6 +94,13 @@ struct WorkerOptions {
   // The shards hold about snapshot_interval steps of averages plus one copy of the state. A job
   // setting: identical on every worker.
   uint32_t snapshot_interval = 0;
+  // TLS (files in PEM). tls_ca_file: the CA certificates the shards' certificates are checked
+  // against; setting it turns TLS on. tls_cert_file and tls_key_file (both or neither): this
+  // worker's certificate chain and key, for shards that require client certificates (mutual
+  // TLS). Empty: plaintext.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
   // float32 values per model element in the state (parameters plus optimizer slots, e.g. 2 for
   // SGD with momentum), 1..16. A job setting.
   uint32_t state_slots = 1;

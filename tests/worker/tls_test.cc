@@ -1,0 +1,120 @@
+// TLS on both ends, with real handshakes over loopback: certificates are made fresh by
+// tests/worker/make_certs.sh (openssl) for each run. A shard that requires client certificates
+// (mutual TLS) serves a worker that trusts its CA and presents a certificate from the same CA;
+// a worker with the wrong CA, without a client certificate, with an expired one, with one from
+// another CA, or in plaintext is refused, with the cause in the error.
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/shard_server.h"
+#include "ternps/worker.h"
+
+namespace ternps {
+namespace {
+
+using ::testing::HasSubstr;
+
+class TlsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/ternps-tls-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = new std::string(tmpl);
+    const std::string make =
+        absl::StrCat("bash ", TERNPS_SOURCE_DIR, "/tests/worker/make_certs.sh ", *dir_);
+    ASSERT_EQ(std::system(make.c_str()), 0) << make;
+  }
+  static void TearDownTestSuite() {
+    std::system(absl::StrCat("rm -rf ", *dir_).c_str());
+    delete dir_;
+  }
+  static std::string File(const std::string& name) { return absl::StrCat(*dir_, "/", name); }
+
+  void SetUp() override {
+    server::ShardServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.tls_cert_file = File("server.pem");
+    options.tls_key_file = File("server.key");
+    options.tls_client_ca_file = File("ca.pem");
+    absl::StatusOr<std::unique_ptr<server::ShardServer>> shard =
+        server::ShardServer::Start(options);
+    ASSERT_TRUE(shard.ok()) << shard.status();
+    shard_ = *std::move(shard);
+  }
+
+  // Connects a worker with these TLS files (empty: not set) and steps once.
+  absl::Status ConnectAndStep(const std::string& ca, const std::string& cert,
+                              const std::string& key, const std::string& job) {
+    worker::WorkerOptions options;
+    options.job_id = job;
+    options.shards = {shard_->address()};
+    options.tensors = {{"w", 8192}};
+    options.connect_timeout = absl::Seconds(2);
+    options.tls_ca_file = ca.empty() ? "" : File(ca);
+    options.tls_cert_file = cert.empty() ? "" : File(cert);
+    options.tls_key_file = key.empty() ? "" : File(key);
+    absl::StatusOr<std::unique_ptr<worker::Worker>> w = worker::Worker::Connect(options);
+    if (!w.ok()) return w.status();
+    std::vector<float> g(8192, 0.5f);
+    std::vector<absl::Span<float>> grads = {absl::MakeSpan(g)};
+    return (*w)->Step(grads);
+  }
+
+  // Refused at the handshake: the worker retried until its connect timeout and names the cause.
+  static void ExpectRefused(const absl::Status& st, const std::string& cause) {
+    EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+    EXPECT_THAT(std::string(st.message()), HasSubstr("Join: unreachable for"));
+    EXPECT_THAT(std::string(st.message()), HasSubstr(cause));
+    std::fprintf(stderr, "refused: %s\n", std::string(st.message()).c_str());
+  }
+
+  static std::string* dir_;
+  std::unique_ptr<server::ShardServer> shard_;
+};
+
+std::string* TlsTest::dir_ = nullptr;
+
+TEST_F(TlsTest, AWorkerWithTheRightCaAndACertificateTrains) {
+  EXPECT_TRUE(ConnectAndStep("ca.pem", "client.pem", "client.key", "good").ok());
+}
+
+TEST_F(TlsTest, TheWrongCaIsRefused) {
+  ExpectRefused(ConnectAndStep("other-ca.pem", "client.pem", "client.key", "wrong-ca"),
+                "certificate verify failed");
+}
+
+TEST_F(TlsTest, AClientWithoutACertificateIsRefused) {
+  ExpectRefused(ConnectAndStep("ca.pem", "", "", "no-cert"), "refuses this worker's certificate");
+}
+
+TEST_F(TlsTest, AnExpiredCertificateIsRefused) {
+  ExpectRefused(ConnectAndStep("ca.pem", "expired.pem", "expired.key", "expired"),
+                "refuses this worker's certificate");
+}
+
+TEST_F(TlsTest, ACertificateFromAnotherCaIsRefused) {
+  ExpectRefused(ConnectAndStep("ca.pem", "other.pem", "other.key", "other"),
+                "refuses this worker's certificate");
+}
+
+TEST_F(TlsTest, APlaintextClientIsRefused) {
+  ExpectRefused(ConnectAndStep("", "", "", "plaintext"), "if the shard uses TLS, set tls_ca_file");
+}
+
+TEST_F(TlsTest, BadTlsOptionsFailAtOnceNamingTheOption) {
+  absl::Status st = ConnectAndStep("ca.pem", "client.pem", "", "half");
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_THAT(std::string(st.message()), HasSubstr("tls_cert_file/tls_key_file"));
+  st = ConnectAndStep("missing.pem", "", "", "missing");
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_THAT(std::string(st.message()), HasSubstr("tls_ca_file: cannot read"));
+}
+
+}  // namespace
+}  // namespace ternps
