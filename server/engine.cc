@@ -249,7 +249,7 @@ int Engine::CheckTimeouts() {
 
 void Engine::ReaperLoop() {
   const absl::Duration tick =
-      std::clamp(config_.step_timeout / 8, absl::Milliseconds(10), absl::Seconds(1));
+      std::clamp(config_.step_timeout / 32, absl::Milliseconds(10), absl::Seconds(1));
   auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutdown_; };
   // Waits in real time; what expired is judged by config_.clock.
   while (true) {

@@ -67,7 +67,8 @@ class Engine {
   absl::StatusOr<std::shared_ptr<Job>> FindJob(absl::string_view job_id) const;
 
   // Runs the timeout check now, at config().clock's time (the reaper does it every
-  // step_timeout / 8 unless config().run_reaper is false). Returns how many ranks it dropped.
+  // step_timeout / 32 (at most 1 s) unless config().run_reaper is false). Returns how many ranks it
+  // dropped.
   int CheckTimeouts();
   // Fails all waiting calls with UNAVAILABLE and refuses new ones; idempotent.
   void Shutdown();

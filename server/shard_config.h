@@ -44,8 +44,8 @@ struct ShardConfig {
   // Whether every answered average is fdatasync'd before it is answered (survives a power loss),
   // or only written (survives a crash of the shard process, not of its machine: cheaper).
   bool state_sync = true;
-  // Whether the engine runs its own timeout sweep (every step_timeout / 8); tests that drive a
-  // ManualClock call Engine::CheckTimeouts themselves.
+  // Whether the engine runs its own timeout sweep (every step_timeout / 32, at most 1 s); tests
+  // that drive a ManualClock call Engine::CheckTimeouts themselves.
   bool run_reaper = true;
 };
 
