@@ -107,6 +107,18 @@ TEST_F(TlsTest, APlaintextClientIsRefused) {
   ExpectRefused(ConnectAndStep("", "", "", "plaintext"), "if the shard uses TLS, set tls_ca_file");
 }
 
+// ternps-healthcheck checks a mutual-TLS shard with a client certificate, and is refused without.
+TEST_F(TlsTest, TheHealthcheckSpeaksTls) {
+  const std::string check =
+      absl::StrCat(TERNPS_BIN_DIR, "/ternps-healthcheck --address=", shard_->address(),
+                   " --timeout=2s --tls_ca=", File("ca.pem"));
+  EXPECT_EQ(std::system(absl::StrCat(check, " --tls_cert=", File("client.pem"),
+                                     " --tls_key=", File("client.key"))
+                            .c_str()),
+            0);
+  EXPECT_NE(std::system((check + " 2>/dev/null").c_str()), 0);
+}
+
 TEST_F(TlsTest, BadTlsOptionsFailAtOnceNamingTheOption) {
   absl::Status st = ConnectAndStep("ca.pem", "client.pem", "", "half");
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
