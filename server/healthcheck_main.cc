@@ -3,15 +3,14 @@
 // HEALTHCHECKs, where Kubernetes' built-in gRPC probe is not available, and for shards that serve
 // TLS (--tls_ca, and --tls_cert/--tls_key for mutual TLS), which that probe cannot check.
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/rpc/credentials.h"
 #include "common/util/flags_help.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -27,22 +26,6 @@ ABSL_FLAG(std::string, tls_ca, "",
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM client certificate chain, for a shard that requires one (--tls_client_ca)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
-
-namespace {
-
-bool ReadFile(const std::string& path, const char* flag, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    std::fprintf(stderr, "ternps-healthcheck: --%s: cannot read '%s'\n", flag, path.c_str());
-    return false;
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  *out = text.str();
-  return true;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   ternps::common::SetUsage(
@@ -64,25 +47,18 @@ int main(int argc, char** argv) {
   grpc::Slice slice(request);
   grpc::ByteBuffer request_buffer(&slice, 1);
   grpc::ByteBuffer response_buffer;
-  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
-  if (!absl::GetFlag(FLAGS_tls_ca).empty()) {
-    grpc::SslCredentialsOptions ssl;
-    if (!ReadFile(absl::GetFlag(FLAGS_tls_ca), "tls_ca", &ssl.pem_root_certs)) return 2;
-    if (absl::GetFlag(FLAGS_tls_cert).empty() != absl::GetFlag(FLAGS_tls_key).empty()) {
-      std::fprintf(stderr, "ternps-healthcheck: --tls_cert/--tls_key: give both or neither\n");
-      return 2;
-    }
-    if (!absl::GetFlag(FLAGS_tls_cert).empty() &&
-        (!ReadFile(absl::GetFlag(FLAGS_tls_cert), "tls_cert", &ssl.pem_cert_chain) ||
-         !ReadFile(absl::GetFlag(FLAGS_tls_key), "tls_key", &ssl.pem_private_key))) {
-      return 2;
-    }
-    credentials = grpc::SslCredentials(ssl);
-  } else if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {
-    std::fprintf(stderr, "ternps-healthcheck: --tls_cert/--tls_key need --tls_ca\n");
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ternps::common::ClientCredentials(
+          {.ca = absl::GetFlag(FLAGS_tls_ca),
+           .cert = absl::GetFlag(FLAGS_tls_cert),
+           .key = absl::GetFlag(FLAGS_tls_key)},
+          {.ca = "--tls_ca", .cert = "--tls_cert", .key = "--tls_key"});
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "ternps-healthcheck: %s\n",
+                 std::string(credentials.status().message()).c_str());
     return 2;
   }
-  grpc::GenericStub stub(grpc::CreateChannel(absl::GetFlag(FLAGS_address), credentials));
+  grpc::GenericStub stub(grpc::CreateChannel(absl::GetFlag(FLAGS_address), *credentials));
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::GetFlag(FLAGS_timeout)));
   absl::Notification done;

@@ -1,12 +1,11 @@
 #include "server/shard_server.h"
 
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/notification.h"
+#include "common/util/file.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -14,14 +13,6 @@
 
 namespace ternps::server {
 namespace {
-
-absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(flag, ": cannot read '", path, "'"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
     const ShardServerOptions& options) {
@@ -34,14 +25,15 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
   if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
     return absl::InvalidArgumentError("tls_cert/tls_key: give both or neither");
   }
-  absl::StatusOr<std::string> cert = ReadFile(options.tls_cert_file, "tls_cert");
+  absl::StatusOr<std::string> cert = common::ReadFileToString(options.tls_cert_file, "tls_cert");
   if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadFile(options.tls_key_file, "tls_key");
+  absl::StatusOr<std::string> key = common::ReadFileToString(options.tls_key_file, "tls_key");
   if (!key.ok()) return key.status();
   grpc::SslServerCredentialsOptions ssl;
   ssl.pem_key_cert_pairs.push_back({*key, *cert});
   if (!options.tls_client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadFile(options.tls_client_ca_file, "tls_client_ca");
+    absl::StatusOr<std::string> ca =
+        common::ReadFileToString(options.tls_client_ca_file, "tls_client_ca");
     if (!ca.ok()) return ca.status();
     ssl.pem_root_certs = *ca;
     ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;

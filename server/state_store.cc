@@ -20,6 +20,7 @@
 #include "common/codec/int_sum.h"
 #include "common/codec/ternary.h"
 #include "common/spec/job_spec.h"
+#include "common/util/file.h"
 
 namespace ternps::server {
 namespace {
@@ -115,26 +116,6 @@ absl::Status WriteFileDurably(const std::string& dir, const std::string& path,
     return st;
   }
   return SyncDir(dir);
-}
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Errno("cannot open", path);
-  std::string out;
-  char buffer[1 << 16];
-  for (;;) {
-    const ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const absl::Status st = Errno("cannot read", path);
-      close(fd);
-      return st;
-    }
-    if (n == 0) break;
-    out.append(buffer, static_cast<size_t>(n));
-  }
-  close(fd);
-  return out;
 }
 
 void RemoveTree(const std::string& dir) {
@@ -316,7 +297,7 @@ absl::StatusOr<LoadedPartition> PartitionStore::Load(const PartitionShape& shape
   LoadedPartition out;
   const std::string snap_path = absl::StrCat(dir_, "/p", id_, ".snap");
   if (access(snap_path.c_str(), F_OK) == 0) {
-    absl::StatusOr<std::string> bytes = ReadWholeFile(snap_path);
+    absl::StatusOr<std::string> bytes = common::ReadFileToString(snap_path, "state_dir");
     if (!bytes.ok()) return bytes.status();
     Reader r(*bytes);
     uint32_t magic = 0, partition = 0, crc = 0;
@@ -353,7 +334,7 @@ absl::StatusOr<LoadedPartition> PartitionStore::Load(const PartitionShape& shape
   bool stopped = false;  // a gap in the steps: nothing after it is used
   for (const auto& [first, path] : segments_) {
     if (stopped) break;
-    absl::StatusOr<std::string> bytes = ReadWholeFile(path);
+    absl::StatusOr<std::string> bytes = common::ReadFileToString(path, "state_dir");
     if (!bytes.ok()) return bytes.status();
     size_t offset = 0;
     LoadedPartition::Entry e;
@@ -513,7 +494,7 @@ std::vector<StoredJob> LoadJobs(const std::string& state_dir, std::vector<std::s
     if (!absl::StartsWith(name, "job-")) continue;
     const std::string dir = absl::StrCat(state_dir, "/", name);
     const std::string path = dir + "/job";
-    absl::StatusOr<std::string> bytes = ReadWholeFile(path);
+    absl::StatusOr<std::string> bytes = common::ReadFileToString(path, "state_dir");
     StoredJob job;
     uint64_t incarnation = 0;
     absl::Status st = bytes.status();

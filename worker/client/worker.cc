@@ -5,9 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <fstream>
 #include <functional>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -19,6 +17,7 @@
 #include "common/codec/int_sum.h"
 #include "common/codec/ternary.h"
 #include "common/plan/partition_plan.h"
+#include "common/rpc/credentials.h"
 #include "common/rpc/status.h"
 #include "common/spec/job_spec.h"
 #include "common/util/thread_pool.h"
@@ -410,46 +409,10 @@ class Worker::Impl {
   StepStats last_ ABSL_GUARDED_BY(mu_);
 };
 
-// The channel credentials `options` ask for: TLS with its CA (and certificate, for mutual TLS),
-// or plaintext. INVALID_ARGUMENT naming the option for a file that cannot be read or a
-// certificate without its key.
-static absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
-    const WorkerOptions& options) {
-  if (options.tls_ca_file.empty()) {
-    if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
-      return absl::InvalidArgumentError(
-          "tls_ca_file: needed with tls_cert_file/tls_key_file (TLS is on when it is set)");
-    }
-    return grpc::InsecureChannelCredentials();
-  }
-  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
-    return absl::InvalidArgumentError("tls_cert_file/tls_key_file: give both or neither");
-  }
-  auto read = [](const std::string& path, const char* field) -> absl::StatusOr<std::string> {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return absl::InvalidArgumentError(absl::StrCat(field, ": cannot read '", path, "'"));
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-  };
-  grpc::SslCredentialsOptions ssl;
-  absl::StatusOr<std::string> ca = read(options.tls_ca_file, "tls_ca_file");
-  if (!ca.ok()) return ca.status();
-  ssl.pem_root_certs = *ca;
-  if (!options.tls_cert_file.empty()) {
-    absl::StatusOr<std::string> cert = read(options.tls_cert_file, "tls_cert_file");
-    if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = read(options.tls_key_file, "tls_key_file");
-    if (!key.ok()) return key.status();
-    ssl.pem_cert_chain = *cert;
-    ssl.pem_private_key = *key;
-  }
-  return grpc::SslCredentials(ssl);
-}
-
 absl::Status Worker::Impl::Init() {
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-      ChannelCredentials(options_);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = common::ClientCredentials(
+      {.ca = options_.tls_ca_file, .cert = options_.tls_cert_file, .key = options_.tls_key_file},
+      {.ca = "tls_ca_file", .cert = "tls_cert_file", .key = "tls_key_file"});
   if (!credentials.ok()) return credentials.status();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);

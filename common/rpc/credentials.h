@@ -1,0 +1,34 @@
+// The channel credentials of a gRPC client of the shards: plaintext, TLS (a CA to check the
+// shard's certificate) or mutual TLS (also a client certificate and key). Shared by
+// libternps_worker and ternps-healthcheck.
+//
+//   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = common::ClientCredentials(
+//       {.ca = ca_path, .cert = cert_path, .key = key_path},
+//       {.ca = "tls_ca_file", .cert = "tls_cert_file", .key = "tls_key_file"});
+#ifndef TERNPS_COMMON_RPC_CREDENTIALS_H_
+#define TERNPS_COMMON_RPC_CREDENTIALS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/security/credentials.h"
+
+namespace ternps::common {
+
+// Three PEM file paths, or the names of the settings that give them (for error messages).
+struct TlsFiles {
+  std::string ca;
+  std::string cert;
+  std::string key;
+};
+
+// TLS is on when `files.ca` is set; cert and key go together. INVALID_ARGUMENT naming the setting
+// (from `names`) for a certificate without its key, a certificate without a CA, or a file that
+// cannot be read.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientCredentials(const TlsFiles& files,
+                                                                            const TlsFiles& names);
+
+}  // namespace ternps::common
+
+#endif  // TERNPS_COMMON_RPC_CREDENTIALS_H_
