@@ -172,6 +172,8 @@ class Worker {
   static bool DeviceAvailable();
   // Joins every shard again (after a failed Step); the next Step continues at the step they
   // agree on. The model is then behind its peers' (this worker missed averages): Recover.
+  // NOT_FOUND if a shard no longer has the job (it ended or expired, or the shard restarted
+  // without --state_dir): a rejoin never starts the job afresh.
   absl::Status Rejoin();
 
   // Recovery. After applying the averages of step() - 1 to `state` (i.e. right after the
