@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/rpc/job_token.h"
 
 namespace ternps::server {
 
@@ -73,7 +74,20 @@ absl::StatusOr<std::shared_ptr<Job>> Engine::FindJob(absl::string_view job_id) c
   return it->second;
 }
 
-absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequest& request) {
+absl::StatusOr<std::shared_ptr<Job>> Engine::AuthorizedJob(absl::string_view job_id,
+                                                           absl::string_view token) const {
+  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(job_id);
+  if (!job.ok()) return job;
+  if (absl::Status st =
+          common::CheckJobToken((*job)->token_digest(), common::JobTokenDigest(token), job_id);
+      !st.ok()) {
+    return st;
+  }
+  return job;
+}
+
+absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequest& request,
+                                                      absl::string_view token) {
   if (request.shard_index() != config_.shard_index ||
       request.shard_count() != config_.shard_count) {
     return absl::FailedPreconditionError(
@@ -85,12 +99,26 @@ absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequ
     return absl::InvalidArgumentError(absl::StrCat(
         "worker_rank: ", request.worker_rank(), " is not below world_size ", request.world_size()));
   }
+  const std::string digest = common::JobTokenDigest(token);
   std::shared_ptr<Job> job;
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return absl::UnavailableError("the shard is shutting down");
     auto it = jobs_.find(request.job_id());
     if (it != jobs_.end()) job = it->second;
+  }
+  // The token is checked before anything of the request is compared with the job's (whose
+  // messages would tell a stranger about the job).
+  if (job != nullptr) {
+    if (absl::Status st = common::CheckJobToken(job->token_digest(), digest, request.job_id());
+        !st.ok()) {
+      return st;
+    }
+  } else if (config_.require_job_token && token.empty()) {
+    return absl::UnauthenticatedError(
+        absl::StrCat(common::kJobTokenMetadataKey, ": shard ", config_.shard_index,
+                     " requires a job token (--require_job_token) and the Join has none "
+                     "(WorkerOptions::token_file, ternps-worker --token_file)"));
   }
   if (job == nullptr && request.rejoin()) {
     if (absl::Status st = common::ValidateJobId(request.job_id()); !st.ok()) return st;
@@ -108,6 +136,11 @@ absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequ
     auto it = jobs_.find(request.job_id());
     if (it != jobs_.end()) {
       job = it->second;
+      // Created by another Join since the check above.
+      if (absl::Status st = common::CheckJobToken(job->token_digest(), digest, request.job_id());
+          !st.ok()) {
+        return st;
+      }
     } else {
       if (jobs_.size() >= config_.max_jobs) {
         return absl::ResourceExhaustedError(
@@ -116,13 +149,14 @@ absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequ
       }
       std::unique_ptr<JobStore> store;
       if (!config_.state_dir.empty() && spec->recovery.snapshot_interval > 0) {
-        absl::StatusOr<std::unique_ptr<JobStore>> created =
-            JobStore::Create(ShardStateDir(config_.state_dir, config_.shard_index), request);
+        absl::StatusOr<std::unique_ptr<JobStore>> created = JobStore::Create(
+            ShardStateDir(config_.state_dir, config_.shard_index), request, digest);
         if (!created.ok()) return created.status();
         store = *std::move(created);
         store->set_sync_averages(config_.state_sync);
       }
-      absl::StatusOr<std::unique_ptr<Job>> created = Job::Create(*spec, config_, std::move(store));
+      absl::StatusOr<std::unique_ptr<Job>> created =
+          Job::Create(*spec, config_, digest, std::move(store));
       if (!created.ok()) return created.status();
       job = std::move(*created);
       jobs_.emplace(request.job_id(), job);
@@ -132,31 +166,36 @@ absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequ
 }
 
 void Engine::ShareScalers(const ternps::v1::ShareScalersRequest& request,
-                          ternps::v1::ShareScalersResponse* response, DoneCallback done) {
-  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id());
+                          ternps::v1::ShareScalersResponse* response, DoneCallback done,
+                          absl::string_view token) {
+  absl::StatusOr<std::shared_ptr<Job>> job = AuthorizedJob(request.job_id(), token);
   if (!job.ok()) return done(job.status());
   (*job)->ShareScalers(request, response, std::move(done));
 }
 
 void Engine::PushPull(const common::PushPullRequestView& request, PushPullAnswer* answer,
-                      DoneCallback done) {
-  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id);
+                      DoneCallback done, absl::string_view token) {
+  absl::StatusOr<std::shared_ptr<Job>> job = AuthorizedJob(request.job_id, token);
   if (!job.ok()) return done(job.status());
   (*job)->PushPull(request, answer, std::move(done));
 }
 
 void Engine::PushPull(const ternps::v1::PushPullRequest& request,
-                      ternps::v1::PushPullResponse* response, DoneCallback done) {
+                      ternps::v1::PushPullResponse* response, DoneCallback done,
+                      absl::string_view token) {
   auto answer = std::make_shared<PushPullAnswer>();
-  PushPull(ViewOf(request), answer.get(),
-           [answer, response, done = std::move(done)](absl::Status st) {
-             if (st.ok()) ToProto(*answer, response);
-             done(std::move(st));
-           });
+  PushPull(
+      ViewOf(request), answer.get(),
+      [answer, response, done = std::move(done)](absl::Status st) {
+        if (st.ok()) ToProto(*answer, response);
+        done(std::move(st));
+      },
+      token);
 }
 
-absl::StatusOr<ternps::v1::LeaveResponse> Engine::Leave(const ternps::v1::LeaveRequest& request) {
-  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id());
+absl::StatusOr<ternps::v1::LeaveResponse> Engine::Leave(const ternps::v1::LeaveRequest& request,
+                                                        absl::string_view token) {
+  absl::StatusOr<std::shared_ptr<Job>> job = AuthorizedJob(request.job_id(), token);
   if (!job.ok()) return job.status();
   absl::StatusOr<ternps::v1::LeaveResponse> response = (*job)->Leave(request);
   if (response.ok() && !(*job)->AnyLive()) {
@@ -172,29 +211,32 @@ absl::StatusOr<ternps::v1::LeaveResponse> Engine::Leave(const ternps::v1::LeaveR
 }
 
 absl::StatusOr<ternps::v1::PutSnapshotResponse> Engine::PutSnapshot(
-    ternps::v1::PutSnapshotRequest& request) {
-  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id());
+    ternps::v1::PutSnapshotRequest& request, absl::string_view token) {
+  absl::StatusOr<std::shared_ptr<Job>> job = AuthorizedJob(request.job_id(), token);
   if (!job.ok()) return job.status();
   return (*job)->PutSnapshot(request);
 }
 
 absl::StatusOr<ternps::v1::GetRecoveryResponse> Engine::GetRecovery(
-    const ternps::v1::GetRecoveryRequest& request) {
-  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id());
+    const ternps::v1::GetRecoveryRequest& request, absl::string_view token) {
+  absl::StatusOr<std::shared_ptr<Job>> job = AuthorizedJob(request.job_id(), token);
   if (!job.ok()) return job.status();
   return (*job)->GetRecovery(request);
 }
 
 absl::StatusOr<ternps::v1::GetStatusResponse> Engine::GetStatus(
-    const ternps::v1::GetStatusRequest& request) const {
+    const ternps::v1::GetStatusRequest& request, absl::string_view token) const {
   std::vector<std::shared_ptr<Job>> jobs;
   if (!request.job_id().empty()) {
-    absl::StatusOr<std::shared_ptr<Job>> job = FindJob(request.job_id());
+    absl::StatusOr<std::shared_ptr<Job>> job = AuthorizedJob(request.job_id(), token);
     if (!job.ok()) return job.status();
     jobs.push_back(*std::move(job));
   } else {
+    const std::string digest = common::JobTokenDigest(token);
     absl::MutexLock lock(&mu_);
-    for (const auto& [id, job] : jobs_) jobs.push_back(job);
+    for (const auto& [id, job] : jobs_) {
+      if (common::CheckJobToken(job->token_digest(), digest, id).ok()) jobs.push_back(job);
+    }
   }
   std::sort(jobs.begin(), jobs.end(),
             [](const auto& a, const auto& b) { return a->id() < b->id(); });

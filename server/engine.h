@@ -6,6 +6,10 @@
 //   engine.PushPull(request, &response, [](absl::Status st) { ... });  // answered when complete
 //   engine.Shutdown();  // fails whatever still waits
 //
+// Every method takes the job token the call carried (common/rpc/job_token.h; empty: none): the
+// first Join of a job fixes the job's token, and every later call of the job must carry the same
+// one (UNAUTHENTICATED without, PERMISSION_DENIED with another) before anything else is looked at.
+//
 // Thread-safe. Every asynchronous call's `done` runs exactly once, on some thread, without engine
 // locks held. Lock order: engine, then a job's partitions (ascending id), then its membership.
 #ifndef TERNPS_SERVER_ENGINE_H_
@@ -45,23 +49,28 @@ class Engine {
   };
   const Restored& restored() const { return restored_; }
 
-  absl::StatusOr<ternps::v1::JoinResponse> Join(const ternps::v1::JoinRequest& request);
+  absl::StatusOr<ternps::v1::JoinResponse> Join(const ternps::v1::JoinRequest& request,
+                                                absl::string_view token = {});
   void ShareScalers(const ternps::v1::ShareScalersRequest& request,
-                    ternps::v1::ShareScalersResponse* response, DoneCallback done);
+                    ternps::v1::ShareScalersResponse* response, DoneCallback done,
+                    absl::string_view token = {});
   // The data path: `answer` is filled before `done` runs; the request's bytes (the view's spans)
   // are not used after this returns.
   void PushPull(const common::PushPullRequestView& request, PushPullAnswer* answer,
-                DoneCallback done);
+                DoneCallback done, absl::string_view token = {});
   // The same with the generated classes (tests, in-process callers); copies the averages.
   void PushPull(const ternps::v1::PushPullRequest& request, ternps::v1::PushPullResponse* response,
-                DoneCallback done);
-  absl::StatusOr<ternps::v1::LeaveResponse> Leave(const ternps::v1::LeaveRequest& request);
+                DoneCallback done, absl::string_view token = {});
+  absl::StatusOr<ternps::v1::LeaveResponse> Leave(const ternps::v1::LeaveRequest& request,
+                                                  absl::string_view token = {});
   absl::StatusOr<ternps::v1::PutSnapshotResponse> PutSnapshot(
-      ternps::v1::PutSnapshotRequest& request);
+      ternps::v1::PutSnapshotRequest& request, absl::string_view token = {});
   absl::StatusOr<ternps::v1::GetRecoveryResponse> GetRecovery(
-      const ternps::v1::GetRecoveryRequest& request);
+      const ternps::v1::GetRecoveryRequest& request, absl::string_view token = {});
+  // With a job_id: that job (its token required). Without: the jobs the call's token opens (with
+  // no token, the jobs that have none).
   absl::StatusOr<ternps::v1::GetStatusResponse> GetStatus(
-      const ternps::v1::GetStatusRequest& request) const;
+      const ternps::v1::GetStatusRequest& request, absl::string_view token = {}) const;
 
   // The job `job_id` (NOT_FOUND naming it otherwise); for inspection and tests.
   absl::StatusOr<std::shared_ptr<Job>> FindJob(absl::string_view job_id) const;
@@ -74,6 +83,9 @@ class Engine {
   void Shutdown();
 
  private:
+  // FindJob, then the token check.
+  absl::StatusOr<std::shared_ptr<Job>> AuthorizedJob(absl::string_view job_id,
+                                                     absl::string_view token) const;
   void ReaperLoop();
 
   void RestoreJobs();

@@ -51,13 +51,15 @@ common::SpecLimits LimitsOf(const ShardConfig& shard) {
 }
 
 absl::StatusOr<std::unique_ptr<Job>> Job::Create(common::JobSpec spec, const ShardConfig& shard,
+                                                 std::string token_digest,
                                                  std::unique_ptr<JobStore> store) {
   if (spec.plan.ShardLoad(shard.shard_index) > shard.max_shard_elements) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "tensors: this shard would own ", spec.plan.ShardLoad(shard.shard_index),
         " elements, more than its limit --max_shard_elements=", shard.max_shard_elements));
   }
-  return std::unique_ptr<Job>(new Job(std::move(spec), shard, std::move(store)));
+  return std::unique_ptr<Job>(
+      new Job(std::move(spec), shard, std::move(token_digest), std::move(store)));
 }
 
 absl::StatusOr<std::unique_ptr<Job>> Job::Restore(common::JobSpec spec, const ShardConfig& shard,
@@ -66,7 +68,9 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Restore(common::JobSpec spec, const Sh
     return absl::FailedPreconditionError(
         absl::StrCat(store->dir(), ": job '", spec.job_id, "' keeps no recovery state"));
   }
-  absl::StatusOr<std::unique_ptr<Job>> job = Create(std::move(spec), shard, std::move(store));
+  std::string digest = store->token_digest();
+  absl::StatusOr<std::unique_ptr<Job>> job =
+      Create(std::move(spec), shard, std::move(digest), std::move(store));
   if (!job.ok()) return job.status();
   for (const auto& a : (*job)->aggregators_) {
     const PartitionConfig& c = a->config();
@@ -82,8 +86,10 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Restore(common::JobSpec spec, const Sh
   return job;
 }
 
-Job::Job(common::JobSpec spec, const ShardConfig& shard, std::unique_ptr<JobStore> store)
+Job::Job(common::JobSpec spec, const ShardConfig& shard, std::string token_digest,
+         std::unique_ptr<JobStore> store)
     : spec_(std::move(spec)),
+      token_digest_(std::move(token_digest)),
       shard_(shard),
       store_(std::move(store)),
       // Epochs of a restored job start above every one its earlier incarnations gave out.

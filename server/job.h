@@ -48,11 +48,13 @@ class Job {
   // RESOURCE_EXHAUSTED if this shard's part of the job exceeds max_shard_elements. With a
   // `store` (a durable shard; the job keeps recovery state) the job writes its snapshots and
   // averages there.
+  // `token_digest`: common::JobTokenDigest of the token the first Join carried (empty: none).
   static absl::StatusOr<std::unique_ptr<Job>> Create(common::JobSpec spec, const ShardConfig& shard,
+                                                     std::string token_digest = {},
                                                      std::unique_ptr<JobStore> store = nullptr);
   // A job a durable shard wrote before it restarted: every owned partition's snapshot and log are
   // read back (DATA_LOSS naming the file if one does not fit the spec); every rank must Join
-  // again, and epochs start above the previous incarnation's.
+  // again, and epochs start above the previous incarnation's. The token digest is the store's.
   static absl::StatusOr<std::unique_ptr<Job>> Restore(common::JobSpec spec,
                                                       const ShardConfig& shard,
                                                       std::unique_ptr<JobStore> store);
@@ -63,6 +65,8 @@ class Job {
 
   const std::string& id() const { return spec_.job_id; }
   const common::JobSpec& spec() const { return spec_; }
+  // The job's token digest (common/rpc/job_token.h); empty if its first Join carried no token.
+  const std::string& token_digest() const { return token_digest_; }
 
   // Admits the worker if `spec` (resolved from `request`) registers this job and the request's
   // plan_checksum, if any, matches; FAILED_PRECONDITION naming the first differing field if not.
@@ -98,7 +102,8 @@ class Job {
   std::shared_ptr<const MembershipView> View() const { return membership_.View(); }
 
  private:
-  Job(common::JobSpec spec, const ShardConfig& shard, std::unique_ptr<JobStore> store);
+  Job(common::JobSpec spec, const ShardConfig& shard, std::string token_digest,
+      std::unique_ptr<JobStore> store);
 
   struct OfferOp;
   struct PushOp;
@@ -119,6 +124,7 @@ class Job {
   void Account(const std::vector<CompletionStats>& completed);
 
   const common::JobSpec spec_;
+  const std::string token_digest_;
   const ShardConfig shard_;
   const std::unique_ptr<JobStore> store_;  // null: memory only
   Membership membership_;

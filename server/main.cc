@@ -59,6 +59,10 @@ ABSL_FLAG(std::string, state_sync, "step",
           "restarted shard loses nothing, even after a power loss); 'none' only writes it (the "
           "page cache keeps it across a crash or kill of the shard process, not of the machine; "
           "cheaper per step)");
+ABSL_FLAG(bool, require_job_token, false,
+          "Refuse to start a job whose first Join carries no job token (UNAUTHENTICATED). Off: "
+          "the first Join of a job decides whether it has a token; either way every later call "
+          "of a job with a token must carry the same one");
 ABSL_FLAG(bool, quiet, false, "Log only errors");
 
 namespace {
@@ -111,6 +115,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.shard.state_sync = state_sync == "step";
+  options.shard.require_job_token = absl::GetFlag(FLAGS_require_job_token);
   if (absl::Status st = ternps::server::ValidateShardConfig(options.shard); !st.ok()) {
     std::fprintf(stderr, "ternps-server: %s\n", std::string(st.message()).c_str());
     return 2;

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/rpc/job_token.h"
 #include "common/rpc/status.h"
 #include "common/wire/push_pull_wire.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -17,6 +18,28 @@ namespace {
 
 void Count(ShardObserver* observer, Method method, const absl::Status& status) {
   if (observer != nullptr) observer->RequestDone(method, status.code());
+}
+
+// The job token the call carries (empty: none); UNAUTHENTICATED for malformed `authorization`
+// metadata.
+absl::StatusOr<std::string> CallToken(const grpc::CallbackServerContext* context) {
+  std::vector<absl::string_view> values;
+  const auto range = context->client_metadata().equal_range(
+      grpc::string_ref(common::kJobTokenMetadataKey.data(), common::kJobTokenMetadataKey.size()));
+  for (auto it = range.first; it != range.second; ++it) {
+    values.emplace_back(it->second.data(), it->second.size());
+  }
+  absl::StatusOr<std::optional<std::string>> token = common::JobTokenFromMetadata(values);
+  if (!token.ok()) return token.status();
+  return token->value_or(std::string());
+}
+
+// `call(token)` with the call's token, or its error as the result.
+template <typename Call>
+auto WithToken(const grpc::CallbackServerContext* context, Call call) -> decltype(call("")) {
+  absl::StatusOr<std::string> token = CallToken(context);
+  if (!token.ok()) return token.status();
+  return call(*token);
 }
 
 // Answers a synchronous engine result.
@@ -81,15 +104,22 @@ grpc::ByteBuffer Serialize(const PushPullAnswer& answer) {
 grpc::ServerUnaryReactor* ParameterServerService::Join(grpc::CallbackServerContext* context,
                                                        const ternps::v1::JoinRequest* request,
                                                        ternps::v1::JoinResponse* response) {
-  return FinishWith(context, engine_->Join(*request), response, observer(), Method::kJoin);
+  return FinishWith(
+      context, WithToken(context, [&](absl::string_view t) { return engine_->Join(*request, t); }),
+      response, observer(), Method::kJoin);
 }
 
 grpc::ServerUnaryReactor* ParameterServerService::ShareScalers(
     grpc::CallbackServerContext* context, const ternps::v1::ShareScalersRequest* request,
     ternps::v1::ShareScalersResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  engine_->ShareScalers(*request, response,
-                        FinishLater(reactor, observer(), Method::kShareScalers));
+  DoneCallback finish = FinishLater(reactor, observer(), Method::kShareScalers);
+  absl::StatusOr<std::string> token = CallToken(context);
+  if (!token.ok()) {
+    finish(token.status());
+    return reactor;
+  }
+  engine_->ShareScalers(*request, response, std::move(finish), *token);
   return reactor;
 }
 
@@ -100,17 +130,24 @@ grpc::ServerUnaryReactor* ParameterServerService::PushPull(grpc::CallbackServerC
   const RequestPieces bytes(*request);
   common::PushPullRequestView view;
   DoneCallback finish = FinishLater(reactor, observer(), Method::kPushPull);
+  absl::StatusOr<std::string> token = CallToken(context);
+  if (!token.ok()) {
+    finish(token.status());
+    return reactor;
+  }
   if (absl::Status st = common::ParsePushPullRequest(bytes.pieces(), &view); !st.ok()) {
     finish(std::move(st));
     return reactor;
   }
   auto answer = std::make_shared<PushPullAnswer>();
   // The payloads are summed before PushPull returns; `bytes` may go then.
-  engine_->PushPull(view, answer.get(),
-                    [response, answer, finish = std::move(finish)](absl::Status st) {
-                      if (st.ok()) *response = Serialize(*answer);
-                      finish(std::move(st));
-                    });
+  engine_->PushPull(
+      view, answer.get(),
+      [response, answer, finish = std::move(finish)](absl::Status st) {
+        if (st.ok()) *response = Serialize(*answer);
+        finish(std::move(st));
+      },
+      *token);
   // The payloads have been summed. Give gRPC's receive buffers back now rather than when the call
   // ends (after the slowest worker's push): held, they make the allocator hand out fresh pages
   // for every message (page faults on every received byte). The request is this handler's to
@@ -123,7 +160,9 @@ grpc::ServerUnaryReactor* ParameterServerService::PushPull(grpc::CallbackServerC
 grpc::ServerUnaryReactor* ParameterServerService::Leave(grpc::CallbackServerContext* context,
                                                         const ternps::v1::LeaveRequest* request,
                                                         ternps::v1::LeaveResponse* response) {
-  return FinishWith(context, engine_->Leave(*request), response, observer(), Method::kLeave);
+  return FinishWith(
+      context, WithToken(context, [&](absl::string_view t) { return engine_->Leave(*request, t); }),
+      response, observer(), Method::kLeave);
 }
 
 grpc::ServerUnaryReactor* ParameterServerService::PutSnapshot(
@@ -131,22 +170,30 @@ grpc::ServerUnaryReactor* ParameterServerService::PutSnapshot(
     ternps::v1::PutSnapshotResponse* response) {
   // The request is this handler's: its state bytes move into the shard instead of being copied.
   return FinishWith(context,
-                    engine_->PutSnapshot(const_cast<ternps::v1::PutSnapshotRequest&>(*request)),
+                    WithToken(context,
+                              [&](absl::string_view t) {
+                                return engine_->PutSnapshot(
+                                    const_cast<ternps::v1::PutSnapshotRequest&>(*request), t);
+                              }),
                     response, observer(), Method::kPutSnapshot);
 }
 
 grpc::ServerUnaryReactor* ParameterServerService::GetRecovery(
     grpc::CallbackServerContext* context, const ternps::v1::GetRecoveryRequest* request,
     ternps::v1::GetRecoveryResponse* response) {
-  return FinishWith(context, engine_->GetRecovery(*request), response, observer(),
-                    Method::kGetRecovery);
+  return FinishWith(
+      context,
+      WithToken(context, [&](absl::string_view t) { return engine_->GetRecovery(*request, t); }),
+      response, observer(), Method::kGetRecovery);
 }
 
 grpc::ServerUnaryReactor* ParameterServerService::GetStatus(
     grpc::CallbackServerContext* context, const ternps::v1::GetStatusRequest* request,
     ternps::v1::GetStatusResponse* response) {
-  return FinishWith(context, engine_->GetStatus(*request), response, observer(),
-                    Method::kGetStatus);
+  return FinishWith(
+      context,
+      WithToken(context, [&](absl::string_view t) { return engine_->GetStatus(*request, t); }),
+      response, observer(), Method::kGetStatus);
 }
 
 }  // namespace ternps::server

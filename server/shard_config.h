@@ -44,6 +44,10 @@ struct ShardConfig {
   // Whether every answered average is fdatasync'd before it is answered (survives a power loss),
   // or only written (survives a crash of the shard process, not of its machine: cheaper).
   bool state_sync = true;
+  // Whether a job must have a token: a Join that would start a job without one is
+  // UNAUTHENTICATED (common/rpc/job_token.h). Off: the first Join decides (a job started without
+  // a token refuses calls that carry one, and the other way round).
+  bool require_job_token = false;
   // Whether the engine runs its own timeout sweep (every step_timeout / 32, at most 1 s); tests
   // that drive a ManualClock call Engine::CheckTimeouts themselves.
   bool run_reaper = true;

@@ -19,6 +19,7 @@
 #include "common/codec/fp32.h"
 #include "common/codec/int_sum.h"
 #include "common/codec/ternary.h"
+#include "common/rpc/job_token.h"
 #include "common/spec/job_spec.h"
 #include "common/util/file.h"
 
@@ -33,7 +34,9 @@ namespace v1 = ::ternps::v1;
 constexpr uint32_t kJobMagic = 0x424F4A54;       // "TJOB"
 constexpr uint32_t kSnapshotMagic = 0x50414E53;  // "SNAP"
 constexpr uint32_t kRecordMagic = 0x43455254;    // "TREC"
-constexpr uint32_t kVersion = 1;
+// Job file versions: 2 adds the token digest after the registration; version 1 files (written
+// before job tokens) are still read, as jobs without a token.
+constexpr uint32_t kJobVersion = 2;
 
 uint32_t Crc(absl::string_view bytes) {
   uLong crc = crc32(0L, Z_NULL, 0);
@@ -153,29 +156,38 @@ std::string JobDirName(absl::string_view job_id) {
   return name;
 }
 
-std::string JobFile(absl::string_view registration, uint64_t incarnation) {
+std::string JobFile(absl::string_view registration, uint64_t incarnation,
+                    absl::string_view token_digest) {
   std::string out;
   Put(&out, kJobMagic);
-  Put(&out, kVersion);
+  Put(&out, kJobVersion);
   Put(&out, incarnation);
   Put<uint64_t>(&out, registration.size());
   out.append(registration.data(), registration.size());
+  Put<uint32_t>(&out, static_cast<uint32_t>(token_digest.size()));
+  out.append(token_digest.data(), token_digest.size());
   Put(&out, Crc(out));
   return out;
 }
 
-// The registration and incarnation in a job file.
+// The registration, incarnation and token digest in a job file.
 absl::Status ParseJobFile(const std::string& path, absl::string_view bytes,
-                          v1::JoinRequest* registration, uint64_t* incarnation) {
+                          v1::JoinRequest* registration, uint64_t* incarnation,
+                          std::string* token_digest) {
   Reader r(bytes);
-  uint32_t magic = 0, version = 0, crc = 0;
+  uint32_t magic = 0, version = 0, crc = 0, digest_size = 0;
   uint64_t size = 0;
-  absl::string_view body;
-  if (!r.Get(&magic) || magic != kJobMagic || !r.Get(&version) || version != kVersion ||
-      !r.Get(incarnation) || !r.Get(&size) || !r.Take(size, &body) || !r.Get(&crc) ||
-      r.remaining() != 0) {
-    return absl::DataLossError(absl::StrCat(path, ": not a ternps job file of version ", kVersion,
-                                            " (magic, version or length)"));
+  absl::string_view body, digest;
+  bool ok = r.Get(&magic) && magic == kJobMagic && r.Get(&version) &&
+            (version == 1 || version == kJobVersion) && r.Get(incarnation) && r.Get(&size) &&
+            r.Take(size, &body);
+  if (ok && version >= 2) {
+    ok = r.Get(&digest_size) && (digest_size == 0 || digest_size == common::kJobTokenDigestBytes) &&
+         r.Take(digest_size, &digest);
+  }
+  if (!ok || !r.Get(&crc) || r.remaining() != 0) {
+    return absl::DataLossError(absl::StrCat(path, ": not a ternps job file of version 1 or ",
+                                            kJobVersion, " (magic, version or length)"));
   }
   if (Crc(bytes.substr(0, bytes.size() - 4)) != crc) {
     return absl::DataLossError(absl::StrCat(path, ": checksum mismatch"));
@@ -183,6 +195,7 @@ absl::Status ParseJobFile(const std::string& path, absl::string_view bytes,
   if (!registration->ParseFromString(std::string(body))) {
     return absl::DataLossError(absl::StrCat(path, ": the registration is not a JoinRequest"));
   }
+  token_digest->assign(digest.data(), digest.size());
   return absl::OkStatus();
 }
 
@@ -455,16 +468,18 @@ absl::Status PartitionStore::StartSegment(uint64_t next_step, uint64_t snapshot_
 }
 
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Create(const std::string& state_dir,
-                                                           const v1::JoinRequest& join) {
+                                                           const v1::JoinRequest& join,
+                                                           const std::string& token_digest) {
   const std::string dir = absl::StrCat(state_dir, "/", JobDirName(join.job_id()));
   RemoveTree(dir);  // an earlier run of the same id that ended without cleaning up
   if (mkdir(dir.c_str(), 0755) != 0) return Errno("cannot create", dir);
-  if (absl::Status st = WriteFileDurably(dir, dir + "/job", JobFile(join.SerializeAsString(), 0));
+  if (absl::Status st =
+          WriteFileDurably(dir, dir + "/job", JobFile(join.SerializeAsString(), 0, token_digest));
       !st.ok()) {
     return st;
   }
   if (absl::Status st = SyncDir(state_dir); !st.ok()) return st;
-  return std::make_unique<JobStore>(dir, 0);
+  return std::make_unique<JobStore>(dir, 0, token_digest);
 }
 
 JobStore::~JobStore() = default;
@@ -497,8 +512,9 @@ std::vector<StoredJob> LoadJobs(const std::string& state_dir, std::vector<std::s
     absl::StatusOr<std::string> bytes = common::ReadFileToString(path, "state_dir");
     StoredJob job;
     uint64_t incarnation = 0;
+    std::string digest;
     absl::Status st = bytes.status();
-    if (st.ok()) st = ParseJobFile(path, *bytes, &job.registration, &incarnation);
+    if (st.ok()) st = ParseJobFile(path, *bytes, &job.registration, &incarnation, &digest);
     if (st.ok() && JobDirName(job.registration.job_id()) != name) {
       st = absl::DataLossError(absl::StrCat(path, ": job_id '", job.registration.job_id(),
                                             "' does not match the directory name"));
@@ -506,13 +522,14 @@ std::vector<StoredJob> LoadJobs(const std::string& state_dir, std::vector<std::s
     if (st.ok()) {
       // Written before the job serves: epochs of this incarnation are above the last one's.
       ++incarnation;
-      st = WriteFileDurably(dir, path, JobFile(job.registration.SerializeAsString(), incarnation));
+      st = WriteFileDurably(dir, path,
+                            JobFile(job.registration.SerializeAsString(), incarnation, digest));
     }
     if (!st.ok()) {
       problems->push_back(std::string(st.message()));
       continue;
     }
-    job.store = std::make_unique<JobStore>(dir, incarnation);
+    job.store = std::make_unique<JobStore>(dir, incarnation, std::move(digest));
     jobs.push_back(std::move(job));
   }
   return jobs;

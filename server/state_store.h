@@ -2,7 +2,8 @@
 // owned partition its latest snapshot and the log of the averages it answered since, so that a
 // restarted shard resumes its jobs where they were.
 //
-//   <state_dir>/job-<hex of job_id>/job          registration: the first JoinRequest, incarnation
+//   <state_dir>/job-<hex of job_id>/job          registration: the first JoinRequest, incarnation,
+//                                                the SHA-256 of its job token (if it had one)
 //   <state_dir>/job-<hex of job_id>/p<id>.snap   latest snapshot (written to .tmp, fsync, rename)
 //   <state_dir>/job-<hex of job_id>/p<id>-<first step>.log   averages, one record per step
 //
@@ -124,12 +125,14 @@ class PartitionStore : public SyncTarget {
 
 class JobStore {
  public:
-  // A new job: replaces whatever an earlier job of the same id left, writes the registration.
+  // A new job: replaces whatever an earlier job of the same id left, writes the registration and
+  // the digest of its token (empty: none).
   static absl::StatusOr<std::unique_ptr<JobStore>> Create(const std::string& state_dir,
-                                                          const ternps::v1::JoinRequest& join);
+                                                          const ternps::v1::JoinRequest& join,
+                                                          const std::string& token_digest);
   // Use Create or LoadJobs.
-  JobStore(std::string dir, uint64_t incarnation)
-      : dir_(std::move(dir)), incarnation_(incarnation) {}
+  JobStore(std::string dir, uint64_t incarnation, std::string token_digest)
+      : dir_(std::move(dir)), incarnation_(incarnation), token_digest_(std::move(token_digest)) {}
   ~JobStore();
   JobStore(const JobStore&) = delete;
   JobStore& operator=(const JobStore&) = delete;
@@ -138,6 +141,7 @@ class JobStore {
   // How many times the job was restored; epochs of this incarnation start above every earlier
   // one's.
   uint64_t incarnation() const { return incarnation_; }
+  const std::string& token_digest() const { return token_digest_; }
   PartitionStore* Partition(uint32_t id) ABSL_LOCKS_EXCLUDED(mu_);
   // Whether partitions created from now on fdatasync their averages (PartitionStore).
   void set_sync_averages(bool sync) { sync_averages_ = sync; }
@@ -147,6 +151,7 @@ class JobStore {
  private:
   const std::string dir_;
   const uint64_t incarnation_;
+  const std::string token_digest_;
   absl::Mutex mu_;
   std::map<uint32_t, std::unique_ptr<PartitionStore>> partitions_ ABSL_GUARDED_BY(mu_);
   bool removed_ ABSL_GUARDED_BY(mu_) = false;

@@ -12,6 +12,7 @@
 Usage: mixed_job_test.py BIN_DIR   (PYTHONPATH must reach the built package: build/python)
 """
 
+import concurrent.futures
 import math
 import os
 import subprocess
@@ -25,6 +26,7 @@ import numpy as np
 import torch  # tests/run.sh installs python3-torch
 
 import ternps
+import ternps.client
 
 BIN_DIR = sys.argv.pop(1) if len(sys.argv) > 1 else "build/bin"
 TENSORS = [("w", 20000), ("b", 100)]
@@ -119,7 +121,6 @@ class MixedJobTest(unittest.TestCase):
         self.run_mixed("fp32", "mixed-fp32")
 
     def run_pure_python(self, codec, job):
-        import ternps.client
         peer = subprocess.Popen(
             [os.path.join(BIN_DIR, "ternps_test_peer"), self.shard.address, "0", "2", job,
              str(STEPS), codec], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -214,8 +215,50 @@ class MixedJobTest(unittest.TestCase):
                               tensors=TENSORS, tls_ca=f("ca.pem"), connect_timeout=1)
             self.assertEqual(raised.exception.code, "UNAVAILABLE")
             self.assertIn("refuses this worker's certificate", raised.exception.message)
+            # The pure-Python client over the same mutual TLS.
+            client = ternps.client.Client(job_id="tls3", rank=0, world_size=1,
+                                          shards=[tls.address], tensors=TENSORS,
+                                          tls_ca=f("ca.pem"), tls_cert=f("client.pem"),
+                                          tls_key=f("client.key"))
+            ones = [np.ones(20000, np.float32), np.ones(100, np.float32)]
+            averages = client.step(ones)
+            np.testing.assert_array_equal(averages[1], ones[1])
+            client.leave()
         finally:
             tls.stop()
+
+    def test_job_tokens(self):
+        """The package's and the pure-Python client's token_file: a Worker and a Client with
+        the job's token train together; without it, or with another, they are refused."""
+        def token_file(name, token):
+            path = os.path.join(self.dir.name, name)
+            with open(path, "w") as f:
+                f.write(token + "\n")
+            return path
+        good = token_file("good", "6a1f0c9e2b7d4a8f6a1f0c9e2b7d4a8f")
+        other = token_file("other", "ffffffffffffffffffffffffffffffff")
+        with ternps.Worker(job_id="tok", rank=0, world_size=2, shards=[self.shard.address],
+                           tensors=TENSORS, threads=1, token_file=good) as worker:
+            with self.assertRaises(ternps.TernpsError) as raised:
+                ternps.client.Client(job_id="tok", rank=1, world_size=2,
+                                     shards=[self.shard.address], tensors=TENSORS)
+            self.assertEqual(raised.exception.code, "UNAUTHENTICATED")
+            with self.assertRaises(ternps.TernpsError) as raised:
+                ternps.Worker(job_id="tok", rank=1, world_size=2, shards=[self.shard.address],
+                              tensors=TENSORS, token_file=other)
+            self.assertEqual(raised.exception.code, "PERMISSION_DENIED")
+            self.assertNotIn("ffffffff", raised.exception.message)
+            client = ternps.client.Client(job_id="tok", rank=1, world_size=2,
+                                          shards=[self.shard.address], tensors=TENSORS,
+                                          token_file=good)
+            pool = concurrent.futures.ThreadPoolExecutor(1)
+            theirs = pool.submit(client.step, gradient(1, 0))
+            mine = [g.copy() for g in gradient(0, 0)]
+            worker.step(mine)
+            averages = theirs.result(timeout=60)
+            self.assertEqual(digest(mine), digest(averages))
+            client.leave()
+            worker.leave()
 
     def test_an_unreachable_shard_is_an_error_with_its_code(self):
         with self.assertRaises(ternps.TernpsError) as raised:

@@ -19,6 +19,7 @@ namespace {
 
 namespace v1 = ::ternps::v1;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr uint32_t kElements = 64;
 
@@ -48,7 +49,7 @@ class EngineTest : public ::testing::Test {
     world_ = world;
     epochs_.assign(world, 0);
     for (uint32_t r = 0; r < world; ++r) {
-      absl::StatusOr<v1::JoinResponse> joined = engine_->Join(JoinRequest(r));
+      absl::StatusOr<v1::JoinResponse> joined = engine_->Join(JoinRequest(r), token_);
       ASSERT_TRUE(joined.ok()) << joined.status();
       epochs_[r] = joined->epoch();
     }
@@ -98,7 +99,7 @@ class EngineTest : public ::testing::Test {
 
   std::unique_ptr<Answer<v1::PushPullResponse>> Send(const v1::PushPullRequest& r) {
     auto answer = std::make_unique<Answer<v1::PushPullResponse>>();
-    engine_->PushPull(r, &answer->response, answer->Callback());
+    engine_->PushPull(r, &answer->response, answer->Callback(), token_);
     return answer;
   }
 
@@ -112,7 +113,7 @@ class EngineTest : public ::testing::Test {
     r.add_partition_ids(0);
     r.add_scalers(scaler);
     auto answer = std::make_unique<Answer<v1::ShareScalersResponse>>();
-    engine_->ShareScalers(r, &answer->response, answer->Callback());
+    engine_->ShareScalers(r, &answer->response, answer->Callback(), token_);
     return answer;
   }
 
@@ -126,7 +127,7 @@ class EngineTest : public ::testing::Test {
       absl::StrAppend(&s, " [", static_cast<int>(r.state), ",", r.join_epoch, ",", r.from_step, ",",
                       r.awaiting_first_call, "]");
     }
-    absl::StatusOr<v1::GetStatusResponse> status = engine_->GetStatus({});
+    absl::StatusOr<v1::GetStatusResponse> status = engine_->GetStatus({}, token_);
     absl::StrAppend(&s, " ", status->ShortDebugString());
     return s;
   }
@@ -137,6 +138,7 @@ class EngineTest : public ::testing::Test {
   v1::Codec codec_ = v1::CODEC_FP32;
   uint32_t world_ = 0;
   uint32_t snapshot_interval_ = 0;
+  std::string token_;  // the job token every helper call carries (empty: none)
   std::vector<uint64_t> epochs_;
 };
 
@@ -524,6 +526,128 @@ TEST_F(EngineTest, ARejoinOfAJobTheShardDoesNotHaveIsRefused) {
               HasSubstr("rejoin: job 'other' is not on shard 0"));
   EXPECT_THAT(std::string(st.status().message()), HasSubstr("without --state_dir"));
   EXPECT_EQ(engine_->FindJob("other").status().code(), absl::StatusCode::kNotFound);
+}
+
+constexpr absl::string_view kTokenA = "token-A-0123456789abcdef";
+constexpr absl::string_view kTokenB = "token-B-0123456789abcdef";
+
+// The first Join fixes the job's token. Every method then refuses a call without it
+// (UNAUTHENTICATED) or with another one (PERMISSION_DENIED), before looking at anything else and
+// without changing any state; the messages never contain a token.
+TEST_F(EngineTest, AJobTokenGuardsEveryCallOfTheJob) {
+  token_ = std::string(kTokenA);
+  Start(v1::CODEC_FP32, 2);
+  const std::string before = Fingerprint();
+  struct Caller {
+    absl::string_view token;
+    absl::StatusCode code;
+  };
+  for (const Caller& c : {Caller{"", absl::StatusCode::kUnauthenticated},
+                          Caller{kTokenB, absl::StatusCode::kPermissionDenied}}) {
+    SCOPED_TRACE(absl::StrCat("token '", c.token, "'"));
+    std::vector<absl::Status> refused;
+    refused.push_back(engine_->Join(JoinRequest(1), c.token).status());
+    v1::JoinRequest rejoin = JoinRequest(1);
+    rejoin.set_rejoin(true);
+    refused.push_back(engine_->Join(rejoin, c.token).status());
+    token_ = std::string(c.token);
+    auto share = Share(0, 0, 1.0f);
+    auto push = Push(0, 0, 1.0f);
+    token_ = std::string(kTokenA);
+    ASSERT_TRUE(share->done && push->done);
+    refused.push_back(share->status);
+    refused.push_back(push->status);
+    v1::LeaveRequest leave;
+    leave.set_job_id("engine");
+    leave.set_worker_rank(1);
+    leave.set_epoch(epochs_[1]);
+    refused.push_back(engine_->Leave(leave, c.token).status());
+    v1::PutSnapshotRequest snapshot = Snapshot(0, epochs_[0], 0, 2 * 4 * kElements, 'x');
+    refused.push_back(engine_->PutSnapshot(snapshot, c.token).status());
+    refused.push_back(engine_->GetRecovery(Recovery(0, epochs_[0], 0), c.token).status());
+    v1::GetStatusRequest status;
+    status.set_job_id("engine");
+    refused.push_back(engine_->GetStatus(status, c.token).status());
+    for (size_t i = 0; i < refused.size(); ++i) {
+      EXPECT_EQ(refused[i].code(), c.code) << "call " << i << ": " << refused[i];
+      EXPECT_THAT(std::string(refused[i].message()), HasSubstr("authorization: "));
+      EXPECT_THAT(std::string(refused[i].message()), Not(HasSubstr("token-")));
+    }
+    EXPECT_EQ(Fingerprint(), before);
+  }
+  // Listing jobs shows only those the caller's token opens.
+  absl::StatusOr<v1::GetStatusResponse> listed = engine_->GetStatus({}, "");
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->jobs_size(), 0);
+  listed = engine_->GetStatus({}, kTokenA);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->jobs_size(), 1);
+  // With the job's token everything works: a step, then both ranks leave.
+  auto a = Push(0, 0, 1.0f);
+  auto b = Push(1, 0, 3.0f);
+  ASSERT_TRUE(a->done && a->status.ok()) << a->status;
+  for (uint32_t rank = 0; rank < 2; ++rank) {
+    v1::LeaveRequest leave;
+    leave.set_job_id("engine");
+    leave.set_worker_rank(rank);
+    leave.set_epoch(epochs_[rank]);
+    EXPECT_TRUE(engine_->Leave(leave, kTokenA).ok());
+  }
+}
+
+// A worker of another job (its own token) cannot leave or push into this one; a job started
+// without a token refuses calls that carry one; --require_job_token refuses to start a job
+// without one.
+TEST_F(EngineTest, OtherJobsTokensAndTokenlessJobsAreKeptApart) {
+  token_ = std::string(kTokenA);
+  Start(v1::CODEC_FP32, 2);
+  v1::JoinRequest other = JoinRequest(0);
+  other.set_job_id("other");
+  ASSERT_TRUE(engine_->Join(other, kTokenB).ok());
+  v1::LeaveRequest leave;
+  leave.set_job_id("engine");
+  leave.set_worker_rank(1);
+  leave.set_epoch(epochs_[1]);
+  EXPECT_EQ(engine_->Leave(leave, kTokenB).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ((*engine_->FindJob("engine"))->LiveWorkers(), 2);
+  absl::StatusOr<v1::GetStatusResponse> listed = engine_->GetStatus({}, kTokenB);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->jobs_size(), 1);
+  EXPECT_EQ(listed->jobs(0).job_id(), "other");
+
+  v1::JoinRequest open = JoinRequest(0);
+  open.set_job_id("open");
+  ASSERT_TRUE(engine_->Join(open, "").ok());
+  absl::Status st = engine_->Join(open, kTokenA).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kPermissionDenied) << st;
+  EXPECT_THAT(std::string(st.message()), HasSubstr("started without a job token"));
+
+  config_.require_job_token = true;
+  engine_ = std::make_unique<Engine>(config_);
+  st = engine_->Join(open, "").status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnauthenticated) << st;
+  EXPECT_THAT(std::string(st.message()), HasSubstr("--require_job_token"));
+  EXPECT_EQ(engine_->FindJob("open").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(engine_->Join(open, kTokenA).ok());
+}
+
+// A durable shard keeps the job's token across a restart: rejoining without it is refused.
+TEST_F(EngineTest, ARestoredJobKeepsItsToken) {
+  char tmpl[] = "/tmp/ternps-engine-token-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  config_.state_dir = tmpl;
+  snapshot_interval_ = 2;
+  token_ = std::string(kTokenA);
+  Start(v1::CODEC_TERNGRAD, 2);
+  engine_ = std::make_unique<Engine>(config_);
+  ASSERT_THAT(engine_->restored().jobs, ::testing::ElementsAre("engine"));
+  v1::JoinRequest rejoin = JoinRequest(0);
+  rejoin.set_rejoin(true);
+  EXPECT_EQ(engine_->Join(rejoin, "").status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(engine_->Join(rejoin, kTokenB).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(engine_->Join(rejoin, kTokenA).ok());
+  engine_.reset();
+  std::system(absl::StrCat("rm -rf ", tmpl).c_str());
 }
 
 // A rank that dies between shards: it pushed step 0 to shard 0 but never to shard 1. Shard 1

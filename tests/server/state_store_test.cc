@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -12,7 +13,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/codec/int_sum.h"
+#include "common/rpc/job_token.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -34,7 +37,7 @@ class StateStoreTest : public ::testing::Test {
     v1::JoinRequest join;
     join.set_job_id("store");
     join.set_world_size(kWorld);
-    absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Create(root_, join);
+    absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Create(root_, join, "");
     ASSERT_TRUE(store.ok()) << store.status();
     dir_ = (*store)->dir();
     store_ = *std::move(store);
@@ -221,6 +224,58 @@ TEST_F(StateStoreTest, LoadingJobsBumpsTheirIncarnationAndSkipsDamagedOnes) {
   EXPECT_TRUE(jobs.empty());
   ASSERT_EQ(problems.size(), 1u);
   EXPECT_THAT(problems[0], HasSubstr(dir_ + "/job: checksum mismatch"));
+}
+
+// A job's token digest is written with its registration and read back at every load; job files
+// of version 1 (before tokens) still load, as jobs without a token.
+TEST_F(StateStoreTest, TheTokenDigestSurvivesALoadAndVersion1FilesStillLoad) {
+  v1::JoinRequest join;
+  join.set_job_id("locked");
+  join.set_world_size(kWorld);
+  const std::string digest = common::JobTokenDigest("0123456789abcdef0123");
+  ASSERT_EQ(digest.size(), common::kJobTokenDigestBytes);
+  ASSERT_TRUE(JobStore::Create(root_, join, digest).ok());
+  std::vector<std::string> problems;
+  std::vector<StoredJob> jobs = LoadJobs(root_, &problems);
+  ASSERT_EQ(jobs.size(), 2u) << absl::StrJoin(problems, "; ");
+  for (const StoredJob& job : jobs) {
+    EXPECT_EQ(job.store->token_digest(),
+              job.registration.job_id() == "locked" ? digest : std::string())
+        << job.registration.job_id();
+  }
+  // The same digest again after the incarnation bump rewrote the file.
+  jobs = LoadJobs(root_, &problems);
+  for (const StoredJob& job : jobs) {
+    if (job.registration.job_id() == "locked") {
+      EXPECT_EQ(job.store->token_digest(), digest);
+    }
+  }
+
+  // A version 1 file: magic, version, incarnation, registration length and bytes, CRC-32.
+  std::string v1_file;
+  auto put = [&v1_file](auto v) { v1_file.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  const std::string registration = jobs[0].registration.SerializeAsString();
+  put(uint32_t{0x424F4A54});
+  put(uint32_t{1});
+  put(uint64_t{7});
+  put(uint64_t{registration.size()});
+  v1_file += registration;
+  put(static_cast<uint32_t>(
+      crc32(0, reinterpret_cast<const Bytef*>(v1_file.data()), static_cast<uInt>(v1_file.size()))));
+  const std::string path = jobs[0].store->dir() + "/job";
+  const std::string id = jobs[0].registration.job_id();
+  jobs.clear();
+  {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f << v1_file;
+  }
+  jobs = LoadJobs(root_, &problems);
+  ASSERT_EQ(jobs.size(), 2u) << absl::StrJoin(problems, "; ");
+  for (const StoredJob& job : jobs) {
+    if (job.registration.job_id() != id) continue;
+    EXPECT_EQ(job.store->incarnation(), 8u);
+    EXPECT_TRUE(job.store->token_digest().empty());
+  }
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "common/codec/ternary.h"
 #include "common/plan/partition_plan.h"
 #include "common/rpc/credentials.h"
+#include "common/rpc/job_token.h"
 #include "common/rpc/status.h"
 #include "common/spec/job_spec.h"
 #include "common/util/thread_pool.h"
@@ -321,6 +322,9 @@ class Worker::Impl {
   std::unique_ptr<grpc::ClientContext> NewContext(absl::Time deadline) const {
     auto context = std::make_unique<grpc::ClientContext>();
     context->set_deadline(absl::ToChronoTime(deadline));
+    if (!authorization_.empty()) {
+      context->AddMetadata(std::string(common::kJobTokenMetadataKey), authorization_);
+    }
     return context;
   }
   absl::Status CheckGradients(Gradients gradients) const;
@@ -404,6 +408,7 @@ class Worker::Impl {
   std::vector<Flight> flights_
       ABSL_GUARDED_BY(flight_mu_);                      // set by Step before anything else reads it
   bool cancelled_ ABSL_GUARDED_BY(flight_mu_) = false;  // the current step failed
+  std::string authorization_;  // the token's metadata value; empty: none (set by Init)
   mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;
   StepStats last_ ABSL_GUARDED_BY(mu_);
@@ -414,6 +419,11 @@ absl::Status Worker::Impl::Init() {
       {.ca = options_.tls_ca_file, .cert = options_.tls_cert_file, .key = options_.tls_key_file},
       {.ca = "tls_ca_file", .cert = "tls_cert_file", .key = "tls_key_file"});
   if (!credentials.ok()) return credentials.status();
+  if (!options_.token_file.empty()) {
+    absl::StatusOr<std::string> token = common::ReadJobToken(options_.token_file, "token_file");
+    if (!token.ok()) return token.status();
+    authorization_ = common::BearerValue(*token);
+  }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);

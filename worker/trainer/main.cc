@@ -33,6 +33,9 @@ ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain of this worker, for shards that require client certificates "
           "(with --tls_key and --tls_ca)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, token_file, "",
+          "File holding the job's token (16-1024 printable ASCII bytes, e.g. `openssl rand -hex "
+          "32`), sent with every call; the first Join fixes it. Empty: no token");
 ABSL_FLAG(std::string, shards, "127.0.0.1:7070",
           "Comma-separated host:port of every shard, shard 0 first");
 ABSL_FLAG(uint32_t, rank, 0, "This worker's rank in [0, world_size)");
@@ -189,6 +192,7 @@ int main(int argc, char** argv) {
   options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.token_file = absl::GetFlag(FLAGS_token_file);
   options.rpc_timeout = absl::GetFlag(FLAGS_rpc_timeout);
   options.snapshot_interval = snapshot_interval;
   options.state_slots = ternps::worker::Model::kStateSlots;

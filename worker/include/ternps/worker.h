@@ -101,6 +101,12 @@ struct WorkerOptions {
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
+  // A file holding the job's token (16 to 1024 printable ASCII bytes, no spaces; a final newline
+  // is ignored), sent with every call as "authorization: Bearer <token>". The first Join of a job
+  // fixes its token on each shard: workers without it are refused (UNAUTHENTICATED), workers with
+  // another one too (PERMISSION_DENIED). Empty: no token. Use it with TLS, or the token crosses the
+  // network in the clear.
+  std::string token_file;
   // float32 values per model element in the state (parameters plus optimizer slots, e.g. 2 for
   // SGD with momentum), 1..16. A job setting.
   uint32_t state_slots = 1;

@@ -43,20 +43,21 @@ class Worker:
     worker. codec: "terngrad" or "fp32". snapshot_interval / state_slots: recovery
     settings (see the C++ header); the Python package does not expose Recover yet.
     tls_ca, tls_cert, tls_key: PEM files; tls_ca turns TLS on, tls_cert/tls_key present a
-    client certificate to shards that require one (mutual TLS).
+    client certificate to shards that require one (mutual TLS). token_file: a file holding
+    the job's token, sent with every call (the first Join fixes it; see the C++ header).
     """
 
     def __init__(self, job_id, rank, world_size, shards, tensors, codec="terngrad",
                  clip_sigmas=2.5, scaler_sharing=True, partition_elements=1 << 20,
                  min_compress_elements=4096, seed=0, snapshot_interval=0, state_slots=1,
                  threads=2, connect_timeout=60.0, rpc_timeout=180.0, tls_ca="", tls_cert="",
-                 tls_key=""):
+                 tls_key="", token_file=""):
         self._tensors = [(str(n), int(e)) for n, e in tensors]
         self._impl = _ternps.Worker(
             job_id, rank, world_size, list(shards), self._tensors, codec, clip_sigmas,
             scaler_sharing, partition_elements, min_compress_elements, seed,
             snapshot_interval, state_slots, threads, float(connect_timeout),
-            float(rpc_timeout), tls_ca, tls_cert, tls_key)
+            float(rpc_timeout), tls_ca, tls_cert, tls_key, token_file)
 
     def step(self, gradients):
         """Exchanges one gradient: gradients[i] is tensor i's buffer; on return each holds

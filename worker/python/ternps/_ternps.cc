@@ -45,7 +45,8 @@ class PyWorker {
            float clip_sigmas, bool scaler_sharing, uint32_t partition_elements,
            uint32_t min_compress_elements, uint64_t seed, uint32_t snapshot_interval,
            uint32_t state_slots, int threads, double connect_timeout, double rpc_timeout,
-           const std::string& tls_ca, const std::string& tls_cert, const std::string& tls_key) {
+           const std::string& tls_ca, const std::string& tls_cert, const std::string& tls_key,
+           const std::string& token_file) {
     ternps::worker::WorkerOptions options;
     options.job_id = job_id;
     options.rank = rank;
@@ -73,6 +74,7 @@ class PyWorker {
     options.tls_ca_file = tls_ca;
     options.tls_cert_file = tls_cert;
     options.tls_key_file = tls_key;
+    options.token_file = token_file;
     absl::StatusOr<std::unique_ptr<ternps::worker::Worker>> worker;
     {
       py::gil_scoped_release release;
@@ -236,13 +238,14 @@ PYBIND11_MODULE(_ternps, m) {
       .def(py::init<const std::string&, uint32_t, uint32_t, const std::vector<std::string>&,
                     const std::vector<std::pair<std::string, uint64_t>>&, const std::string&, float,
                     bool, uint32_t, uint32_t, uint64_t, uint32_t, uint32_t, int, double, double,
-                    const std::string&, const std::string&, const std::string&>(),
+                    const std::string&, const std::string&, const std::string&,
+                    const std::string&>(),
            py::arg("job_id"), py::arg("rank"), py::arg("world_size"), py::arg("shards"),
            py::arg("tensors"), py::arg("codec"), py::arg("clip_sigmas"), py::arg("scaler_sharing"),
            py::arg("partition_elements"), py::arg("min_compress_elements"), py::arg("seed"),
            py::arg("snapshot_interval"), py::arg("state_slots"), py::arg("threads"),
            py::arg("connect_timeout"), py::arg("rpc_timeout"), py::arg("tls_ca"),
-           py::arg("tls_cert"), py::arg("tls_key"))
+           py::arg("tls_cert"), py::arg("tls_key"), py::arg("token_file"))
       .def("step", &PyWorker::Step, py::arg("gradients"))
       .def("rejoin", &PyWorker::Rejoin)
       .def("leave", &PyWorker::Leave)

@@ -38,7 +38,8 @@ def _error(where, rpc_error):
 class Client:
     def __init__(self, job_id, rank, world_size, shards, tensors, codec="terngrad",
                  clip_sigmas=2.5, partition_elements=1 << 20, min_compress_elements=4096,
-                 seed=0, rpc_timeout=180.0):
+                 seed=0, rpc_timeout=180.0, tls_ca="", tls_cert="", tls_key="",
+                 token_file=""):
         self.job_id, self.rank, self.world_size = job_id, rank, world_size
         self.tensors = [(str(n), int(e)) for n, e in tensors]
         self.timeout = rpc_timeout
@@ -53,8 +54,22 @@ class Client:
             for offset in range(0, n, partition_elements):
                 self.partitions.append((t, offset, min(partition_elements, n - offset),
                                         compressed))
-        self.stubs = [pb_grpc.ParameterServerStub(grpc.insecure_channel(a, CHANNEL_OPTIONS))
-                      for a in shards]
+        self.metadata = ()
+        if token_file:
+            with open(token_file, encoding="ascii") as f:
+                token = f.read().rstrip()
+            self.metadata = (("authorization", "Bearer " + token),)
+        if tls_ca:
+            def read(path):
+                if not path:
+                    return None
+                with open(path, "rb") as f:
+                    return f.read()
+            creds = grpc.ssl_channel_credentials(read(tls_ca), read(tls_key), read(tls_cert))
+            channels = [grpc.secure_channel(a, creds, CHANNEL_OPTIONS) for a in shards]
+        else:
+            channels = [grpc.insecure_channel(a, CHANNEL_OPTIONS) for a in shards]
+        self.stubs = [pb_grpc.ParameterServerStub(c) for c in channels]
         self.epochs, self.owned = [], []
         start = 0
         for s, stub in enumerate(self.stubs):
@@ -68,7 +83,8 @@ class Client:
             request.codec.min_compress_elements = min_compress_elements
             request.codec.seed = seed
             try:
-                answer = stub.Join(request, timeout=rpc_timeout, wait_for_ready=True)
+                answer = stub.Join(request, timeout=rpc_timeout, wait_for_ready=True,
+                                   metadata=self.metadata)
             except grpc.RpcError as e:
                 raise _error(f"shard {s} ({shards[s]}) Join", e) from None
             self.epochs.append(answer.epoch)
@@ -104,7 +120,8 @@ class Client:
                                              epoch=self.epochs[s], step=step, partition_ids=ids,
                                              scalers=[float(scalers[p]) for p in ids])
             try:
-                answer = self.stubs[s].ShareScalers(request, timeout=self.timeout)
+                answer = self.stubs[s].ShareScalers(request, timeout=self.timeout,
+                                                     metadata=self.metadata)
             except grpc.RpcError as e:
                 raise _error(f"shard {s} ShareScalers", e) from None
             return dict(zip(answer.partition_ids, answer.shared_scalers))
@@ -125,7 +142,8 @@ class Client:
                     request.partitions.add(partition_id=p, encoding=pb.FP32, elements=n,
                                            data=self._slice(grads, p).astype("<f4").tobytes())
             try:
-                answer = self.stubs[s].PushPull(request, timeout=self.timeout)
+                answer = self.stubs[s].PushPull(request, timeout=self.timeout,
+                                                 metadata=self.metadata)
             except grpc.RpcError as e:
                 raise _error(f"shard {s} PushPull", e) from None
             return answer.averages
@@ -171,6 +189,7 @@ class Client:
         for s, stub in enumerate(self.stubs):
             try:
                 stub.Leave(pb.LeaveRequest(job_id=self.job_id, worker_rank=self.rank,
-                                           epoch=self.epochs[s]), timeout=self.timeout)
+                                           epoch=self.epochs[s]), timeout=self.timeout,
+                           metadata=self.metadata)
             except grpc.RpcError as e:
                 raise _error(f"shard {s} Leave", e) from None
