@@ -26,6 +26,9 @@ ABSL_FLAG(std::string, tls_ca, "",
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM client certificate chain, for a shard that requires one (--tls_client_ca)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "With --tls_ca: the name the server's certificate must carry, when it is not the host "
+          "of --address (a probe that dials 127.0.0.1 while the certificate names the Service)");
 
 int main(int argc, char** argv) {
   ternps::common::SetUsage(
@@ -58,7 +61,12 @@ int main(int argc, char** argv) {
                  std::string(credentials.status().message()).c_str());
     return 2;
   }
-  grpc::GenericStub stub(grpc::CreateChannel(absl::GetFlag(FLAGS_address), *credentials));
+  grpc::ChannelArguments args;
+  if (const std::string name = absl::GetFlag(FLAGS_tls_server_name); !name.empty()) {
+    args.SetSslTargetNameOverride(name);
+  }
+  grpc::GenericStub stub(
+      grpc::CreateCustomChannel(absl::GetFlag(FLAGS_address), *credentials, args));
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::GetFlag(FLAGS_timeout)));
   absl::Notification done;

@@ -6,6 +6,7 @@
 #   deploy/local/run.sh --epochs 1 --workers 2 --shards 1
 #   deploy/local/run.sh --chaos               # kill -9 a worker and a shard mid-run, restart both
 #   deploy/local/run.sh --framework pytorch   # the workers are PyTorch DDP processes (ternps hook)
+#   deploy/local/run.sh --tls                 # mutual TLS and a job token, made fresh (openssl)
 #
 # Options: --epochs N, --workers N, --shards N, --codec terngrad|fp32, --batch-size N, --lr X,
 #   --build-dir DIR, --no-install (skip apt-get), --no-build, --logs DIR (keep logs there),
@@ -18,6 +19,8 @@
 #   shard is killed with SIGKILL and started again on its port with its --state_dir: it restores
 #   the job and the workers reconnect and repeat the step. The run checks that every replica ends
 #   identical),
+#   --tls (a CA, a certificate for 127.0.0.1 and a job token made with openssl in the log
+#   directory; shards serve mutual TLS and require the token, workers present both),
 #   -- ARGS... (extra ternps-worker flags).
 # Installs what is missing (apt-get; sudo when not root), builds, starts the shards and workers on
 # 127.0.0.1 (free ports), prints rank 0's progress, and ends with the JSON summary as the last
@@ -38,6 +41,7 @@ LOGS=""
 PROMETHEUS=0
 CHAOS=0
 FRAMEWORK=cpp
+TLS=0
 EXTRA=()
 
 while [[ $# -gt 0 ]]; do
@@ -55,6 +59,7 @@ while [[ $# -gt 0 ]]; do
     --with-prometheus) PROMETHEUS=1; shift ;;
     --chaos) CHAOS=1; shift ;;
     --framework) FRAMEWORK="$2"; shift 2 ;;
+    --tls) TLS=1; shift ;;
     --) shift; EXTRA=("$@"); break ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -120,6 +125,31 @@ trap 'cleanup' EXIT
 trap 'echo; echo "run.sh: interrupted, stopping everything" >&2; cleanup; exit 130' INT TERM
 
 echo "== ${SHARDS} shards, ${WORKERS} workers, codec ${CODEC}, ${EPOCHS} epochs (logs: ${WORK})"
+# With --tls: a CA, one certificate for 127.0.0.1 (shards serve it, workers present it) and a job
+# token, all fresh in ${WORK}/tls; SHARD_SECURITY and WORKER_SECURITY hold the flags that use them.
+SHARD_SECURITY=()
+WORKER_SECURITY=()
+if [[ "${TLS}" == 1 ]]; then
+  command -v openssl >/dev/null || ternps_install_packages openssl
+  TLS_DIR="${WORK}/tls"
+  mkdir -p "${TLS_DIR}"
+  (
+    cd "${TLS_DIR}"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
+      -subj "/CN=ternps local CA" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout node.key -out node.csr \
+      -subj "/CN=ternps local node" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > node.ext
+    openssl x509 -req -in node.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile node.ext -out node.pem 2>/dev/null
+    (umask 077 && openssl rand -hex 32 > job.token)
+  ) || { echo "run.sh: --tls: openssl failed to make the certificates" >&2; exit 1; }
+  SHARD_SECURITY=(--tls_cert="${TLS_DIR}/node.pem" --tls_key="${TLS_DIR}/node.key"
+                  --tls_client_ca="${TLS_DIR}/ca.pem" --require_job_token)
+  WORKER_SECURITY=(--tls_ca="${TLS_DIR}/ca.pem" --tls_cert="${TLS_DIR}/node.pem"
+                   --tls_key="${TLS_DIR}/node.key" --token_file="${TLS_DIR}/job.token")
+  echo "== tls: mutual TLS with certificates and a job token in ${TLS_DIR}"
+fi
 # metrics_flags NAME: with --with-prometheus, the flags that make a process serve /metrics on a
 # free port and name it in ${WORK}/NAME.metrics.
 metrics_flags() {
@@ -137,7 +167,7 @@ start_shard() {
   rm -f "${WORK}/shard-$1.port"
   "${BIN}/ternps-server" --listen="127.0.0.1:$2" --port_file="${WORK}/shard-$1.port" \
     --shard_index="$1" --shard_count="${SHARDS}" --state_dir="${WORK}/shard-$1.state" \
-    --state_sync=none \
+    --state_sync=none "${SHARD_SECURITY[@]}" \
     $(metrics_flags "shard-$1") >>"${WORK}/shard-$1.log" 2>&1 &
   PIDS+=("$!")
   SHARD_PIDS[$1]="$!"
@@ -179,7 +209,8 @@ pytorch_worker() {  # pytorch_worker RANK: a DDP process of the example, in the 
     "${ROOT}/worker/python/examples/ddp_fashion_mnist.py" --shards="${SHARD_LIST}" \
     --rank="$1" --world_size="${WORKERS}" --codec="${CODEC}" --epochs="${EPOCHS}" \
     --batch_size="${BATCH}" --lr="${LR}" --job_id="local-$$" \
-    --master="127.0.0.1:${DDP_MASTER_PORT}" --summary_file="${WORK}/worker-$1.json" "${EXTRA[@]}"
+    --master="127.0.0.1:${DDP_MASTER_PORT}" --summary_file="${WORK}/worker-$1.json" \
+    "${WORKER_SECURITY[@]}" "${EXTRA[@]}"
 }
 PYTORCH=0
 if [[ "${FRAMEWORK}" == pytorch ]]; then PYTORCH=1; fi
@@ -194,7 +225,7 @@ for ((r = 0; r < WORKERS && PYTORCH; r++)); do
 done
 for ((r = 0; r < WORKERS && !PYTORCH; r++)); do
   # shellcheck disable=SC2207
-  args=($(worker_args "${r}") $(metrics_flags "worker-${r}") "${EXTRA[@]}")
+  args=($(worker_args "${r}") $(metrics_flags "worker-${r}") "${WORKER_SECURITY[@]}" "${EXTRA[@]}")
   if [[ "${CHAOS}" == 1 && "${r}" == "${CHAOS_RANK}" ]]; then
     args+=(--crash_at_step="${CHAOS_STEP}")
   fi
@@ -257,7 +288,7 @@ if [[ "${CHAOS}" == 1 ]]; then
   if [[ "${rc}" == 137 ]]; then
     echo "== chaos: worker ${CHAOS_RANK} killed itself (SIGKILL) before step ${CHAOS_STEP}; starting it again"
     # shellcheck disable=SC2207
-    args=($(worker_args "${CHAOS_RANK}") "${EXTRA[@]}")
+    args=($(worker_args "${CHAOS_RANK}") "${WORKER_SECURITY[@]}" "${EXTRA[@]}")
     "${BIN}/ternps-worker" "${args[@]}" --quiet >>"${WORK}/worker-${CHAOS_RANK}.log" 2>&1 &
     WORKER_PIDS[CHAOS_RANK]="$!"
     PIDS+=("$!")

@@ -99,9 +99,16 @@ function checkConsistency(overlay, objects) {
         where("shard scrape annotation port != metrics port"));
   check(workerPod.metadata.annotations["prometheus.io/port"] === String(workerPorts.metrics),
         where("worker scrape annotation port != metrics port"));
-  // Probes use the gRPC port.
-  check(serverPod.spec.containers[0].readinessProbe.grpc.port === serverPorts.grpc,
-        where("shard readiness probe is not on the gRPC port"));
+  // Probes use the gRPC port (Kubernetes' gRPC probe on a plaintext shard; ternps-healthcheck
+  // over the shard's own TLS otherwise: see securityProblems).
+  for (const probe of ["readinessProbe", "livenessProbe"]) {
+    const p = server[probe];
+    check(p && (p.grpc ? p.grpc.port === serverPorts.grpc
+                       : (p.exec.command.find((a) => a.startsWith("--address=")) || "")
+                             .endsWith(`:${serverPorts.grpc}`)),
+          where(`shard ${probe} is not on the gRPC port`));
+  }
+  for (const problem of securityProblems(sts, job)) failures.push(where(problem));
   // Network policies: workers reach shard gRPC, Prometheus reaches metrics, nothing else.
   for (const np of objects.filter((o) => o.kind === "NetworkPolicy")) {
     const target = matches(np.spec.podSelector.matchLabels, serverPod.metadata.labels) ? serverPod
@@ -146,7 +153,78 @@ function checkConsistency(overlay, objects) {
   }
 }
 
-const overlays = ["base", "overlays/cpu-demo", "overlays/gpu"];
+// TLS and job tokens (components/security): when the shard serves TLS, its files and the
+// workers' come from read-only Secret volumes, the workers trust it (and present certificates
+// when it requires them, and a token file when it requires tokens), and the probes check it over
+// the same TLS with ternps-healthcheck. Returns the problems found.
+function securityProblems(sts, job) {
+  const problems = [];
+  const server = sts.spec.template.spec.containers[0];
+  const worker = job.spec.template.spec.containers[0];
+  const flag = (args, name) => {
+    const a = (args || []).find((x) => x.startsWith(`--${name}=`));
+    return a === undefined ? undefined : a.slice(name.length + 3);
+  };
+  const has = (args, name) => (args || []).includes(`--${name}`);
+  // Every file flag must point into a read-only mount of a Secret volume.
+  const fromSecret = (pod, container, file, what) => {
+    const mount = (container.volumeMounts || []).find((m) => file.startsWith(`${m.mountPath}/`));
+    const volume = mount && (pod.spec.volumes || []).find((v) => v.name === mount.name);
+    if (!mount || !volume || !volume.secret) {
+      problems.push(`${what} ${file} is not in a Secret volume`);
+    } else if (!mount.readOnly) {
+      problems.push(`${what} ${file}: the Secret is mounted writable`);
+    }
+  };
+  const serverCert = flag(server.args, "tls_cert");
+  if (serverCert === undefined) {
+    if (flag(worker.args, "tls_ca")) problems.push("workers use TLS, the shard does not");
+    return problems;
+  }
+  const serverFiles = {tls_cert: serverCert, tls_key: flag(server.args, "tls_key"),
+                       tls_client_ca: flag(server.args, "tls_client_ca")};
+  for (const [name, file] of Object.entries(serverFiles)) {
+    if (file) fromSecret(sts.spec.template, server, file, `shard --${name}`);
+  }
+  if (!serverFiles.tls_key) problems.push("the shard has --tls_cert without --tls_key");
+  const workerFiles = {tls_ca: flag(worker.args, "tls_ca"), tls_cert: flag(worker.args, "tls_cert"),
+                       tls_key: flag(worker.args, "tls_key"),
+                       token_file: flag(worker.args, "token_file")};
+  for (const [name, file] of Object.entries(workerFiles)) {
+    if (file) fromSecret(job.spec.template, worker, file, `worker --${name}`);
+  }
+  if (!workerFiles.tls_ca) problems.push("the shard serves TLS and workers have no --tls_ca");
+  if (serverFiles.tls_client_ca && !(workerFiles.tls_cert && workerFiles.tls_key)) {
+    problems.push("the shard requires client certificates and workers present none");
+  }
+  if (has(server.args, "require_job_token") && !workerFiles.token_file) {
+    problems.push("the shard requires job tokens and workers have no --token_file");
+  }
+  for (const probe of ["readinessProbe", "livenessProbe"]) {
+    const p = server[probe];
+    if (!p || p.grpc || !p.exec) {
+      problems.push(`shard ${probe}: Kubernetes' gRPC probe cannot check a TLS shard`);
+      continue;
+    }
+    const command = p.exec.command;
+    if (!command[0].endsWith("/ternps-healthcheck")) {
+      problems.push(`shard ${probe} does not run ternps-healthcheck`);
+    }
+    for (const [name, file] of [["tls_ca", serverFiles.tls_client_ca],
+                                ["tls_cert", serverFiles.tls_cert],
+                                ["tls_key", serverFiles.tls_key]]) {
+      if (file && flag(command, name) !== file) {
+        problems.push(`shard ${probe}: --${name} is not ${file}`);
+      }
+    }
+    if (!flag(command, "tls_server_name")) {
+      problems.push(`shard ${probe}: no --tls_server_name (it dials 127.0.0.1)`);
+    }
+  }
+  return problems;
+}
+
+const overlays = ["base", "overlays/cpu-demo", "overlays/gpu", "overlays/secure"];
 let validated = 0;
 for (const overlay of overlays) {
   const rendered = execFileSync("kubectl", ["kustomize", `${root}/deploy/k8s/${overlay}`],
@@ -172,6 +250,22 @@ broken.spec.template.spec.containers[0].ports[0].containerPort = "7070";
 let rejected = false;
 try { await validate(broken); } catch { rejected = true; }
 check(rejected, "the validator accepted a StatefulSet with a string containerPort");
+// The security checks can fail: the secure overlay with the token Secret mounted writable, and
+// with the shard's probe back on Kubernetes' plaintext gRPC probe.
+{
+  const secure = yaml.loadAll(execFileSync("kubectl",
+      ["kustomize", `${root}/deploy/k8s/overlays/secure`], {encoding: "utf8"}));
+  const sts = byKind(secure, "StatefulSet", "ternps-server");
+  const job = byKind(secure, "Job", "ternps-worker");
+  check(securityProblems(sts, job).length === 0, "the secure overlay has security problems");
+  job.spec.template.spec.containers[0].volumeMounts.find((m) => m.name === "token").readOnly =
+      false;
+  check(securityProblems(sts, job).some((p) => p.includes("mounted writable")),
+        "a writable token Secret mount went unnoticed");
+  sts.spec.template.spec.containers[0].readinessProbe = {grpc: {port: 7070}};
+  check(securityProblems(sts, job).some((p) => p.includes("cannot check a TLS shard")),
+        "a plaintext probe of a TLS shard went unnoticed");
+}
 let unknown = false;
 try { await validate({apiVersion: "apps/v1", kind: "NoSuchKind"}); } catch { unknown = true; }
 check(unknown, "the validator accepted an unknown kind");

@@ -107,7 +107,8 @@ TEST_F(TlsTest, APlaintextClientIsRefused) {
   ExpectRefused(ConnectAndStep("", "", "", "plaintext"), "if the shard uses TLS, set tls_ca_file");
 }
 
-// ternps-healthcheck checks a mutual-TLS shard with a client certificate, and is refused without.
+// ternps-healthcheck checks a mutual-TLS shard with a client certificate, and is refused without;
+// --tls_server_name sets the name the certificate is checked for.
 TEST_F(TlsTest, TheHealthcheckSpeaksTls) {
   const std::string check =
       absl::StrCat(TERNPS_BIN_DIR, "/ternps-healthcheck --address=", shard_->address(),
@@ -117,6 +118,12 @@ TEST_F(TlsTest, TheHealthcheckSpeaksTls) {
                             .c_str()),
             0);
   EXPECT_NE(std::system((check + " 2>/dev/null").c_str()), 0);
+  // --tls_server_name: the name checked against the certificate instead of the dialed host (the
+  // test certificate names localhost, not ternps-server).
+  const std::string with_cert =
+      absl::StrCat(check, " --tls_cert=", File("client.pem"), " --tls_key=", File("client.key"));
+  EXPECT_EQ(std::system((with_cert + " --tls_server_name=localhost").c_str()), 0);
+  EXPECT_NE(std::system((with_cert + " --tls_server_name=ternps-server 2>/dev/null").c_str()), 0);
 }
 
 TEST_F(TlsTest, BadTlsOptionsFailAtOnceNamingTheOption) {

@@ -57,6 +57,10 @@ def main():
     ap.add_argument("--data_dir", default=DATA_DIR)
     ap.add_argument("--summary_file", default="")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--tls_ca", default="", help="PEM CA of the shards' certificates (TLS)")
+    ap.add_argument("--tls_cert", default="", help="PEM client certificate (mutual TLS)")
+    ap.add_argument("--tls_key", default="", help="PEM key of --tls_cert")
+    ap.add_argument("--token_file", default="", help="file holding the job's token")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -74,7 +78,9 @@ def main():
         hook = ternps.ddp.TernGradHook(net, job_id=args.job_id, rank=args.rank,
                                        world_size=args.world_size,
                                        shards=args.shards.split(","), codec=args.codec,
-                                       seed=args.seed, threads=1)
+                                       seed=args.seed, threads=1, tls_ca=args.tls_ca,
+                                       tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                       token_file=args.token_file)
         hook.register(model)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
 
