@@ -45,6 +45,9 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key for TLS (with --tls_cert)")
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA certificates: with --tls_cert/--tls_key, require every client to present a "
           "certificate signed by one of them (mutual TLS)");
+ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(60),
+          "How often --tls_cert, --tls_key and --tls_client_ca are read again (rotated files take "
+          "effect for new connections without a restart); at least 1s");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "On SIGTERM/SIGINT: how long in-flight calls may finish before the rest are failed");
 ABSL_FLAG(bool, reuse_port, false,
@@ -105,6 +108,7 @@ int main(int argc, char** argv) {
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  options.tls_reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
   options.reuse_port = absl::GetFlag(FLAGS_reuse_port);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   options.shard.state_dir = absl::GetFlag(FLAGS_state_dir);

@@ -9,6 +9,8 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "grpcpp/server_builder.h"
 
 namespace ternps::server {
@@ -25,20 +27,32 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
   if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
     return absl::InvalidArgumentError("tls_cert/tls_key: give both or neither");
   }
-  absl::StatusOr<std::string> cert = common::ReadFileToString(options.tls_cert_file, "tls_cert");
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = common::ReadFileToString(options.tls_key_file, "tls_key");
-  if (!key.ok()) return key.status();
-  grpc::SslServerCredentialsOptions ssl;
-  ssl.pem_key_cert_pairs.push_back({*key, *cert});
-  if (!options.tls_client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca =
-        common::ReadFileToString(options.tls_client_ca_file, "tls_client_ca");
-    if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = *ca;
-    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  // Read once here for a clear error at start-up; gRPC's file watcher then re-reads them every
+  // tls_reload_interval, so rotated certificates take effect without a restart.
+  for (const auto& [file, flag] :
+       {std::pair{&options.tls_cert_file, "tls_cert"}, std::pair{&options.tls_key_file, "tls_key"},
+        std::pair{&options.tls_client_ca_file, "tls_client_ca"}}) {
+    if (file->empty()) continue;
+    if (absl::StatusOr<std::string> pem = common::ReadFileToString(*file, flag); !pem.ok()) {
+      return pem.status();
+    }
   }
-  return grpc::SslServerCredentials(ssl);
+  const int64_t seconds = absl::ToInt64Seconds(options.tls_reload_interval);
+  if (seconds < 1) {
+    return absl::InvalidArgumentError("tls_reload_interval: must be at least 1s");
+  }
+  auto files = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      options.tls_key_file, options.tls_cert_file, options.tls_client_ca_file,
+      static_cast<unsigned int>(seconds));
+  grpc::experimental::TlsServerCredentialsOptions tls(files);
+  tls.watch_identity_key_cert_pairs();
+  if (!options.tls_client_ca_file.empty()) {
+    tls.watch_root_certs();
+    tls.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  } else {
+    tls.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  }
+  return grpc::experimental::TlsServerCredentials(tls);
 }
 
 }  // namespace

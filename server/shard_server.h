@@ -33,6 +33,9 @@ struct ShardServerOptions {
   // PEM CA certificates; when set (with tls_cert/tls_key), every client must present a
   // certificate signed by one of them (mutual TLS).
   std::string tls_client_ca_file;
+  // How often the TLS files are read again: a rotated certificate, key or CA (written in place or
+  // swapped in, as Kubernetes does with Secret volumes) is used for new connections from then on.
+  absl::Duration tls_reload_interval = absl::Seconds(60);
   // host:port for the Prometheus /metrics endpoint (port 0 picks one); empty: no metrics.
   std::string metrics_address;
   // Let several processes bind the same port (SO_REUSEPORT). Off: a port someone else holds is

@@ -2,11 +2,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/util/file.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 
 namespace ternps::common {
 
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientCredentials(const TlsFiles& files,
-                                                                            const TlsFiles& names) {
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientCredentials(
+    const TlsFiles& files, const TlsFiles& names, absl::Duration reload_interval) {
   if (files.ca.empty()) {
     if (!files.cert.empty() || !files.key.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(names.ca, ": needed with ", names.cert, "/",
@@ -18,19 +20,26 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientCredentials(cons
     return absl::InvalidArgumentError(
         absl::StrCat(names.cert, "/", names.key, ": give both or neither"));
   }
-  grpc::SslCredentialsOptions ssl;
-  absl::StatusOr<std::string> ca = ReadFileToString(files.ca, names.ca);
-  if (!ca.ok()) return ca.status();
-  ssl.pem_root_certs = *std::move(ca);
-  if (!files.cert.empty()) {
-    absl::StatusOr<std::string> cert = ReadFileToString(files.cert, names.cert);
-    if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadFileToString(files.key, names.key);
-    if (!key.ok()) return key.status();
-    ssl.pem_cert_chain = *std::move(cert);
-    ssl.pem_private_key = *std::move(key);
+  // Read once here for a clear error now; gRPC's file watcher then re-reads them every
+  // reload_interval (rotated files are used for the next handshakes).
+  for (const auto& [file, name] :
+       {std::pair{&files.ca, &names.ca}, std::pair{&files.cert, &names.cert},
+        std::pair{&files.key, &names.key}}) {
+    if (file->empty()) continue;
+    if (absl::StatusOr<std::string> pem = ReadFileToString(*file, *name); !pem.ok()) {
+      return pem.status();
+    }
   }
-  return grpc::SslCredentials(ssl);
+  const int64_t seconds = absl::ToInt64Seconds(reload_interval);
+  if (seconds < 1) return absl::InvalidArgumentError("tls reload interval: must be at least 1s");
+  auto watcher = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      files.key, files.cert, files.ca, static_cast<unsigned int>(seconds));
+  grpc::experimental::TlsChannelCredentialsOptions tls;
+  tls.set_certificate_provider(watcher);
+  tls.watch_root_certs();
+  if (!files.cert.empty()) tls.watch_identity_key_cert_pairs();
+  tls.set_verify_server_certs(true);
+  return grpc::experimental::TlsCredentials(tls);
 }
 
 }  // namespace ternps::common

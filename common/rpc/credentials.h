@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "grpcpp/security/credentials.h"
 
 namespace ternps::common {
@@ -25,9 +26,12 @@ struct TlsFiles {
 
 // TLS is on when `files.ca` is set; cert and key go together. INVALID_ARGUMENT naming the setting
 // (from `names`) for a certificate without its key, a certificate without a CA, or a file that
-// cannot be read.
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientCredentials(const TlsFiles& files,
-                                                                            const TlsFiles& names);
+// cannot be read. The files are read again every `reload_interval` (at least 1 s): rotated
+// certificates are used for the next handshakes. The shard's certificate must name the host the
+// channel dials (or the channel's SSL target name override).
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientCredentials(
+    const TlsFiles& files, const TlsFiles& names,
+    absl::Duration reload_interval = absl::Seconds(60));
 
 }  // namespace ternps::common
 

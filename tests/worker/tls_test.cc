@@ -126,6 +126,45 @@ TEST_F(TlsTest, TheHealthcheckSpeaksTls) {
   EXPECT_NE(std::system((with_cert + " --tls_server_name=ternps-server 2>/dev/null").c_str()), 0);
 }
 
+// Certificates rotate in clusters: the shard reads its files again every tls_reload_interval and
+// uses what it finds for new connections, without a restart. It starts with a certificate the
+// worker does not trust (signed by the other CA) and is refused; once the files are replaced by
+// the good pair, a new worker is served.
+TEST_F(TlsTest, ARotatedCertificateIsServedWithoutARestart) {
+  const std::string cert = File("rotating.pem"), key = File("rotating.key");
+  auto install = [&](const std::string& from) {
+    // Key first, then the certificate, each by rename (what Kubernetes' Secret volumes do, and
+    // what a reader never sees half-written).
+    ASSERT_EQ(std::system(absl::StrCat("cp ", File(from + ".key"), " ", key, ".tmp && mv ", key,
+                                       ".tmp ", key, " && cp ", File(from + ".pem"), " ", cert,
+                                       ".tmp && mv ", cert, ".tmp ", cert)
+                              .c_str()),
+              0);
+  };
+  install("other");
+  server::ShardServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.tls_cert_file = cert;
+  options.tls_key_file = key;
+  options.tls_client_ca_file = File("ca.pem");
+  options.tls_reload_interval = absl::Seconds(1);
+  absl::StatusOr<std::unique_ptr<server::ShardServer>> rotating =
+      server::ShardServer::Start(options);
+  ASSERT_TRUE(rotating.ok()) << rotating.status();
+  shard_ = *std::move(rotating);
+  ExpectRefused(ConnectAndStep("ca.pem", "client.pem", "client.key", "before"),
+                "certificate verify failed");
+  install("server");
+  // The watcher picks the new files up within a reload interval; each attempt below waits up to
+  // its connect timeout, so a few attempts bound the wait without sleeping.
+  absl::Status st;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    st = ConnectAndStep("ca.pem", "client.pem", "client.key", absl::StrCat("after-", attempt));
+    if (st.ok()) break;
+  }
+  EXPECT_TRUE(st.ok()) << st;
+}
+
 TEST_F(TlsTest, BadTlsOptionsFailAtOnceNamingTheOption) {
   absl::Status st = ConnectAndStep("ca.pem", "client.pem", "", "half");
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;

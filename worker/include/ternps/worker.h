@@ -97,7 +97,8 @@ struct WorkerOptions {
   // TLS (files in PEM). tls_ca_file: the CA certificates the shards' certificates are checked
   // against; setting it turns TLS on. tls_cert_file and tls_key_file (both or neither): this
   // worker's certificate chain and key, for shards that require client certificates (mutual
-  // TLS). Empty: plaintext.
+  // TLS). Empty: plaintext. The files are read again every minute: rotated certificates are used
+  // for the next connections (a reconnect after a shard restart, say) without restarting.
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
