@@ -191,11 +191,17 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& 
   }
   switch (config_.route.aggregation) {
     case common::Aggregation::kIntSum: {
-      if (first) slot.int_sums.assign(n, 0);
+      // The first push stores its codes (every element: the payload was validated whole), so the
+      // sums are never zero-filled; later pushes add theirs.
+      if (first) slot.int_sums.resize(n);
       const absl::Span<int16_t> sums = absl::MakeSpan(slot.int_sums);
       common::ForEachRun(pieces, 1, [&](common::Piece run, size_t byte) {
         const size_t k = std::min(4 * run.size(), n - 4 * byte);
-        common::AddValidatedTernaryCodes(run, sums.subspan(4 * byte, k));
+        if (first) {
+          common::StoreValidatedTernaryCodes(run, sums.subspan(4 * byte, k));
+        } else {
+          common::AddValidatedTernaryCodes(run, sums.subspan(4 * byte, k));
+        }
       });
       break;
     }

@@ -45,6 +45,8 @@ struct CodecKernels {
   void (*decode_ternary_add)(const uint8_t* data, size_t n, float scaler, float* out);
   // sums[k] += code_k (as -1, 0, +1); `data` is a valid TERNARY_2BIT payload.
   void (*add_ternary_codes)(const uint8_t* data, size_t n, int16_t* sums);
+  // sums[k] = code_k: the first push of a step, without reading (or zeroing) `sums` first.
+  void (*store_ternary_codes)(const uint8_t* data, size_t n, int16_t* sums);
   // Whether any of the n bytes holds a 0b11 code (ignores the element count: a caller checks the
   // padding bits of the last byte itself).
   bool (*has_invalid_ternary_code)(const uint8_t* data, size_t bytes);

@@ -168,7 +168,8 @@ struct ByteCodeTable {
 };
 constexpr ByteCodeTable kByteCodes;
 
-void AddTernaryCodesAvx2(const uint8_t* data, size_t n, int16_t* sums) {
+template <bool kAccumulate>
+void TernaryCodesAvx2(const uint8_t* data, size_t n, int16_t* sums) {
   size_t k = 0;
   for (; k + 16 <= n; k += 16) {
     const uint8_t* d = data + k / 4;
@@ -176,9 +177,13 @@ void AddTernaryCodesAvx2(const uint8_t* data, size_t n, int16_t* sums) {
         static_cast<int64_t>(kByteCodes.entry[d[0]]), static_cast<int64_t>(kByteCodes.entry[d[1]]),
         static_cast<int64_t>(kByteCodes.entry[d[2]]), static_cast<int64_t>(kByteCodes.entry[d[3]]));
     __m256i* s = reinterpret_cast<__m256i*>(sums + k);
-    _mm256_storeu_si256(s, _mm256_add_epi16(_mm256_loadu_si256(s), codes));
+    _mm256_storeu_si256(s, kAccumulate ? _mm256_add_epi16(_mm256_loadu_si256(s), codes) : codes);
   }
-  if (k < n) ScalarKernels().add_ternary_codes(data + k / 4, n - k, sums + k);
+  if (k < n) {
+    const CodecKernels& scalar = ScalarKernels();
+    (kAccumulate ? scalar.add_ternary_codes : scalar.store_ternary_codes)(data + k / 4, n - k,
+                                                                          sums + k);
+  }
 }
 
 bool HasInvalidTernaryCodeAvx2(const uint8_t* data, size_t bytes) {
@@ -300,7 +305,8 @@ const CodecKernels& Avx2Kernels() {
       StatsAvx2,
       TernarizeAvx2,
       DecodeTernaryAddAvx2,
-      AddTernaryCodesAvx2,
+      TernaryCodesAvx2<true>,
+      TernaryCodesAvx2<false>,
       HasInvalidTernaryCodeAvx2,
       IntSumMaxFieldAvx2,
       DecodeIntSumAvx2<true>,

@@ -154,7 +154,8 @@ void DecodeTernaryAddAvx512(const uint8_t* data, size_t n, float scaler, float* 
   if (k < n) ScalarKernels().decode_ternary_add(data + k / 4, n - k, scaler, out + k);
 }
 
-void AddTernaryCodesAvx512(const uint8_t* data, size_t n, int16_t* sums) {
+template <bool kAccumulate>
+void TernaryCodesAvx512(const uint8_t* data, size_t n, int16_t* sums) {
   const __m512i one = _mm512_set1_epi16(1);
   size_t k = 0;
   for (; k + 32 <= n; k += 32) {
@@ -162,12 +163,16 @@ void AddTernaryCodesAvx512(const uint8_t* data, size_t n, int16_t* sums) {
     std::memcpy(&word, data + k / 4, 8);
     const __mmask32 p = static_cast<__mmask32>(_pext_u64(word, 0x5555555555555555ull));
     const __mmask32 m = static_cast<__mmask32>(_pext_u64(word, 0xAAAAAAAAAAAAAAAAull));
-    __m512i s = _mm512_loadu_si512(sums + k);
+    __m512i s = kAccumulate ? _mm512_loadu_si512(sums + k) : _mm512_setzero_si512();
     s = _mm512_mask_add_epi16(s, p, s, one);
     s = _mm512_mask_sub_epi16(s, m, s, one);
     _mm512_storeu_si512(sums + k, s);
   }
-  if (k < n) ScalarKernels().add_ternary_codes(data + k / 4, n - k, sums + k);
+  if (k < n) {
+    const CodecKernels& scalar = ScalarKernels();
+    (kAccumulate ? scalar.add_ternary_codes : scalar.store_ternary_codes)(data + k / 4, n - k,
+                                                                          sums + k);
+  }
 }
 
 bool HasInvalidTernaryCodeAvx512(const uint8_t* data, size_t bytes) {
@@ -331,7 +336,8 @@ const CodecKernels& Avx512Kernels() {
       StatsAvx512,
       TernarizeAvx512,
       DecodeTernaryAddAvx512,
-      AddTernaryCodesAvx512,
+      TernaryCodesAvx512<true>,
+      TernaryCodesAvx512<false>,
       HasInvalidTernaryCodeAvx512,
       IntSumMaxFieldAvx512,
       DecodeIntSumAvx512<true>,

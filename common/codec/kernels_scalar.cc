@@ -22,10 +22,12 @@ void DecodeTernaryAddScalar(const uint8_t* data, size_t n, float scaler, float* 
   }
 }
 
-void AddTernaryCodesScalar(const uint8_t* data, size_t n, int16_t* sums) {
+template <bool kAccumulate>
+void TernaryCodesScalar(const uint8_t* data, size_t n, int16_t* sums) {
   static constexpr int16_t kValues[4] = {0, 1, -1, 0};
   for (size_t k = 0; k < n; ++k) {
-    sums[k] = static_cast<int16_t>(sums[k] + kValues[(data[k >> 2] >> (2 * (k & 3))) & 3]);
+    const int16_t base = kAccumulate ? sums[k] : 0;
+    sums[k] = static_cast<int16_t>(base + kValues[(data[k >> 2] >> (2 * (k & 3))) & 3]);
   }
 }
 
@@ -158,9 +160,16 @@ void TernarizeScalarBlocked(const float* g, size_t n, uint64_t first, float limi
 
 const CodecKernels& ScalarKernels() {
   static constexpr CodecKernels kKernels = {
-      StatsScalar,           TernarizeScalarBlocked,      DecodeTernaryAddScalar,
-      AddTernaryCodesScalar, HasInvalidTernaryCodeScalar, IntSumMaxFieldScalar,
-      DecodeIntSumAddScalar, DecodeIntSumScalar,          EncodeIntSumScalar,
+      StatsScalar,
+      TernarizeScalarBlocked,
+      DecodeTernaryAddScalar,
+      TernaryCodesScalar<true>,
+      TernaryCodesScalar<false>,
+      HasInvalidTernaryCodeScalar,
+      IntSumMaxFieldScalar,
+      DecodeIntSumAddScalar,
+      DecodeIntSumScalar,
+      EncodeIntSumScalar,
   };
   return kKernels;
 }

@@ -160,4 +160,9 @@ void AddValidatedTernaryCodes(absl::Span<const uint8_t> data, absl::Span<int16_t
     internal::KernelsFor(isa).add_ternary_codes(data.data(), sums.size(), sums.data());
 }
 
+void StoreValidatedTernaryCodes(absl::Span<const uint8_t> data, absl::Span<int16_t> sums, Isa isa) {
+  if (!sums.empty())
+    internal::KernelsFor(isa).store_ternary_codes(data.data(), sums.size(), sums.data());
+}
+
 }  // namespace ternps::common

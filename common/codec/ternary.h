@@ -97,6 +97,10 @@ void DecodeValidatedTernaryAdd(absl::Span<const uint8_t> data, float scaler, abs
                                Isa isa = Isa::kAuto);
 void AddValidatedTernaryCodes(absl::Span<const uint8_t> data, absl::Span<int16_t> sums,
                               Isa isa = Isa::kAuto);
+// sums[k] = code_k: the same as AddValidatedTernaryCodes into zeros, without reading `sums` (a
+// shard's first push of a step).
+void StoreValidatedTernaryCodes(absl::Span<const uint8_t> data, absl::Span<int16_t> sums,
+                                Isa isa = Isa::kAuto);
 
 }  // namespace ternps::common
 

@@ -1,5 +1,6 @@
 // Every kernel set (AVX2, AVX-512 where this CPU has them) gives bit-identical results to the
 // scalar reference on random inputs, at sizes that exercise heads, full blocks and tails.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -110,6 +111,14 @@ TEST(SimdTest, DecodersAreBitIdentical) {
       ASSERT_TRUE(AddTernaryCodes(packed, absl::MakeSpan(sa), Isa::kScalar).ok());
       ASSERT_TRUE(AddTernaryCodes(packed, absl::MakeSpan(sb), isa).ok());
       ASSERT_EQ(sa, sb) << IsaName(isa) << " n " << n;
+      // Storing the codes equals adding them into zeros, on every ISA, whatever was there.
+      std::vector<int16_t> zeros(n, 0), stored(n, 7777);
+      ASSERT_TRUE(AddTernaryCodes(packed, absl::MakeSpan(zeros), Isa::kScalar).ok());
+      StoreValidatedTernaryCodes(packed, absl::MakeSpan(stored), isa);
+      ASSERT_EQ(zeros, stored) << IsaName(isa) << " n " << n;
+      std::fill(stored.begin(), stored.end(), -7777);
+      StoreValidatedTernaryCodes(packed, absl::MakeSpan(stored), Isa::kScalar);
+      ASSERT_EQ(zeros, stored) << "scalar n " << n;
 
       for (int contributors : {1, 2, 4, 7, 8, 31, 200, 300, 32767}) {
         std::vector<int16_t> sums(n);
