@@ -5,7 +5,8 @@
 #   tests/run.sh --all           # every label, slow and benchmark included
 #   tests/run.sh --no-install    # skip the apt-get step
 #   tests/run.sh --build-dir DIR # build somewhere other than ./build
-#   tests/run.sh --no-thread-safety  # skip the clang -Wthread-safety build of the libraries
+#   tests/run.sh --no-sanitize   # skip the clang build (thread-safety analysis, ASan + UBSan
+#                                # runs of the unit and integration tests, short fuzz runs)
 #
 # Exits non-zero on any failure (install, configure, build or test).
 set -euo pipefail
@@ -15,15 +16,15 @@ BUILD_DIR="${ROOT}/build"
 INSTALL=1
 LABEL_EXCLUDE="slow|benchmark"
 JOBS="$(nproc)"
-THREAD_SAFETY=1
+SANITIZE=1
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --all) LABEL_EXCLUDE=""; shift ;;
     --no-install) INSTALL=0; shift ;;
     --build-dir) BUILD_DIR="$2"; shift 2 ;;
-    --no-thread-safety) THREAD_SAFETY=0; shift ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-sanitize|--no-thread-safety) SANITIZE=0; shift ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "tests/run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -52,15 +53,20 @@ echo "== build (${JOBS} jobs)"
 cmake --build "${BUILD_DIR}" -j "${JOBS}"
 echo "== format check"
 "${ROOT}/tests/check_format.sh"
-if [[ "${THREAD_SAFETY}" == 1 ]]; then
-  # Every ABSL_GUARDED_BY / ABSL_EXCLUSIVE_LOCKS_REQUIRED checked by clang; libraries and binaries
-  # (CPU code: nvcc does not run the analysis), warnings are errors.
-  TSA_DIR="${BUILD_DIR}-thread-safety"
-  echo "== clang thread-safety build (${TSA_DIR})"
-  cmake -S "${ROOT}" -B "${TSA_DIR}" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-    -DCMAKE_BUILD_TYPE=Debug -DTERNPS_CUDA=OFF -DTERNPS_BUILD_TESTS=OFF -DTERNPS_THREAD_SAFETY=ON \
-    -DTERNPS_WERROR=ON >/dev/null
-  cmake --build "${TSA_DIR}" -j "${JOBS}"
+SAN_DIR="${BUILD_DIR}-sanitize"
+if [[ "${SANITIZE}" == 1 ]]; then
+  # One clang build checks three things: every ABSL_GUARDED_BY / ABSL_EXCLUSIVE_LOCKS_REQUIRED
+  # (-Wthread-safety, warnings are errors), the unit and integration tests under AddressSanitizer
+  # + UndefinedBehaviorSanitizer (any report fails the test), and the libFuzzer targets of
+  # tests/fuzz (label `fuzz`: a fixed number of runs from their seeds). CPU code only (nvcc runs
+  # neither the analysis nor the sanitizers); no Python package (its interpreter is not built
+  # with ASan).
+  echo "== clang build: thread safety, ASan + UBSan, fuzz targets (${SAN_DIR})"
+  cmake -S "${ROOT}" -B "${SAN_DIR}" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
+    -DTERNPS_CUDA=OFF -DTERNPS_PYTHON=OFF -DTERNPS_THREAD_SAFETY=ON -DTERNPS_SANITIZE=address \
+    -DTERNPS_FUZZ=ON -DTERNPS_WERROR=ON >/dev/null
+  cmake --build "${SAN_DIR}" -j "${JOBS}"
 fi
 echo "== test"
 ctest_args=(--test-dir "${BUILD_DIR}" --output-on-failure -j "${JOBS}" --timeout 900)
@@ -68,3 +74,14 @@ if [[ -n "${LABEL_EXCLUDE}" ]]; then
   ctest_args+=(-LE "${LABEL_EXCLUDE}")
 fi
 ctest "${ctest_args[@]}"
+if [[ "${SANITIZE}" == 1 ]]; then
+  # install_test builds a consumer with the default compiler against the installed library (not
+  # with ASan); k8s_manifests_test is not C++ and needs the main tree's npm packages.
+  echo "== test under ASan + UBSan, and short fuzz runs (${SAN_DIR})"
+  san_args=(--test-dir "${SAN_DIR}" --output-on-failure -j "${JOBS}" --timeout 900
+            -L "unit|integration|fuzz" -E "^(install_test|k8s_manifests_test)$")
+  if [[ -n "${LABEL_EXCLUDE}" ]]; then
+    san_args+=(-LE "${LABEL_EXCLUDE}")
+  fi
+  ctest "${san_args[@]}"
+fi

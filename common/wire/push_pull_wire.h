@@ -72,7 +72,7 @@ void ForEachRun(absl::Span<const Piece> pieces, size_t unit, Fn fn, bool tail = 
       offset += whole / unit;
     }
     carried = piece.size() - whole;
-    std::memcpy(carry, piece.data() + whole, carried);
+    if (carried > 0) std::memcpy(carry, piece.data() + whole, carried);  // data() may be null
   }
   if (tail && carried > 0) fn(Piece(carry, carried), offset);
 }

@@ -72,7 +72,7 @@ class EngineTest : public ::testing::Test {
   }
 
   // FP32 push of `value` everywhere; TERNARY_2BIT push of all +1 codes with `value` as scaler.
-  std::unique_ptr<Answer<v1::PushPullResponse>> Push(uint32_t rank, uint64_t step, float value) {
+  std::shared_ptr<Answer<v1::PushPullResponse>> Push(uint32_t rank, uint64_t step, float value) {
     v1::PushPullRequest r;
     r.set_job_id("engine");
     r.set_worker_rank(rank);
@@ -97,13 +97,14 @@ class EngineTest : public ::testing::Test {
     return Send(r);
   }
 
-  std::unique_ptr<Answer<v1::PushPullResponse>> Send(const v1::PushPullRequest& r) {
-    auto answer = std::make_unique<Answer<v1::PushPullResponse>>();
+  std::shared_ptr<Answer<v1::PushPullResponse>> Send(const v1::PushPullRequest& r) {
+    auto answer = std::make_shared<Answer<v1::PushPullResponse>>();
+    answers_.push_back(answer);
     engine_->PushPull(r, &answer->response, answer->Callback(), token_);
     return answer;
   }
 
-  std::unique_ptr<Answer<v1::ShareScalersResponse>> Share(uint32_t rank, uint64_t step,
+  std::shared_ptr<Answer<v1::ShareScalersResponse>> Share(uint32_t rank, uint64_t step,
                                                           float scaler) {
     v1::ShareScalersRequest r;
     r.set_job_id("engine");
@@ -112,7 +113,8 @@ class EngineTest : public ::testing::Test {
     r.set_step(step);
     r.add_partition_ids(0);
     r.add_scalers(scaler);
-    auto answer = std::make_unique<Answer<v1::ShareScalersResponse>>();
+    auto answer = std::make_shared<Answer<v1::ShareScalersResponse>>();
+    answers_.push_back(answer);
     engine_->ShareScalers(r, &answer->response, answer->Callback(), token_);
     return answer;
   }
@@ -134,6 +136,10 @@ class EngineTest : public ::testing::Test {
 
   common::ManualClock clock_;
   ShardConfig config_;
+  // Every answer the helpers handed out, kept until the engine (declared after it, so destroyed
+  // first) has answered every call: a call still waiting when a test ends is answered when the
+  // engine shuts down.
+  std::vector<std::shared_ptr<void>> answers_;
   std::unique_ptr<Engine> engine_;
   v1::Codec codec_ = v1::CODEC_FP32;
   uint32_t world_ = 0;
@@ -164,7 +170,7 @@ TEST_F(EngineTest, TimeoutDropsTheLateRankWhichRejoinsWithoutSleeping) {
   EXPECT_EQ(back->start_step(), 1u);
   EXPECT_GT(back->epoch(), epochs_[2]);
   epochs_[2] = back->epoch();
-  std::vector<std::unique_ptr<Answer<v1::PushPullResponse>>> step1;
+  std::vector<std::shared_ptr<Answer<v1::PushPullResponse>>> step1;
   for (uint32_t r = 0; r < 3; ++r) step1.push_back(Push(r, 1, 2.0f * r));
   for (const auto& a : step1) {
     ASSERT_TRUE(a->done && a->status.ok()) << a->status;
@@ -195,7 +201,7 @@ TEST_F(EngineTest, ARankReadmittedAfterTheScalerSettledStartsAtTheNextStep) {
   auto p1 = Push(1, 0, 1.0f);
   ASSERT_TRUE(p0->done && p0->status.ok()) << p0->status;
   EXPECT_EQ(p0->response.averages(0).contributors(), 2u);
-  std::vector<std::unique_ptr<Answer<v1::ShareScalersResponse>>> shares;
+  std::vector<std::shared_ptr<Answer<v1::ShareScalersResponse>>> shares;
   for (uint32_t r = 0; r < 3; ++r) shares.push_back(Share(r, 1, r == 2 ? 7.0f : 1.0f));
   for (const auto& a : shares) {
     ASSERT_TRUE(a->done && a->status.ok()) << a->status;
@@ -692,7 +698,7 @@ TEST(EngineTwoShardsTest, ADeadRankCostsItsPeersOneTimeoutNotOnePerShard) {
     }
     ASSERT_EQ(owned[s].size(), 1u);
   }
-  std::vector<std::unique_ptr<Answer<v1::PushPullResponse>>> answers;
+  std::vector<std::shared_ptr<Answer<v1::PushPullResponse>>> answers;
   auto push = [&](uint32_t s, uint32_t rank, uint64_t step) {
     v1::PushPullRequest r;
     r.set_job_id("split");

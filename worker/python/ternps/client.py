@@ -11,6 +11,9 @@ for training) but complete: TernGrad with scaler sharing (INT_SUM averages) and 
     client = ternps.client.Client(job_id="j", rank=1, world_size=2, shards=["127.0.0.1:7070"],
                                   tensors=[("w", 20000), ("b", 100)])
     averages = client.step([w_grad, b_grad])   # float32 arrays; returns the averages
+
+tls_ca / tls_cert / tls_key (PEM files: TLS, mutual TLS) and token_file (the job's token, sent
+as "authorization: Bearer <token>") work as in ternps.Worker.
 """
 
 import math

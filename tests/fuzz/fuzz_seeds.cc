@@ -1,0 +1,186 @@
+// Writes the fuzz targets' seed corpora: fuzz_seeds OUT_DIR GOLDEN_FILE makes OUT_DIR/codec (every
+// payload of tests/data/codec_golden.txt with its parameters), OUT_DIR/wire (PushPull requests and
+// answers of the engine target's job) and OUT_DIR/engine (a valid request of every method for that
+// job, with its token). The fuzzers start from these and mutate them.
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/codec/fp32.h"
+#include "common/codec/ternary.h"
+#include "common/spec/job_spec.h"
+#include "server/engine.h"
+#include "tests/fuzz/fuzz_job.h"
+
+namespace {
+
+namespace v1 = ::ternps::v1;
+
+int written = 0;
+
+bool Write(const std::string& dir, const std::string& name, const std::string& bytes) {
+  mkdir(dir.c_str(), 0755);
+  std::ofstream out(dir + "/" + name, std::ios::binary | std::ios::trunc);
+  out << bytes;
+  ++written;
+  return out.good();
+}
+
+// codec_fuzz inputs from the golden vectors: encoding, elements, contributors, scaler, bytes.
+bool CodecSeeds(const std::string& dir, const std::string& golden) {
+  std::ifstream in(golden);
+  if (!in) {
+    std::fprintf(stderr, "fuzz_seeds: cannot read %s\n", golden.c_str());
+    return false;
+  }
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  int n = 0;
+  for (absl::string_view block : absl::StrSplit(text, "\n\n")) {
+    std::map<std::string, std::string> kv;
+    for (absl::string_view line : absl::StrSplit(block, '\n')) {
+      if (line.empty() || line[0] == '#') continue;
+      std::vector<std::string> parts = absl::StrSplit(line, absl::MaxSplits(": ", 1));
+      if (parts.size() == 2) kv[parts[0]] = parts[1];
+    }
+    if (!kv.count("encoding") || !kv.count("bytes")) continue;
+    uint32_t elements = 0, contributors = 0, scaler_bits = 0;
+    (void)absl::SimpleAtoi(kv["elements"], &elements);
+    (void)absl::SimpleAtoi(kv["contributors"], &contributors);
+    (void)absl::SimpleHexAtoi(kv["scaler"], &scaler_bits);
+    std::string input;
+    input.push_back(kv["encoding"] == "TERNARY_2BIT" ? 0 : kv["encoding"] == "INT_SUM" ? 1 : 2);
+    input.push_back(static_cast<char>(elements & 0xff));
+    input.push_back(static_cast<char>(elements >> 8));
+    input.push_back(static_cast<char>(contributors & 0xff));
+    input.push_back(static_cast<char>(contributors >> 8));
+    input.append(reinterpret_cast<const char*>(&scaler_bits), 4);
+    for (absl::string_view byte : absl::StrSplit(kv["bytes"], ' ', absl::SkipEmpty())) {
+      uint32_t b = 0;
+      (void)absl::SimpleHexAtoi(byte, &b);
+      input.push_back(static_cast<char>(b));
+    }
+    if (!Write(dir, absl::StrCat("golden-", n++), input)) return false;
+  }
+  return n > 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: fuzz_seeds OUT_DIR GOLDEN_FILE\n");
+    return 2;
+  }
+  const std::string out = argv[1];
+  mkdir(out.c_str(), 0755);
+  if (!CodecSeeds(out + "/codec", argv[2])) return 1;
+
+  // The engine target's job, joined by its ranks: the epochs its requests carry.
+  ternps::server::ShardConfig config;
+  config.run_reaper = false;
+  ternps::server::Engine engine(config);
+  std::vector<uint64_t> epochs;
+  for (uint32_t r = 0; r < ternps::fuzz::kWorld; ++r) {
+    absl::StatusOr<v1::JoinResponse> joined =
+        engine.Join(ternps::fuzz::JobJoin(r), ternps::fuzz::kToken);
+    if (!joined.ok()) {
+      std::fprintf(stderr, "fuzz_seeds: %s\n", joined.status().ToString().c_str());
+      return 1;
+    }
+    epochs.push_back(joined->epoch());
+  }
+  absl::StatusOr<ternps::common::JobSpec> spec =
+      ternps::common::ResolveJobSpec(ternps::fuzz::JobJoin(0), {.shard_count = 1});
+  if (!spec.ok()) return 1;
+
+  v1::ShareScalersRequest share;
+  share.set_job_id(ternps::fuzz::kJob);
+  share.set_epoch(epochs[0]);
+  v1::PushPullRequest push;
+  push.set_job_id(ternps::fuzz::kJob);
+  push.set_epoch(epochs[0]);
+  v1::PushPullResponse answer;
+  v1::PutSnapshotRequest snapshot;
+  snapshot.set_job_id(ternps::fuzz::kJob);
+  snapshot.set_epoch(epochs[0]);
+  snapshot.set_step(2);
+  v1::GetRecoveryRequest recovery;
+  recovery.set_job_id(ternps::fuzz::kJob);
+  recovery.set_epoch(epochs[0]);
+  recovery.set_to_step(2);
+  for (const ternps::common::Partition& p : spec->plan.partitions()) {
+    v1::PartitionPayload* payload = push.add_partitions();
+    payload->set_partition_id(p.id);
+    payload->set_elements(p.elements);
+    if (p.compressed) {
+      share.add_partition_ids(p.id);
+      share.add_scalers(0.5f);
+      payload->set_encoding(v1::TERNARY_2BIT);
+      payload->set_scaler(0.5f);
+      payload->set_data(std::string(ternps::common::TernaryBytes(p.elements), '\x55'));
+    } else {
+      payload->set_encoding(v1::FP32);
+      std::vector<float> g(p.elements, 0.25f);
+      std::string data(ternps::common::Fp32Bytes(p.elements), '\0');
+      (void)ternps::common::EncodeFp32(
+          g, absl::MakeSpan(reinterpret_cast<uint8_t*>(data.data()), data.size()));
+      payload->set_data(data);
+    }
+    v1::PartitionPayload* average = answer.add_averages();
+    *average = *payload;
+    average->set_contributors(ternps::fuzz::kWorld);
+    v1::PartitionState* state = snapshot.add_partitions();
+    state->set_partition_id(p.id);
+    state->set_data(std::string(4 * p.elements, '\0'));
+    recovery.add_partition_ids(p.id);
+  }
+  answer.set_step(0);
+  v1::LeaveRequest leave;
+  leave.set_job_id(ternps::fuzz::kJob);
+  leave.set_worker_rank(2);
+  leave.set_epoch(epochs[2]);
+  v1::GetStatusRequest status;
+  status.set_job_id(ternps::fuzz::kJob);
+
+  const std::string wire = out + "/wire";
+  bool ok = Write(wire, "request", std::string(1, '\0') + push.SerializeAsString());
+  ok &= Write(wire, "request-cut", std::string(1, '\x2a') + push.SerializeAsString());
+  ok &= Write(wire, "response", std::string(1, '\1') + answer.SerializeAsString());
+
+  using ternps::fuzz::EngineInput;
+  const std::string e = out + "/engine";
+  for (uint8_t token = 0; token < 3; ++token) {
+    ok &=
+        Write(e, absl::StrCat("join-", token),
+              EngineInput(ternps::fuzz::kJoin, token,
+                          ternps::fuzz::JobJoin(token % ternps::fuzz::kWorld).SerializeAsString()));
+  }
+  for (uint32_t r = 0; r < ternps::fuzz::kWorld; ++r) {
+    share.set_worker_rank(r);
+    share.set_epoch(epochs[r]);
+    push.set_worker_rank(r);
+    push.set_epoch(epochs[r]);
+    ok &= Write(e, absl::StrCat("share-", r),
+                EngineInput(ternps::fuzz::kShareScalers, 1, share.SerializeAsString()));
+    ok &= Write(e, absl::StrCat("push-", r),
+                EngineInput(ternps::fuzz::kPushPull, 1, push.SerializeAsString()));
+  }
+  ok &= Write(e, "leave", EngineInput(ternps::fuzz::kLeave, 1, leave.SerializeAsString()));
+  ok &= Write(e, "snapshot",
+              EngineInput(ternps::fuzz::kPutSnapshot, 1, snapshot.SerializeAsString()));
+  ok &= Write(e, "recovery",
+              EngineInput(ternps::fuzz::kGetRecovery, 1, recovery.SerializeAsString()));
+  ok &= Write(e, "status", EngineInput(ternps::fuzz::kGetStatus, 1, status.SerializeAsString()));
+  ok &= Write(e, "tick", EngineInput(ternps::fuzz::kTick, 0, ""));
+  std::printf("fuzz_seeds: %d seeds in %s\n", written, out.c_str());
+  return ok ? 0 : 1;
+}
