@@ -33,10 +33,10 @@ if [[ "${FUZZ}" == 1 ]]; then
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
     -DTERNPS_CUDA=OFF -DTERNPS_PYTHON=OFF -DTERNPS_THREAD_SAFETY=ON -DTERNPS_SANITIZE=address \
     -DTERNPS_FUZZ=ON >/dev/null
-  cmake --build "${SAN_DIR}" -j "$(nproc)" --target fuzz_seeds codec_fuzz wire_fuzz engine_fuzz >&2
+  cmake --build "${SAN_DIR}" -j "$(nproc)" --target fuzz_seeds codec_fuzz wire_fuzz engine_fuzz state_fuzz >&2
   FUZZ_DIR="${SAN_DIR}/tests/fuzz"
   "${SAN_DIR}/bin/fuzz_seeds" "${FUZZ_DIR}/corpus" "${ROOT}/tests/data/codec_golden.txt" >&2
-  for t in codec wire engine; do
+  for t in codec wire engine state; do
     max_len=65536
     [[ "${t}" == codec ]] && max_len=8192
     mkdir -p "${FUZZ_DIR}/${t}-found"

@@ -1,7 +1,8 @@
 // Writes the fuzz targets' seed corpora: fuzz_seeds OUT_DIR GOLDEN_FILE makes OUT_DIR/codec (every
 // payload of tests/data/codec_golden.txt with its parameters), OUT_DIR/wire (PushPull requests and
-// answers of the engine target's job) and OUT_DIR/engine (a valid request of every method for that
-// job, with its token). The fuzzers start from these and mutate them.
+// answers of the engine target's job), OUT_DIR/engine (a valid request of every method for that
+// job, with its token) and OUT_DIR/state (the files a durable shard of that job wrote). The
+// fuzzers start from these and mutate them.
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -20,6 +21,7 @@
 #include "common/spec/job_spec.h"
 #include "server/engine.h"
 #include "tests/fuzz/fuzz_job.h"
+#include "tests/fuzz/state_base.h"
 
 namespace {
 
@@ -181,6 +183,13 @@ int main(int argc, char** argv) {
               EngineInput(ternps::fuzz::kGetRecovery, 1, recovery.SerializeAsString()));
   ok &= Write(e, "status", EngineInput(ternps::fuzz::kGetStatus, 1, status.SerializeAsString()));
   ok &= Write(e, "tick", EngineInput(ternps::fuzz::kTick, 0, ""));
+
+  // state_fuzz: each file of a real durable shard's state, unchanged, behind its index.
+  const ternps::fuzz::Base base = ternps::fuzz::MakeBase();
+  for (size_t i = 0; i < base.files.size(); ++i) {
+    ok &= Write(out + "/state", base.files[i].first,
+                std::string(1, static_cast<char>(i)) + base.files[i].second);
+  }
   std::printf("fuzz_seeds: %d seeds in %s\n", written, out.c_str());
   return ok ? 0 : 1;
 }

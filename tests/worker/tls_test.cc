@@ -89,22 +89,40 @@ TEST_F(TlsTest, TheWrongCaIsRefused) {
                 "certificate verify failed");
 }
 
+// The shard's side of a refusal: gRPC logs each failed handshake with its cause on the shard's
+// stderr (at ERROR, so also with --quiet). The shard runs in this process, so its log is
+// captured here.
 TEST_F(TlsTest, AClientWithoutACertificateIsRefused) {
-  ExpectRefused(ConnectAndStep("ca.pem", "", "", "no-cert"), "refuses this worker's certificate");
+  ::testing::internal::CaptureStderr();
+  const absl::Status st = ConnectAndStep("ca.pem", "", "", "no-cert");
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ExpectRefused(st, "refuses this worker's certificate");
+  EXPECT_THAT(log, HasSubstr("Handshake failed"));
+  EXPECT_THAT(log, HasSubstr("peer did not return a certificate"));
 }
 
 TEST_F(TlsTest, AnExpiredCertificateIsRefused) {
-  ExpectRefused(ConnectAndStep("ca.pem", "expired.pem", "expired.key", "expired"),
-                "refuses this worker's certificate");
+  ::testing::internal::CaptureStderr();
+  const absl::Status st = ConnectAndStep("ca.pem", "expired.pem", "expired.key", "expired");
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ExpectRefused(st, "refuses this worker's certificate");
+  EXPECT_THAT(log, HasSubstr("certificate verify failed"));
 }
 
 TEST_F(TlsTest, ACertificateFromAnotherCaIsRefused) {
-  ExpectRefused(ConnectAndStep("ca.pem", "other.pem", "other.key", "other"),
-                "refuses this worker's certificate");
+  ::testing::internal::CaptureStderr();
+  const absl::Status st = ConnectAndStep("ca.pem", "other.pem", "other.key", "other");
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ExpectRefused(st, "refuses this worker's certificate");
+  EXPECT_THAT(log, HasSubstr("certificate verify failed"));
 }
 
 TEST_F(TlsTest, APlaintextClientIsRefused) {
-  ExpectRefused(ConnectAndStep("", "", "", "plaintext"), "if the shard uses TLS, set tls_ca_file");
+  ::testing::internal::CaptureStderr();
+  const absl::Status st = ConnectAndStep("", "", "", "plaintext");
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ExpectRefused(st, "if the shard uses TLS, set tls_ca_file");
+  EXPECT_THAT(log, HasSubstr("wrong version number"));
 }
 
 // ternps-healthcheck checks a mutual-TLS shard with a client certificate, and is refused without;
