@@ -41,7 +41,7 @@ if [[ "${FUZZ}" == 1 ]]; then
     [[ "${t}" == codec ]] && max_len=8192
     mkdir -p "${FUZZ_DIR}/${t}-found"
     start=$(date +%s.%N)
-    "${SAN_DIR}/bin/${t}_fuzz" -runs=1000000 -seed=1 -max_len="${max_len}" -rss_limit_mb=3072 \
+    "${SAN_DIR}/bin/${t}_fuzz" -runs=1000000 -seed=1 -max_len="${max_len}" -rss_limit_mb=3072 -keep_seed=1 \
       -print_final_stats=1 "${FUZZ_DIR}/${t}-found" "${FUZZ_DIR}/corpus/${t}" \
       2> "${FUZZ_DIR}/${t}.log" || { tail -40 "${FUZZ_DIR}/${t}.log" >&2; exit 1; }
     seconds=$(awk -v a="${start}" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
