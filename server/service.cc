@@ -29,9 +29,7 @@ absl::StatusOr<std::string> CallToken(const grpc::CallbackServerContext* context
   for (auto it = range.first; it != range.second; ++it) {
     values.emplace_back(it->second.data(), it->second.size());
   }
-  absl::StatusOr<std::optional<std::string>> token = common::JobTokenFromMetadata(values);
-  if (!token.ok()) return token.status();
-  return token->value_or(std::string());
+  return common::JobTokenFromMetadata(values);
 }
 
 // `call(token)` with the call's token, or its error as the result.

@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/notification.h"
-#include "common/util/file.h"
+#include "common/rpc/credentials.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -27,24 +27,16 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
   if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
     return absl::InvalidArgumentError("tls_cert/tls_key: give both or neither");
   }
-  // Read once here for a clear error at start-up; gRPC's file watcher then re-reads them every
-  // tls_reload_interval, so rotated certificates take effect without a restart.
-  for (const auto& [file, flag] :
-       {std::pair{&options.tls_cert_file, "tls_cert"}, std::pair{&options.tls_key_file, "tls_key"},
-        std::pair{&options.tls_client_ca_file, "tls_client_ca"}}) {
-    if (file->empty()) continue;
-    if (absl::StatusOr<std::string> pem = common::ReadFileToString(*file, flag); !pem.ok()) {
-      return pem.status();
-    }
-  }
-  const int64_t seconds = absl::ToInt64Seconds(options.tls_reload_interval);
-  if (seconds < 1) {
-    return absl::InvalidArgumentError("tls_reload_interval: must be at least 1s");
-  }
-  auto files = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-      options.tls_key_file, options.tls_cert_file, options.tls_client_ca_file,
-      static_cast<unsigned int>(seconds));
-  grpc::experimental::TlsServerCredentialsOptions tls(files);
+  // Rotated certificates take effect without a restart: the watcher re-reads the files every
+  // tls_reload_interval.
+  absl::StatusOr<std::shared_ptr<grpc::experimental::CertificateProviderInterface>> files =
+      common::WatchTlsFiles({.ca = options.tls_client_ca_file,
+                             .cert = options.tls_cert_file,
+                             .key = options.tls_key_file},
+                            {.ca = "tls_client_ca", .cert = "tls_cert", .key = "tls_key"},
+                            options.tls_reload_interval, "tls_reload_interval");
+  if (!files.ok()) return files.status();
+  grpc::experimental::TlsServerCredentialsOptions tls(*std::move(files));
   tls.watch_identity_key_cert_pairs();
   if (!options.tls_client_ca_file.empty()) {
     tls.watch_root_certs();

@@ -12,8 +12,10 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "grpcpp/security/credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
 
 namespace ternps::common {
 
@@ -23,6 +25,14 @@ struct TlsFiles {
   std::string cert;
   std::string key;
 };
+
+// A watcher (gRPC's FileWatcherCertificateProvider) that reads `files` (empty ones are left out)
+// again every `reload_interval`, after checking that each can be read now (INVALID_ARGUMENT naming
+// it by `names`) and that the interval is at least 1 s (INVALID_ARGUMENT naming `interval_name`).
+// Shared by the shard's server credentials and the clients'.
+absl::StatusOr<std::shared_ptr<grpc::experimental::CertificateProviderInterface>> WatchTlsFiles(
+    const TlsFiles& files, const TlsFiles& names, absl::Duration reload_interval,
+    absl::string_view interval_name);
 
 // TLS is on when `files.ca` is set; cert and key go together. INVALID_ARGUMENT naming the setting
 // (from `names`) for a certificate without its key, a certificate without a CA, or a file that

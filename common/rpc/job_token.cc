@@ -40,9 +40,8 @@ absl::StatusOr<std::string> ReadJobToken(const std::string& path, absl::string_v
 
 std::string BearerValue(absl::string_view token) { return absl::StrCat("Bearer ", token); }
 
-absl::StatusOr<std::optional<std::string>> JobTokenFromMetadata(
-    const std::vector<absl::string_view>& values) {
-  if (values.empty()) return std::nullopt;
+absl::StatusOr<std::string> JobTokenFromMetadata(const std::vector<absl::string_view>& values) {
+  if (values.empty()) return std::string();
   if (values.size() > 1) {
     return absl::UnauthenticatedError(absl::StrCat(kJobTokenMetadataKey, ": the call carries ",
                                                    values.size(), " values; at most one"));

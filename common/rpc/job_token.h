@@ -7,8 +7,8 @@
 //   context->AddMetadata(std::string(common::kJobTokenMetadataKey), common::BearerValue(*token));
 //
 //   // shard side:
-//   absl::StatusOr<std::optional<std::string>> presented = common::JobTokenFromMetadata(values);
-//   std::string digest = common::JobTokenDigest(**presented);
+//   absl::StatusOr<std::string> presented = common::JobTokenFromMetadata(values);
+//   std::string digest = common::JobTokenDigest(*presented);
 //   absl::Status st = common::CheckJobToken(job_digest, presented_digest, job_id);
 //
 // A token is 16 to 1024 bytes of printable ASCII without spaces (what gRPC metadata can carry);
@@ -17,7 +17,6 @@
 #ifndef TERNPS_COMMON_RPC_JOB_TOKEN_H_
 #define TERNPS_COMMON_RPC_JOB_TOKEN_H_
 
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,11 +42,10 @@ absl::StatusOr<std::string> ReadJobToken(const std::string& path, absl::string_v
 // "Bearer <token>".
 std::string BearerValue(absl::string_view token);
 
-// The token a call carries, from the values of its `authorization` metadata: nullopt if there is
-// none; UNAUTHENTICATED naming the metadata key for several values, another scheme than Bearer,
-// or a token of the wrong form.
-absl::StatusOr<std::optional<std::string>> JobTokenFromMetadata(
-    const std::vector<absl::string_view>& values);
+// The token a call carries, from the values of its `authorization` metadata: empty if there is
+// none (a valid token is never empty); UNAUTHENTICATED naming the metadata key for several values,
+// another scheme than Bearer, or a token of the wrong form.
+absl::StatusOr<std::string> JobTokenFromMetadata(const std::vector<absl::string_view>& values);
 
 // SHA-256 of `token` (kJobTokenDigestBytes bytes); empty for an empty token (a job without one).
 std::string JobTokenDigest(absl::string_view token);

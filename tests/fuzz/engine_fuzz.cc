@@ -7,11 +7,11 @@
 // crashes or leaks (ASan), and every asynchronous call is answered exactly once (at the latest
 // when the engine shuts down).
 #include <stdlib.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,7 +53,8 @@ class Harness {
   }
   ~Harness() {
     engine_.reset();
-    std::system(("rm -rf " + state_dir_).c_str());
+    std::error_code ignored;
+    std::filesystem::remove_all(state_dir_, ignored);
   }
 
   void Run(const uint8_t* data, size_t size) {
@@ -69,10 +70,10 @@ class Harness {
         break;
       }
       case ternps::fuzz::kShareScalers: {
-        auto r = std::make_shared<v1::ShareScalersRequest>();
-        if (!r->ParseFromString(bytes)) break;
+        v1::ShareScalersRequest r;
+        if (!r.ParseFromString(bytes)) break;
         auto response = std::make_shared<v1::ShareScalersResponse>();
-        engine_->ShareScalers(*r, response.get(), Track(response), token);
+        engine_->ShareScalers(r, response.get(), Track(response), token);
         break;
       }
       case ternps::fuzz::kPushPull: {
@@ -125,13 +126,12 @@ class Harness {
   void Reset() {
     engine_.reset();  // shuts down: every waiting call is answered
     if (started_ != finished_) Fail("a call was never answered");
-    std::system(("rm -rf " + state_dir_ + "/*").c_str());
-    engine_ = std::make_unique<ternps::server::Engine>(config_);
-    for (uint32_t r = 0; r < ternps::fuzz::kWorld; ++r) {
-      if (!engine_->Join(ternps::fuzz::JobJoin(r), ternps::fuzz::kToken).ok()) {
-        Fail("the job's own Join failed");
-      }
+    std::error_code ignored;
+    for (const auto& entry : std::filesystem::directory_iterator(state_dir_, ignored)) {
+      std::filesystem::remove_all(entry.path(), ignored);
     }
+    engine_ = std::make_unique<ternps::server::Engine>(config_);
+    if (!ternps::fuzz::JoinAll(*engine_).ok()) Fail("the job's own Join failed");
   }
 
   ternps::common::ManualClock clock_;

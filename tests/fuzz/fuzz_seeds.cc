@@ -16,9 +16,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/codec/fp32.h"
-#include "common/codec/ternary.h"
-#include "common/spec/job_spec.h"
 #include "server/engine.h"
 #include "tests/fuzz/fuzz_job.h"
 #include "tests/fuzz/state_base.h"
@@ -90,62 +87,30 @@ int main(int argc, char** argv) {
   ternps::server::ShardConfig config;
   config.run_reaper = false;
   ternps::server::Engine engine(config);
-  std::vector<uint64_t> epochs;
-  for (uint32_t r = 0; r < ternps::fuzz::kWorld; ++r) {
-    absl::StatusOr<v1::JoinResponse> joined =
-        engine.Join(ternps::fuzz::JobJoin(r), ternps::fuzz::kToken);
-    if (!joined.ok()) {
-      std::fprintf(stderr, "fuzz_seeds: %s\n", joined.status().ToString().c_str());
-      return 1;
-    }
-    epochs.push_back(joined->epoch());
+  absl::StatusOr<std::vector<uint64_t>> joined = ternps::fuzz::JoinAll(engine);
+  if (!joined.ok()) {
+    std::fprintf(stderr, "fuzz_seeds: %s\n", joined.status().ToString().c_str());
+    return 1;
   }
-  absl::StatusOr<ternps::common::JobSpec> spec =
-      ternps::common::ResolveJobSpec(ternps::fuzz::JobJoin(0), {.shard_count = 1});
-  if (!spec.ok()) return 1;
-
-  v1::ShareScalersRequest share;
-  share.set_job_id(ternps::fuzz::kJob);
-  share.set_epoch(epochs[0]);
-  v1::PushPullRequest push;
-  push.set_job_id(ternps::fuzz::kJob);
-  push.set_epoch(epochs[0]);
+  const std::vector<uint64_t>& epochs = *joined;
+  const v1::PushPullRequest push = ternps::fuzz::JobPush(0, epochs[0], 0);
+  const v1::PutSnapshotRequest snapshot = ternps::fuzz::JobSnapshot(0, epochs[0], 2, '\0');
+  // The answer every rank would get to that push.
   v1::PushPullResponse answer;
-  v1::PutSnapshotRequest snapshot;
-  snapshot.set_job_id(ternps::fuzz::kJob);
-  snapshot.set_epoch(epochs[0]);
-  snapshot.set_step(2);
+  answer.set_step(0);
+  for (const v1::PartitionPayload& payload : push.partitions()) {
+    v1::PartitionPayload* average = answer.add_averages();
+    *average = payload;
+    average->set_contributors(ternps::fuzz::kWorld);
+  }
   v1::GetRecoveryRequest recovery;
   recovery.set_job_id(ternps::fuzz::kJob);
   recovery.set_epoch(epochs[0]);
   recovery.set_to_step(2);
-  for (const ternps::common::Partition& p : spec->plan.partitions()) {
-    v1::PartitionPayload* payload = push.add_partitions();
-    payload->set_partition_id(p.id);
-    payload->set_elements(p.elements);
-    if (p.compressed) {
-      share.add_partition_ids(p.id);
-      share.add_scalers(0.5f);
-      payload->set_encoding(v1::TERNARY_2BIT);
-      payload->set_scaler(0.5f);
-      payload->set_data(std::string(ternps::common::TernaryBytes(p.elements), '\x55'));
-    } else {
-      payload->set_encoding(v1::FP32);
-      std::vector<float> g(p.elements, 0.25f);
-      std::string data(ternps::common::Fp32Bytes(p.elements), '\0');
-      (void)ternps::common::EncodeFp32(
-          g, absl::MakeSpan(reinterpret_cast<uint8_t*>(data.data()), data.size()));
-      payload->set_data(data);
-    }
-    v1::PartitionPayload* average = answer.add_averages();
-    *average = *payload;
-    average->set_contributors(ternps::fuzz::kWorld);
-    v1::PartitionState* state = snapshot.add_partitions();
-    state->set_partition_id(p.id);
-    state->set_data(std::string(4 * p.elements, '\0'));
+  const ternps::common::JobSpec spec = ternps::fuzz::JobSpec();
+  for (const ternps::common::Partition& p : spec.plan.partitions()) {
     recovery.add_partition_ids(p.id);
   }
-  answer.set_step(0);
   v1::LeaveRequest leave;
   leave.set_job_id(ternps::fuzz::kJob);
   leave.set_worker_rank(2);
@@ -167,14 +132,12 @@ int main(int argc, char** argv) {
                           ternps::fuzz::JobJoin(token % ternps::fuzz::kWorld).SerializeAsString()));
   }
   for (uint32_t r = 0; r < ternps::fuzz::kWorld; ++r) {
-    share.set_worker_rank(r);
-    share.set_epoch(epochs[r]);
-    push.set_worker_rank(r);
-    push.set_epoch(epochs[r]);
     ok &= Write(e, absl::StrCat("share-", r),
-                EngineInput(ternps::fuzz::kShareScalers, 1, share.SerializeAsString()));
+                EngineInput(ternps::fuzz::kShareScalers, 1,
+                            ternps::fuzz::JobShare(r, epochs[r], 0).SerializeAsString()));
     ok &= Write(e, absl::StrCat("push-", r),
-                EngineInput(ternps::fuzz::kPushPull, 1, push.SerializeAsString()));
+                EngineInput(ternps::fuzz::kPushPull, 1,
+                            ternps::fuzz::JobPush(r, epochs[r], 0).SerializeAsString()));
   }
   ok &= Write(e, "leave", EngineInput(ternps::fuzz::kLeave, 1, leave.SerializeAsString()));
   ok &= Write(e, "snapshot",

@@ -16,8 +16,6 @@
 #include <utility>
 #include <vector>
 
-#include "common/codec/fp32.h"
-#include "common/codec/ternary.h"
 #include "server/engine.h"
 #include "tests/fuzz/fuzz_job.h"
 
@@ -73,73 +71,28 @@ inline Base MakeBase() {
   const std::string dir = TempDir();
   {
     ternps::server::Engine engine(Config(dir));
-    std::vector<uint64_t> epochs;
-    for (uint32_t r = 0; r < ternps::fuzz::kWorld; ++r) {
-      absl::StatusOr<ternps::v1::JoinResponse> joined =
-          engine.Join(ternps::fuzz::JobJoin(r), ternps::fuzz::kToken);
-      if (!joined.ok()) Fail(joined.status().ToString());
-      epochs.push_back(joined->epoch());
-    }
-    absl::StatusOr<ternps::common::JobSpec> spec =
-        ternps::common::ResolveJobSpec(ternps::fuzz::JobJoin(0), {.shard_count = 1});
-    if (!spec.ok()) Fail(spec.status().ToString());
+    absl::StatusOr<std::vector<uint64_t>> epochs = JoinAll(engine);
+    if (!epochs.ok()) Fail(epochs.status().ToString());
     auto run_step = [&](uint64_t step) {
-      std::vector<ternps::v1::ShareScalersResponse> shared(ternps::fuzz::kWorld);
-      std::vector<ternps::v1::PushPullResponse> answers(ternps::fuzz::kWorld);
+      std::vector<ternps::v1::ShareScalersResponse> shared(kWorld);
+      std::vector<ternps::v1::PushPullResponse> answers(kWorld);
       int answered = 0;
-      for (uint32_t r = 0; r < ternps::fuzz::kWorld; ++r) {
-        ternps::v1::ShareScalersRequest share;
-        share.set_job_id(ternps::fuzz::kJob);
-        share.set_worker_rank(r);
-        share.set_epoch(epochs[r]);
-        share.set_step(step);
-        for (const ternps::common::Partition& p : spec->plan.partitions()) {
-          if (!p.compressed) continue;
-          share.add_partition_ids(p.id);
-          share.add_scalers(0.5f);
-        }
+      for (uint32_t r = 0; r < kWorld; ++r) {
         engine.ShareScalers(
-            share, &shared[r], [](absl::Status) {}, ternps::fuzz::kToken);
+            JobShare(r, (*epochs)[r], step), &shared[r], [](absl::Status) {}, kToken);
       }
-      for (uint32_t r = 0; r < ternps::fuzz::kWorld; ++r) {
-        ternps::v1::PushPullRequest push;
-        push.set_job_id(ternps::fuzz::kJob);
-        push.set_worker_rank(r);
-        push.set_epoch(epochs[r]);
-        push.set_step(step);
-        for (const ternps::common::Partition& p : spec->plan.partitions()) {
-          ternps::v1::PartitionPayload* payload = push.add_partitions();
-          payload->set_partition_id(p.id);
-          payload->set_elements(p.elements);
-          if (p.compressed) {
-            payload->set_encoding(ternps::v1::TERNARY_2BIT);
-            payload->set_scaler(0.5f);
-            payload->set_data(std::string(ternps::common::TernaryBytes(p.elements), '\x55'));
-          } else {
-            payload->set_encoding(ternps::v1::FP32);
-            payload->set_data(std::string(ternps::common::Fp32Bytes(p.elements), '\0'));
-          }
-        }
+      for (uint32_t r = 0; r < kWorld; ++r) {
         engine.PushPull(
-            push, &answers[r], [&answered](absl::Status st) { answered += st.ok(); },
-            ternps::fuzz::kToken);
+            JobPush(r, (*epochs)[r], step), &answers[r],
+            [&answered](absl::Status st) { answered += st.ok(); }, kToken);
       }
-      if (answered != static_cast<int>(ternps::fuzz::kWorld)) Fail("a step of the base failed");
+      if (answered != static_cast<int>(kWorld)) Fail("a step of the base failed");
     };
     run_step(0);
     run_step(1);
     // Rank (2 / K) % world_size snapshots at step 2 (K = 2).
-    ternps::v1::PutSnapshotRequest snapshot;
-    snapshot.set_job_id(ternps::fuzz::kJob);
-    snapshot.set_worker_rank(1);
-    snapshot.set_epoch(epochs[1]);
-    snapshot.set_step(2);
-    for (const ternps::common::Partition& p : spec->plan.partitions()) {
-      ternps::v1::PartitionState* state = snapshot.add_partitions();
-      state->set_partition_id(p.id);
-      state->set_data(std::string(4 * p.elements, '\x01'));
-    }
-    if (absl::Status st = engine.PutSnapshot(snapshot, ternps::fuzz::kToken).status(); !st.ok()) {
+    ternps::v1::PutSnapshotRequest snapshot = JobSnapshot(1, (*epochs)[1], 2, '\x01');
+    if (absl::Status st = engine.PutSnapshot(snapshot, kToken).status(); !st.ok()) {
       Fail("the base snapshot: " + st.ToString());
     }
     run_step(2);  // logged after the snapshot
