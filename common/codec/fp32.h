@@ -6,7 +6,8 @@
 //   absl::Status st = EncodeFp32(g, wire);   // sender
 //   st = DecodeFp32Add(wire, out);            // receiver
 //
-// Thread-safe; decoders validate before writing (output untouched on error).
+// Thread-safe; decoders validate before writing (output untouched on error), except
+// DecodeFp32OnePass, which checks as it writes.
 #ifndef TERNPS_COMMON_CODEC_FP32_H_
 #define TERNPS_COMMON_CODEC_FP32_H_
 
@@ -31,6 +32,13 @@ absl::Status DecodeFp32Add(absl::Span<const uint8_t> data, absl::Span<float> out
 
 // out[k] = value_k, after validating data for out.size() elements.
 absl::Status DecodeFp32(absl::Span<const uint8_t> data, absl::Span<float> out);
+
+// out[k] = value_k, checking each block of the payload just before copying it: one pass over the
+// payload instead of a check and a copy. On error (INVALID_ARGUMENT naming the field; element
+// indices in the message are offset by `first_element`) `out` is partly written: for destinations
+// the caller discards on error.
+absl::Status DecodeFp32OnePass(absl::Span<const uint8_t> data, absl::Span<float> out,
+                               size_t first_element = 0);
 
 // out[k] += value_k (or out[k] = value_k) for a payload that already passed
 // ValidateFp32(data, out.size()); undefined for unvalidated input.

@@ -1,5 +1,6 @@
 #include "common/codec/int_sum.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -55,7 +56,10 @@ absl::Status EncodeIntSum(absl::Span<const int16_t> sums, int contributors, absl
   return absl::InternalError("EncodeIntSum: a kernel reported a sum out of range and none is");
 }
 
-absl::Status ValidateIntSum(absl::Span<const uint8_t> data, size_t n, int contributors, Isa isa) {
+namespace {
+
+// Contributors, length and padding bits of an INT_SUM payload of n elements.
+absl::Status CheckIntSumShape(absl::Span<const uint8_t> data, size_t n, int contributors) {
   if (absl::Status st = ValidateContributors(contributors); !st.ok()) return st;
   const int bits = IntSumBits(contributors);
   const size_t bytes = IntSumBytes(n, contributors);
@@ -69,16 +73,56 @@ absl::Status ValidateIntSum(absl::Span<const uint8_t> data, size_t n, int contri
     return absl::InvalidArgumentError(
         absl::StrCat("data: padding bits of the last byte are not zero (byte ", bytes - 1, ")"));
   }
-  if (n == 0) return absl::OkStatus();
-  const uint32_t max_field = internal::KernelsFor(isa).int_sum_max_field(data.data(), n, bits);
-  if (max_field > 2u * static_cast<uint32_t>(contributors)) {
-    for (size_t j = 0; j < n; ++j) {  // cold: find the first offender for the message
-      const uint32_t f = internal::ReadField(data.data(), bytes, j, bits);
-      if (f > 2u * static_cast<uint32_t>(contributors)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "data: element ", j, " has field ", f, " > 2 * contributors (", 2 * contributors, ")"));
-      }
+  return absl::OkStatus();
+}
+
+// The error for the first field above 2N at or after element `from` (cold: a kernel found one).
+absl::Status FieldError(absl::Span<const uint8_t> data, size_t from, size_t n, int contributors,
+                        size_t first_element) {
+  const int bits = IntSumBits(contributors);
+  for (size_t j = from; j < n; ++j) {
+    const uint32_t f = internal::ReadField(data.data(), data.size(), j, bits);
+    if (f > 2u * static_cast<uint32_t>(contributors)) {
+      return absl::InvalidArgumentError(absl::StrCat("data: element ", first_element + j,
+                                                     " has field ", f, " > 2 * contributors (",
+                                                     2 * contributors, ")"));
     }
+  }
+  return absl::InternalError("INT_SUM: a kernel reported a field above 2N and none is");
+}
+
+// Elements per block of DecodeIntSumOnePass: a multiple of 8 (blocks start on a byte for every
+// field width), small enough that the block's payload is still in L1 when it is decoded.
+inline constexpr size_t kOnePassBlock = 16384;
+
+}  // namespace
+
+absl::Status ValidateIntSum(absl::Span<const uint8_t> data, size_t n, int contributors, Isa isa) {
+  if (absl::Status st = CheckIntSumShape(data, n, contributors); !st.ok()) return st;
+  if (n == 0) return absl::OkStatus();
+  const uint32_t max_field =
+      internal::KernelsFor(isa).int_sum_max_field(data.data(), n, IntSumBits(contributors));
+  if (max_field > 2u * static_cast<uint32_t>(contributors)) {
+    return FieldError(data, 0, n, contributors, 0);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeIntSumOnePass(absl::Span<const uint8_t> data, int contributors, float scaler,
+                                 absl::Span<float> out, size_t first_element, Isa isa) {
+  if (absl::Status st = ValidateScaler(scaler); !st.ok()) return st;
+  const size_t n = out.size();
+  if (absl::Status st = CheckIntSumShape(data, n, contributors); !st.ok()) return st;
+  const internal::CodecKernels& kernels = internal::KernelsFor(isa);
+  const int bits = IntSumBits(contributors);
+  const float scale = scaler / static_cast<float>(contributors);
+  for (size_t b = 0; b < n; b += kOnePassBlock) {
+    const size_t m = std::min(kOnePassBlock, n - b);
+    const uint8_t* block = data.data() + b / 8 * static_cast<size_t>(bits);
+    if (kernels.int_sum_max_field(block, m, bits) > 2u * static_cast<uint32_t>(contributors)) {
+      return FieldError(data, b, n, contributors, first_element);
+    }
+    kernels.decode_int_sum(block, m, bits, contributors, scale, out.data() + b);
   }
   return absl::OkStatus();
 }

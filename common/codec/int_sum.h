@@ -14,7 +14,8 @@
 //   st = DecodeIntSumAdd(wire, N, s, gradient);                   // worker
 //
 // Decoders validate everything before writing (INVALID_ARGUMENT naming the field; output
-// untouched on error). Thread-safe; allocation-free.
+// untouched on error), except DecodeIntSumOnePass, which checks as it writes. Thread-safe;
+// allocation-free.
 #ifndef TERNPS_COMMON_CODEC_INT_SUM_H_
 #define TERNPS_COMMON_CODEC_INT_SUM_H_
 
@@ -49,6 +50,14 @@ absl::Status ValidateIntSum(absl::Span<const uint8_t> data, size_t n, int contri
 // and the scaler.
 absl::Status DecodeIntSumAdd(absl::Span<const uint8_t> data, int contributors, float scaler,
                              absl::Span<float> out, Isa isa = Isa::kAuto);
+
+// out[j] = 0.0f + float(k_j) * (scaler / N) (DecodeValidatedIntSum's bits), checking each block
+// of the payload just before decoding it: one pass over the payload instead of a check and a
+// decode. On error (INVALID_ARGUMENT naming the field; element indices in the message are offset
+// by `first_element`) `out` is partly written: for destinations the caller discards on error.
+absl::Status DecodeIntSumOnePass(absl::Span<const uint8_t> data, int contributors, float scaler,
+                                 absl::Span<float> out, size_t first_element = 0,
+                                 Isa isa = Isa::kAuto);
 
 // The same for a payload (and scaler) that already passed ValidateIntSum(data, out.size(), N) /
 // ValidateScaler; undefined for unvalidated input.

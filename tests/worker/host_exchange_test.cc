@@ -1,8 +1,11 @@
 // The host exchange decodes an INT_SUM average that arrives in pieces (gRPC slices, cut anywhere)
 // to exactly the floats of one contiguous decode, for every field width from 2 to 6 bits
-// (1 to 31 contributors), including widths whose 8-field groups span 3 or 5 bytes.
+// (1 to 31 contributors), including widths whose 8-field groups span 3 or 5 bytes; and, since it
+// checks the values of pieces as it decodes them, rejects a bad value in any piece naming its
+// element in the partition.
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -17,23 +20,29 @@ namespace {
 
 namespace v1 = ::ternps::v1;
 
+// A partition of n elements in one tensor, with the given world size and codec.
+common::JobSpec OnePartitionSpec(uint32_t n, int world_size, v1::Codec codec) {
+  v1::JoinRequest join;
+  join.set_job_id("exchange");
+  join.set_world_size(static_cast<uint32_t>(world_size));
+  v1::TensorSpec* t = join.add_tensors();
+  t->set_name("w");
+  t->set_elements(n);
+  join.mutable_codec()->set_codec(codec);
+  join.mutable_codec()->set_min_compress_elements(1);
+  absl::StatusOr<common::JobSpec> spec = common::ResolveJobSpec(join, {.shard_count = 1});
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  return *std::move(spec);
+}
+
 TEST(HostExchangeTest, IntSumInPiecesDecodesLikeOneSpan) {
   std::mt19937_64 rng(20261202);
   common::ThreadPool pool(1);
   for (int contributors : {1, 3, 4, 7, 8, 15, 16, 31}) {
     for (uint32_t n : {1u, 7u, 8u, 9u, 1000u, 4099u}) {
-      v1::JoinRequest join;
-      join.set_job_id("exchange");
-      join.set_world_size(static_cast<uint32_t>(contributors));
-      v1::TensorSpec* t = join.add_tensors();
-      t->set_name("w");
-      t->set_elements(n);
-      join.mutable_codec()->set_codec(v1::CODEC_TERNGRAD);
-      join.mutable_codec()->set_min_compress_elements(1);
-      absl::StatusOr<common::JobSpec> spec = common::ResolveJobSpec(join, {.shard_count = 1});
-      ASSERT_TRUE(spec.ok()) << spec.status();
-      ASSERT_EQ(spec->route(0).downlink, v1::INT_SUM);
-      std::unique_ptr<Exchange> exchange = MakeHostExchange(*spec, pool);
+      const common::JobSpec spec = OnePartitionSpec(n, contributors, v1::CODEC_TERNGRAD);
+      ASSERT_EQ(spec.route(0).downlink, v1::INT_SUM);
+      std::unique_ptr<Exchange> exchange = MakeHostExchange(spec, pool);
       ASSERT_TRUE(exchange->DecodesPieces(v1::INT_SUM));
 
       std::vector<int16_t> sums(n);
@@ -70,6 +79,53 @@ TEST(HostExchangeTest, IntSumInPiecesDecodesLikeOneSpan) {
             << ends[2];
       }
     }
+  }
+}
+
+// Decodes `wire`, cut into 3 pieces at byte offsets a and b, as partition 0 of `spec` (n
+// elements) and expects INVALID_ARGUMENT whose message contains `needle`.
+void ExpectPiecesRejected(const common::JobSpec& spec, v1::Encoding encoding, float scaler,
+                          const std::vector<uint8_t>& wire, size_t a, size_t b,
+                          const std::string& needle) {
+  common::ThreadPool pool(1);
+  std::unique_ptr<Exchange> exchange = MakeHostExchange(spec, pool);
+  ASSERT_EQ(spec.route(0).downlink, encoding);
+  ASSERT_TRUE(exchange->DecodesPieces(encoding));
+  const std::vector<common::Piece> pieces = {common::Piece(wire.data(), a),
+                                             common::Piece(wire.data() + a, b - a),
+                                             common::Piece(wire.data() + b, wire.size() - b)};
+  std::vector<float> out(spec.plan.partition(0).elements);
+  std::vector<absl::Span<float>> grads = {absl::MakeSpan(out)};
+  const absl::Status st =
+      exchange->Decode(grads, 0,
+                       Average{.encoding = encoding,
+                               .scaler = scaler,
+                               .contributors = static_cast<int>(spec.world_size),
+                               .bytes = {},
+                               .pieces = pieces});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find(needle), absl::string_view::npos) << st;
+}
+
+TEST(HostExchangeTest, BadValuesInPiecesAreRejectedNamingTheElement) {
+  const uint32_t n = 50000;  // several one-pass blocks
+  const common::JobSpec terngrad = OnePartitionSpec(n, 4, v1::CODEC_TERNGRAD);
+  const std::vector<uint8_t> sums(common::IntSumBytes(n, 4), 0x44);  // every field 4: k = 0
+  for (uint32_t k : {0u, 20001u, n - 1}) {
+    std::vector<uint8_t> bad = sums;
+    bad[k / 2] = static_cast<uint8_t>(k % 2 == 0 ? 0x49 : 0x94);  // field 9 > 2N
+    ExpectPiecesRejected(terngrad, v1::INT_SUM, 1.0f, bad, 1001, 13000,
+                         "element " + std::to_string(k) + " has field 9");
+  }
+  const common::JobSpec fp32 = OnePartitionSpec(n, 4, v1::CODEC_FP32);
+  for (uint32_t k : {0u, 1000u, 30001u, n - 1}) {
+    std::vector<float> values(n, 0.25f);
+    values[k] = std::numeric_limits<float>::infinity();
+    std::vector<uint8_t> bad(4 * n);
+    std::memcpy(bad.data(), values.data(), bad.size());
+    // The second cut splits element 30000 across two pieces.
+    ExpectPiecesRejected(fp32, v1::FP32, 0.0f, bad, 4002, 120001,
+                         "element " + std::to_string(k) + " is not finite");
   }
 }
 

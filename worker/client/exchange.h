@@ -35,8 +35,9 @@ struct EncodeParams {
   common::TernaryKey key_base;  // .partition is set per partition
 };
 
-// A validated average (its encoding is the partition's route downlink). Its bytes are `bytes`,
-// or, for an average handed to an Exchange whose DecodesPieces(encoding) is true, `pieces`.
+// An average whose header (partition, encoding = the route's downlink, contributors, scaler) and
+// length were validated. Its bytes are `bytes`, validated too, or, for an average handed to an
+// Exchange whose DecodesPieces(encoding) is true, `pieces`, whose values that Exchange checks.
 struct Average {
   ternps::v1::Encoding encoding = ternps::v1::FP32;
   float scaler = 0.0f;
@@ -64,11 +65,13 @@ class Exchange {
                                     absl::Span<const uint32_t> partitions,
                                     const EncodeParams& params,
                                     absl::Span<const absl::Span<uint8_t>> out) = 0;
-  // Writes a validated average over partition p's slice of the gradients.
+  // Writes the average over partition p's slice of the gradients. An average taken as pieces is
+  // checked as it is written (INVALID_ARGUMENT naming the field, the gradients then unspecified).
   virtual absl::Status Decode(Gradients gradients, uint32_t partition, const Average& average) = 0;
   // Ends the step: every decode has landed in the gradients when this returns OK.
   virtual absl::Status End() = 0;
-  // Whether Decode takes averages of `encoding` as pieces (received slices) instead of one span.
+  // Whether Decode takes averages of `encoding` as pieces (received slices) instead of one span,
+  // and checks their values itself.
   virtual bool DecodesPieces(ternps::v1::Encoding) const { return false; }
 };
 

@@ -75,17 +75,23 @@ class HostExchange final : public Exchange {
 
   absl::Status Decode(Gradients gradients, uint32_t p, const Average& avg) override {
     const absl::Span<float> out = PartitionSlice(plan_, gradients, p);
+    absl::Status st;
     switch (avg.encoding) {
       case v1::FP32:
         common::ForEachRun(avg.pieces, 4, [&](common::Piece run, size_t element) {
-          common::CopyValidatedFp32(run, out.subspan(element, run.size() / 4));
+          if (st.ok()) {
+            st = common::DecodeFp32OnePass(run, out.subspan(element, run.size() / 4), element);
+          }
         });
         break;
       case v1::INT_SUM:
         common::ForEachIntSumRun(avg.pieces, common::IntSumBits(avg.contributors), out.size(),
                                  [&](common::Piece run, size_t first, size_t n) {
-                                   common::DecodeValidatedIntSum(run, avg.contributors, avg.scaler,
-                                                                 out.subspan(first, n));
+                                   if (st.ok()) {
+                                     st = common::DecodeIntSumOnePass(run, avg.contributors,
+                                                                      avg.scaler,
+                                                                      out.subspan(first, n), first);
+                                   }
                                  });
         break;
       default:  // TERNARY_2BIT
@@ -93,7 +99,7 @@ class HostExchange final : public Exchange {
         common::DecodeValidatedTernaryAdd(avg.bytes, avg.scaler, out);
         break;
     }
-    return absl::OkStatus();
+    return st;
   }
 
   absl::Status End() override { return absl::OkStatus(); }

@@ -178,7 +178,8 @@ v1::JoinRequest MakeJoinRequest(const WorkerOptions& options) {
 }
 
 // Checks an answered average of partition `p` against the spec's downlink and, for INT_SUM, the
-// shared scaler this worker encoded with.
+// shared scaler this worker encoded with. With `as_pieces` the payload's values are left to the
+// exchange's Decode, which checks them as it writes.
 absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t p,
                                         const common::JobSpec& spec, float shared_scaler,
                                         bool as_pieces, std::vector<uint8_t>* scratch) {
@@ -210,22 +211,13 @@ absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t
     st = common::ValidateScaler(avg.scaler);
   }
   if (st.ok() && as_pieces) {
-    // Checked piece by piece where gRPC received it (FP32 and INT_SUM); decoded the same way,
-    // without a gathering copy.
+    // Left where gRPC received it (FP32 and INT_SUM); the exchange checks the values as it
+    // decodes them, piece by piece, in one pass and without a gathering copy.
     out.pieces = avg.pieces;
     const size_t bytes = common::PayloadBytes(expected, elements, out.contributors);
     if (avg.data_size() != bytes) {
       st = absl::InvalidArgumentError(
           absl::StrCat("data: ", avg.data_size(), " bytes, expected ", bytes));
-    } else if (expected == v1::FP32) {
-      common::ForEachRun(out.pieces, 4, [&](common::Piece run, size_t) {
-        if (st.ok()) st = common::ValidateFp32(run, run.size() / 4);
-      });
-    } else {
-      common::ForEachIntSumRun(out.pieces, common::IntSumBits(out.contributors), elements,
-                               [&](common::Piece run, size_t, size_t n) {
-                                 if (st.ok()) st = common::ValidateIntSum(run, n, out.contributors);
-                               });
     }
   } else if (st.ok()) {
     out.bytes = avg.Gather(scratch);
