@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "common/codec/fp32.h"
 #include "common/codec/int_sum.h"
 #include "common/spec/job_spec.h"
 #include "common/util/thread_pool.h"
@@ -127,6 +128,21 @@ TEST(HostExchangeTest, BadValuesInPiecesAreRejectedNamingTheElement) {
     ExpectPiecesRejected(fp32, v1::FP32, 0.0f, bad, 4002, 120001,
                          "element " + std::to_string(k) + " is not finite");
   }
+}
+
+// FP32 partitions go out as the gradients' own bytes (no encode copy); compressed ones are
+// encoded by FinishEncode.
+TEST(HostExchangeTest, Fp32UplinkIsTheGradientMemory) {
+  common::ThreadPool pool(1);
+  const common::JobSpec fp32 = OnePartitionSpec(1000, 2, v1::CODEC_FP32);
+  std::unique_ptr<Exchange> exchange = MakeHostExchange(fp32, pool);
+  std::vector<float> g(1000, 1.5f);
+  const std::vector<absl::Span<float>> grads = {absl::MakeSpan(g)};
+  const absl::Span<const uint8_t> in_place = exchange->UplinkInPlace(grads, 0);
+  EXPECT_EQ(in_place.data(), reinterpret_cast<const uint8_t*>(g.data()));
+  EXPECT_EQ(in_place.size(), common::Fp32Bytes(g.size()));
+  const common::JobSpec terngrad = OnePartitionSpec(1000, 2, v1::CODEC_TERNGRAD);
+  EXPECT_TRUE(MakeHostExchange(terngrad, pool)->UplinkInPlace(grads, 0).empty());
 }
 
 }  // namespace

@@ -60,7 +60,8 @@ class Exchange {
   virtual absl::StatusOr<int> StartEncode(Gradients gradients,
                                           absl::Span<const uint32_t> partitions,
                                           const EncodeParams& params) = 0;
-  // Writes the uplink bytes of the batch's partitions into out[i] (exactly their wire size).
+  // Writes the uplink bytes of the batch's partitions into out[i] (exactly their wire size),
+  // except partitions whose UplinkInPlace is not empty (their out[i] is empty).
   virtual absl::Status FinishEncode(int ticket, Gradients gradients,
                                     absl::Span<const uint32_t> partitions,
                                     const EncodeParams& params,
@@ -70,6 +71,12 @@ class Exchange {
   virtual absl::Status Decode(Gradients gradients, uint32_t partition, const Average& average) = 0;
   // Ends the step: every decode has landed in the gradients when this returns OK.
   virtual absl::Status End() = 0;
+  // Partition p's uplink bytes when they are the gradients' own memory, sent without a copy (the
+  // host's FP32: the wire format is the little-endian floats); empty when FinishEncode writes
+  // them. The worker leaves that memory unchanged until the call carrying it has completed: it
+  // writes p's slice only when p's average arrives, which the shard sends only after receiving
+  // all of this worker's push of p, and a step returns only after its calls completed.
+  virtual absl::Span<const uint8_t> UplinkInPlace(Gradients, uint32_t) const { return {}; }
   // Whether Decode takes averages of `encoding` as pieces (received slices) instead of one span,
   // and checks their values itself.
   virtual bool DecodesPieces(ternps::v1::Encoding) const { return false; }

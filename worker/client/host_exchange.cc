@@ -1,6 +1,7 @@
 // The Exchange on the CPU: statistics in parallel on the worker's pool, SIMD ternarization into
 // the request's payload buffers, decoding straight into the caller's gradient buffers.
 #include <algorithm>
+#include <bit>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
@@ -57,15 +58,12 @@ class HostExchange final : public Exchange {
                             absl::Span<const absl::Span<uint8_t>> out) override {
     for (size_t i = 0; i < partitions.size(); ++i) {
       const uint32_t p = partitions[i];
-      const absl::Span<const float> g = PartitionSlice(plan_, gradients, p);
-      absl::Status st;
-      if (plan_.partition(p).compressed) {
-        common::TernaryKey key = params.key_base;
-        key.partition = p;
-        st = common::Ternarize(g, (*params.clips)[p], (*params.scalers)[p], key, out[i]);
-      } else {
-        st = common::EncodeFp32(g, out[i]);
-      }
+      if (!plan_.partition(p).compressed) continue;  // FP32: sent in place (UplinkInPlace)
+      common::TernaryKey key = params.key_base;
+      key.partition = p;
+      const absl::Status st =
+          common::Ternarize(PartitionSlice(plan_, gradients, p), (*params.clips)[p],
+                            (*params.scalers)[p], key, out[i]);
       if (!st.ok()) {
         return absl::Status(st.code(), absl::StrCat("encoding partition ", p, ": ", st.message()));
       }
@@ -103,6 +101,13 @@ class HostExchange final : public Exchange {
   }
 
   absl::Status End() override { return absl::OkStatus(); }
+  absl::Span<const uint8_t> UplinkInPlace(Gradients gradients, uint32_t p) const override {
+    if (plan_.partition(p).compressed) return {};
+    static_assert(std::endian::native == std::endian::little,
+                  "FP32 payloads are the gradients' bytes on little-endian hosts only");
+    const absl::Span<const float> g = PartitionSlice(plan_, gradients, p);
+    return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(g.data()), g.size() * 4);
+  }
   bool DecodesPieces(v1::Encoding encoding) const override {
     return encoding == v1::FP32 || encoding == v1::INT_SUM;
   }

@@ -287,8 +287,9 @@ class Worker::Impl {
   struct Batch {
     uint32_t shard = 0;
     std::vector<uint32_t> partitions;
-    std::vector<std::string> data;  // per partition: its uplink payload (sized once)
-    std::string heads;              // the message's fields around the payloads, per step
+    std::vector<std::string> data;  // per partition: its encoded uplink (sized at first use)
+    std::vector<absl::Span<const uint8_t>> payloads;  // per partition: what is sent, this step
+    std::string heads;  // the message's fields around the payloads, per step
     grpc::ByteBuffer request;
     grpc::ByteBuffer response;
     std::unique_ptr<grpc::ClientContext> context;
@@ -476,10 +477,8 @@ absl::Status Worker::Impl::Init() {
     if (!any) break;
   }
   for (Batch& b : batches_) {
-    for (const uint32_t p : b.partitions) {
-      b.data.emplace_back(
-          common::PayloadBytes(spec_.route(p).uplink, plan.partition(p).elements, 0), '\0');
-    }
+    b.data.resize(b.partitions.size());
+    b.payloads.resize(b.partitions.size());
   }
   for (ScalerCall& c : scaler_calls_) {
     c.request.set_job_id(options_.job_id);
@@ -672,12 +671,18 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
                                  const EncodeParams& params, StepCounters& counters,
                                  FirstError& error, CallLatch& pending) {
   const absl::Time start = absl::Now();
-  std::vector<absl::Span<uint8_t>> out;
-  out.reserve(batch.partitions.size());
+  std::vector<absl::Span<uint8_t>> out(batch.partitions.size());
   uint64_t sent = 0;
-  for (std::string& d : batch.data) {
-    out.push_back(Bytes(d));
-    sent += d.size();
+  for (size_t i = 0; i < batch.partitions.size(); ++i) {
+    const uint32_t p = batch.partitions[i];
+    batch.payloads[i] = exchange.UplinkInPlace(gradients, p);
+    if (batch.payloads[i].empty()) {
+      std::string& d = batch.data[i];
+      d.resize(common::PayloadBytes(spec_.route(p).uplink, spec_.plan.partition(p).elements, 0));
+      out[i] = Bytes(d);
+      batch.payloads[i] = out[i];
+    }
+    sent += batch.payloads[i].size();
   }
   if (absl::Status st = exchange.FinishEncode(ticket, gradients, batch.partitions, params, out);
       !st.ok()) {
@@ -694,7 +699,7 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
 }
 
 void Worker::Impl::BuildRequest(Batch& batch, uint64_t step) {
-  // Both buffers stay alive and unchanged until the call completes.
+  // The heads and the payloads stay alive and unchanged until the call completes.
   batch.heads.clear();
   std::vector<size_t> ends;  // where each payload's head ends in `heads`
   common::AppendPushPullRequestHead(options_.job_id, options_.rank, epochs_[batch.shard], step,
@@ -708,7 +713,7 @@ void Worker::Impl::BuildRequest(Batch& batch, uint64_t step) {
         .elements = spec_.plan.partition(p).elements,
         .contributors = 0,
         .pieces = {}};
-    common::AppendPayloadHead(common::kRequestPartitionsField, head, batch.data[i].size(),
+    common::AppendPayloadHead(common::kRequestPartitionsField, head, batch.payloads[i].size(),
                               &batch.heads);
     ends.push_back(batch.heads.size());
   }
@@ -717,7 +722,9 @@ void Worker::Impl::BuildRequest(Batch& batch, uint64_t step) {
   size_t from = 0;
   for (size_t i = 0; i < batch.partitions.size(); ++i) {
     slices.emplace_back(batch.heads.data() + from, ends[i] - from, grpc::Slice::STATIC_SLICE);
-    slices.emplace_back(batch.data[i].data(), batch.data[i].size(), grpc::Slice::STATIC_SLICE);
+    // STATIC_SLICE: gRPC references the payload, no copy and no ownership (it outlives the call).
+    slices.emplace_back(batch.payloads[i].data(), batch.payloads[i].size(),
+                        grpc::Slice::STATIC_SLICE);
     from = ends[i];
   }
   batch.request = grpc::ByteBuffer(slices.data(), slices.size());
