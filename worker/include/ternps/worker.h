@@ -162,7 +162,8 @@ class Worker {
 
   // Exchanges one gradient: gradients[i] is tensor i's (options.tensors[i].elements values);
   // on success each holds the average over the contributing workers. On failure the buffers'
-  // contents are unspecified.
+  // contents are unspecified. The buffers must not be written by anyone else during the call:
+  // FP32 partitions are sent from them without a copy.
   absl::Status Step(absl::Span<const absl::Span<float>> gradients);
   // Step for gradients in CUDA device memory (spans of device pointers): statistics and
   // ternarization run on the device and only packed bytes cross PCIe; averages are decoded on
