@@ -193,6 +193,27 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& 
     case common::Aggregation::kIntSum: {
       // The first push stores its codes (every element: the payload was validated whole), so the
       // sums are never zero-filled; later pushes add theirs.
+      if (first) {
+        const int world = static_cast<int>(view.world_size);
+        slot.packed_offset = common::IntSumBits(world) == 4 ? world : 0;
+      } else if (slot.packed_offset != 0 && slot.pushes >= slot.packed_offset) {
+        UnpackIntSums(slot);  // more pushes than the fields have room for (never at world size N)
+      }
+      if (slot.packed_offset != 0) {
+        if (first) Unshared(slot.packed).Resize(common::IntSumBytes(n, slot.packed_offset));
+        const absl::Span<uint8_t> fields = slot.packed->span();
+        common::ForEachRun(pieces, 1, [&](common::Piece run, size_t byte) {
+          const absl::Span<uint8_t> out =
+              fields.subspan(2 * byte, std::min(2 * run.size(), fields.size() - 2 * byte));
+          if (first) {
+            common::StoreValidatedTernaryNibbles(run, slot.packed_offset, out);
+          } else {
+            common::AddValidatedTernaryNibbles(run, out);
+          }
+        });
+        if (first && n % 2 == 1) fields.back() &= 0x0F;  // the unused nibble is 0 on the wire
+        break;
+      }
       if (first) slot.int_sums.resize(n);
       const absl::Span<int16_t> sums = absl::MakeSpan(slot.int_sums);
       common::ForEachRun(pieces, 1, [&](common::Piece run, size_t byte) {
@@ -233,6 +254,17 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& 
   slot.apply += config_.clock->Now() - apply_start;
   slot.push_waiters.push_back({std::move(call), index});
   TryComplete(view, finisher, completed);
+}
+
+void PartitionAggregator::UnpackIntSums(Slot& slot) {
+  const size_t n = config_.elements;
+  const absl::Span<const uint8_t> fields = slot.packed->span();
+  slot.int_sums.resize(n);
+  for (size_t j = 0; j < n; ++j) {
+    const int field = (fields[j / 2] >> (4 * (j % 2))) & 15;
+    slot.int_sums[j] = static_cast<int16_t>(field - slot.packed_offset);
+  }
+  slot.packed_offset = 0;
 }
 
 absl::Span<float> PartitionAggregator::FloatSums(Slot& slot, bool first) {
@@ -303,7 +335,11 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   stats.step = slot.step;
   stats.straggler_wait = slot.last_push - slot.first_push;
   std::shared_ptr<AverageBytes> answer;
-  if (config_.route.downlink == ternps::v1::INT_SUM) {
+  if (config_.route.downlink == ternps::v1::INT_SUM && slot.packed_offset == contributors) {
+    head.scaler = slot.shared_scaler;
+    answer = slot.packed;  // fields k + N for N contributors: the answer as it is
+  } else if (config_.route.downlink == ternps::v1::INT_SUM) {
+    if (slot.packed_offset != 0) UnpackIntSums(slot);
     // The bytes of an earlier step are reused once no answer (or gRPC slice) holds them.
     std::shared_ptr<AverageBytes>& spare = spare_[slot.step % 2];
     Unshared(spare);

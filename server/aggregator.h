@@ -153,8 +153,13 @@ class PartitionAggregator {
     int pushes = 0;
     absl::Time first_push;
     absl::Time last_push;
-    absl::Duration apply;           // time spent decoding and summing pushes
-    std::vector<int16_t> int_sums;  // kIntSum; capacity kept across steps
+    absl::Duration apply;  // time spent decoding and summing pushes
+    // kIntSum: with 4-bit fields (world size N = 4..7 at the step's first push: packed_offset =
+    // N) the sums are kept as the INT_SUM answer itself, fields k + N, in `packed` (answered
+    // without a copy when N workers pushed); otherwise (packed_offset 0) as int_sums.
+    int packed_offset = 0;
+    std::shared_ptr<AverageBytes> packed;
+    std::vector<int16_t> int_sums;  // capacity kept across steps
     // Otherwise: float32 sums, kept in the buffer the average is sent from (an FP32 average is
     // divided in place and answered without a copy); replaced when an answer still holds it.
     std::shared_ptr<AverageBytes> float_sums;
@@ -164,6 +169,9 @@ class PartitionAggregator {
   bool sharing() const { return config_.route.aggregation == common::Aggregation::kIntSum; }
   // The slot's float sums as floats (n elements), in a buffer nobody else holds.
   absl::Span<float> FloatSums(Slot& slot, bool first) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves a slot's packed sums into int_sums (k = field - packed_offset): for an answer of
+  // fewer contributors than the offset, or a push beyond it.
+  void UnpackIntSums(Slot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Answers every waiting push of a complete slot with `status` (its average is unusable).
   void FailPushes(Slot& slot, const absl::Status& status, Finisher& finisher)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

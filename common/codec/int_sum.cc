@@ -158,4 +158,20 @@ void DecodeValidatedIntSum(absl::Span<const uint8_t> data, int contributors, flo
   RunDecode(internal::KernelsFor(isa).decode_int_sum, data, contributors, scaler, out);
 }
 
+void StoreValidatedTernaryNibbles(absl::Span<const uint8_t> data, int offset,
+                                  absl::Span<uint8_t> fields, Isa isa) {
+  const auto base = static_cast<uint8_t>(offset | (offset << 4));
+  if (!fields.empty()) {
+    internal::KernelsFor(isa).store_ternary_nibbles(data.data(), fields.size(), base,
+                                                    fields.data());
+  }
+}
+
+void AddValidatedTernaryNibbles(absl::Span<const uint8_t> data, absl::Span<uint8_t> fields,
+                                Isa isa) {
+  if (!fields.empty()) {
+    internal::KernelsFor(isa).add_ternary_nibbles(data.data(), fields.size(), fields.data());
+  }
+}
+
 }  // namespace ternps::common

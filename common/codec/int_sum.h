@@ -68,6 +68,20 @@ void DecodeValidatedIntSumAdd(absl::Span<const uint8_t> data, int contributors, 
 void DecodeValidatedIntSum(absl::Span<const uint8_t> data, int contributors, float scaler,
                            absl::Span<float> out, Isa isa = Isa::kAuto);
 
+// Summing TERNARY_2BIT pushes straight into the INT_SUM answer (4-bit fields, N = 4..7): the
+// sums are the answer's bytes, without 16-bit sums or an encode pass. `fields` is the slice of
+// the answer that a run of a validated push covers: byte i of `data` (elements 4i..4i+3) goes
+// to field bytes 2i and 2i+1, for fields.size() <= 2 * data.size() bytes. The first push stores
+// offset + code_k into every field (offset = N: the fields are k + N once N pushes are in; an odd
+// element count's unused last nibble is the caller's to clear), each later push adds its codes.
+// At most `offset` pushes may be summed (fields stay in [0, 2 * offset]).
+inline constexpr int kNibbleSumMinOffset = 4;
+inline constexpr int kNibbleSumMaxOffset = 7;
+void StoreValidatedTernaryNibbles(absl::Span<const uint8_t> data, int offset,
+                                  absl::Span<uint8_t> fields, Isa isa = Isa::kAuto);
+void AddValidatedTernaryNibbles(absl::Span<const uint8_t> data, absl::Span<uint8_t> fields,
+                                Isa isa = Isa::kAuto);
+
 }  // namespace ternps::common
 
 #endif  // TERNPS_COMMON_CODEC_INT_SUM_H_

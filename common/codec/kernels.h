@@ -63,7 +63,21 @@ struct CodecKernels {
   // the INT_SUM stream. Returns false, with `out` unspecified, when some sum lies outside
   // [-contributors, contributors] (the caller finds which for its message).
   bool (*encode_int_sum)(const int16_t* sums, size_t n, int bits, int contributors, uint8_t* out);
+  // 4-bit INT_SUM fields summed in place from TERNARY_2BIT codes: field byte i (the fields of
+  // elements 2i and 2i+1) += kNibbleDeltas[nibble i % 2 of data[i / 2]], for i < field_bytes;
+  // the caller keeps every field in [0, 15], so no nibble carries into the next.
+  void (*add_ternary_nibbles)(const uint8_t* data, size_t field_bytes, uint8_t* fields);
+  // The same from `base` (each nibble's start value in both nibbles) instead of reading `fields`.
+  void (*store_ternary_nibbles)(const uint8_t* data, size_t field_bytes, uint8_t base,
+                                uint8_t* fields);
 };
+
+// The byte to add to a pair of 4-bit fields for the pair of 2-bit codes in a nibble of a
+// TERNARY_2BIT byte (first element in bits 0-1 -> field bits 0-3, second in bits 2-3 -> bits
+// 4-7): (d0 + 16 * d1) mod 256 with d = +1 for 01, -1 for 10, 0 for 00 (and the invalid 11).
+// While both fields stay in [0, 15] the byte sum equals the two nibble sums.
+inline constexpr uint8_t kNibbleDeltas[16] = {0x00, 0x01, 0xFF, 0x00, 0x10, 0x11, 0x0F, 0x10,
+                                              0xF0, 0xF1, 0xEF, 0xF0, 0x00, 0x01, 0xFF, 0x00};
 
 const CodecKernels& ScalarKernels();
 const CodecKernels& Avx2Kernels();
@@ -85,6 +99,9 @@ void DecodeIntSumAddRange(const uint8_t* data, size_t bytes, size_t begin, size_
 // The scalar encode_int_sum of sums[0, n), for any field width; SIMD kernels hand it the widths
 // they do not pack themselves and their tails (`n` a multiple of 8 / gcd(bits, 8) before a tail).
 bool EncodeIntSumScalar(const int16_t* sums, size_t n, int bits, int contributors, uint8_t* out);
+// add_ternary_nibbles (store: store_ternary_nibbles from `base`) for the bytes SIMD loops leave.
+void TernaryNibblesScalar(const uint8_t* data, size_t field_bytes, uint8_t base, bool store,
+                          uint8_t* fields);
 // Reads the `bits`-wide field `k` (bits <= 16) of a stream of `bytes` bytes.
 inline uint32_t ReadField(const uint8_t* data, size_t bytes, size_t k, int bits) {
   const size_t bit = k * static_cast<size_t>(bits);

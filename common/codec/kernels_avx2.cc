@@ -186,6 +186,39 @@ void TernaryCodesAvx2(const uint8_t* data, size_t n, int16_t* sums) {
   }
 }
 
+// 32 code bytes -> 64 field bytes, as TernaryNibblesAvx512.
+template <bool kStore>
+void TernaryNibblesAvx2(const uint8_t* data, size_t field_bytes, uint8_t base, uint8_t* fields) {
+  const __m256i table =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kNibbleDeltas)));
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  const __m256i from = _mm256_set1_epi8(static_cast<char>(base));
+  size_t i = 0;
+  for (; i + 64 <= field_bytes; i += 64) {
+    const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + i / 2));
+    const __m256i d_even = _mm256_shuffle_epi8(table, _mm256_and_si256(codes, low));
+    const __m256i d_odd =
+        _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(codes, 4), low));
+    // Lane j of `lo` holds field bytes 32j..32j+15, lane j of `hi` 32j+16..32j+31.
+    const __m256i lo = _mm256_unpacklo_epi8(d_even, d_odd);
+    const __m256i hi = _mm256_unpackhi_epi8(d_even, d_odd);
+    const __m256i d0 = _mm256_permute2x128_si256(lo, hi, 0x20);
+    const __m256i d1 = _mm256_permute2x128_si256(lo, hi, 0x31);
+    auto* out0 = reinterpret_cast<__m256i*>(fields + i);
+    auto* out1 = reinterpret_cast<__m256i*>(fields + i + 32);
+    const __m256i f0 = kStore ? from : _mm256_loadu_si256(out0);
+    const __m256i f1 = kStore ? from : _mm256_loadu_si256(out1);
+    _mm256_storeu_si256(out0, _mm256_add_epi8(f0, d0));
+    _mm256_storeu_si256(out1, _mm256_add_epi8(f1, d1));
+  }
+  if (i < field_bytes)
+    TernaryNibblesScalar(data + i / 2, field_bytes - i, base, kStore, fields + i);
+}
+
+void AddTernaryNibblesAvx2(const uint8_t* data, size_t field_bytes, uint8_t* fields) {
+  TernaryNibblesAvx2<false>(data, field_bytes, 0, fields);
+}
+
 bool HasInvalidTernaryCodeAvx2(const uint8_t* data, size_t bytes) {
   const __m256i low_bits = _mm256_set1_epi8(0x55);
   __m256i bad = _mm256_setzero_si256();
@@ -312,6 +345,8 @@ const CodecKernels& Avx2Kernels() {
       DecodeIntSumAvx2<true>,
       DecodeIntSumAvx2<false>,
       EncodeIntSumAvx2,
+      AddTernaryNibblesAvx2,
+      TernaryNibblesAvx2<true>,
   };
   return kKernels;
 }

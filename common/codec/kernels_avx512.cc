@@ -175,6 +175,41 @@ void TernaryCodesAvx512(const uint8_t* data, size_t n, int16_t* sums) {
   }
 }
 
+// 64 code bytes -> 128 field bytes: each code nibble's delta byte (VPSHUFB from kNibbleDeltas),
+// the low nibbles' and high nibbles' deltas interleaved back into element order.
+template <bool kStore>
+void TernaryNibblesAvx512(const uint8_t* data, size_t field_bytes, uint8_t base, uint8_t* fields) {
+  const __m512i table =
+      _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kNibbleDeltas)));
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  const __m512i from = _mm512_set1_epi8(static_cast<char>(base));
+  // unpacklo/hi interleave within 128-bit lanes: lane j of `lo` holds field bytes 32j..32j+15,
+  // lane j of `hi` 32j+16..32j+31.
+  const __m512i first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+  const __m512i second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+  size_t i = 0;
+  for (; i + 128 <= field_bytes; i += 128) {
+    const __m512i codes = _mm512_loadu_si512(data + i / 2);
+    const __m512i d_even = _mm512_shuffle_epi8(table, _mm512_and_si512(codes, low));
+    const __m512i d_odd =
+        _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(codes, 4), low));
+    const __m512i lo = _mm512_unpacklo_epi8(d_even, d_odd);
+    const __m512i hi = _mm512_unpackhi_epi8(d_even, d_odd);
+    const __m512i d0 = _mm512_permutex2var_epi64(lo, first, hi);
+    const __m512i d1 = _mm512_permutex2var_epi64(lo, second, hi);
+    const __m512i f0 = kStore ? from : _mm512_loadu_si512(fields + i);
+    const __m512i f1 = kStore ? from : _mm512_loadu_si512(fields + i + 64);
+    _mm512_storeu_si512(fields + i, _mm512_add_epi8(f0, d0));
+    _mm512_storeu_si512(fields + i + 64, _mm512_add_epi8(f1, d1));
+  }
+  if (i < field_bytes)
+    TernaryNibblesScalar(data + i / 2, field_bytes - i, base, kStore, fields + i);
+}
+
+void AddTernaryNibblesAvx512(const uint8_t* data, size_t field_bytes, uint8_t* fields) {
+  TernaryNibblesAvx512<false>(data, field_bytes, 0, fields);
+}
+
 bool HasInvalidTernaryCodeAvx512(const uint8_t* data, size_t bytes) {
   const __m512i low_bits = _mm512_set1_epi8(0x55);
   __m512i bad = _mm512_setzero_si512();
@@ -343,6 +378,8 @@ const CodecKernels& Avx512Kernels() {
       DecodeIntSumAvx512<true>,
       DecodeIntSumAvx512<false>,
       EncodeIntSumAvx512,
+      AddTernaryNibblesAvx512,
+      TernaryNibblesAvx512<true>,
   };
   return kKernels;
 }

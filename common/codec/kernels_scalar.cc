@@ -156,7 +156,24 @@ void TernarizeScalarBlocked(const float* g, size_t n, uint64_t first, float limi
   if (k < n) TernarizeScalar(g + k, n - k, first + k, limit, scale, key, out + k / 4);
 }
 
+void AddTernaryNibblesScalar(const uint8_t* data, size_t field_bytes, uint8_t* fields) {
+  TernaryNibblesScalar(data, field_bytes, 0, /*store=*/false, fields);
+}
+
+void StoreTernaryNibblesScalar(const uint8_t* data, size_t field_bytes, uint8_t base,
+                               uint8_t* fields) {
+  TernaryNibblesScalar(data, field_bytes, base, /*store=*/true, fields);
+}
+
 }  // namespace
+
+void TernaryNibblesScalar(const uint8_t* data, size_t field_bytes, uint8_t base, bool store,
+                          uint8_t* fields) {
+  for (size_t i = 0; i < field_bytes; ++i) {
+    const uint8_t from = store ? base : fields[i];
+    fields[i] = static_cast<uint8_t>(from + kNibbleDeltas[(data[i / 2] >> (4 * (i % 2))) & 15]);
+  }
+}
 
 const CodecKernels& ScalarKernels() {
   static constexpr CodecKernels kKernels = {
@@ -170,6 +187,8 @@ const CodecKernels& ScalarKernels() {
       DecodeIntSumAddScalar,
       DecodeIntSumScalar,
       EncodeIntSumScalar,
+      AddTernaryNibblesScalar,
+      StoreTernaryNibblesScalar,
   };
   return kKernels;
 }

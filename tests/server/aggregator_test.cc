@@ -1,13 +1,16 @@
-// PartitionAggregator alone: the scaler exchange, exact INT_SUM sums, the two-step window,
-// duplicates, and step deadlines read from a ManualClock (no sleeping).
+// PartitionAggregator alone: the scaler exchange, exact INT_SUM sums (16-bit sums, and sums kept
+// as the 4-bit answer itself at world sizes 4-7), the two-step window, duplicates, and step
+// deadlines read from a ManualClock (no sleeping).
 #include "server/aggregator.h"
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/codec/fp32.h"
 #include "common/codec/int_sum.h"
+#include "common/codec/ternary.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -18,27 +21,41 @@ namespace v1 = ::ternps::v1;
 using ::testing::HasSubstr;
 
 constexpr uint32_t kElements = 8;
+constexpr uint32_t kMaxWorld = 5;
 
 class AggregatorTest : public ::testing::Test {
  protected:
-  void Make(common::PartitionRoute route) {
+  // A partition of `elements` elements in a job of `world` ranks, all joined.
+  void Make(common::PartitionRoute route, uint32_t world = 2, uint32_t elements = kElements) {
+    ASSERT_LE(world, kMaxWorld);
+    elements_ = elements;
     PartitionConfig config;
     config.id = 5;
-    config.elements = kElements;
+    config.elements = elements;
     config.route = route;
     config.step_timeout = absl::Seconds(10);
     config.clock = &clock_;
     aggregator_ = std::make_unique<PartitionAggregator>(config);
-    members_.Join(0, 0, 0);
-    members_.Join(1, 0, 0);
+    world_ = world;
+    members_ = std::make_unique<Membership>(world);
+    for (uint32_t r = 0; r < world; ++r) members_->Join(r, 0, 0);
     for (auto& a : active_) a.store(absl::ToUnixNanos(clock_.Now()));
   }
   std::vector<uint32_t> Expired() {
     std::vector<uint32_t> missing;
     absl::MutexLock lock(&aggregator_->mu());
-    aggregator_->CollectExpired(clock_.Now(), *members_.View(), absl::MakeConstSpan(active_, 2),
-                                &missing);
+    aggregator_->CollectExpired(clock_.Now(), *members_->View(),
+                                absl::MakeConstSpan(active_, world_), &missing);
     return missing;
+  }
+  // Drops the ranks whose step deadline passed and rechecks: the completed steps.
+  std::vector<CompletionStats> DropExpired() {
+    members_->Drop(Expired());
+    Finisher finisher;
+    std::vector<CompletionStats> completed;
+    absl::MutexLock lock(&aggregator_->mu());
+    aggregator_->Recheck(*members_->View(), finisher, &completed);
+    return completed;
   }
 
   // A call of one part that records its status when answered.
@@ -55,7 +72,7 @@ class AggregatorTest : public ::testing::Test {
     Finisher finisher;
     absl::MutexLock lock(&aggregator_->mu());
     if (absl::Status st = aggregator_->CheckOffer(rank, step, 0); !st.ok()) return st;
-    aggregator_->Offer(rank, step, scaler, Call(r, answered), 0, *members_.View(), finisher);
+    aggregator_->Offer(rank, step, scaler, Call(r, answered), 0, *members_->View(), finisher);
     return absl::OkStatus();
   }
 
@@ -69,18 +86,24 @@ class AggregatorTest : public ::testing::Test {
     std::vector<CompletionStats> completed;
     absl::MutexLock lock(&aggregator_->mu());
     if (absl::Status st = aggregator_->CheckPush(rank, step, view, 0); !st.ok()) return st;
-    aggregator_->Push(rank, step, view, Call(r, answered), 0, *members_.View(), finisher,
+    aggregator_->Push(rank, step, view, Call(r, answered), 0, *members_->View(), finisher,
                       &completed);
     return absl::OkStatus();
   }
 
-  static v1::PartitionPayload Ternary(uint8_t byte, float scaler) {
+  v1::PartitionPayload Ternary(uint8_t byte, float scaler) const {
+    std::string codes((elements_ + 3) / 4, static_cast<char>(byte));
+    // The unused high codes of the last byte are 0 on the wire.
+    if (elements_ % 4 != 0) codes.back() &= static_cast<char>((1u << (2 * (elements_ % 4))) - 1u);
+    return TernaryCodes(std::move(codes), scaler);
+  }
+  v1::PartitionPayload TernaryCodes(std::string codes, float scaler) const {
     v1::PartitionPayload p;
     p.set_partition_id(5);
-    p.set_elements(kElements);
+    p.set_elements(elements_);
     p.set_encoding(v1::TERNARY_2BIT);
     p.set_scaler(scaler);
-    p.set_data(std::string(2, static_cast<char>(byte)));
+    p.set_data(std::move(codes));
     return p;
   }
 
@@ -99,8 +122,10 @@ class AggregatorTest : public ::testing::Test {
   }
 
   common::ManualClock clock_;
-  std::atomic<int64_t> active_[2];  // per rank: last active (Job::NoteActive)
-  Membership members_{2};
+  std::atomic<int64_t> active_[kMaxWorld];  // per rank: last active (Job::NoteActive)
+  uint32_t world_ = 0;
+  uint32_t elements_ = kElements;
+  std::unique_ptr<Membership> members_;
   std::unique_ptr<PartitionAggregator> aggregator_;
 };
 
@@ -196,15 +221,9 @@ TEST_F(AggregatorTest, DeadlinesComeFromTheClock) {
   std::vector<uint32_t> missing = Expired();
   EXPECT_EQ(missing, std::vector<uint32_t>{1});
   // Once the membership drops rank 1, the step completes with rank 0 alone.
-  members_.Drop(missing);
-  {
-    Finisher finisher;
-    std::vector<CompletionStats> completed;
-    absl::MutexLock lock(&aggregator_->mu());
-    aggregator_->Recheck(*members_.View(), finisher, &completed);
-    ASSERT_EQ(completed.size(), 1u);
-    EXPECT_EQ(completed[0].step, 0u);
-  }
+  const std::vector<CompletionStats> completed = DropExpired();
+  ASSERT_EQ(completed.size(), 1u);
+  EXPECT_EQ(completed[0].step, 0u);
   ASSERT_TRUE(a0.ok());
   EXPECT_EQ(r0.averages[0].head.contributors, 1u);
 }
@@ -224,6 +243,82 @@ TEST_F(AggregatorTest, ARankSilentForTheTimeoutIsNotWaitedForAgain) {
   EXPECT_EQ(Expired(), std::vector<uint32_t>{1});
   active_[1].store(absl::ToUnixNanos(clock_.Now()));  // it called after all
   EXPECT_TRUE(Expired().empty());
+}
+
+// The INT_SUM answer of `codes` (one TERNARY_2BIT payload per contributor) the 16-bit way:
+// the reference for the sums kept as 4-bit fields.
+std::vector<uint8_t> IntSumOf(const std::vector<std::string>& codes, uint32_t elements) {
+  std::vector<int16_t> sums(elements, 0);
+  for (const std::string& c : codes) {
+    common::AddValidatedTernaryCodes(
+        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(c.data()), c.size()),
+        absl::MakeSpan(sums));
+  }
+  const int n = static_cast<int>(codes.size());
+  std::vector<uint8_t> wire(common::IntSumBytes(elements, n));
+  EXPECT_TRUE(common::EncodeIntSum(sums, n, absl::MakeSpan(wire)).ok());
+  return wire;
+}
+
+// World sizes 4 to 7 (4-bit fields) keep the sums as the answer's bytes; the answer is the one
+// 16-bit sums give, for an odd element count too (its last, unused nibble is 0), over two steps
+// (the second reuses the slot of step 0's buffer or a fresh one while an answer holds it).
+TEST_F(AggregatorTest, FourBitSumsAreTheAnswerAtWorldSizesFourToSeven) {
+  for (uint32_t world : {4u, 5u}) {
+    Make(kIntSum, world, /*elements=*/13);
+    for (uint64_t step = 0; step < 2; ++step) {
+      SCOPED_TRACE(testing::Message() << "world " << world << " step " << step);
+      std::vector<v1::ShareScalersResponse> offered(world);
+      std::vector<absl::Status> offer_answers(world);
+      for (uint32_t r = 0; r < world; ++r) {
+        ASSERT_TRUE(Offer(r, step, 1.5f, &offered[r], &offer_answers[r]).ok());
+      }
+      // Codes 01 (+1), 10 (-1), 00 in patterns that differ per rank and step.
+      const std::vector<uint8_t> patterns = {0x55, 0x99, 0x66, 0x12, 0x58};
+      std::vector<std::string> codes;
+      std::vector<PushPullAnswer> answers(world);
+      std::vector<absl::Status> done(world, absl::UnknownError("unanswered"));
+      for (uint32_t r = 0; r < world; ++r) {
+        codes.push_back(Ternary(patterns[(r + step) % patterns.size()], 1.5f).data());
+        ASSERT_TRUE(Push(r, step, TernaryCodes(codes.back(), 1.5f), &answers[r], &done[r]).ok());
+      }
+      for (const absl::Status& st : done) ASSERT_TRUE(st.ok()) << st;
+      const AnsweredAverage& avg = answers[0].averages[0];
+      EXPECT_EQ(avg.head.contributors, world);
+      const std::vector<uint8_t> expected = IntSumOf(codes, 13);
+      ASSERT_EQ(avg.bytes->span(), absl::MakeConstSpan(expected));
+      EXPECT_EQ(avg.bytes->span().back() >> 4, 0);  // 13 fields: the 14th nibble is padding
+    }
+  }
+}
+
+// A step completed by fewer workers than the world size (4 of 5 here, and 3 of 4: 3 bits a field)
+// is answered with fields k + contributors, re-encoded from the 4-bit sums.
+TEST_F(AggregatorTest, FourBitSumsOfADroppedWorkerAreReencoded) {
+  for (uint32_t world : {4u, 5u}) {
+    SCOPED_TRACE(testing::Message() << "world " << world);
+    Make(kIntSum, world, /*elements=*/9);
+    std::vector<v1::ShareScalersResponse> offered(world);
+    std::vector<absl::Status> offer_answers(world);
+    for (uint32_t r = 0; r < world; ++r) {
+      ASSERT_TRUE(Offer(r, 0, 1.0f, &offered[r], &offer_answers[r]).ok());
+    }
+    std::vector<std::string> codes;
+    std::vector<PushPullAnswer> answers(world);
+    std::vector<absl::Status> done(world, absl::UnknownError("unanswered"));
+    for (uint32_t r = 0; r + 1 < world; ++r) {  // the last rank never pushes
+      codes.push_back(Ternary(r % 2 == 0 ? 0x99 : 0x56, 1.0f).data());
+      ASSERT_TRUE(Push(r, 0, TernaryCodes(codes.back(), 1.0f), &answers[r], &done[r]).ok());
+    }
+    EXPECT_EQ(done[0].code(), absl::StatusCode::kUnknown);
+    clock_.Advance(absl::Seconds(11));
+    ASSERT_EQ(DropExpired().size(), 1u);
+    ASSERT_TRUE(done[0].ok()) << done[0];
+    const AnsweredAverage& avg = answers[0].averages[0];
+    EXPECT_EQ(avg.head.contributors, world - 1);
+    const std::vector<uint8_t> expected = IntSumOf(codes, 9);
+    EXPECT_EQ(avg.bytes->span(), absl::MakeConstSpan(expected));
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <utility>
 
 #include "common/codec/int_sum.h"
 #include "common/codec/isa.h"
@@ -142,6 +143,50 @@ TEST(SimdTest, DecodersAreBitIdentical) {
           ASSERT_EQ(0, std::memcmp(zeros.data(), written.data(), 4 * n))
               << IsaName(isa) << " n " << n << " N " << contributors << " scaler " << scaler;
         }
+      }
+    }
+  }
+}
+
+// 4-bit INT_SUM fields summed in place from N ternary pushes (the shard's path at N = 4..7)
+// equal the 16-bit sums' encoding, on every kernel set, with the pushes cut into runs at any
+// byte (as gRPC slices arrive): element counts around the SIMD widths (256 and 128 elements a
+// loop), odd ones (an unused last nibble, cleared by the caller), and at most N pushes.
+TEST(SimdTest, FourBitSumsInPlaceEqualTheSixteenBitEncoding) {
+  std::mt19937_64 rng(20261202);
+  std::vector<Isa> isas = SimdIsas();
+  isas.push_back(Isa::kScalar);
+  for (Isa isa : isas) {
+    for (size_t n : {1, 2, 3, 5, 127, 128, 255, 256, 257, 1000, 4097}) {
+      for (int contributors = kNibbleSumMinOffset; contributors <= kNibbleSumMaxOffset;
+           ++contributors) {
+        const size_t bytes = IntSumBytes(n, contributors);
+        std::vector<uint8_t> fields(bytes, 0xAB);  // the first push must not read these
+        std::vector<int16_t> sums(n, 0);
+        for (int pushes = 1; pushes <= contributors; ++pushes) {
+          std::vector<uint8_t> packed(TernaryBytes(n));
+          for (size_t k = 0; k < n; ++k)
+            packed[k / 4] |= static_cast<uint8_t>(rng() % 3) << (2 * (k % 4));
+          AddValidatedTernaryCodes(packed, absl::MakeSpan(sums), Isa::kScalar);
+          // Two runs, cut at a random byte.
+          const size_t cut = rng() % (packed.size() + 1);
+          for (const auto& [begin, end] :
+               {std::pair<size_t, size_t>{0, cut}, {cut, packed.size()}}) {
+            const absl::Span<const uint8_t> run =
+                absl::MakeConstSpan(packed).subspan(begin, end - begin);
+            const absl::Span<uint8_t> out = absl::MakeSpan(fields).subspan(
+                std::min(2 * begin, bytes), std::min(2 * end, bytes) - std::min(2 * begin, bytes));
+            if (pushes == 1) {
+              StoreValidatedTernaryNibbles(run, contributors, out, isa);
+            } else {
+              AddValidatedTernaryNibbles(run, out, isa);
+            }
+          }
+          if (pushes == 1 && n % 2 == 1) fields.back() &= 0x0F;
+        }
+        std::vector<uint8_t> expected(bytes);
+        ASSERT_TRUE(EncodeIntSum(sums, contributors, absl::MakeSpan(expected)).ok());
+        ASSERT_EQ(fields, expected) << IsaName(isa) << " n " << n << " N " << contributors;
       }
     }
   }
