@@ -2,7 +2,7 @@
 # tests/bench/netbench.sh — ternps against PyTorch's gloo all-reduce on an emulated network.
 #
 #   tests/bench/netbench.sh [--rate 1gbit|10gbit|off] [--workers "1 2 4"] [--profile resnet50]
-#                           [--steps 5] [--systems "gloo terngrad fp32"] [--out DIR]
+#                           [--steps 5] [--systems "gloo terngrad fp32"] [--rounds 1] [--out DIR]
 #   tests/bench/netbench.sh --systems "ddp-gloo ddp-terngrad"   # PyTorch DDP: the ternps hook
 #                           [--worker-args "--calls_in_flight=2 ..."]   # ternps-bench worker flags
 #
@@ -11,9 +11,12 @@
 # (system, W): JSON lines of every process (tests/bench/gloo_allreduce.py, `ternps-bench worker`
 # with its per-step timeline), then netbench_report.py's summary rows (step p50 and mean against
 # the wire floor, ratio to gloo, bytes each way, CPU seconds per step of every process, CPU per
-# payload byte) and a PNG of step time against W. Systems ddp-gloo and ddp-terngrad run PyTorch
-# DistributedDataParallel on a synthetic model of the profile's size (tests/bench/ddp_step.py):
-# its own gloo all-reduce, or the ternps.ddp hook through W shards. Needs root (namespaces, tc);
+# payload byte) and a PNG of step time against W. --rounds R runs the systems R times in turn
+# (gloo, terngrad, fp32, gloo, ...): a shared machine's speed drifts between runs, so the ratio
+# to gloo is then the median of the R ratios measured back to back, with their range. Systems
+# ddp-gloo and ddp-terngrad run PyTorch DistributedDataParallel on a synthetic model of the
+# profile's size (tests/bench/ddp_step.py): its own gloo all-reduce, or the ternps.ddp hook
+# through W shards. Needs root (namespaces, tc);
 # removes its namespaces on exit and on Ctrl-C. Nothing passes or fails on speed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -23,6 +26,7 @@ WORKERS="1 2 4"
 PROFILE="resnet50"
 STEPS=5
 SYSTEMS="gloo terngrad fp32"
+ROUNDS=1
 OUT=""
 WORKER_ARGS=""
 PROC_TIMEOUT=900  # seconds any one process may run (a lost peer must not hang the bench)
@@ -33,6 +37,7 @@ while [[ $# -gt 0 ]]; do
     --profile) PROFILE="$2"; shift 2 ;;
     --steps) STEPS="$2"; shift 2 ;;
     --systems) SYSTEMS="$2"; shift 2 ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --build-dir) BUILD_DIR="$2"; shift 2 ;;
     --worker-args) WORKER_ARGS="$2"; shift 2 ;;
@@ -40,6 +45,10 @@ while [[ $# -gt 0 ]]; do
     *) echo "netbench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+if ! [[ "${ROUNDS}" =~ ^[1-9][0-9]*$ ]]; then
+  echo "netbench.sh: --rounds must be a positive integer" >&2
+  exit 2
+fi
 if [[ "$(id -u)" != 0 ]]; then
   echo "netbench.sh: needs root (network namespaces and tc)" >&2
   exit 2
@@ -144,7 +153,8 @@ run_gloo() {
   local failed=0
   for r in "${pids[@]}"; do wait "${r}" || failed=1; done
   (( failed == 0 )) || { echo "netbench: a gloo rank failed (logs in ${OUT})" >&2; return 1; }
-  cat "${OUT}"/gloo-W"${W}"-r*.jsonl | sed "s/^{/{\"system\": \"gloo\", \"W\": ${W}, /" >> "${RAW}"
+  cat "${OUT}"/gloo-W"${W}"-r*.jsonl \
+    | sed "s/^{/{\"system\": \"gloo\", \"W\": ${W}, \"round\": ${ROUND}, /" >> "${RAW}"
 }
 
 # start_shards TAG W: W shards in their namespaces; sets SHARD_PIDS and SHARD_LIST.
@@ -196,8 +206,8 @@ run_ddp() {  # run_ddp ddp-gloo|ddp-terngrad W
     for r in "${SHARD_PIDS[@]}"; do kill "${r}" 2>/dev/null || true; wait "${r}" 2>/dev/null || true; done
   fi
   (( failed == 0 )) || { echo "netbench: a ${system} rank failed (logs in ${OUT})" >&2; return 1; }
-  cat "${OUT}/${system}-W${W}"-r*.jsonl | sed "s/^{/{\"system\": \"${system}\", \"W\": ${W}, /" \
-    >> "${RAW}"
+  cat "${OUT}/${system}-W${W}"-r*.jsonl \
+    | sed "s/^{/{\"system\": \"${system}\", \"W\": ${W}, \"round\": ${ROUND}, /" >> "${RAW}"
 }
 
 run_ternps() {
@@ -221,26 +231,30 @@ run_ternps() {
   for (( s = 0; s < W; ++s )); do
     local used=$(( $(cpu_ticks "${shards[$s]}") - ${start_ticks[$s]} ))
     # The shard's CPU over the warm-up step and the measured steps.
-    echo "{\"system\": \"${codec}\", \"W\": ${W}, \"bench\": \"shard\", \"shard\": ${s}," \
+    echo "{\"system\": \"${codec}\", \"W\": ${W}, \"round\": ${ROUND}, \"bench\": \"shard\"," \
+      "\"shard\": ${s}," \
       "\"cpu_seconds_per_step\": $(awk -v u="${used}" -v t="${TICKS}" -v n="$(( STEPS + 1 ))" \
       'BEGIN {printf "%.6f", u / t / n}')}" >> "${RAW}"
     kill "${shards[$s]}" 2>/dev/null || true
     wait "${shards[$s]}" 2>/dev/null || true
   done
   (( failed == 0 )) || { echo "netbench: a ${codec} worker failed (logs in ${OUT})" >&2; return 1; }
-  cat "${OUT}/${codec}-W${W}"-r*.jsonl | sed "s/^{/{\"system\": \"${codec}\", \"W\": ${W}, /" \
-    >> "${RAW}"
+  cat "${OUT}/${codec}-W${W}"-r*.jsonl \
+    | sed "s/^{/{\"system\": \"${codec}\", \"W\": ${W}, \"round\": ${ROUND}, /" >> "${RAW}"
 }
 
+ROUND=1
 for W in ${WORKERS}; do
-  for system in ${SYSTEMS}; do
-    echo "netbench: ${system}, W = S = ${W}..." >&2
-    case "${system}" in
-      gloo) run_gloo "${W}" ;;
-      terngrad|fp32) run_ternps "${system}" "${W}" ;;
-      ddp-gloo|ddp-terngrad) run_ddp "${system}" "${W}" ;;
-      *) echo "netbench: unknown system '${system}'" >&2; exit 2 ;;
-    esac
+  for (( ROUND = 1; ROUND <= ROUNDS; ++ROUND )); do
+    for system in ${SYSTEMS}; do
+      echo "netbench: ${system}, W = S = ${W} (round ${ROUND} of ${ROUNDS})..." >&2
+      case "${system}" in
+        gloo) run_gloo "${W}" ;;
+        terngrad|fp32) run_ternps "${system}" "${W}" ;;
+        ddp-gloo|ddp-terngrad) run_ddp "${system}" "${W}" ;;
+        *) echo "netbench: unknown system '${system}'" >&2; exit 2 ;;
+      esac
+    done
   done
 done
 /usr/bin/python3 "${ROOT}/tests/bench/netbench_report.py" --raw "${RAW}" --rate_bps "${RATE_BPS}" \

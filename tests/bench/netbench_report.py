@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Summarizes tests/bench/netbench.sh's raw rows: one `netbench` JSON line per (system, W) and a
-PNG of step time against W with the wire floors (TernGrad paper style)."""
+PNG of step time against W with the wire floors (TernGrad paper style). Rows of several rounds
+(netbench.sh --rounds) are pooled for the step times and CPU figures; the ratio to gloo is the
+median of the per-round ratios (each a system against the gloo run just before it), with their
+range."""
 import argparse
 import collections
 import json
@@ -16,6 +19,7 @@ def main():
     parser.add_argument("--png", default="")
     args = parser.parse_args()
 
+    rounds = collections.defaultdict(list)    # (system, W, round) -> per-rank summary rows
     workers = collections.defaultdict(list)   # (system, W) -> per-rank summary rows
     steps = collections.defaultdict(list)     # (system, W) -> worker_step rows
     shards = collections.defaultdict(list)    # (system, W) -> shard rows
@@ -25,6 +29,7 @@ def main():
             key = (row["system"], row["W"])
             if row["bench"] in ("worker", "gloo_worker", "ddp_worker"):
                 workers[key].append(row)
+                rounds[key + (row.get("round", 1),)].append(row)
             elif row["bench"] == "worker_step":
                 steps[key].append(row)
             elif row["bench"] == "shard":
@@ -39,10 +44,19 @@ def main():
         up = max(r["sent_bytes_per_step"] for r in ranks)
         down = max(r.get("received_bytes_per_step", r["sent_bytes_per_step"]) for r in ranks)
         floor = max(up, down) * 8 / args.rate_bps if args.rate_bps else None
-        worker_cpu = [r["cpu_seconds_per_step"] for r in ranks]
-        shard_cpu = [r["cpu_seconds_per_step"] for r in shards.get(key, [])]
+        # Per rank (per shard), averaged over the rounds.
+        by_rank = collections.defaultdict(list)
+        for r in ranks:
+            by_rank[r.get("rank", 0)].append(r["cpu_seconds_per_step"])
+        worker_cpu = [statistics.mean(by_rank[k]) for k in sorted(by_rank)]
+        by_shard = collections.defaultdict(list)
+        for r in shards.get(key, []):
+            by_shard[r["shard"]].append(r["cpu_seconds_per_step"])
+        shard_cpu = [statistics.mean(by_shard[k]) for k in sorted(by_shard)]
+        n_rounds = len({r.get("round", 1) for r in ranks})
         moved = sum(r["sent_bytes_per_step"] + r.get("received_bytes_per_step",
-                                                     r["sent_bytes_per_step"]) for r in ranks)
+                                                     r["sent_bytes_per_step"])
+                    for r in ranks) / n_rounds
         cpu_total = sum(worker_cpu) + sum(shard_cpu)
         row = {
             "bench": "netbench", "profile": args.profile, "rate": args.rate or "off",
@@ -54,6 +68,7 @@ def main():
             "worker_cpu_seconds_per_step": [round(c, 4) for c in worker_cpu],
             "shard_cpu_seconds_per_step": [round(c, 4) for c in shard_cpu],
             "cpu_ns_per_payload_byte": round(cpu_total / moved * 1e9, 3) if moved else None,
+            "rounds": n_rounds,
         }
         timeline = steps.get(key)
         if timeline:
@@ -75,9 +90,18 @@ def main():
     for (system, w), row in summary.items():
         # DDP runs compare with DDP's own all-reduce, the rest with the bare gloo all-reduce.
         reference = "ddp-gloo" if system.startswith("ddp-") else "gloo"
-        gloo = summary.get((reference, w))
-        if gloo and system != reference:
-            row["speedup_vs_gloo"] = round(gloo["step_seconds_mean"] / row["step_seconds_mean"], 3)
+        if system != reference and (reference, w) in summary:
+            # Per round: gloo's mean step over this system's, both measured in that round.
+            ratios = []
+            for (s, sw, k), ranks in rounds.items():
+                if (s, sw) != (system, w) or (reference, w, k) not in rounds:
+                    continue
+                ref = statistics.mean(r["step_seconds_mean"] for r in rounds[(reference, w, k)])
+                ratios.append(ref / statistics.mean(r["step_seconds_mean"] for r in ranks))
+            if ratios:
+                row["speedup_vs_gloo"] = round(statistics.median(ratios), 3)
+                if len(ratios) > 1:
+                    row["speedup_vs_gloo_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
         print(json.dumps(row), flush=True)
 
     if args.png and summary:
