@@ -354,9 +354,11 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
         absl::MakeSpan(reinterpret_cast<float*>(slot.float_sums->data()), n);
     const float divisor = static_cast<float>(contributors);
     bool finite = true;
-    for (float& v : sums) {
-      v /= divisor;
-      finite &= std::isfinite(v);
+    if (contributors > 1) {  // one push: validated finite, and x / 1 is x
+      for (float& v : sums) {
+        v /= divisor;
+        finite &= std::isfinite(v);
+      }
     }
     if (!finite) {
       // Finite pushes can still overflow float32 when summed: no average to give.

@@ -226,6 +226,8 @@ TEST_F(AggregatorTest, DeadlinesComeFromTheClock) {
   EXPECT_EQ(completed[0].step, 0u);
   ASSERT_TRUE(a0.ok());
   EXPECT_EQ(r0.averages[0].head.contributors, 1u);
+  const auto* avg = reinterpret_cast<const float*>(r0.averages[0].bytes->data());
+  for (uint32_t k = 0; k < kElements; ++k) EXPECT_EQ(avg[k], 4.0f) << k;  // one push: itself
 }
 
 // A rank that has been silent on this shard for step_timeout is not waited for a second full
