@@ -4,7 +4,7 @@
 #   tests/bench/netbench.sh [--rate 1gbit|10gbit|off] [--workers "1 2 4"] [--profile resnet50]
 #                           [--steps 5] [--systems "gloo terngrad fp32"] [--rounds 1] [--out DIR]
 #   tests/bench/netbench.sh --systems "ddp-gloo ddp-terngrad"   # PyTorch DDP: the ternps hook
-#                           [--worker-args "--calls_in_flight=2 ..."]   # ternps-bench worker flags
+#                           [--worker-args "--calls_in_flight=4 ..."]   # ternps-bench worker flags
 #
 # Every shard and every worker runs in its own network namespace, one veth each (MTU 1500) on one
 # Linux bridge, with `tc tbf` at --rate on both directions of every link; S = W shards. Per
