@@ -27,7 +27,7 @@ ABSL_FLAG(uint32_t, rank, 0, "worker: this worker's rank");
 ABSL_FLAG(uint32_t, world_size, 1, "worker: number of workers in the job");
 ABSL_FLAG(std::string, codec, "terngrad", "worker: terngrad | fp32");
 ABSL_FLAG(std::string, job_id, "bench", "worker: job id (one per run)");
-ABSL_FLAG(int, calls_in_flight, 4,
+ABSL_FLAG(int, calls_in_flight, 2,
           "worker: PushPull calls in flight per shard (0: no limit; see WorkerOptions)");
 ABSL_FLAG(bool, timeline, true, "worker: print a worker_step row per measured step");
 
