@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "ternps/codec_config.h"
 
 namespace ternps::common {
 
@@ -31,7 +32,7 @@ struct TensorSpec {
 };
 
 struct PlanOptions {
-  uint32_t partition_elements = 1u << 20;
+  uint32_t partition_elements = DefaultPartitionElements(CodecKind::kTernGrad);
   uint32_t min_compress_elements = 4096;
   uint32_t shard_count = 1;
   bool compress = true;  // false: the fp32 codec, every partition FP32

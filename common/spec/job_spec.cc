@@ -65,7 +65,8 @@ absl::StatusOr<CodecConfig> ResolveCodec(const v1::CodecSettings& settings,
     c.clip_sigmas = settings.clip_sigmas();
   }
   if (settings.has_scaler_sharing()) c.scaler_sharing = settings.scaler_sharing();
-  if (settings.partition_elements() != 0) c.partition_elements = settings.partition_elements();
+  c.partition_elements = settings.partition_elements() != 0 ? settings.partition_elements()
+                                                            : DefaultPartitionElements(c.codec);
   if (c.partition_elements > max_partition_elements) {
     return absl::InvalidArgumentError(
         absl::StrCat("codec.partition_elements: ", c.partition_elements, " exceeds the limit ",

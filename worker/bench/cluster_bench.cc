@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -33,6 +34,8 @@ ABSL_FLAG(int, steps, 5, "cluster: measured steps per codec (after one warm-up s
 ABSL_FLAG(std::string, codecs, "terngrad,fp32", "cluster: codecs to run, in order");
 ABSL_FLAG(int, worker_threads, 1, "cluster: encode/decode threads per worker");
 ABSL_FLAG(uint64_t, max_call_bytes, 512u << 10, "cluster, worker: payload bytes per PushPull call");
+ABSL_FLAG(int, calls_in_flight, ternps::worker::WorkerOptions{}.calls_in_flight_per_shard,
+          "cluster, worker: PushPull calls in flight per shard (0: no limit; see WorkerOptions)");
 ABSL_FLAG(std::string, metrics, "off",
           "cluster: off | on (shards and workers export Prometheus metrics) | both (each codec "
           "off then on, plus a cluster_metrics_overhead row)");
@@ -41,6 +44,8 @@ ABSL_FLAG(uint32_t, snapshot_interval, 0,
           "cluster: recovery snapshots every this many steps (0: off); each worker's step time "
           "then includes its OfferState (the state is its gradient buffers, one slot)");
 ABSL_FLAG(std::string, server_args, "", "cluster: extra ternps-server flags, comma-separated");
+
+ABSL_DECLARE_FLAG(uint32_t, partition_elements);
 
 namespace ternps::bench {
 namespace {
@@ -172,6 +177,8 @@ absl::StatusOr<double> RunCodec(const std::string& codec,
           codec == "fp32" ? worker::CodecKind::kFp32 : worker::CodecKind::kTernGrad;
       options.threads = absl::GetFlag(FLAGS_worker_threads);
       options.max_call_bytes = absl::GetFlag(FLAGS_max_call_bytes);
+      options.calls_in_flight_per_shard = absl::GetFlag(FLAGS_calls_in_flight);
+      options.codec.partition_elements = absl::GetFlag(FLAGS_partition_elements);
       options.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
       options.state_slots = 1;
       auto w = worker::Worker::Connect(options);
@@ -344,7 +351,12 @@ int RunClusterBench(const char* argv0) {
       const double partition_ns = absl::ToDoubleNanoseconds(absl::Now() - t0) / kOps;
       uint64_t partitions = 0;
       for (const auto& t : *tensors) {
-        partitions += (t.elements + (1u << 20) - 1) >> 20;
+        const uint32_t flag = absl::GetFlag(FLAGS_partition_elements);
+        const uint64_t size =
+            flag != 0 ? flag
+                      : DefaultPartitionElements(codec == "fp32" ? CodecKind::kFp32
+                                                                 : CodecKind::kTernGrad);
+        partitions += (t.elements + size - 1) / size;
       }
       const double per_step_ns =
           worker_ns + partition_ns * double(partitions) / absl::GetFlag(FLAGS_shards);

@@ -2,6 +2,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "ternps/codec_config.h"
 #include "ternps/config.h"
 #if TERNPS_HAVE_CUDA
 #include "worker/bench/codec_cuda_bench.h"
@@ -24,8 +25,9 @@
 #include "common/codec/ternary.h"
 
 ABSL_FLAG(uint64_t, elements, 16u << 20, "codec: float32 elements per gradient");
-ABSL_FLAG(uint32_t, partition_elements, 1u << 20,
-          "codec: elements per partition when encoding (the default partition size)");
+ABSL_FLAG(uint32_t, partition_elements, 0,
+          "codec, cluster, worker: elements per partition, 0: the codec's default (codec: when "
+          "encoding, TernGrad's default; cluster, worker: the job's codec.partition_elements)");
 ABSL_FLAG(std::string, isa, "all",
           "codec: kernel sets to measure: all, or a comma list of scalar,avx2,avx512");
 ABSL_FLAG(int, repeats, 5, "codec: timed repetitions per row; the fastest is reported");
@@ -121,7 +123,10 @@ int RunCodecBench() {
     return 2;
   }
   const size_t n = absl::GetFlag(FLAGS_elements);
-  const size_t part = std::max<size_t>(4, absl::GetFlag(FLAGS_partition_elements) / 4 * 4);
+  const uint32_t partition_flag = absl::GetFlag(FLAGS_partition_elements);
+  const size_t part = std::max<size_t>(
+      4, (partition_flag != 0 ? partition_flag : DefaultPartitionElements(CodecKind::kTernGrad)) /
+             4 * 4);
   const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
   const int contributors = absl::GetFlag(FLAGS_contributors);
   if (n == 0 || n % 8 != 0) {

@@ -21,14 +21,14 @@ ABSL_DECLARE_FLAG(std::string, profile);
 ABSL_DECLARE_FLAG(int, steps);
 ABSL_DECLARE_FLAG(int, worker_threads);
 ABSL_DECLARE_FLAG(uint64_t, max_call_bytes);
+ABSL_DECLARE_FLAG(uint32_t, partition_elements);
+ABSL_DECLARE_FLAG(int, calls_in_flight);
 ABSL_FLAG(std::string, shard_addresses, "",
           "worker: host:port of every shard, comma-separated, shard i at index i");
 ABSL_FLAG(uint32_t, rank, 0, "worker: this worker's rank");
 ABSL_FLAG(uint32_t, world_size, 1, "worker: number of workers in the job");
 ABSL_FLAG(std::string, codec, "terngrad", "worker: terngrad | fp32");
 ABSL_FLAG(std::string, job_id, "bench", "worker: job id (one per run)");
-ABSL_FLAG(int, calls_in_flight, 2,
-          "worker: PushPull calls in flight per shard (0: no limit; see WorkerOptions)");
 ABSL_FLAG(bool, timeline, true, "worker: print a worker_step row per measured step");
 
 namespace ternps::bench {
@@ -71,6 +71,7 @@ int RunWorkerBench() {
   options.tensors = *tensors;
   options.codec.codec = codec == "fp32" ? worker::CodecKind::kFp32 : worker::CodecKind::kTernGrad;
   options.codec.seed = 1;
+  options.codec.partition_elements = absl::GetFlag(FLAGS_partition_elements);
   options.threads = absl::GetFlag(FLAGS_worker_threads);
   options.max_call_bytes = absl::GetFlag(FLAGS_max_call_bytes);
   options.calls_in_flight_per_shard = absl::GetFlag(FLAGS_calls_in_flight);

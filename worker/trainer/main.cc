@@ -50,8 +50,9 @@ ABSL_FLAG(int, batch_size, 32, "Per-worker batch size");
 ABSL_FLAG(float, lr, 0.05f, "Learning rate (peak, see --lr_schedule)");
 ABSL_FLAG(std::string, lr_schedule, "cosine",
           "constant | cosine (decays the rate to 0 over the run, step by step)");
-ABSL_FLAG(uint32_t, partition_elements, 1u << 20,
-          "TernGrad: elements per partition (each partition has its own scaler)");
+ABSL_FLAG(uint32_t, partition_elements, 0,
+          "Elements per partition (TernGrad: each partition has its own scaler); 0: the codec's "
+          "default (TernGrad 1048576, fp32 262144)");
 ABSL_FLAG(float, momentum, 0.9f, "SGD momentum");
 ABSL_FLAG(float, weight_decay, 5e-4f, "L2 weight decay (weights, not biases)");
 ABSL_FLAG(std::string, hidden, "512,256", "Hidden layer sizes, comma-separated");

@@ -22,7 +22,8 @@ std::vector<TensorSpec> RandomModel(std::mt19937_64& rng, int tensors) {
 
 TEST(PartitionPlanTest, SplitsTensorsInOrder) {
   const std::vector<TensorSpec> tensors = {{"w1", 2'500'000}, {"b1", 512}, {"w2", 1'048'576}};
-  absl::StatusOr<PartitionPlan> plan = PartitionPlan::Create(tensors, {.shard_count = 2});
+  absl::StatusOr<PartitionPlan> plan =
+      PartitionPlan::Create(tensors, {.partition_elements = 1u << 20, .shard_count = 2});
   ASSERT_TRUE(plan.ok()) << plan.status();
   const auto& parts = plan->partitions();
   ASSERT_EQ(parts.size(), 5u);
@@ -99,9 +100,11 @@ TEST(PartitionPlanTest, ChecksumChangesWithAnyTensorOrOption) {
 
 TEST(PartitionPlanTest, ChecksumIsPinned) {
   // Pins the canonical serialization; the value was cross-checked with an independent Python
-  // FNV-1a over struct.pack("<IIIBI", ...) of the documented layout.
+  // FNV-1a over struct.pack("<IIIBI", ...) of the documented layout (with partition_elements
+  // 2^20, the default when it was pinned).
   absl::StatusOr<PartitionPlan> plan =
-      PartitionPlan::Create({{{"fc1.weight", 401408}, {"fc1.bias", 512}}}, {.shard_count = 2});
+      PartitionPlan::Create({{{"fc1.weight", 401408}, {"fc1.bias", 512}}},
+                            {.partition_elements = 1u << 20, .shard_count = 2});
   ASSERT_TRUE(plan.ok());
   EXPECT_EQ(plan->Checksum(), 0x9ee83ca728b89551ull) << std::hex << plan->Checksum();
 }

@@ -42,7 +42,15 @@ TEST(JobSpecTest, AbsentSettingsTakeTheDefaultsOfCodecConfig) {
   settings.set_codec(v1::CODEC_TERNGRAD);
   absl::StatusOr<CodecConfig> codec = ResolveCodec(settings);
   ASSERT_TRUE(codec.ok()) << codec.status();
-  EXPECT_EQ(*codec, CodecConfig{});
+  CodecConfig expected;
+  expected.partition_elements = 1u << 20;  // TernGrad's default partition size
+  EXPECT_EQ(*codec, expected);
+  settings.set_codec(v1::CODEC_FP32);
+  codec = ResolveCodec(settings);
+  ASSERT_TRUE(codec.ok()) << codec.status();
+  EXPECT_EQ(codec->partition_elements, 1u << 18);  // fp32's: 1 MiB of float32
+  settings.set_partition_elements(5000);
+  EXPECT_EQ(ResolveCodec(settings)->partition_elements, 5000u);
 }
 
 TEST(JobSpecTest, CodecToProtoRoundTripsEverySetting) {

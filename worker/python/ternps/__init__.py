@@ -48,7 +48,7 @@ class Worker:
     """
 
     def __init__(self, job_id, rank, world_size, shards, tensors, codec="terngrad",
-                 clip_sigmas=2.5, scaler_sharing=True, partition_elements=1 << 20,
+                 clip_sigmas=2.5, scaler_sharing=True, partition_elements=0,
                  min_compress_elements=4096, seed=0, snapshot_interval=0, state_slots=1,
                  threads=2, connect_timeout=60.0, rpc_timeout=180.0, tls_ca="", tls_cert="",
                  tls_key="", token_file=""):

@@ -40,7 +40,7 @@ def _error(where, rpc_error):
 
 class Client:
     def __init__(self, job_id, rank, world_size, shards, tensors, codec="terngrad",
-                 clip_sigmas=2.5, partition_elements=1 << 20, min_compress_elements=4096,
+                 clip_sigmas=2.5, partition_elements=0, min_compress_elements=4096,
                  seed=0, rpc_timeout=180.0, tls_ca="", tls_cert="", tls_key="",
                  token_file=""):
         self.job_id, self.rank, self.world_size = job_id, rank, world_size
@@ -49,6 +49,8 @@ class Client:
         self.clip_sigmas = clip_sigmas
         self.rng = np.random.default_rng(seed * 1000003 + rank)  # any rounding stream is valid
         self.terngrad = codec == "terngrad"
+        if partition_elements == 0:  # the codec's default (ternps/codec_config.h)
+            partition_elements = 1 << 20 if self.terngrad else 1 << 18
         # The plan (file header, "Partitions"): tensors split in registration order into pieces
         # of at most partition_elements; ids count across tensors.
         self.partitions = []  # (tensor, offset, elements, compressed)
