@@ -41,8 +41,8 @@ absl::Status ValidatePayloadData(const common::PayloadView& p, v1::Encoding enco
   }
   absl::Status st;
   if (encoding == v1::FP32) {
-    common::ForEachRun(p.pieces, 4, [&](common::Piece run, size_t) {
-      if (st.ok()) st = common::ValidateFp32(run, run.size() / 4);
+    common::ForEachRun(p.pieces, 4, [&](common::Piece run, size_t element) {
+      if (st.ok()) st = common::ValidateFp32(run, run.size() / 4, element);
     });
   } else {
     common::ForEachRun(p.pieces, 1, [&](common::Piece run, size_t byte) {

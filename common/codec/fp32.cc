@@ -61,9 +61,9 @@ inline constexpr size_t kOnePassBlock = 4096;
 
 }  // namespace
 
-absl::Status ValidateFp32(absl::Span<const uint8_t> data, size_t n) {
+absl::Status ValidateFp32(absl::Span<const uint8_t> data, size_t n, size_t first_element) {
   if (absl::Status st = CheckFp32Length(data, n); !st.ok()) return st;
-  if (AnyNonFinite(data.data(), n)) return NonFiniteError(data.data(), 0, n, 0);
+  if (AnyNonFinite(data.data(), n)) return NonFiniteError(data.data(), 0, n, first_element);
   return absl::OkStatus();
 }
 

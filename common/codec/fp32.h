@@ -24,8 +24,9 @@ constexpr size_t Fp32Bytes(size_t n) { return 4 * n; }
 // Copies g to `out` (exactly 4 * g.size() bytes) in wire byte order.
 absl::Status EncodeFp32(absl::Span<const float> g, absl::Span<uint8_t> out);
 
-// Checks length and finiteness of an FP32 payload of n elements.
-absl::Status ValidateFp32(absl::Span<const uint8_t> data, size_t n);
+// Checks length and finiteness of an FP32 payload of n elements (element indices in the message
+// offset by `first_element`: where the payload starts in its partition).
+absl::Status ValidateFp32(absl::Span<const uint8_t> data, size_t n, size_t first_element = 0);
 
 // out[k] += value_k, after validating data for out.size() elements.
 absl::Status DecodeFp32Add(absl::Span<const uint8_t> data, absl::Span<float> out);

@@ -2,6 +2,7 @@
 // code and a message naming the field, with nothing but a spec and a membership snapshot.
 #include "server/request_validation.h"
 
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <string>
@@ -129,6 +130,10 @@ TEST_F(RequestValidationTest, EveryBadPushPullNamesItsField) {
        [](v1::PushPullRequest& r) { r.mutable_partitions(1)->mutable_data()->push_back('\0'); }},
       {absl::StatusCode::kInvalidArgument, "partitions[0].data",
        [](v1::PushPullRequest& r) { (*r.mutable_partitions(0)->mutable_data())[3] = '\xff'; }},
+      {absl::StatusCode::kInvalidArgument, "partitions[2].data: element 7 is not finite",
+       [nan](v1::PushPullRequest& r) {
+         std::memcpy(r.mutable_partitions(2)->mutable_data()->data() + 4 * 7, &nan, 4);
+       }},
   };
   for (const Case& c : cases) {
     v1::PushPullRequest r = Push();

@@ -161,6 +161,10 @@ TEST(MalformedTest, Fp32Payloads) {
       std::vector<uint8_t> data = good;
       std::memcpy(data.data() + 4 * (n - 1), &bad, 4);
       ExpectRejected(n, "element " + std::to_string(n - 1) + " is not finite", decode(data));
+      // Where the payload starts in its partition (a gRPC slice after the first).
+      const absl::Status offset = ValidateFp32(data, n, 1000);
+      EXPECT_THAT(std::string(offset.message()),
+                  HasSubstr("element " + std::to_string(1000 + n - 1) + " is not finite"));
       std::vector<float> out(n, kSentinel);
       EXPECT_FALSE(DecodeFp32(data, absl::MakeSpan(out)).ok());
       for (float v : out) ASSERT_EQ(v, kSentinel);
