@@ -87,12 +87,12 @@ struct WorkerOptions {
   // order and the averages of early ones come back while later ones are still going up, instead
   // of every partition finishing at the end of the upload.
   // The depth should cover a call's upload, the shard's wait and the answer's download. Measured
-  // (resnet50): over 1 Gbit/s links (tests/bench/netbench.sh) fp32, whose calls are whole 4 MiB
-  // partitions, starves its uplink with 2: one worker and one shard 1.37 s per step with 2,
-  // 0.97 s with 4, 1.02 s unlimited; 4 workers x 4 shards 1.12-1.13x slower than gloo with 2,
-  // 1.03-1.09x with 4. TernGrad (512 KiB calls) steps as fast with either there. On loopback
-  // (ternps-bench cluster, no wire time to cover) 4 is slower: TernGrad 0.12-0.14 s -> 0.15-0.17
-  // s, fp32 1.2-1.4 s -> 1.7-1.9 s (three alternating runs). So: 4 for fp32 over a real link.
+  // (resnet50): over 1 Gbit/s links (tests/bench/netbench.sh, 4 workers x 4 shards) fp32, whose
+  // calls are whole partitions (1 MiB by default), keeps its uplink busier with 4: 1.08x faster
+  // than gloo (1.07-1.13x over three rounds) against 1.00x (0.93-1.01x) with 2; TernGrad (512
+  // KiB calls) steps as fast with either there. On loopback (ternps-bench cluster, no wire time
+  // to cover) 4 is slower for both: TernGrad 0.117 s -> 0.146-0.172 s, fp32 0.74-0.96 s ->
+  // 1.10-1.47 s (two alternating runs). So: 4 for fp32 over a real link.
   int calls_in_flight_per_shard = 2;
   // Recovery (OfferState, Recover): every snapshot_interval steps one live worker uploads its
   // state and the shards keep every average since, so that a worker that (re)joins can rebuild
