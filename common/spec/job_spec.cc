@@ -65,8 +65,8 @@ absl::StatusOr<CodecConfig> ResolveCodec(const v1::CodecSettings& settings,
     c.clip_sigmas = settings.clip_sigmas();
   }
   if (settings.has_scaler_sharing()) c.scaler_sharing = settings.scaler_sharing();
-  c.partition_elements = settings.partition_elements() != 0 ? settings.partition_elements()
-                                                            : DefaultPartitionElements(c.codec);
+  c.partition_elements = settings.partition_elements();
+  c.partition_elements = PartitionElements(c);
   if (c.partition_elements > max_partition_elements) {
     return absl::InvalidArgumentError(
         absl::StrCat("codec.partition_elements: ", c.partition_elements, " exceeds the limit ",

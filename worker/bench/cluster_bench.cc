@@ -349,15 +349,12 @@ int RunClusterBench(const char* argv0) {
         server_metrics->CountRequest(2, 0);
       }
       const double partition_ns = absl::ToDoubleNanoseconds(absl::Now() - t0) / kOps;
+      CodecConfig settings;
+      settings.codec = codec == "fp32" ? CodecKind::kFp32 : CodecKind::kTernGrad;
+      settings.partition_elements = absl::GetFlag(FLAGS_partition_elements);
+      const uint64_t size = PartitionElements(settings);
       uint64_t partitions = 0;
-      for (const auto& t : *tensors) {
-        const uint32_t flag = absl::GetFlag(FLAGS_partition_elements);
-        const uint64_t size =
-            flag != 0 ? flag
-                      : DefaultPartitionElements(codec == "fp32" ? CodecKind::kFp32
-                                                                 : CodecKind::kTernGrad);
-        partitions += (t.elements + size - 1) / size;
-      }
+      for (const auto& t : *tensors) partitions += (t.elements + size - 1) / size;
       const double per_step_ns =
           worker_ns + partition_ns * double(partitions) / absl::GetFlag(FLAGS_shards);
       std::printf(

@@ -123,10 +123,9 @@ int RunCodecBench() {
     return 2;
   }
   const size_t n = absl::GetFlag(FLAGS_elements);
-  const uint32_t partition_flag = absl::GetFlag(FLAGS_partition_elements);
-  const size_t part = std::max<size_t>(
-      4, (partition_flag != 0 ? partition_flag : DefaultPartitionElements(CodecKind::kTernGrad)) /
-             4 * 4);
+  CodecConfig terngrad;  // the codec measured here
+  terngrad.partition_elements = absl::GetFlag(FLAGS_partition_elements);
+  const size_t part = std::max<size_t>(4, PartitionElements(terngrad) / 4 * 4);
   const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
   const int contributors = absl::GetFlag(FLAGS_contributors);
   if (n == 0 || n % 8 != 0) {

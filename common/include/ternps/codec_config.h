@@ -54,6 +54,13 @@ constexpr uint32_t DefaultPartitionElements(CodecKind codec) {
   return codec == CodecKind::kFp32 ? 1u << 18 : 1u << 20;
 }
 
+// The partition size a job with these settings uses: partition_elements, or for 0 the codec's
+// default. (A shard resolves a JoinRequest with this; a resolved CodecConfig is never 0.)
+constexpr uint32_t PartitionElements(const CodecConfig& codec) {
+  return codec.partition_elements != 0 ? codec.partition_elements
+                                       : DefaultPartitionElements(codec.codec);
+}
+
 }  // namespace ternps
 
 #endif  // TERNPS_COMMON_INCLUDE_TERNPS_CODEC_CONFIG_H_

@@ -49,7 +49,7 @@ class Client:
         self.clip_sigmas = clip_sigmas
         self.rng = np.random.default_rng(seed * 1000003 + rank)  # any rounding stream is valid
         self.terngrad = codec == "terngrad"
-        if partition_elements == 0:  # the codec's default (ternps/codec_config.h)
+        if partition_elements == 0:  # DefaultPartitionElements in ternps/codec_config.h
             partition_elements = 1 << 20 if self.terngrad else 1 << 18
         # The plan (file header, "Partitions"): tensors split in registration order into pieces
         # of at most partition_elements; ids count across tensors.
