@@ -5,11 +5,14 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "common/codec/int_sum.h"
 #include "gmock/gmock.h"
@@ -528,6 +531,83 @@ TEST(CallWindowTest, WorkersNeverDeadlockOnTheirCallWindows) {
     for (int step = 0; step < 30 && status[rank].ok(); ++step) status[rank] = (*w)->Step(spans);
   });
   for (uint32_t r = 0; r < kWorld; ++r) EXPECT_TRUE(status[r].ok()) << r << ": " << status[r];
+}
+
+}  // namespace
+}  // namespace ternps
+
+namespace ternps {
+namespace {
+
+// Established TCP connections whose remote end is 127.0.0.1:`port` (/proc/net/tcp, and
+// /proc/net/tcp6 for IPv4-mapped sockets): this process's client sockets to an in-process shard.
+int ConnectionsTo(int port) {
+  int n = 0;
+  for (const char* file : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(file);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      const std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      // f[2]: remote address:port in hex, f[3]: state, 01 = ESTABLISHED.
+      if (f.size() < 4 || f[3] != "01") continue;
+      const std::vector<std::string> remote = absl::StrSplit(f[2], ':');
+      int remote_port = 0;
+      if (remote.size() == 2 &&
+          (remote[0] == "0100007F" || remote[0] == "0000000000000000FFFF00000100007F") &&
+          absl::SimpleHexAtoi(remote[1], &remote_port) && remote_port == port) {
+        ++n;
+      }
+    }
+  }
+  return n;
+}
+
+// channels_per_shard: the worker opens that many connections to each shard (gRPC would share
+// one between identical channels), its calls take turns on them, and the averages are exact.
+TEST(ChannelsTest, EachShardGetsItsOwnConnectionsAndTheAveragesAreExact) {
+  for (const int channels : {1, 3}) {
+    SCOPED_TRACE(channels);
+    testing::TestCluster cluster(1);
+    const std::string address = cluster.addresses()[0];
+    int port = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(address.substr(address.rfind(':') + 1), &port));
+    worker::WorkerOptions options;
+    options.job_id = "channels";
+    options.shards = cluster.addresses();
+    options.tensors = {{"w", 64 * 1024}};
+    options.codec.codec = worker::CodecKind::kFp32;
+    options.codec.partition_elements = 1024;  // 64 partitions, one per call
+    options.max_call_bytes = 4096;
+    options.channels_per_shard = channels;
+    auto w = worker::Worker::Connect(options);
+    ASSERT_TRUE(w.ok()) << w.status();
+    // Connected by Connect (Join), not by the first call: a handshake behind a busy link must not
+    // fail the first step's calls.
+    EXPECT_EQ(ConnectionsTo(port), channels);
+    for (int step = 0; step < 3; ++step) {
+      std::vector<float> g(64 * 1024);
+      for (size_t i = 0; i < g.size(); ++i) g[i] = 0.25f * static_cast<float>(i % 97) - step;
+      const std::vector<float> sent = g;
+      std::vector<absl::Span<float>> spans = {absl::MakeSpan(g)};
+      ASSERT_TRUE((*w)->Step(spans).ok());
+      EXPECT_EQ(g, sent);  // one worker: the average is its own gradient
+    }
+    EXPECT_EQ(ConnectionsTo(port), channels);
+  }
+}
+
+TEST(ChannelsTest, ConnectRefusesACountOutOfRange) {
+  for (const int channels : {0, -1, worker::kMaxChannelsPerShard + 1}) {
+    worker::WorkerOptions options;
+    options.shards = {"127.0.0.1:1"};
+    options.tensors = {{"w", 8}};
+    options.channels_per_shard = channels;
+    auto w = worker::Worker::Connect(options);
+    ASSERT_FALSE(w.ok());
+    EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(w.status().message()), HasSubstr("channels_per_shard"));
+  }
 }
 
 }  // namespace

@@ -60,5 +60,43 @@ TEST(ShardFailureTest, OneShardFailingCancelsTheCallsToTheOthers) {
   EXPECT_THAT(std::string(status.message()), HasSubstr("unreachable for"));
 }
 
+// A shard that is gone when a step starts: its first calls fail at once, and every call the
+// window held back must be accounted for too, or Step waits for them forever (it did, when the
+// lost calls released only as many queued calls as the window had room for and those were not
+// sent either). 64 single-partition calls behind a window of 2, over 3 connections.
+TEST(ShardFailureTest, AShardGoneAtTheStartFailsTheStepWithEveryQueuedCall) {
+  testing::TestCluster cluster(1, absl::Hours(1));
+  worker::WorkerOptions options;
+  options.job_id = "gone";
+  options.shards = cluster.addresses();
+  options.tensors = {{"w", 64 * 1024}};
+  options.codec.codec = worker::CodecKind::kFp32;
+  options.codec.partition_elements = 1024;
+  options.max_call_bytes = 4096;
+  options.calls_in_flight_per_shard = 2;
+  options.channels_per_shard = 3;
+  options.rpc_timeout = absl::Hours(1);
+  options.connect_timeout = absl::Seconds(1);
+  options.leave_timeout = absl::Seconds(1);
+  auto w = worker::Worker::Connect(options);
+  ASSERT_TRUE(w.ok()) << w.status();
+  cluster.shard(0).Shutdown(absl::ZeroDuration());
+  std::vector<float> g(64 * 1024, 1.0f);
+  std::vector<absl::Span<float>> grads = {absl::MakeSpan(g)};
+  absl::Status status;
+  absl::Notification returned;
+  std::thread stepper([&] {
+    status = (*w)->Step(grads);
+    returned.Notify();
+  });
+  // Bound with a 30x margin over the connect timeout; the alternative is forever.
+  ASSERT_TRUE(returned.WaitForNotificationWithTimeout(absl::Seconds(30)))
+      << "Step still waits for calls that were never sent";
+  stepper.join();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("reconnecting after a lost connection at step 0: shard 0"));
+}
+
 }  // namespace
 }  // namespace ternps

@@ -289,25 +289,29 @@ TEST_F(RecoveryTest, ARankThatJoinsARunningJobEndsWithItsPeersModel) {
 // A durable shard killed mid-run and restarted with the same --state_dir: the workers reconnect,
 // repeat the step, and the job ends with every replica identical and as accurate as an
 // uninterrupted run of the same job (the bits differ: FP32 partitions are summed in arrival
-// order, which timing decides, in any two runs).
+// order, which timing decides, in any two runs). Small partitions and calls put several calls on
+// each of a shard's two connections, so the reconnection covers the second one too (its calls
+// wait for it to connect again).
 TEST_F(RecoveryTest, AShardKilledAndRestartedWithItsStateDirLosesNothing) {
   StartShards("60s", /*durable=*/true);
   ASSERT_FALSE(HasFatalFailure());
   constexpr int kRun = 300;
+  const std::vector<std::string> calls = {"--partition_elements=4096", "--max_call_bytes=1024",
+                                          "--channels_per_shard=2", "--calls_in_flight=2"};
   job_id_ = "uninterrupted";
   {
-    auto w0 = StartWorker(0, {}, kRun);
-    auto w1 = StartWorker(1, {}, kRun);
-    auto w2 = StartWorker(2, {}, kRun);
+    auto w0 = StartWorker(0, calls, kRun);
+    auto w1 = StartWorker(1, calls, kRun);
+    auto w2 = StartWorker(2, calls, kRun);
     ExpectOneModel({w0.get(), w1.get(), w2.get()}, 0, "");
   }
   const double reference = Accuracy(0);
   job_id_ = "recovery";
   std::mt19937_64 rng(20261202);
   const uint64_t kill_step = 20 + rng() % 100;  // seeded: [20, 120)
-  auto w0 = StartWorker(0, {}, kRun);
-  auto w1 = StartWorker(1, {}, kRun);
-  auto w2 = StartWorker(2, {}, kRun);
+  auto w0 = StartWorker(0, calls, kRun);
+  auto w1 = StartWorker(1, calls, kRun);
+  auto w2 = StartWorker(2, calls, kRun);
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (JobStep(1) < kill_step) {
     ASSERT_LT(absl::Now(), deadline) << "the job did not reach step " << kill_step;

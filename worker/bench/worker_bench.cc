@@ -23,6 +23,7 @@ ABSL_DECLARE_FLAG(int, worker_threads);
 ABSL_DECLARE_FLAG(uint64_t, max_call_bytes);
 ABSL_DECLARE_FLAG(uint32_t, partition_elements);
 ABSL_DECLARE_FLAG(int, calls_in_flight);
+ABSL_DECLARE_FLAG(int, channels_per_shard);
 ABSL_FLAG(std::string, shard_addresses, "",
           "worker: host:port of every shard, comma-separated, shard i at index i");
 ABSL_FLAG(uint32_t, rank, 0, "worker: this worker's rank");
@@ -75,6 +76,7 @@ int RunWorkerBench() {
   options.threads = absl::GetFlag(FLAGS_worker_threads);
   options.max_call_bytes = absl::GetFlag(FLAGS_max_call_bytes);
   options.calls_in_flight_per_shard = absl::GetFlag(FLAGS_calls_in_flight);
+  options.channels_per_shard = absl::GetFlag(FLAGS_channels_per_shard);
   const int steps = absl::GetFlag(FLAGS_steps);
   if (options.shards.empty() || steps < 1) {
     std::fprintf(stderr, "ternps-bench worker: --shard_addresses and --steps >= 1 are required\n");

@@ -286,6 +286,7 @@ class Worker::Impl {
   // buffer without protobuf copies.
   struct Batch {
     uint32_t shard = 0;
+    int channel = 0;  // which of the shard's connections carries it
     std::vector<uint32_t> partitions;
     std::vector<std::string> data;  // per partition: its encoded uplink (sized at first use)
     std::vector<absl::Span<const uint8_t>> payloads;  // per partition: what is sent, this step
@@ -374,7 +375,10 @@ class Worker::Impl {
   std::unique_ptr<Exchange> host_;
   std::unique_ptr<Exchange> device_;  // created by the first StepOnDevice
   std::vector<std::unique_ptr<v1::ParameterServer::Stub>> stubs_;
-  std::vector<std::unique_ptr<grpc::GenericStub>> raw_stubs_;  // PushPull
+  // PushPull, per shard: one channel (connection) and stub per channels_per_shard; the first
+  // channel is stubs_'s.
+  std::vector<std::vector<std::shared_ptr<grpc::Channel>>> push_channels_;
+  std::vector<std::vector<std::unique_ptr<grpc::GenericStub>>> push_stubs_;
   std::vector<uint64_t> epochs_;
   std::vector<Batch> batches_;
   std::vector<ScalerCall> scaler_calls_;
@@ -428,7 +432,19 @@ absl::Status Worker::Impl::Init() {
   for (const std::string& address : options_.shards) {
     std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(address, *credentials, args);
     stubs_.push_back(v1::ParameterServer::NewStub(channel));
-    raw_stubs_.push_back(std::make_unique<grpc::GenericStub>(channel));
+    std::vector<std::shared_ptr<grpc::Channel>>& push = push_channels_.emplace_back();
+    push.push_back(channel);
+    // More connections to the same shard: gRPC shares one connection between channels with the
+    // same target and arguments unless each has its own subchannel pool.
+    for (int c = 1; c < options_.channels_per_shard; ++c) {
+      grpc::ChannelArguments own = args;
+      own.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+      push.push_back(grpc::CreateCustomChannel(address, *credentials, own));
+    }
+    std::vector<std::unique_ptr<grpc::GenericStub>>& stubs = push_stubs_.emplace_back();
+    for (const std::shared_ptr<grpc::Channel>& c : push) {
+      stubs.push_back(std::make_unique<grpc::GenericStub>(c));
+    }
   }
   const common::PartitionPlan& plan = spec_.plan;
   epochs_.assign(options_.shards.size(), 0);
@@ -470,6 +486,8 @@ absl::Status Worker::Impl::Init() {
     bool any = false;
     for (auto& list : per_shard) {
       if (round < list.size()) {
+        // A shard's consecutive calls take turns on its connections.
+        list[round].channel = static_cast<int>(round % push_stubs_[list[round].shard].size());
         batches_.push_back(std::move(list[round]));
         any = true;
       }
@@ -548,6 +566,17 @@ absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin
                   response.owned_partitions().end())) {
     return absl::FailedPreconditionError(absl::StrCat(
         ShardName(s), " Join: owned_partitions differ from this worker's partition plan"));
+  }
+  // The Join went over the first connection. Connect the others now too, while the links are
+  // quiet: a PushPull call on a connection that is not up yet fails at once when its handshake
+  // outlasts gRPC's connect timeout (seen at the first step over busy 1 Gbit/s links), and after
+  // a lost connection they come back on their own backoff only.
+  for (size_t c = 1; c < push_channels_[s].size(); ++c) {
+    if (!push_channels_[s][c]->WaitForConnected(absl::ToChronoTime(deadline))) {
+      return absl::UnavailableError(
+          absl::StrCat(ShardName(s), ": connection ", c + 1, " of ", push_channels_[s].size(),
+                       " not up within connect_timeout (the Join on the first one succeeded)"));
+    }
   }
   epochs_[s] = response.epoch();
   return response;
@@ -775,16 +804,21 @@ void Worker::Impl::Send(Batch& batch, Gradients gradients, Exchange& exchange,
     absl::MutexLock lock(&flight_mu_);
     if (cancelled_ || flights_[batch.shard].lost) {
       // The step has failed (its error is set), or this shard's connection was lost: the batch
-      // waits to be resent after the reconnection.
-      batch.lost = !cancelled_;
-      --flights_[batch.shard].in_flight;
-      pending.DecrementCount();
+      // waits to be resent after the reconnection, and so do the shard's other encoded batches
+      // that the window held back (no call of this shard will complete to release them).
+      std::vector<Batch*> skipped = {&batch};
+      for (size_t i = 0; i < skipped.size(); ++i) {
+        skipped[i]->lost = !cancelled_;
+        --flights_[batch.shard].in_flight;
+        for (Batch* b : NextToSendLocked(batch.shard)) skipped.push_back(b);
+      }
+      for (size_t i = 0; i < skipped.size(); ++i) pending.DecrementCount();
       return;
     }
     batch.context = NewContext(absl::Now() + options_.rpc_timeout);
     batch.in_call = true;
   }
-  raw_stubs_[batch.shard]->UnaryCall(
+  push_stubs_[batch.shard][batch.channel]->UnaryCall(
       batch.context.get(), "/ternps.v1.ParameterServer/PushPull", grpc::StubOptions(),
       &batch.request, &batch.response,
       [this, &batch, gradients, &exchange, &counters, &error, &pending](grpc::Status st) {
@@ -1352,6 +1386,11 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Connect(const WorkerOptions& opt
   if (options.threads < 1) return absl::InvalidArgumentError("threads: must be >= 1");
   if (options.calls_in_flight_per_shard < 0) {
     return absl::InvalidArgumentError("calls_in_flight_per_shard: must be >= 0 (0: no limit)");
+  }
+  if (options.channels_per_shard < 1 || options.channels_per_shard > kMaxChannelsPerShard) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("channels_per_shard: ", options.channels_per_shard, " is not in 1..",
+                     kMaxChannelsPerShard));
   }
   if (options.state_slots < 1) return absl::InvalidArgumentError("state_slots: must be >= 1");
   for (size_t i = 0; i < options.shards.size(); ++i) {

@@ -68,6 +68,12 @@ ABSL_FLAG(uint64_t, crash_at_step, 0,
           "Testing recovery: before pushing this step (> 0), kill this process with SIGKILL, as a "
           "crash would (no Leave, no cleanup)");
 ABSL_FLAG(int, threads, 2, "Encode/decode threads of the client library");
+ABSL_FLAG(uint64_t, max_call_bytes, ternps::worker::WorkerOptions{}.max_call_bytes,
+          "Payload bytes per PushPull call (partitions are grouped up to this)");
+ABSL_FLAG(int, calls_in_flight, ternps::worker::WorkerOptions{}.calls_in_flight_per_shard,
+          "PushPull calls in flight per shard (0: no limit)");
+ABSL_FLAG(int, channels_per_shard, ternps::worker::WorkerOptions{}.channels_per_shard,
+          "TCP connections per shard; PushPull calls take turns on them");
 ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(60),
           "How long to wait for the shards to come up");
 ABSL_FLAG(absl::Duration, rpc_timeout, absl::Seconds(180), "Deadline of each call");
@@ -189,6 +195,9 @@ int main(int argc, char** argv) {
   options.codec.seed = seed;
   options.codec.partition_elements = absl::GetFlag(FLAGS_partition_elements);
   options.threads = absl::GetFlag(FLAGS_threads);
+  options.max_call_bytes = absl::GetFlag(FLAGS_max_call_bytes);
+  options.calls_in_flight_per_shard = absl::GetFlag(FLAGS_calls_in_flight);
+  options.channels_per_shard = absl::GetFlag(FLAGS_channels_per_shard);
   options.connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
   options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
