@@ -425,9 +425,10 @@ absl::Status Worker::Impl::Init() {
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
   // Reconnect quickly to a shard that starts late or restarts (gRPC's default backoff grows to
-  // 120 s between attempts).
+  // 120 s between attempts). Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: despite its name gRPC takes it
+  // as the shortest time a connection attempt may take (default 20 s), and at 100 ms handshakes
+  // behind a busy link, or over a long round trip with TLS, time out.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   for (const std::string& address : options_.shards) {
     std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(address, *credentials, args);
