@@ -290,8 +290,9 @@ TEST_F(RecoveryTest, ARankThatJoinsARunningJobEndsWithItsPeersModel) {
 // repeat the step, and the job ends with every replica identical and as accurate as an
 // uninterrupted run of the same job (the bits differ: FP32 partitions are summed in arrival
 // order, which timing decides, in any two runs). Small partitions and calls put several calls on
-// each of a shard's two connections, so the reconnection covers the second one too (its calls
-// wait for it to connect again).
+// each of a shard's two connections behind a window of 2: the reconnection must bring back the
+// second connection too, and every call the window held back when the connection was lost must
+// be resent.
 TEST_F(RecoveryTest, AShardKilledAndRestartedWithItsStateDirLosesNothing) {
   StartShards("60s", /*durable=*/true);
   ASSERT_FALSE(HasFatalFailure());

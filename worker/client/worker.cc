@@ -375,10 +375,13 @@ class Worker::Impl {
   std::unique_ptr<Exchange> host_;
   std::unique_ptr<Exchange> device_;  // created by the first StepOnDevice
   std::vector<std::unique_ptr<v1::ParameterServer::Stub>> stubs_;
-  // PushPull, per shard: one channel (connection) and stub per channels_per_shard; the first
-  // channel is stubs_'s.
-  std::vector<std::vector<std::shared_ptr<grpc::Channel>>> push_channels_;
-  std::vector<std::vector<std::unique_ptr<grpc::GenericStub>>> push_stubs_;
+  // One TCP connection to a shard and the stub PushPull calls use on it.
+  struct Connection {
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<grpc::GenericStub> push;
+  };
+  // Per shard, channels_per_shard of them; [0] is stubs_'s channel.
+  std::vector<std::vector<Connection>> connections_;
   std::vector<uint64_t> epochs_;
   std::vector<Batch> batches_;
   std::vector<ScalerCall> scaler_calls_;
@@ -433,18 +436,16 @@ absl::Status Worker::Impl::Init() {
   for (const std::string& address : options_.shards) {
     std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(address, *credentials, args);
     stubs_.push_back(v1::ParameterServer::NewStub(channel));
-    std::vector<std::shared_ptr<grpc::Channel>>& push = push_channels_.emplace_back();
-    push.push_back(channel);
-    // More connections to the same shard: gRPC shares one connection between channels with the
-    // same target and arguments unless each has its own subchannel pool.
-    for (int c = 1; c < options_.channels_per_shard; ++c) {
-      grpc::ChannelArguments own = args;
-      own.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-      push.push_back(grpc::CreateCustomChannel(address, *credentials, own));
-    }
-    std::vector<std::unique_ptr<grpc::GenericStub>>& stubs = push_stubs_.emplace_back();
-    for (const std::shared_ptr<grpc::Channel>& c : push) {
-      stubs.push_back(std::make_unique<grpc::GenericStub>(c));
+    std::vector<Connection>& shard = connections_.emplace_back();
+    for (int c = 0; c < options_.channels_per_shard; ++c) {
+      if (c > 0) {
+        // gRPC shares one connection between channels with the same target and arguments unless
+        // each has its own subchannel pool.
+        grpc::ChannelArguments own = args;
+        own.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+        channel = grpc::CreateCustomChannel(address, *credentials, own);
+      }
+      shard.push_back({channel, std::make_unique<grpc::GenericStub>(channel)});
     }
   }
   const common::PartitionPlan& plan = spec_.plan;
@@ -488,7 +489,7 @@ absl::Status Worker::Impl::Init() {
     for (auto& list : per_shard) {
       if (round < list.size()) {
         // A shard's consecutive calls take turns on its connections.
-        list[round].channel = static_cast<int>(round % push_stubs_[list[round].shard].size());
+        list[round].channel = static_cast<int>(round % connections_[list[round].shard].size());
         batches_.push_back(std::move(list[round]));
         any = true;
       }
@@ -572,10 +573,10 @@ absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin
   // quiet: a PushPull call on a connection that is not up yet fails at once when its handshake
   // outlasts gRPC's connect timeout (seen at the first step over busy 1 Gbit/s links), and after
   // a lost connection they come back on their own backoff only.
-  for (size_t c = 1; c < push_channels_[s].size(); ++c) {
-    if (!push_channels_[s][c]->WaitForConnected(absl::ToChronoTime(deadline))) {
+  for (size_t c = 1; c < connections_[s].size(); ++c) {
+    if (!connections_[s][c].channel->WaitForConnected(absl::ToChronoTime(deadline))) {
       return absl::UnavailableError(
-          absl::StrCat(ShardName(s), ": connection ", c + 1, " of ", push_channels_[s].size(),
+          absl::StrCat(ShardName(s), ": connection ", c + 1, " of ", connections_[s].size(),
                        " not up within connect_timeout (the Join on the first one succeeded)"));
     }
   }
@@ -819,7 +820,7 @@ void Worker::Impl::Send(Batch& batch, Gradients gradients, Exchange& exchange,
     batch.context = NewContext(absl::Now() + options_.rpc_timeout);
     batch.in_call = true;
   }
-  push_stubs_[batch.shard][batch.channel]->UnaryCall(
+  connections_[batch.shard][batch.channel].push->UnaryCall(
       batch.context.get(), "/ternps.v1.ParameterServer/PushPull", grpc::StubOptions(),
       &batch.request, &batch.response,
       [this, &batch, gradients, &exchange, &counters, &error, &pending](grpc::Status st) {
