@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/codec/kernels.h"
@@ -172,6 +173,245 @@ void AddValidatedTernaryNibbles(absl::Span<const uint8_t> data, absl::Span<uint8
   if (!fields.empty()) {
     internal::KernelsFor(isa).add_ternary_nibbles(data.data(), fields.size(), fields.data());
   }
+}
+
+// INT_SUM_RADIX.
+
+namespace internal {
+
+// R^m <= 65536 digits per word, and a division by R that 16-bit SIMD lanes can do exactly:
+// q = ((x * M) >> 16) >> s with M = ceil(2^(16+s) / R) < 2^16. With e = M * R - 2^(16+s), x * M /
+// 2^(16+s) = x / R + x * e / (R * 2^(16+s)), whose floor is x / R's whenever x * e < 2^(16+s).
+RadixLayout MakeRadixLayout(int contributors) {
+  RadixLayout layout;
+  if (contributors < 1 || contributors > kMaxIntSumRadixContributors) return layout;
+  const uint32_t radix = 2u * static_cast<uint32_t>(contributors) + 1u;
+  int digits = 0;
+  uint32_t limit = 1;
+  while (limit * radix <= 65536u) {
+    limit *= radix;
+    ++digits;
+  }
+  for (int shift = 0; shift < 16; ++shift) {
+    const uint64_t scale = uint64_t{1} << (16 + shift);
+    const uint64_t multiplier = (scale + radix - 1) / radix;
+    if (multiplier >= 65536) break;
+    const uint64_t error = multiplier * radix - scale;
+    if (uint64_t{limit - 1} * error < scale) {
+      layout = RadixLayout{.contributors = contributors,
+                           .radix = radix,
+                           .digits = digits,
+                           .limit = limit,
+                           .multiplier = static_cast<uint32_t>(multiplier),
+                           .shift = shift};
+      break;
+    }
+  }
+  return layout;
+}
+
+}  // namespace internal
+
+int IntSumRadixDigits(int contributors) { return internal::MakeRadixLayout(contributors).digits; }
+
+bool IntSumRadixSmaller(int contributors) {
+  const int digits = IntSumRadixDigits(contributors);
+  return digits > 0 && digits * IntSumBits(contributors) > 16;
+}
+
+size_t IntSumRadixBytes(size_t n, int contributors) {
+  const int digits = IntSumRadixDigits(contributors);
+  if (digits == 0) return 0;
+  return 2 * ((n + static_cast<size_t>(digits) - 1) / static_cast<size_t>(digits));
+}
+
+namespace {
+
+// The word and digit of element j of an INT_SUM_RADIX payload of n elements.
+struct RadixPlace {
+  size_t word;
+  int digit;
+};
+RadixPlace PlaceOf(size_t j, size_t n, int digits) {
+  const size_t per_block = internal::kRadixBlockWords * static_cast<size_t>(digits);
+  const size_t block = j / per_block, i = j % per_block;
+  const size_t words = (block + 1) * per_block <= n
+                           ? internal::kRadixBlockWords
+                           : internal::RadixTailWords(n - block * per_block, digits);
+  return RadixPlace{block * internal::kRadixBlockWords + i % words, static_cast<int>(i / words)};
+}
+
+absl::Status ValidateRadixContributors(int contributors) {
+  if (IntSumRadixDigits(contributors) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("contributors: ", contributors,
+                                                   " is outside [1, ", kMaxIntSumRadixContributors,
+                                                   "] (INT_SUM_RADIX)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRadixShape(absl::Span<const uint8_t> data, size_t n, int contributors) {
+  if (absl::Status st = ValidateRadixContributors(contributors); !st.ok()) return st;
+  const size_t bytes = IntSumRadixBytes(n, contributors);
+  if (data.size() != bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("data: ", data.size(), " bytes, expected ",
+                                                   bytes, " for ", n, " INT_SUM_RADIX elements of ",
+                                                   IntSumRadixDigits(contributors),
+                                                   " per word (contributors ", contributors, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// The error for the first invalid word of blocks [from_block, ...) (cold: a check failed).
+absl::Status RadixWordError(absl::Span<const uint8_t> data, size_t n,
+                            const internal::RadixLayout& layout, size_t first_element) {
+  const size_t per_block = internal::kRadixBlockWords * static_cast<size_t>(layout.digits);
+  const size_t words = data.size() / 2;
+  for (size_t w = 0; w < words; ++w) {
+    const size_t block = w / internal::kRadixBlockWords;
+    const bool whole = (block + 1) * per_block <= n;
+    const size_t in_block = whole ? internal::kRadixBlockWords
+                                  : internal::RadixTailWords(n - block * per_block, layout.digits);
+    const size_t j = w % internal::kRadixBlockWords;
+    uint32_t bound = 1;
+    for (size_t e = j; e < (whole ? per_block : n - block * per_block); e += in_block) {
+      bound *= layout.radix;
+    }
+    const uint32_t word = internal::LoadWord16(data.data() + 2 * w);
+    if (word >= bound) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "data: word ", w, " (from element ", first_element + block * per_block + j, ") is ", word,
+          ", not below ", bound, " (", layout.radix, "^digits it carries)"));
+    }
+  }
+  return absl::InternalError("INT_SUM_RADIX: a kernel reported an invalid word and none is");
+}
+
+// Runs `decode` on blocks of at most kRadixChunkBlocks whole blocks (each checked just before it
+// is decoded) and then on the last, partial block.
+inline constexpr size_t kRadixChunkBlocks = 256;  // 16 KiB of payload, still in L1 when decoded
+
+absl::Status DecodeRadix(absl::Span<const uint8_t> data, int contributors, float scaler,
+                         absl::Span<float> out, size_t first_element, Isa isa, bool accumulate,
+                         bool check_first) {
+  if (absl::Status st = ValidateScaler(scaler); !st.ok()) return st;
+  const size_t n = out.size();
+  if (absl::Status st = CheckRadixShape(data, n, contributors); !st.ok()) return st;
+  const internal::RadixLayout layout = internal::MakeRadixLayout(contributors);
+  const internal::CodecKernels& kernels = internal::KernelsFor(isa);
+  const size_t per_block = internal::kRadixBlockWords * static_cast<size_t>(layout.digits);
+  const size_t blocks = n / per_block;
+  const size_t tail = n % per_block;
+  const uint8_t* tail_words = data.data() + blocks * internal::kRadixBlockBytes;
+  if (check_first) {
+    const bool ok =
+        (blocks == 0 ||
+         kernels.radix_max_word(data.data(), blocks * internal::kRadixBlockWords) < layout.limit) &&
+        internal::RadixTailValid(tail_words, tail, layout);
+    if (!ok) return RadixWordError(data, n, layout, first_element);
+  }
+  const float scale = scaler / static_cast<float>(contributors);
+  auto decode = accumulate ? kernels.decode_int_sum_radix_add : kernels.decode_int_sum_radix;
+  for (size_t b = 0; b < blocks; b += kRadixChunkBlocks) {
+    const size_t m = std::min(kRadixChunkBlocks, blocks - b);
+    const uint8_t* chunk = data.data() + b * internal::kRadixBlockBytes;
+    if (!check_first &&
+        kernels.radix_max_word(chunk, m * internal::kRadixBlockWords) >= layout.limit) {
+      return RadixWordError(data, n, layout, first_element);
+    }
+    decode(chunk, m, layout, scale, out.data() + b * per_block);
+  }
+  if (tail > 0) {
+    if (!check_first && !internal::RadixTailValid(tail_words, tail, layout)) {
+      return RadixWordError(data, n, layout, first_element);
+    }
+    internal::DecodeIntSumRadixTail(tail_words, tail, layout, scale,
+                                    out.data() + blocks * per_block, accumulate);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status EncodeIntSumRadix(absl::Span<const int16_t> sums, int contributors,
+                               absl::Span<uint8_t> out) {
+  if (absl::Status st = ValidateRadixContributors(contributors); !st.ok()) return st;
+  const size_t n = sums.size();
+  const size_t bytes = IntSumRadixBytes(n, contributors);
+  if (out.size() != bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("out: ", out.size(), " bytes, expected ", bytes, " for ", n, " elements"));
+  }
+  const int digits = IntSumRadixDigits(contributors);
+  const uint32_t radix = 2u * static_cast<uint32_t>(contributors) + 1u;
+  std::vector<uint32_t> words(bytes / 2, 0);
+  std::vector<uint32_t> weight(bytes / 2, 1);  // R^(digits placed so far) of each word
+  for (size_t j = 0; j < n; ++j) {
+    if (sums[j] < -contributors || sums[j] > contributors) {
+      return absl::InvalidArgumentError(absl::StrCat("sums[", j, "]: ", sums[j], " is outside [-",
+                                                     contributors, ", ", contributors, "]"));
+    }
+    const RadixPlace place = PlaceOf(j, n, digits);  // digits of a word come in increasing order
+    words[place.word] += static_cast<uint32_t>(sums[j] + contributors) * weight[place.word];
+    weight[place.word] *= radix;
+  }
+  for (size_t w = 0; w < words.size(); ++w) {
+    out[2 * w] = static_cast<uint8_t>(words[w]);
+    out[2 * w + 1] = static_cast<uint8_t>(words[w] >> 8);
+  }
+  return absl::OkStatus();
+}
+
+void PackValidatedIntSumRadix(absl::Span<const uint8_t> fields, size_t n, int contributors,
+                              absl::Span<uint8_t> out, Isa isa) {
+  const internal::RadixLayout layout = internal::MakeRadixLayout(contributors);
+  const size_t per_block = internal::kRadixBlockWords * static_cast<size_t>(layout.digits);
+  const size_t blocks = n / per_block;
+  if (blocks > 0) {
+    internal::KernelsFor(isa).pack_nibbles_radix(fields.data(), blocks, layout, out.data());
+  }
+  const size_t tail = n - blocks * per_block;
+  const size_t words = internal::RadixTailWords(tail, layout.digits);
+  uint8_t* o = out.data() + blocks * internal::kRadixBlockBytes;
+  for (size_t w = 0; w < words; ++w) {
+    uint32_t x = 0;
+    size_t last = w;
+    while (last + words < tail) last += words;
+    for (size_t i = last + words; i > w;) {  // digits from the top down: Horner's rule
+      i -= words;
+      const size_t e = blocks * per_block + i;
+      x = x * layout.radix + ((fields[e / 2] >> (4 * (e % 2))) & 15u);
+    }
+    o[2 * w] = static_cast<uint8_t>(x);
+    o[2 * w + 1] = static_cast<uint8_t>(x >> 8);
+  }
+}
+
+absl::Status ValidateIntSumRadix(absl::Span<const uint8_t> data, size_t n, int contributors,
+                                 Isa isa) {
+  if (absl::Status st = CheckRadixShape(data, n, contributors); !st.ok()) return st;
+  const internal::RadixLayout layout = internal::MakeRadixLayout(contributors);
+  const size_t per_block = internal::kRadixBlockWords * static_cast<size_t>(layout.digits);
+  const size_t blocks = n / per_block;
+  const bool ok =
+      (blocks == 0 || internal::KernelsFor(isa).radix_max_word(
+                          data.data(), blocks * internal::kRadixBlockWords) < layout.limit) &&
+      internal::RadixTailValid(data.data() + blocks * internal::kRadixBlockBytes,
+                               n - blocks * per_block, layout);
+  return ok ? absl::OkStatus() : RadixWordError(data, n, layout, 0);
+}
+
+absl::Status DecodeIntSumRadixAdd(absl::Span<const uint8_t> data, int contributors, float scaler,
+                                  absl::Span<float> out, Isa isa) {
+  return DecodeRadix(data, contributors, scaler, out, 0, isa, /*accumulate=*/true,
+                     /*check_first=*/true);
+}
+
+absl::Status DecodeIntSumRadixOnePass(absl::Span<const uint8_t> data, int contributors,
+                                      float scaler, absl::Span<float> out, size_t first_element,
+                                      Isa isa) {
+  return DecodeRadix(data, contributors, scaler, out, first_element, isa, /*accumulate=*/false,
+                     /*check_first=*/false);
 }
 
 }  // namespace ternps::common

@@ -28,6 +28,23 @@ namespace ternps::common::internal {
 // sigma and the clip threshold, bit-identical across implementations.
 inline constexpr int kStatsLanes = 32;
 
+// An INT_SUM_RADIX layout (int_sum.h): fields k + N in base R = 2N + 1, `digits` (m) of them per
+// little-endian 16-bit word, in blocks of kRadixBlockWords words: element i of a block is digit
+// i / 32 of word i % 32. The SIMD kernels divide a word x < limit by R as
+// (x * multiplier) >> (16 + shift), which MakeRadixLayout checked to be exact.
+struct RadixLayout {
+  int contributors = 0;  // N
+  uint32_t radix = 0;    // R = 2N + 1
+  int digits = 0;        // m: R^m <= 65536 < R^(m+1)
+  uint32_t limit = 0;    // R^m: every word of a whole block is below it
+  uint32_t multiplier = 0;
+  int shift = 0;
+};
+// The layout for N contributors; digits = 0 when N is outside [1, kMaxIntSumRadixContributors].
+RadixLayout MakeRadixLayout(int contributors);
+inline constexpr size_t kRadixBlockWords = 32;
+inline constexpr size_t kRadixBlockBytes = 2 * kRadixBlockWords;
+
 struct StatsLanes {
   double sum[kStatsLanes];
   double sum_squares[kStatsLanes];
@@ -70,6 +87,20 @@ struct CodecKernels {
   // The same from `base` (each nibble's start value in both nibbles) instead of reading `fields`.
   void (*store_ternary_nibbles)(const uint8_t* data, size_t field_bytes, uint8_t base,
                                 uint8_t* fields);
+  // The largest of `words` little-endian 16-bit words at `data`.
+  uint32_t (*radix_max_word)(const uint8_t* data, size_t words);
+  // `blocks` whole INT_SUM_RADIX blocks whose words are all below layout.limit: element i of
+  // block b, digit i / 32 of word i % 32, gives out[32 * m * b + i] +=
+  // float(digit - contributors) * scale.
+  void (*decode_int_sum_radix_add)(const uint8_t* data, size_t blocks, const RadixLayout& layout,
+                                   float scale, float* out);
+  // The same as out[...] = 0.0f + float(digit - contributors) * scale, without reading `out`.
+  void (*decode_int_sum_radix)(const uint8_t* data, size_t blocks, const RadixLayout& layout,
+                               float scale, float* out);
+  // `blocks` whole blocks of 4-bit INT_SUM fields (each k + N <= 2N, element 2i in the low nibble
+  // of byte i; 16 * m bytes per block) packed into the block's kRadixBlockWords words.
+  void (*pack_nibbles_radix)(const uint8_t* fields, size_t blocks, const RadixLayout& layout,
+                             uint8_t* out);
 };
 
 // The byte to add to a pair of 4-bit fields for the pair of 2-bit codes in a nibble of a
@@ -102,6 +133,25 @@ bool EncodeIntSumScalar(const int16_t* sums, size_t n, int bits, int contributor
 // add_ternary_nibbles (store: store_ternary_nibbles from `base`) for the bytes SIMD loops leave.
 void TernaryNibblesScalar(const uint8_t* data, size_t field_bytes, uint8_t base, bool store,
                           uint8_t* fields);
+// Element count and words of the last, partial block of an INT_SUM_RADIX payload of n elements
+// (r = n % (32 m) elements in ceil(r / m) words; element i is digit i / words of word i % words).
+// The reference decode of such a block (`accumulate` as for DecodeIntSumAddRange); its words
+// must be valid (RadixTailValid).
+void DecodeIntSumRadixTail(const uint8_t* data, size_t elements, const RadixLayout& layout,
+                           float scale, float* out, bool accumulate);
+bool RadixTailValid(const uint8_t* data, size_t elements, const RadixLayout& layout);
+inline size_t RadixTailWords(size_t elements, int digits) {
+  return (elements + static_cast<size_t>(digits) - 1) / static_cast<size_t>(digits);
+}
+inline uint32_t LoadWord16(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8;
+}
+// The reference (scalar) pack_nibbles_radix and decode kernels, for SIMD sets without their own.
+void PackNibblesRadixScalar(const uint8_t* fields, size_t blocks, const RadixLayout& layout,
+                            uint8_t* out);
+void DecodeIntSumRadixBlocksScalar(const uint8_t* data, size_t blocks, const RadixLayout& layout,
+                                   float scale, float* out, bool accumulate);
+
 // Reads the `bits`-wide field `k` (bits <= 16) of a stream of `bytes` bytes.
 inline uint32_t ReadField(const uint8_t* data, size_t bytes, size_t k, int bits) {
   const size_t bit = k * static_cast<size_t>(bits);

@@ -331,6 +331,80 @@ bool EncodeIntSumAvx2(const int16_t* sums, size_t n, int bits, int contributors,
   return in_range;
 }
 
+uint32_t RadixMaxWordAvx2(const uint8_t* data, size_t words) {
+  __m256i mx = _mm256_setzero_si256();
+  size_t j = 0;
+  for (; j + 16 <= words; j += 16) {
+    mx = _mm256_max_epu16(mx, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + 2 * j)));
+  }
+  alignas(32) uint16_t lanes[16];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), mx);
+  uint32_t max_word = 0;
+  for (uint16_t v : lanes) max_word = v > max_word ? v : max_word;
+  for (; j < words; ++j) {
+    const uint32_t w = data[2 * j] | static_cast<uint32_t>(data[2 * j + 1]) << 8;
+    max_word = w > max_word ? w : max_word;
+  }
+  return max_word;
+}
+
+// As DecodeIntSumRadixAvx512, a block as two halves of 16 words.
+template <bool kAccumulate>
+void DecodeIntSumRadixAvx2(const uint8_t* data, size_t blocks, const RadixLayout& layout,
+                           float scale, float* out) {
+  const __m256i multiplier = _mm256_set1_epi16(static_cast<int16_t>(layout.multiplier));
+  const __m128i shift = _mm_cvtsi32_si128(layout.shift);
+  const __m256i radix = _mm256_set1_epi16(static_cast<int16_t>(layout.radix));
+  const __m256i offset = _mm256_set1_epi16(static_cast<int16_t>(layout.contributors));
+  const __m256 scale_v = _mm256_set1_ps(scale);
+  const size_t per_block = kRadixBlockWords * static_cast<size_t>(layout.digits);
+  for (size_t b = 0; b < blocks; ++b) {
+    for (size_t half = 0; half < 2; ++half) {
+      __m256i x = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(data + b * kRadixBlockBytes + 32 * half));
+      float* o = out + b * per_block + 16 * half;
+      for (int d = 0; d < layout.digits; ++d, o += kRadixBlockWords) {
+        const __m256i q = _mm256_srl_epi16(_mm256_mulhi_epu16(x, multiplier), shift);
+        const __m256i k =
+            _mm256_sub_epi16(_mm256_sub_epi16(x, _mm256_mullo_epi16(q, radix)), offset);
+        x = q;
+        const __m256 lo = _mm256_mul_ps(
+            _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(k))), scale_v);
+        const __m256 hi = _mm256_mul_ps(
+            _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(k, 1))), scale_v);
+        const __m256 base_lo = kAccumulate ? _mm256_loadu_ps(o) : _mm256_setzero_ps();
+        const __m256 base_hi = kAccumulate ? _mm256_loadu_ps(o + 8) : _mm256_setzero_ps();
+        _mm256_storeu_ps(o, _mm256_add_ps(base_lo, lo));
+        _mm256_storeu_ps(o + 8, _mm256_add_ps(base_hi, hi));
+      }
+    }
+  }
+}
+
+// As PackNibblesRadixAvx512, 16 words at a time: 8 field bytes, each doubled (byte j / 2 in
+// 16-bit lane j), low nibbles in even lanes and high nibbles in odd ones.
+void PackNibblesRadixAvx2(const uint8_t* fields, size_t blocks, const RadixLayout& layout,
+                          uint8_t* out) {
+  const __m256i low = _mm256_set1_epi16(0x0F);
+  const __m256i radix = _mm256_set1_epi16(static_cast<int16_t>(layout.radix));
+  const size_t block_field_bytes = 16 * static_cast<size_t>(layout.digits);
+  for (size_t b = 0; b < blocks; ++b) {
+    for (size_t half = 0; half < 2; ++half) {
+      const uint8_t* f = fields + b * block_field_bytes + 8 * half;
+      __m256i acc = _mm256_setzero_si256();
+      for (int d = layout.digits - 1; d >= 0; --d) {
+        const __m128i bytes =
+            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(f + 16 * static_cast<size_t>(d)));
+        const __m256i spread = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(bytes, bytes));
+        const __m256i digit =
+            _mm256_blend_epi16(_mm256_and_si256(spread, low), _mm256_srli_epi16(spread, 4), 0xAA);
+        acc = _mm256_add_epi16(_mm256_mullo_epi16(acc, radix), digit);
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * kRadixBlockBytes + 32 * half), acc);
+    }
+  }
+}
+
 }  // namespace
 
 const CodecKernels& Avx2Kernels() {
@@ -347,6 +421,10 @@ const CodecKernels& Avx2Kernels() {
       EncodeIntSumAvx2,
       AddTernaryNibblesAvx2,
       TernaryNibblesAvx2<true>,
+      RadixMaxWordAvx2,
+      DecodeIntSumRadixAvx2<true>,
+      DecodeIntSumRadixAvx2<false>,
+      PackNibblesRadixAvx2,
   };
   return kKernels;
 }

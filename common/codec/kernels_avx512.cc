@@ -364,6 +364,84 @@ bool EncodeIntSumAvx512(const int16_t* sums, size_t n, int bits, int contributor
   return in_range;
 }
 
+uint32_t RadixMaxWordAvx512(const uint8_t* data, size_t words) {
+  __m512i mx = _mm512_setzero_si512();
+  size_t j = 0;
+  for (; j + 32 <= words; j += 32) {
+    mx = _mm512_max_epu16(mx, _mm512_loadu_si512(data + 2 * j));
+  }
+  const __m256i half =
+      _mm256_max_epu16(_mm512_castsi512_si256(mx), _mm512_extracti64x4_epi64(mx, 1));
+  uint32_t max_word = _mm512_reduce_max_epu32(_mm512_cvtepu16_epi32(half));
+  for (; j < words; ++j) {
+    const uint32_t w = data[2 * j] | static_cast<uint32_t>(data[2 * j + 1]) << 8;
+    max_word = w > max_word ? w : max_word;
+  }
+  return max_word;
+}
+
+// A block's 32 words in 16-bit lanes: each digit is the remainder of one exact division by R
+// (VPMULHUW and a shift; see RadixLayout), then widened to float in two halves of 16.
+template <bool kAccumulate>
+void DecodeIntSumRadixAvx512(const uint8_t* data, size_t blocks, const RadixLayout& layout,
+                             float scale, float* out) {
+  const __m512i multiplier = _mm512_set1_epi16(static_cast<int16_t>(layout.multiplier));
+  const __m128i shift = _mm_cvtsi32_si128(layout.shift);
+  const __m512i radix = _mm512_set1_epi16(static_cast<int16_t>(layout.radix));
+  const __m512i offset = _mm512_set1_epi16(static_cast<int16_t>(layout.contributors));
+  const __m512 scale_v = _mm512_set1_ps(scale);
+  const size_t per_block = kRadixBlockWords * static_cast<size_t>(layout.digits);
+  for (size_t b = 0; b < blocks; ++b) {
+    __m512i x = _mm512_loadu_si512(data + b * kRadixBlockBytes);
+    float* o = out + b * per_block;
+    for (int d = 0; d < layout.digits; ++d, o += kRadixBlockWords) {
+      const __m512i q = _mm512_srl_epi16(_mm512_mulhi_epu16(x, multiplier), shift);
+      const __m512i k = _mm512_sub_epi16(_mm512_sub_epi16(x, _mm512_mullo_epi16(q, radix)), offset);
+      x = q;
+      const __m512 lo = _mm512_mul_ps(
+          _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(k))), scale_v);
+      const __m512 hi = _mm512_mul_ps(
+          _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(k, 1))), scale_v);
+      const __m512 base_lo = kAccumulate ? _mm512_loadu_ps(o) : _mm512_setzero_ps();
+      const __m512 base_hi = kAccumulate ? _mm512_loadu_ps(o + 16) : _mm512_setzero_ps();
+      _mm512_storeu_ps(o, _mm512_add_ps(base_lo, lo));
+      _mm512_storeu_ps(o + 16, _mm512_add_ps(base_hi, hi));
+    }
+  }
+}
+
+// Digit d of a block is the 32 fields of 16 consecutive field bytes: byte j / 2 goes to 16-bit
+// lane j (VPERMB, odd bytes zeroed), odd lanes take the high nibble; words are then built by
+// Horner's rule from the top digit down.
+void PackNibblesRadixAvx512(const uint8_t* fields, size_t blocks, const RadixLayout& layout,
+                            uint8_t* out) {
+  alignas(64) uint8_t index[64];
+  alignas(64) uint16_t shifts[32];
+  for (int j = 0; j < 32; ++j) {
+    index[2 * j] = static_cast<uint8_t>(j / 2);
+    index[2 * j + 1] = 0;
+    shifts[j] = static_cast<uint16_t>(4 * (j % 2));
+  }
+  const __m512i index_v = _mm512_load_si512(index);
+  const __m512i shift_v = _mm512_load_si512(shifts);
+  const __m512i low = _mm512_set1_epi16(0x0F);
+  const __m512i radix = _mm512_set1_epi16(static_cast<int16_t>(layout.radix));
+  const __mmask64 even_bytes = 0x5555555555555555ull;
+  const size_t block_field_bytes = 16 * static_cast<size_t>(layout.digits);
+  for (size_t b = 0; b < blocks; ++b) {
+    const uint8_t* f = fields + b * block_field_bytes;
+    __m512i acc = _mm512_setzero_si512();
+    for (int d = layout.digits - 1; d >= 0; --d) {
+      const __m512i bytes = _mm512_castsi128_si512(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(f + 16 * static_cast<size_t>(d))));
+      const __m512i spread = _mm512_maskz_permutexvar_epi8(even_bytes, index_v, bytes);
+      const __m512i digit = _mm512_and_si512(_mm512_srlv_epi16(spread, shift_v), low);
+      acc = _mm512_add_epi16(_mm512_mullo_epi16(acc, radix), digit);
+    }
+    _mm512_storeu_si512(out + b * kRadixBlockBytes, acc);
+  }
+}
+
 }  // namespace
 
 const CodecKernels& Avx512Kernels() {
@@ -380,6 +458,10 @@ const CodecKernels& Avx512Kernels() {
       EncodeIntSumAvx512,
       AddTernaryNibblesAvx512,
       TernaryNibblesAvx512<true>,
+      RadixMaxWordAvx512,
+      DecodeIntSumRadixAvx512<true>,
+      DecodeIntSumRadixAvx512<false>,
+      PackNibblesRadixAvx512,
   };
   return kKernels;
 }

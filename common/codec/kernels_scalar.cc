@@ -43,6 +43,18 @@ bool HasInvalidTernaryCodeScalar(const uint8_t* data, size_t bytes) {
   return bad != 0;
 }
 
+uint32_t RadixMaxWordScalar(const uint8_t* data, size_t words) {
+  uint32_t max_word = 0;
+  for (size_t j = 0; j < words; ++j) max_word = std::max(max_word, LoadWord16(data + 2 * j));
+  return max_word;
+}
+
+template <bool kAccumulate>
+void DecodeIntSumRadixScalar(const uint8_t* data, size_t blocks, const RadixLayout& layout,
+                             float scale, float* out) {
+  DecodeIntSumRadixBlocksScalar(data, blocks, layout, scale, out, kAccumulate);
+}
+
 uint32_t IntSumMaxFieldScalar(const uint8_t* data, size_t n, int bits) {
   return IntSumMaxFieldRange(data, (n * bits + 7) / 8, 0, n, bits);
 }
@@ -88,6 +100,65 @@ void DecodeIntSumAddRange(const uint8_t* data, size_t bytes, size_t begin, size_
     const int field = static_cast<int>(ReadField(data, bytes, k, bits));
     const float v = static_cast<float>(field - contributors) * scale;
     out[k] = (accumulate ? out[k] : 0.0f) + v;
+  }
+}
+
+void DecodeIntSumRadixBlocksScalar(const uint8_t* data, size_t blocks, const RadixLayout& layout,
+                                   float scale, float* out, bool accumulate) {
+  const size_t per_block = kRadixBlockWords * static_cast<size_t>(layout.digits);
+  for (size_t b = 0; b < blocks; ++b) {
+    const uint8_t* words = data + b * kRadixBlockBytes;
+    float* o = out + b * per_block;
+    for (size_t w = 0; w < kRadixBlockWords; ++w) {
+      uint32_t x = LoadWord16(words + 2 * w);
+      for (int d = 0; d < layout.digits; ++d) {
+        const int field = static_cast<int>(x % layout.radix);
+        x /= layout.radix;
+        const float v = static_cast<float>(field - layout.contributors) * scale;
+        float& dst = o[kRadixBlockWords * static_cast<size_t>(d) + w];
+        dst = (accumulate ? dst : 0.0f) + v;
+      }
+    }
+  }
+}
+
+void DecodeIntSumRadixTail(const uint8_t* data, size_t elements, const RadixLayout& layout,
+                           float scale, float* out, bool accumulate) {
+  const size_t words = RadixTailWords(elements, layout.digits);
+  for (size_t w = 0; w < words; ++w) {
+    uint32_t x = LoadWord16(data + 2 * w);
+    for (size_t e = w; e < elements; e += words) {
+      const int field = static_cast<int>(x % layout.radix);
+      x /= layout.radix;
+      const float v = static_cast<float>(field - layout.contributors) * scale;
+      out[e] = (accumulate ? out[e] : 0.0f) + v;
+    }
+  }
+}
+
+bool RadixTailValid(const uint8_t* data, size_t elements, const RadixLayout& layout) {
+  const size_t words = RadixTailWords(elements, layout.digits);
+  for (size_t w = 0; w < words; ++w) {
+    uint32_t bound = 1;  // R^(digits word w carries): every digit above them must be 0
+    for (size_t e = w; e < elements; e += words) bound *= layout.radix;
+    if (LoadWord16(data + 2 * w) >= bound) return false;
+  }
+  return true;
+}
+
+void PackNibblesRadixScalar(const uint8_t* fields, size_t blocks, const RadixLayout& layout,
+                            uint8_t* out) {
+  const size_t per_block = kRadixBlockWords * static_cast<size_t>(layout.digits);
+  for (size_t b = 0; b < blocks; ++b) {
+    for (size_t w = 0; w < kRadixBlockWords; ++w) {
+      uint32_t x = 0;
+      for (int d = layout.digits - 1; d >= 0; --d) {
+        const size_t e = b * per_block + kRadixBlockWords * static_cast<size_t>(d) + w;
+        x = x * layout.radix + ((fields[e / 2] >> (4 * (e % 2))) & 15u);
+      }
+      out[b * kRadixBlockBytes + 2 * w] = static_cast<uint8_t>(x);
+      out[b * kRadixBlockBytes + 2 * w + 1] = static_cast<uint8_t>(x >> 8);
+    }
   }
 }
 
@@ -189,6 +260,10 @@ const CodecKernels& ScalarKernels() {
       EncodeIntSumScalar,
       AddTernaryNibblesScalar,
       StoreTernaryNibblesScalar,
+      RadixMaxWordScalar,
+      DecodeIntSumRadixScalar<true>,
+      DecodeIntSumRadixScalar<false>,
+      PackNibblesRadixScalar,
   };
   return kKernels;
 }
