@@ -335,10 +335,27 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   stats.step = slot.step;
   stats.straggler_wait = slot.last_push - slot.first_push;
   std::shared_ptr<AverageBytes> answer;
-  if (config_.route.downlink == ternps::v1::INT_SUM && slot.packed_offset == contributors) {
+  head.encoding =
+      common::AverageEncoding(config_.route.downlink, config_.int_sum_radix, contributors);
+  if (head.encoding == ternps::v1::INT_SUM && slot.packed_offset == contributors) {
     head.scaler = slot.shared_scaler;
     answer = slot.packed;  // fields k + N for N contributors: the answer as it is
-  } else if (config_.route.downlink == ternps::v1::INT_SUM) {
+  } else if (head.encoding == ternps::v1::INT_SUM_RADIX) {
+    std::shared_ptr<AverageBytes>& spare = spare_[slot.step % 2];
+    Unshared(spare);
+    head.scaler = slot.shared_scaler;
+    spare->Resize(common::IntSumRadixBytes(n, contributors));
+    if (slot.packed_offset == contributors) {
+      // 4-bit fields k + N (N = 4): packed five to a word in one pass.
+      common::PackValidatedIntSumRadix(slot.packed->span(), n, contributors, spare->span());
+    } else {
+      if (slot.packed_offset != 0) UnpackIntSums(slot);
+      const absl::Status st = common::EncodeIntSumRadix(slot.int_sums, contributors, spare->span());
+      TERNPS_CHECK(st.ok(), "partition ", config_.id,
+                   ": INT_SUM_RADIX encoding failed: ", st.ToString());
+    }
+    answer = spare;
+  } else if (head.encoding == ternps::v1::INT_SUM) {
     if (slot.packed_offset != 0) UnpackIntSums(slot);
     // The bytes of an earlier step are reused once no answer (or gRPC slice) holds them.
     std::shared_ptr<AverageBytes>& spare = spare_[slot.step % 2];

@@ -51,6 +51,7 @@ struct PartitionConfig {
   uint32_t id = 0;
   uint32_t elements = 0;
   common::PartitionRoute route;  // from the job spec: aggregation and downlink encoding
+  bool int_sum_radix = false;    // the job's CodecConfig::int_sum_radix (common::AverageEncoding)
   uint64_t seed = 0;
   absl::Duration step_timeout = absl::Seconds(60);
   const common::Clock* clock = &common::Clock::Real();  // not owned

@@ -77,6 +77,7 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Restore(common::JobSpec spec, const Sh
     absl::StatusOr<LoadedPartition> loaded = c.store->Load({.id = c.id,
                                                             .elements = c.elements,
                                                             .downlink = c.route.downlink,
+                                                            .int_sum_radix = c.int_sum_radix,
                                                             .world_size = (*job)->spec_.world_size,
                                                             .state_bytes = c.state_bytes});
     if (!loaded.ok()) return loaded.status();
@@ -103,6 +104,7 @@ Job::Job(common::JobSpec spec, const ShardConfig& shard, std::string token_diges
     config.elements = spec_.plan.partition(p).elements;
     config.route = spec_.route(p);
     config.seed = spec_.codec.seed;
+    config.int_sum_radix = spec_.codec.int_sum_radix;
     config.step_timeout = shard.step_timeout;
     config.clock = shard.clock;
     config.keep_recovery = spec_.recovery.snapshot_interval > 0;

@@ -207,30 +207,35 @@ absl::Status CheckEntry(const LoadedPartition::Entry& e, const PartitionShape& s
                                             " elements, expected ", shape.id, " of ",
                                             shape.elements));
   }
-  if (h.encoding != shape.downlink) {
-    return absl::DataLossError(
-        absl::StrCat("encoding ", h.encoding, ", expected ", v1::Encoding_Name(shape.downlink)));
-  }
   if (h.contributors < 1 || h.contributors > shape.world_size) {
     return absl::DataLossError(
         absl::StrCat("contributors ", h.contributors, " outside [1, ", shape.world_size, "]"));
+  }
+  const v1::Encoding encoding = common::AverageEncoding(shape.downlink, shape.int_sum_radix,
+                                                        static_cast<int>(h.contributors));
+  if (h.encoding != encoding) {
+    return absl::DataLossError(
+        absl::StrCat("encoding ", h.encoding, ", expected ", v1::Encoding_Name(encoding)));
   }
   if (e.pushed.size() != (shape.world_size + 63) / 64) {
     return absl::DataLossError(absl::StrCat("rank set of ", e.pushed.size(), " words"));
   }
   if (!e.has_bytes) return absl::OkStatus();
   const size_t expected =
-      common::PayloadBytes(shape.downlink, shape.elements, static_cast<int>(h.contributors));
+      common::PayloadBytes(encoding, shape.elements, static_cast<int>(h.contributors));
   if (e.bytes.size() != expected) {
     return absl::DataLossError(
         absl::StrCat("data of ", e.bytes.size(), " bytes, expected ", expected));
   }
   const auto data =
       absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(e.bytes.data()), e.bytes.size());
-  switch (shape.downlink) {
+  switch (encoding) {
     case v1::INT_SUM:
       if (absl::Status st = common::ValidateScaler(h.scaler); !st.ok()) return st;
       return common::ValidateIntSum(data, shape.elements, static_cast<int>(h.contributors));
+    case v1::INT_SUM_RADIX:
+      if (absl::Status st = common::ValidateScaler(h.scaler); !st.ok()) return st;
+      return common::ValidateIntSumRadix(data, shape.elements, static_cast<int>(h.contributors));
     case v1::TERNARY_2BIT:
       if (absl::Status st = common::ValidateScaler(h.scaler); !st.ok()) return st;
       return common::ValidateTernary(data, shape.elements);

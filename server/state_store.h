@@ -71,7 +71,8 @@ struct LoadedPartition {
 struct PartitionShape {
   uint32_t id = 0;
   uint32_t elements = 0;
-  ternps::v1::Encoding downlink = ternps::v1::FP32;
+  ternps::v1::Encoding downlink = ternps::v1::FP32;  // the route's (INT_SUM for either kind)
+  bool int_sum_radix = false;                        // the job's CodecConfig::int_sum_radix
   uint32_t world_size = 1;
   size_t state_bytes = 0;
 };

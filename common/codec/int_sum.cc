@@ -277,11 +277,13 @@ absl::Status RadixWordError(absl::Span<const uint8_t> data, size_t n,
     for (size_t e = j; e < (whole ? per_block : n - block * per_block); e += in_block) {
       bound *= layout.radix;
     }
-    const uint32_t word = internal::LoadWord16(data.data() + 2 * w);
-    if (word >= bound) {
+    const uint32_t value = internal::LoadWord16(data.data() + 2 * w);
+    if (value >= bound) {
+      // A run decoded on its own starts on a block: its words count from that block's first.
+      const size_t word = first_element / per_block * internal::kRadixBlockWords + w;
       return absl::InvalidArgumentError(absl::StrCat(
-          "data: word ", w, " (from element ", first_element + block * per_block + j, ") is ", word,
-          ", not below ", bound, " (", layout.radix, "^digits it carries)"));
+          "data: word ", word, " (from element ", first_element + block * per_block + j, ") is ",
+          value, ", not below ", bound, " (", layout.radix, "^digits it carries)"));
     }
   }
   return absl::InternalError("INT_SUM_RADIX: a kernel reported an invalid word and none is");

@@ -120,7 +120,8 @@ absl::Status ValidateIntSumRadix(absl::Span<const uint8_t> data, size_t n, int c
 absl::Status DecodeIntSumRadixAdd(absl::Span<const uint8_t> data, int contributors, float scaler,
                                   absl::Span<float> out, Isa isa = Isa::kAuto);
 // out[j] = 0.0f + float(k_j) * (scaler / N), checking as it writes (as DecodeIntSumOnePass: on
-// error `out` is partly written, element indices in the message offset by `first_element`).
+// error `out` is partly written; the message's element and word numbers count from
+// `first_element`, which is where `data` starts in a larger payload, a multiple of 32 m).
 absl::Status DecodeIntSumRadixOnePass(absl::Span<const uint8_t> data, int contributors,
                                       float scaler, absl::Span<float> out, size_t first_element = 0,
                                       Isa isa = Isa::kAuto);

@@ -132,6 +132,26 @@ __global__ void DecodeIntSumKernel(const uint8_t* data, size_t n, int bits, int 
   }
 }
 
+// INT_SUM_RADIX (common/codec/int_sum.h): element j's word and digit, then the digit by plain
+// division (the layout is the CPU's; the value is computed exactly as DecodeIntSumKernel's).
+__global__ void DecodeIntSumRadixKernel(const uint8_t* data, size_t n, int digits, int contributors,
+                                        float scale, bool accumulate, float* out) {
+  const uint32_t radix = 2u * static_cast<uint32_t>(contributors) + 1u;
+  const size_t per_block = 32 * static_cast<size_t>(digits);
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t k = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n; k += stride) {
+    const size_t block = k / per_block, i = k % per_block;
+    const size_t left = n - block * per_block;
+    const size_t words = left >= per_block ? 32 : (left + digits - 1) / digits;
+    const size_t w = block * 32 + i % words;
+    uint32_t x = static_cast<uint32_t>(data[2 * w]) | static_cast<uint32_t>(data[2 * w + 1]) << 8;
+    for (size_t d = i / words; d > 0; --d) x /= radix;
+    const int field = static_cast<int>(x % radix);
+    const float v = __fmul_rn(static_cast<float>(field - contributors), scale);
+    out[k] = __fadd_rn(accumulate ? out[k] : 0.0f, v);  // 0 + v: the CPU's zero-fill-and-add
+  }
+}
+
 __global__ void DecodeTernaryKernel(const uint8_t* data, size_t n, float scaler, bool accumulate,
                                     float* out) {
   const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
@@ -201,6 +221,14 @@ cudaError_t LaunchDecodeIntSum(const uint8_t* data, size_t n, int bits, int cont
   if (n == 0) return cudaSuccess;
   DecodeIntSumKernel<<<BlocksFor(n, kThreads, kMaxGrid), kThreads, 0, stream>>>(
       data, n, bits, contributors, scale, accumulate, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchDecodeIntSumRadix(const uint8_t* data, size_t n, int digits, int contributors,
+                                    float scale, bool accumulate, float* out, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  DecodeIntSumRadixKernel<<<BlocksFor(n, kThreads, kMaxGrid), kThreads, 0, stream>>>(
+      data, n, digits, contributors, scale, accumulate, out);
   return cudaGetLastError();
 }
 

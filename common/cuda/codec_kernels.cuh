@@ -42,6 +42,9 @@ cudaError_t LaunchTernarize(const float* g, size_t n, float limit, float scale, 
 // out[k] (=|+=) float(field_k - contributors) * scale, fields of `bits` bits (validated payload).
 cudaError_t LaunchDecodeIntSum(const uint8_t* data, size_t n, int bits, int contributors,
                                float scale, bool accumulate, float* out, cudaStream_t stream);
+// The same from an INT_SUM_RADIX payload with `digits` per word (validated).
+cudaError_t LaunchDecodeIntSumRadix(const uint8_t* data, size_t n, int digits, int contributors,
+                                    float scale, bool accumulate, float* out, cudaStream_t stream);
 // out[k] (=|+=) scaler * code_k (validated payload).
 cudaError_t LaunchDecodeTernary(const uint8_t* data, size_t n, float scaler, bool accumulate,
                                 float* out, cudaStream_t stream);

@@ -93,6 +93,21 @@ absl::Status DeviceDecodeIntSum(absl::Span<const uint8_t> data, int contributors
   return absl::OkStatus();
 }
 
+absl::Status DeviceDecodeIntSumRadix(absl::Span<const uint8_t> data, int contributors, float scaler,
+                                     bool accumulate, absl::Span<float> out, cudaStream_t stream) {
+  const int digits = IntSumRadixDigits(contributors);
+  if (digits == 0) return absl::InvalidArgumentError("contributors: out of range");
+  if (data.size() != IntSumRadixBytes(out.size(), contributors)) {
+    return absl::InvalidArgumentError(absl::StrCat("data: ", data.size(), " bytes, expected ",
+                                                   IntSumRadixBytes(out.size(), contributors)));
+  }
+  if (absl::Status st = ValidateScaler(scaler); !st.ok()) return st;
+  const float scale = scaler / static_cast<float>(contributors);
+  TERNPS_CUDA_RETURN_IF_ERROR(LaunchDecodeIntSumRadix(data.data(), out.size(), digits, contributors,
+                                                      scale, accumulate, out.data(), stream));
+  return absl::OkStatus();
+}
+
 absl::Status DeviceDecodeTernary(absl::Span<const uint8_t> data, float scaler, bool accumulate,
                                  absl::Span<float> out, cudaStream_t stream) {
   if (data.size() != TernaryBytes(out.size())) {

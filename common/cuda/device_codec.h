@@ -131,9 +131,11 @@ absl::Status DeviceTernarize(absl::Span<const float> g, float clip, float scaler
                              const TernaryKey& key, absl::Span<uint8_t> out, cudaStream_t stream);
 
 // out (device) = the decoded payload; `data` (device) must already be validated on the host
-// (ValidateIntSum / ValidateTernary): the device does not check it.
+// (ValidateIntSum / ValidateIntSumRadix / ValidateTernary): the device does not check it.
 absl::Status DeviceDecodeIntSum(absl::Span<const uint8_t> data, int contributors, float scaler,
                                 bool accumulate, absl::Span<float> out, cudaStream_t stream);
+absl::Status DeviceDecodeIntSumRadix(absl::Span<const uint8_t> data, int contributors, float scaler,
+                                     bool accumulate, absl::Span<float> out, cudaStream_t stream);
 absl::Status DeviceDecodeTernary(absl::Span<const uint8_t> data, float scaler, bool accumulate,
                                  absl::Span<float> out, cudaStream_t stream);
 // SGD-momentum on device buffers; the gradient either dense or a validated INT_SUM payload.

@@ -18,8 +18,17 @@ PartitionRoute RouteOf(const Partition& partition, const CodecConfig& codec) {
           codec.ternary_downlink ? v1::TERNARY_2BIT : v1::FP32};
 }
 
+v1::Encoding AverageEncoding(v1::Encoding downlink, bool int_sum_radix, int contributors) {
+  if (downlink == v1::INT_SUM && int_sum_radix && IntSumRadixSmaller(contributors)) {
+    return v1::INT_SUM_RADIX;
+  }
+  return downlink;
+}
+
 size_t PayloadBytes(v1::Encoding encoding, size_t elements, int contributors) {
   switch (encoding) {
+    case v1::INT_SUM_RADIX:
+      return IntSumRadixBytes(elements, contributors);
     case v1::TERNARY_2BIT:
       return TernaryBytes(elements);
     case v1::INT_SUM:
@@ -89,6 +98,7 @@ absl::StatusOr<CodecConfig> ResolveCodec(const v1::CodecSettings& settings,
                        " is not FP32 or TERNARY_2BIT"));
   }
   c.seed = settings.seed();
+  c.int_sum_radix = settings.has_int_sum_radix() && settings.int_sum_radix();
   return c;
 }
 
@@ -101,6 +111,7 @@ v1::CodecSettings CodecToProto(const CodecConfig& codec) {
   s.set_min_compress_elements(codec.min_compress_elements);
   s.set_downlink_encoding(codec.ternary_downlink ? v1::TERNARY_2BIT : v1::FP32);
   s.set_seed(codec.seed);
+  s.set_int_sum_radix(codec.int_sum_radix);
   return s;
 }
 
@@ -211,6 +222,9 @@ absl::Status CompareSpecs(const JobSpec& job, const JobSpec& other) {
                     downlink_name(y.ternary_downlink));
   }
   if (x.seed != y.seed) return Mismatch(job, "codec.seed", x.seed, y.seed);
+  if (x.int_sum_radix != y.int_sum_radix) {
+    return Mismatch(job, "codec.int_sum_radix", x.int_sum_radix, y.int_sum_radix);
+  }
   if (job.shard_count() != other.shard_count()) {
     return Mismatch(job, "shard_count", job.shard_count(), other.shard_count());
   }

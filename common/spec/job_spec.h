@@ -11,7 +11,9 @@
 // comes back) is defined here and nowhere else:
 //   - partitions the plan leaves uncompressed (small tensors, keep_fp32, the fp32 codec):
 //     FP32 up, float32 sum, FP32 down;
-//   - compressed partitions with scaler sharing: TERNARY_2BIT up, int16 sum of codes, INT_SUM down;
+//   - compressed partitions with scaler sharing: TERNARY_2BIT up, int16 sum of codes, INT_SUM down
+//     (each answer as IntSumEncoding says: INT_SUM_RADIX where the job allows it and it is
+//     smaller);
 //   - compressed partitions without sharing: TERNARY_2BIT up, float32 sum of scaler * code, FP32
 //     down (or TERNARY_2BIT, re-ternarized by the shard, with `ternary_downlink`).
 //
@@ -51,7 +53,14 @@ struct PartitionRoute {
 // The route of `partition` in a job with codec settings `codec` (the rule above).
 PartitionRoute RouteOf(const Partition& partition, const CodecConfig& codec);
 
-// Bytes of a payload of `encoding` for `elements` elements (INT_SUM: from `contributors`).
+// The encoding of an average of N = `contributors` workers on a route with downlink `downlink`
+// in a job whose codec has `int_sum_radix`: `downlink`, except that INT_SUM becomes INT_SUM_RADIX
+// where the job allows it and it is smaller (IntSumRadixSmaller).
+ternps::v1::Encoding AverageEncoding(ternps::v1::Encoding downlink, bool int_sum_radix,
+                                     int contributors);
+
+// Bytes of a payload of `encoding` for `elements` elements (INT_SUM, INT_SUM_RADIX: from
+// `contributors`).
 size_t PayloadBytes(ternps::v1::Encoding encoding, size_t elements, int contributors);
 
 // Bounds a shard (or worker) puts on a registration.

@@ -46,13 +46,13 @@ struct PayloadView {
   absl::Span<const uint8_t> Gather(std::vector<uint8_t>* scratch) const;
 };
 
-// Calls fn(run, offset) for consecutive runs of whole `unit`-byte elements (unit <= 16) of
+// Calls fn(run, offset) for consecutive runs of whole `unit`-byte elements (unit <= 64) of
 // `pieces`, offset in units from the start; a unit split across two pieces is passed alone from a
 // small copy. With `tail`, bytes after the last whole unit are passed last as a short run (else
 // they are ignored).
 template <typename Fn>
 void ForEachRun(absl::Span<const Piece> pieces, size_t unit, Fn fn, bool tail = false) {
-  uint8_t carry[16];
+  uint8_t carry[64];
   size_t carried = 0;
   size_t offset = 0;
   for (Piece piece : pieces) {
@@ -87,6 +87,26 @@ void ForEachIntSumRun(absl::Span<const Piece> pieces, int bits, size_t elements,
       [&](Piece run, size_t group) {
         const size_t first = 8 * group;
         fn(run, first, std::min(elements - first, run.size() * 8 / static_cast<size_t>(bits)));
+      },
+      /*tail=*/true);
+}
+
+// Calls fn(run, first, n) over an INT_SUM_RADIX payload of `elements` elements, `digits` per
+// 16-bit word, held in `pieces`: runs of whole 64-byte blocks (32 * digits elements each) and
+// then the last, shorter block, each run holding elements [first, first + n) as a payload of its
+// own. (A payload of the wrong size gives some run a size that does not match its n.)
+template <typename Fn>
+void ForEachIntSumRadixRun(absl::Span<const Piece> pieces, int digits, size_t elements, Fn fn) {
+  constexpr size_t kBlockBytes = 64;
+  const size_t per_block = 32 * static_cast<size_t>(digits);
+  ForEachRun(
+      pieces, kBlockBytes,
+      [&](Piece run, size_t block) {
+        const size_t first = std::min(elements, block * per_block);
+        const size_t left = elements - first;
+        fn(run, first,
+           run.size() % kBlockBytes == 0 ? std::min(left, run.size() / kBlockBytes * per_block)
+                                         : left);
       },
       /*tail=*/true);
 }

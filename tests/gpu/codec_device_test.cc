@@ -122,6 +122,24 @@ TEST_F(CodecDeviceTest, DecodersGiveTheCpuValues) {
       const std::vector<float> gpu = Download(out);
       ASSERT_EQ(std::memcmp(gpu.data(), cpu.data(), n * sizeof(float)), 0);
     }
+    for (int contributors : {1, 2, 4, 16, 19}) {  // INT_SUM_RADIX, whole blocks and the last one
+      SCOPED_TRACE(testing::Message() << "radix, n " << n << " N " << contributors);
+      std::vector<int16_t> sums(n);
+      for (auto& s : sums) {
+        s = static_cast<int16_t>(static_cast<int>(rng() % (2 * contributors + 1)) - contributors);
+      }
+      std::vector<uint8_t> wire(IntSumRadixBytes(n, contributors));
+      ASSERT_TRUE(EncodeIntSumRadix(sums, contributors, absl::MakeSpan(wire)).ok());
+      std::vector<float> cpu(n, 0.0f);
+      ASSERT_TRUE(DecodeIntSumRadixOnePass(wire, contributors, 0.37f, absl::MakeSpan(cpu)).ok());
+      DeviceBuffer<uint8_t> dw = Upload(wire);
+      DeviceBuffer<float> out = Upload(std::vector<float>(n, 123.0f));
+      ASSERT_TRUE(DeviceDecodeIntSumRadix(dw.span(), contributors, 0.37f, /*accumulate=*/false,
+                                          out.span(), stream_.get())
+                      .ok());
+      const std::vector<float> gpu = Download(out);
+      ASSERT_EQ(std::memcmp(gpu.data(), cpu.data(), n * sizeof(float)), 0);
+    }
     std::vector<uint8_t> codes(TernaryBytes(n));
     for (size_t k = 0; k < n; ++k)
       codes[k / 4] |= static_cast<uint8_t>((rng() % 3) << (2 * (k % 4)));

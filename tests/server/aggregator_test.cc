@@ -4,6 +4,7 @@
 #include "server/aggregator.h"
 
 #include <memory>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,13 +27,15 @@ constexpr uint32_t kMaxWorld = 5;
 class AggregatorTest : public ::testing::Test {
  protected:
   // A partition of `elements` elements in a job of `world` ranks, all joined.
-  void Make(common::PartitionRoute route, uint32_t world = 2, uint32_t elements = kElements) {
+  void Make(common::PartitionRoute route, uint32_t world = 2, uint32_t elements = kElements,
+            bool int_sum_radix = false) {
     ASSERT_LE(world, kMaxWorld);
     elements_ = elements;
     PartitionConfig config;
     config.id = 5;
     config.elements = elements;
     config.route = route;
+    config.int_sum_radix = int_sum_radix;
     config.step_timeout = absl::Seconds(10);
     config.clock = &clock_;
     aggregator_ = std::make_unique<PartitionAggregator>(config);
@@ -319,6 +322,57 @@ TEST_F(AggregatorTest, FourBitSumsOfADroppedWorkerAreReencoded) {
     const AnsweredAverage& avg = answers[0].averages[0];
     EXPECT_EQ(avg.head.contributors, world - 1);
     const std::vector<uint8_t> expected = IntSumOf(codes, 9);
+    EXPECT_EQ(avg.bytes->span(), absl::MakeConstSpan(expected));
+  }
+}
+
+// A job with int_sum_radix answers INT_SUM_RADIX where it is smaller: N = 4 packed from the 4-bit
+// sums, 4 of 5 (a dropped worker) re-encoded from 16-bit sums; 3 stays INT_SUM (3 bits a field
+// beat 3.2). Random codes over two whole blocks (160 elements each at N = 4) and a short one.
+TEST_F(AggregatorTest, RadixAnswersWhereSmaller) {
+  std::mt19937_64 rng(11);
+  const uint32_t elements = 2 * 160 + 13;
+  struct Case {
+    uint32_t world;
+    uint32_t pushing;
+    v1::Encoding encoding;
+  };
+  for (const Case& c : {Case{4, 4, v1::INT_SUM_RADIX}, Case{5, 4, v1::INT_SUM_RADIX},
+                        Case{3, 3, v1::INT_SUM}, Case{2, 2, v1::INT_SUM_RADIX}}) {
+    SCOPED_TRACE(testing::Message() << "world " << c.world << ", pushing " << c.pushing);
+    Make(kIntSum, c.world, elements, /*int_sum_radix=*/true);
+    std::vector<v1::ShareScalersResponse> offered(c.world);
+    std::vector<absl::Status> offer_answers(c.world);
+    for (uint32_t r = 0; r < c.world; ++r) {
+      ASSERT_TRUE(Offer(r, 0, 1.0f, &offered[r], &offer_answers[r]).ok());
+    }
+    std::vector<std::string> codes;
+    std::vector<int16_t> sums(elements, 0);
+    std::vector<PushPullAnswer> answers(c.world);
+    std::vector<absl::Status> done(c.world, absl::UnknownError("unanswered"));
+    for (uint32_t r = 0; r < c.pushing; ++r) {
+      std::string bytes((elements + 3) / 4, '\0');
+      for (uint32_t k = 0; k < elements; ++k) {
+        const int code = static_cast<int>(rng() % 3);  // 0, +1 (01), -1 (10)
+        bytes[k / 4] = static_cast<char>(bytes[k / 4] | (code << (2 * (k % 4))));
+        sums[k] = static_cast<int16_t>(sums[k] + (code == 1 ? 1 : code == 2 ? -1 : 0));
+      }
+      ASSERT_TRUE(Push(r, 0, TernaryCodes(bytes, 1.0f), &answers[r], &done[r]).ok());
+    }
+    if (c.pushing < c.world) {
+      clock_.Advance(absl::Seconds(11));
+      ASSERT_EQ(DropExpired().size(), 1u);
+    }
+    ASSERT_TRUE(done[0].ok()) << done[0];
+    const AnsweredAverage& avg = answers[0].averages[0];
+    EXPECT_EQ(avg.head.contributors, c.pushing);
+    ASSERT_EQ(avg.head.encoding, c.encoding);
+    const int n = static_cast<int>(c.pushing);
+    std::vector<uint8_t> expected(common::PayloadBytes(c.encoding, elements, n));
+    ASSERT_TRUE((c.encoding == v1::INT_SUM_RADIX
+                     ? common::EncodeIntSumRadix(sums, n, absl::MakeSpan(expected))
+                     : common::EncodeIntSum(sums, n, absl::MakeSpan(expected)))
+                    .ok());
     EXPECT_EQ(avg.bytes->span(), absl::MakeConstSpan(expected));
   }
 }

@@ -171,6 +171,52 @@ TEST_F(StateStoreTest, ACorruptRecordEndsTheLogThere) {
 }
 
 // Records that pass their checksum but do not fit the partition are refused, naming the file.
+// A job with int_sum_radix logs INT_SUM_RADIX averages where they are smaller (2 of 3 workers
+// here): they load back and are checked as such, and a job without it refuses them.
+TEST_F(StateStoreTest, RadixAveragesAreLoggedAndChecked) {
+  PartitionStore& p = *store_->Partition(2);
+  const std::vector<int16_t> sums(kElements, -2);
+  std::string bytes(common::IntSumRadixBytes(kElements, 2), '\0');
+  ASSERT_TRUE(common::EncodeIntSumRadix(
+                  sums, 2, absl::MakeSpan(reinterpret_cast<uint8_t*>(bytes.data()), bytes.size()))
+                  .ok());
+  auto append = [&](PartitionStore& to, const std::string& data) {
+    LoggedAverage a{
+        .step = 0,
+        .pushed = {0b11},
+        .head = {.partition_id = 2,
+                 .encoding = v1::INT_SUM_RADIX,
+                 .scaler = 0.5f,
+                 .elements = kElements,
+                 .contributors = 2,
+                 .pieces = {}},
+        .has_bytes = true,
+        .bytes = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(data.data()), data.size())};
+    return to.Append(a);
+  };
+  ASSERT_TRUE(append(p, bytes).ok());
+  PartitionShape shape = Shape();
+  shape.int_sum_radix = true;
+  PartitionStore reader(dir_, 2);
+  absl::StatusOr<LoadedPartition> loaded = reader.Load(shape);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->log.size(), 1u);
+  EXPECT_EQ(loaded->log[0].bytes, bytes);
+  loaded = Reload();  // Shape(): a job without int_sum_radix
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss) << loaded.status();
+  EXPECT_THAT(std::string(loaded.status().message()), HasSubstr("expected INT_SUM"));
+  ASSERT_EQ(unlink(SegmentPath(0).c_str()), 0);
+  PartitionStore again(dir_, 2);
+  std::string bad = bytes;
+  bad[0] = '\xff';  // word 0 = 65535 > 5^6
+  bad[1] = '\xff';
+  ASSERT_TRUE(append(again, bad).ok());
+  PartitionStore reader2(dir_, 2);
+  loaded = reader2.Load(shape);
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss) << loaded.status();
+  EXPECT_THAT(std::string(loaded.status().message()), HasSubstr("word 0"));
+}
+
 TEST_F(StateStoreTest, ARecordThatDoesNotFitThePartitionIsRefused) {
   PartitionStore& p = *store_->Partition(2);
   std::string bad = Average(0);

@@ -36,6 +36,9 @@ ABSL_FLAG(int, worker_threads, 1, "cluster: encode/decode threads per worker");
 ABSL_FLAG(uint64_t, max_call_bytes, 512u << 10, "cluster, worker: payload bytes per PushPull call");
 ABSL_FLAG(int, calls_in_flight, ternps::worker::WorkerOptions{}.calls_in_flight_per_shard,
           "cluster, worker: PushPull calls in flight per shard (0: no limit; see WorkerOptions)");
+ABSL_FLAG(bool, int_sum_radix, ternps::CodecConfig{}.int_sum_radix,
+          "cluster, worker: TernGrad averages as INT_SUM_RADIX where smaller (N = 4: 3.2 bits per "
+          "element against 4)");
 ABSL_FLAG(int, channels_per_shard, ternps::worker::WorkerOptions{}.channels_per_shard,
           "cluster, worker: TCP connections per shard (see WorkerOptions)");
 ABSL_FLAG(std::string, metrics, "off",
@@ -182,6 +185,7 @@ absl::StatusOr<double> RunCodec(const std::string& codec,
       options.calls_in_flight_per_shard = absl::GetFlag(FLAGS_calls_in_flight);
       options.channels_per_shard = absl::GetFlag(FLAGS_channels_per_shard);
       options.codec.partition_elements = absl::GetFlag(FLAGS_partition_elements);
+      options.codec.int_sum_radix = absl::GetFlag(FLAGS_int_sum_radix);
       options.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
       options.state_slots = 1;
       auto w = worker::Worker::Connect(options);

@@ -24,6 +24,7 @@ ABSL_DECLARE_FLAG(uint64_t, max_call_bytes);
 ABSL_DECLARE_FLAG(uint32_t, partition_elements);
 ABSL_DECLARE_FLAG(int, calls_in_flight);
 ABSL_DECLARE_FLAG(int, channels_per_shard);
+ABSL_DECLARE_FLAG(bool, int_sum_radix);
 ABSL_FLAG(std::string, shard_addresses, "",
           "worker: host:port of every shard, comma-separated, shard i at index i");
 ABSL_FLAG(uint32_t, rank, 0, "worker: this worker's rank");
@@ -73,6 +74,7 @@ int RunWorkerBench() {
   options.codec.codec = codec == "fp32" ? worker::CodecKind::kFp32 : worker::CodecKind::kTernGrad;
   options.codec.seed = 1;
   options.codec.partition_elements = absl::GetFlag(FLAGS_partition_elements);
+  options.codec.int_sum_radix = absl::GetFlag(FLAGS_int_sum_radix);
   options.threads = absl::GetFlag(FLAGS_worker_threads);
   options.max_call_bytes = absl::GetFlag(FLAGS_max_call_bytes);
   options.calls_in_flight_per_shard = absl::GetFlag(FLAGS_calls_in_flight);

@@ -31,11 +31,13 @@ class CudaExchange final : public Exchange {
     for (size_t p = 0; p < parts; ++p) {
       const common::Partition& part = plan_->partition(static_cast<uint32_t>(p));
       const common::PartitionRoute& route = spec.route(static_cast<uint32_t>(p));
-      // INT_SUM is largest with every worker contributing.
+      // INT_SUM is largest with every worker contributing; INT_SUM_RADIX, sent only where it takes
+      // fewer bits per element, is at most 2 bytes (its last word) above that.
       const int n = static_cast<int>(spec.world_size);
       up_offset_[p + 1] = up_offset_[p] + common::PayloadBytes(route.uplink, part.elements, n);
-      down_offset_[p + 1] =
-          down_offset_[p] + common::PayloadBytes(route.downlink, part.elements, n);
+      down_offset_[p + 1] = down_offset_[p] +
+                            common::PayloadBytes(route.downlink, part.elements, n) +
+                            (route.downlink == v1::INT_SUM ? 2 : 0);
     }
     auto assign = [](auto& dst, auto result) -> absl::Status {
       if (!result.ok()) return result.status();
@@ -170,6 +172,10 @@ class CudaExchange final : public Exchange {
     const auto data = absl::MakeConstSpan(device, bytes.size());
     if (avg.encoding == v1::INT_SUM) {
       return common::cuda::DeviceDecodeIntSum(data, avg.contributors, avg.scaler, false, out, s);
+    }
+    if (avg.encoding == v1::INT_SUM_RADIX) {
+      return common::cuda::DeviceDecodeIntSumRadix(data, avg.contributors, avg.scaler, false, out,
+                                                   s);
     }
     return common::cuda::DeviceDecodeTernary(data, avg.scaler, false, out, s);
   }

@@ -92,6 +92,16 @@ class HostExchange final : public Exchange {
                                    }
                                  });
         break;
+      case v1::INT_SUM_RADIX:
+        common::ForEachIntSumRadixRun(avg.pieces, common::IntSumRadixDigits(avg.contributors),
+                                      out.size(), [&](common::Piece run, size_t first, size_t n) {
+                                        if (st.ok()) {
+                                          st = common::DecodeIntSumRadixOnePass(
+                                              run, avg.contributors, avg.scaler,
+                                              out.subspan(first, n), first);
+                                        }
+                                      });
+        break;
       default:  // TERNARY_2BIT
         std::fill(out.begin(), out.end(), 0.0f);
         common::DecodeValidatedTernaryAdd(avg.bytes, avg.scaler, out);
@@ -109,7 +119,8 @@ class HostExchange final : public Exchange {
     return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(g.data()), g.size() * 4);
   }
   bool DecodesPieces(v1::Encoding encoding) const override {
-    return encoding == v1::FP32 || encoding == v1::INT_SUM;
+    return encoding == v1::FP32 ||
+           encoding == v1::INT_SUM;  // INT_SUM_RADIX rides on INT_SUM's route
   }
 
  private:

@@ -193,7 +193,8 @@ absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t
     return absl::InvalidArgumentError(
         absl::StrCat(".contributors: ", avg.contributors, " is outside [1, world_size]"));
   }
-  const v1::Encoding expected = spec.route(p).downlink;
+  const v1::Encoding expected = common::AverageEncoding(
+      spec.route(p).downlink, spec.codec.int_sum_radix, static_cast<int>(avg.contributors));
   if (avg.encoding != expected) {
     return absl::InvalidArgumentError(
         absl::StrCat(".encoding: ", avg.encoding, ", expected ", v1::Encoding_Name(expected)));
@@ -204,7 +205,7 @@ absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t
               .bytes = {},
               .pieces = {}};
   absl::Status st;
-  if (expected == v1::INT_SUM && avg.scaler != shared_scaler) {
+  if ((expected == v1::INT_SUM || expected == v1::INT_SUM_RADIX) && avg.scaler != shared_scaler) {
     st = absl::InvalidArgumentError(
         absl::StrCat("scaler: ", avg.scaler, " is not the shared scaler ", shared_scaler));
   } else if (expected == v1::TERNARY_2BIT) {
@@ -224,6 +225,9 @@ absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t
     switch (expected) {
       case v1::INT_SUM:
         st = common::ValidateIntSum(out.bytes, elements, out.contributors);
+        break;
+      case v1::INT_SUM_RADIX:
+        st = common::ValidateIntSumRadix(out.bytes, elements, out.contributors);
         break;
       case v1::TERNARY_2BIT:
         st = common::ValidateTernary(out.bytes, elements);

@@ -43,6 +43,9 @@ ABSL_FLAG(uint32_t, world_size, 1, "Number of workers");
 ABSL_FLAG(std::string, job_id, "fashion-mnist", "Job identifier shared by all workers");
 ABSL_FLAG(std::string, codec, "terngrad", "terngrad | fp32 (the uncompressed baseline)");
 ABSL_FLAG(bool, scaler_sharing, true, "TernGrad: share the max scaler (exact INT_SUM downlink)");
+ABSL_FLAG(bool, int_sum_radix, ternps::CodecConfig{}.int_sum_radix,
+          "TernGrad with scaler sharing: averages as INT_SUM_RADIX where smaller (N = 4: 3.2 bits "
+          "per element against 4); every worker of a job must agree");
 ABSL_FLAG(float, clip_sigmas, 2.5f, "TernGrad: clip at this many standard deviations (0: off)");
 ABSL_FLAG(std::string, device, "cpu", "cpu | cuda");
 ABSL_FLAG(int, epochs, 5, "Training epochs");
@@ -191,6 +194,7 @@ int main(int argc, char** argv) {
   options.tensors = model_ptr->Tensors();
   options.codec.codec = codec_name == "fp32" ? CodecKind::kFp32 : CodecKind::kTernGrad;
   options.codec.scaler_sharing = absl::GetFlag(FLAGS_scaler_sharing);
+  options.codec.int_sum_radix = absl::GetFlag(FLAGS_int_sum_radix);
   options.codec.clip_sigmas = absl::GetFlag(FLAGS_clip_sigmas);
   options.codec.seed = seed;
   options.codec.partition_elements = absl::GetFlag(FLAGS_partition_elements);

@@ -34,6 +34,11 @@ struct CodecConfig {
   bool ternary_downlink = false;
   // Job seed of the stochastic rounding streams.
   uint64_t seed = 0;
+  // With scaler sharing: averages of N workers come back as INT_SUM_RADIX (base-(2N+1) digits,
+  // five per 16-bit word for N = 4: 3.2 bits per element against 4) where that is smaller than
+  // INT_SUM's ceil(log2(2N+1)) bits, i.e. for N = 1, 2, 4 and 16..19. Every worker of a job must
+  // agree; a JoinRequest without the field means false.
+  bool int_sum_radix = true;
 
   bool operator==(const CodecConfig&) const = default;
 };

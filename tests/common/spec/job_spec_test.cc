@@ -44,6 +44,9 @@ TEST(JobSpecTest, AbsentSettingsTakeTheDefaultsOfCodecConfig) {
   ASSERT_TRUE(codec.ok()) << codec.status();
   CodecConfig expected;
   expected.partition_elements = 1u << 20;  // TernGrad's default partition size
+  // The one exception: a request without int_sum_radix comes from a client that may not decode
+  // INT_SUM_RADIX, so absent means false (the library's own requests always set it).
+  expected.int_sum_radix = false;
   EXPECT_EQ(*codec, expected);
   settings.set_codec(v1::CODEC_FP32);
   codec = ResolveCodec(settings);
@@ -62,9 +65,12 @@ TEST(JobSpecTest, CodecToProtoRoundTripsEverySetting) {
   c.min_compress_elements = 0;
   c.ternary_downlink = true;
   c.seed = 99;
-  absl::StatusOr<CodecConfig> back = ResolveCodec(CodecToProto(c));
-  ASSERT_TRUE(back.ok()) << back.status();
-  EXPECT_EQ(*back, c);
+  for (bool radix : {false, true}) {
+    c.int_sum_radix = radix;
+    absl::StatusOr<CodecConfig> back = ResolveCodec(CodecToProto(c));
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(*back, c);
+  }
 }
 
 TEST(JobSpecTest, RoutesFollowTheOneRule) {
@@ -177,6 +183,8 @@ TEST(JobSpecTest, CompareNamesTheFirstDifferenceInProtoFieldOrder) {
       {"codec.downlink_encoding: TERNARY_2BIT differs",
        [](v1::JoinRequest& r) { r.mutable_codec()->set_downlink_encoding(v1::TERNARY_2BIT); }},
       {"codec.seed: 5 differs", [](v1::JoinRequest& r) { r.mutable_codec()->set_seed(5); }},
+      {"codec.int_sum_radix",
+       [](v1::JoinRequest& r) { r.mutable_codec()->set_int_sum_radix(true); }},
       {"shard_count: 3 differs",
        [](v1::JoinRequest& r) {
          r.set_snapshot_interval(5);
@@ -202,7 +210,19 @@ TEST(JobSpecTest, CompareNamesTheFirstDifferenceInProtoFieldOrder) {
 TEST(JobSpecTest, PayloadBytesFollowTheWireFormat) {
   EXPECT_EQ(PayloadBytes(v1::FP32, 10, 0), 40u);
   EXPECT_EQ(PayloadBytes(v1::TERNARY_2BIT, 10, 0), 3u);
-  EXPECT_EQ(PayloadBytes(v1::INT_SUM, 10, 4), 5u);  // 4 bits each
+  EXPECT_EQ(PayloadBytes(v1::INT_SUM, 10, 4), 5u);        // 4 bits each
+  EXPECT_EQ(PayloadBytes(v1::INT_SUM_RADIX, 10, 4), 4u);  // five per 16-bit word
+}
+
+TEST(JobSpecTest, IntSumAveragesGoRadixWhereTheJobAllowsAndItIsSmaller) {
+  for (int n = 1; n <= 40; ++n) {
+    const bool smaller = n == 1 || n == 2 || n == 4 || (n >= 16 && n <= 19);
+    EXPECT_EQ(AverageEncoding(v1::INT_SUM, true, n), smaller ? v1::INT_SUM_RADIX : v1::INT_SUM)
+        << n;
+    EXPECT_EQ(AverageEncoding(v1::INT_SUM, false, n), v1::INT_SUM) << n;
+    EXPECT_EQ(AverageEncoding(v1::FP32, true, n), v1::FP32) << n;
+    EXPECT_EQ(AverageEncoding(v1::TERNARY_2BIT, true, n), v1::TERNARY_2BIT) << n;
+  }
 }
 
 }  // namespace

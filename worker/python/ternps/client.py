@@ -6,7 +6,8 @@ proto/ at build time), grpcio and numpy, and speaks the protocol step by step as
 header describes it: Join every shard, then per step ShareScalers (the compressed partitions'
 scalers) to every shard, then one PushPull per shard with the encoded partitions, then decode the
 averages. It is slow (ternarizing in numpy costs far more than the C++ codec: use ternps.Worker
-for training) but complete: TernGrad with scaler sharing (INT_SUM averages) and FP32.
+for training) but complete: TernGrad with scaler sharing (INT_SUM and INT_SUM_RADIX averages)
+and FP32.
 
     client = ternps.client.Client(job_id="j", rank=1, world_size=2, shards=["127.0.0.1:7070"],
                                   tensors=[("w", 20000), ("b", 100)])
@@ -42,7 +43,7 @@ class Client:
     def __init__(self, job_id, rank, world_size, shards, tensors, codec="terngrad",
                  clip_sigmas=2.5, partition_elements=0, min_compress_elements=4096,
                  seed=0, rpc_timeout=180.0, tls_ca="", tls_cert="", tls_key="",
-                 token_file=""):
+                 token_file="", int_sum_radix=True):
         self.job_id, self.rank, self.world_size = job_id, rank, world_size
         self.tensors = [(str(n), int(e)) for n, e in tensors]
         self.timeout = rpc_timeout
@@ -87,6 +88,7 @@ class Client:
             request.codec.partition_elements = partition_elements
             request.codec.min_compress_elements = min_compress_elements
             request.codec.seed = seed
+            request.codec.int_sum_radix = int_sum_radix  # as the C++ library's default
             try:
                 answer = stub.Join(request, timeout=rpc_timeout, wait_for_ready=True,
                                    metadata=self.metadata)
@@ -172,16 +174,44 @@ class Client:
         return packed.astype(np.uint8).tobytes()
 
     @staticmethod
+    def _radix_fields(data, n, contributors):
+        """The fields k + N of an INT_SUM_RADIX payload (file header), in element order."""
+        radix = 2 * contributors + 1
+        digits = 0
+        while radix ** (digits + 1) <= 65536:
+            digits += 1
+        if len(data) != 2 * -(-n // digits):
+            raise TernpsError("INVALID_ARGUMENT",
+                              f"data: {len(data)} bytes, expected {2 * -(-n // digits)}")
+        words = np.frombuffer(data, "<u2").astype(np.int64)
+        per_block = 32 * digits
+        blocks, rest = divmod(n, per_block)
+        weights = radix ** np.arange(digits, dtype=np.int64)
+        # Whole blocks: element 32 d + w of a block is digit d of word w.
+        full = words[:32 * blocks].reshape(blocks, 1, 32) // weights.reshape(1, digits, 1)
+        fields = [(full % radix).reshape(-1)]
+        if rest:  # the last block: element i is digit i // w of word i % w
+            w = -(-rest // digits)
+            i = np.arange(rest)
+            fields.append((words[32 * blocks + i % w] // weights[i // w]) % radix)
+        return np.concatenate(fields)
+
+    @staticmethod
     def _decode(a):
-        """An average's float32 values (file header: FP32, INT_SUM, TERNARY_2BIT)."""
+        """An average's float32 values (file header: FP32, INT_SUM, INT_SUM_RADIX,
+        TERNARY_2BIT)."""
         n = a.elements
         if a.encoding == pb.FP32:
             return np.frombuffer(a.data, "<f4", count=n)
-        if a.encoding == pb.INT_SUM:
+        if a.encoding in (pb.INT_SUM, pb.INT_SUM_RADIX):
             contributors = a.contributors
-            bits = math.ceil(math.log2(2 * contributors + 1))
-            stream = np.unpackbits(np.frombuffer(a.data, np.uint8), bitorder="little")
-            fields = stream[:n * bits].reshape(n, bits).astype(np.int64) @ (1 << np.arange(bits))
+            if a.encoding == pb.INT_SUM_RADIX:
+                fields = Client._radix_fields(a.data, n, contributors)
+            else:
+                bits = math.ceil(math.log2(2 * contributors + 1))
+                stream = np.unpackbits(np.frombuffer(a.data, np.uint8), bitorder="little")
+                fields = (stream[:n * bits].reshape(n, bits).astype(np.int64)
+                          @ (1 << np.arange(bits)))
             # float32(k) * (scaler / float32(N)), the quotient computed once, in float32.
             quotient = np.float32(a.scaler) / np.float32(contributors)
             return (fields - contributors).astype(np.float32) * quotient
