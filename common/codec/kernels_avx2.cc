@@ -1,7 +1,7 @@
 // AVX2 + FMA + BMI1 codec kernels. Compiled with those flags; called only when the CPU has them
 // (isa.cc). Bit-identical to kernels_scalar.cc.
 //
-// Ternarization runs the 16 Philox4x32-10 lanes of a 128-element block as two sets of 8 (see
+// Ternarization runs the 16 Philox4x32-7 lanes of a 128-element block as two sets of 8 (see
 // ternary_element.h and kernels_avx512.cc); 2-bit codes are packed by spreading the 16-bit
 // "+1" and "-1" masks into alternate bits (a Morton interleave, fast on every AVX2 CPU).
 #include <immintrin.h>
@@ -28,7 +28,7 @@ inline PhiloxLanes Philox8(__m256i c0, __m256i c1, __m256i c2, __m256i c3, const
                            const __m256i* rk1) {
   const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kPhiloxM0));
   const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kPhiloxM1));
-  for (int r = 0; r < kPhiloxRounds; ++r) {
+  for (int r = 0; r < kTernaryPhiloxRounds; ++r) {
     __m256i hi0, lo0, hi1, lo1;
     MulHiLo(c0, m0, &hi0, &lo0);
     MulHiLo(c2, m1, &hi1, &lo1);
@@ -86,9 +86,9 @@ void TernarizeAvx2(const float* g, size_t n, uint64_t first, float limit, float 
   if (head > 0) TernarizeScalar(g, head, first, limit, scale, key, out);
   k = head;
   if (k + 128 <= n) {
-    __m256i rk0[kPhiloxRounds], rk1[kPhiloxRounds];
+    __m256i rk0[kTernaryPhiloxRounds], rk1[kTernaryPhiloxRounds];
     uint32_t k0 = static_cast<uint32_t>(key.seed), k1 = static_cast<uint32_t>(key.seed >> 32);
-    for (int r = 0; r < kPhiloxRounds; ++r) {
+    for (int r = 0; r < kTernaryPhiloxRounds; ++r) {
       rk0[r] = _mm256_set1_epi32(static_cast<int>(k0));
       rk1[r] = _mm256_set1_epi32(static_cast<int>(k1));
       k0 += kPhiloxW0;

@@ -1,10 +1,10 @@
 // AVX-512 (F/BW/DQ/VL/VBMI) + BMI2 codec kernels. Compiled with those flags; called only when the
 // CPU has them (isa.cc). Bit-identical to kernels_scalar.cc.
 //
-// Ternarization runs 16 Philox4x32-10 instances side by side, one per 32-bit lane: lane i of
-// output word w gives the 16-bit draws of elements 16w+i (low half) and 64+16w+i (high half) of a
-// 128-element block (see ternary_element.h), so each draw vector lines up with 16 consecutive
-// gradient values without any shuffle.
+// Ternarization runs 16 Philox4x32-7 instances (kTernaryPhiloxRounds) side by side, one per 32-bit
+// lane: lane i of output word w gives the 16-bit draws of elements 16w+i (low half) and 64+16w+i
+// (high half) of a 128-element block (see ternary_element.h), so each draw vector lines up with 16
+// consecutive gradient values without any shuffle.
 #include <immintrin.h>
 
 #include <cstring>
@@ -18,10 +18,11 @@ struct PhiloxLanes {
   __m512i x[4];
 };
 
-// Philox4x32-10 on 16 counters (c0 + lane, c1, c2, c3) with round keys rk0/rk1. The state is
-// kept "unpacked": two vectors of 8 instances, each value in the low half of a 64-bit lane, so
-// one VPMULUDQ yields a full 64-bit product (lo in place, hi after one shift) and the high halves
-// may hold garbage that VPMULUDQ ignores. The 16 results are packed back once at the end.
+// Philox4x32 (kTernaryPhiloxRounds rounds) on 16 counters (c0 + lane, c1, c2, c3) with round keys
+// rk0/rk1. The state is kept "unpacked": two vectors of 8 instances, each value in the low half of
+// a 64-bit lane, so one VPMULUDQ yields a full 64-bit product (lo in place, hi after one shift) and
+// the high halves may hold garbage that VPMULUDQ ignores. The 16 results are packed back once at
+// the end.
 inline PhiloxLanes Philox16(__m512i c0, __m512i c1, __m512i c2, __m512i c3, const __m512i* rk0,
                             const __m512i* rk1) {
   const __m512i m0 = _mm512_set1_epi64(kPhiloxM0);
@@ -29,7 +30,7 @@ inline PhiloxLanes Philox16(__m512i c0, __m512i c1, __m512i c2, __m512i c3, cons
   // Even lanes (instances 0, 2, ...) in e*, odd lanes (1, 3, ...) in o*.
   __m512i e0 = c0, e1 = c1, e2 = c2, e3 = c3;
   __m512i o0 = _mm512_srli_epi64(c0, 32), o1 = e1, o2 = e2, o3 = e3;
-  for (int r = 0; r < kPhiloxRounds; ++r) {
+  for (int r = 0; r < kTernaryPhiloxRounds; ++r) {
     const __m512i pe0 = _mm512_mul_epu32(e0, m0), pe1 = _mm512_mul_epu32(e2, m1);
     const __m512i po0 = _mm512_mul_epu32(o0, m0), po1 = _mm512_mul_epu32(o2, m1);
     e0 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(pe1, 32), e1, rk0[r], 0x96);
@@ -86,9 +87,9 @@ void TernarizeAvx512(const float* g, size_t n, uint64_t first, float limit, floa
   if (head > 0) TernarizeScalar(g, head, first, limit, scale, key, out);
   k = head;
   if (k + 128 <= n) {
-    __m512i rk0[kPhiloxRounds], rk1[kPhiloxRounds];
+    __m512i rk0[kTernaryPhiloxRounds], rk1[kTernaryPhiloxRounds];
     uint32_t k0 = static_cast<uint32_t>(key.seed), k1 = static_cast<uint32_t>(key.seed >> 32);
-    for (int r = 0; r < kPhiloxRounds; ++r) {
+    for (int r = 0; r < kTernaryPhiloxRounds; ++r) {
       rk0[r] = _mm512_set1_epi64(k0);  // low halves matter (unpacked Philox state)
       rk1[r] = _mm512_set1_epi64(k1);
       k0 += kPhiloxW0;

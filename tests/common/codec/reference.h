@@ -19,8 +19,8 @@ inline int NaiveCode(float g, uint64_t e, float clip, float scaler, uint64_t see
   if (scaler < 0x1p-100f) return 0;
   const uint32_t counter = static_cast<uint32_t>((e / 128) * 16 + e % 16);
   const common::Philox4x32 out =
-      common::Philox4x32_10({{counter, partition, static_cast<uint32_t>(step), worker}},
-                            {{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)}});
+      common::Philox4x32_7({{counter, partition, static_cast<uint32_t>(step), worker}},
+                           {{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)}});
   const uint32_t word = out.v[(e / 16) % 4];
   const uint32_t draw = (e / 64) % 2 == 0 ? (word & 0xffff) : (word >> 16);
   const float limit = clip < scaler ? clip : scaler;

@@ -1,6 +1,8 @@
-// Philox4x32-10 against the Random123 known-answer vectors (kat_vectors, "philox4x32 10" lines).
+// Philox4x32-10 and -7 against the Random123 known-answer vectors (kat_vectors, "philox4x32 10"
+// and "philox4x32 7" lines).
 #include "common/random/philox.h"
 
+#include "common/codec/ternary_element.h"
 #include "gtest/gtest.h"
 
 namespace ternps::common {
@@ -26,6 +28,19 @@ TEST(PhiloxTest, MatchesRandom123KnownAnswers) {
     const Philox4x32 out = Philox4x32_10(kat.ctr, kat.key);
     for (int i = 0; i < 4; ++i) EXPECT_EQ(out.v[i], kat.expected.v[i]) << "word " << i;
   }
+  const Kat kats7[] = {
+      {{{0, 0, 0, 0}}, {{0, 0}}, {{0x5f6fb709, 0x0d893f64, 0x4f121f81, 0x4f730a48}}},
+      {{{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}},
+       {{0xffffffff, 0xffffffff}},
+       {{0x5207ddc2, 0x45165e59, 0x4d8ee751, 0x8c52f662}}},
+      {{{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}},
+       {{0xa4093822, 0x299f31d0}},
+       {{0x4dfccaba, 0x190a87f0, 0xc47362ba, 0xb6b5242a}}},
+  };
+  for (const Kat& kat : kats7) {
+    const Philox4x32 out = Philox4x32_7(kat.ctr, kat.key);
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(out.v[i], kat.expected.v[i]) << "word " << i;
+  }
 }
 
 TEST(PhiloxTest, SixteenBitDrawsAreUniform) {
@@ -35,7 +50,7 @@ TEST(PhiloxTest, SixteenBitDrawsAreUniform) {
   int counts[kBins] = {};
   constexpr int kCalls = 1 << 17;  // 8 draws each
   for (uint32_t c = 0; c < kCalls; ++c) {
-    const Philox4x32 out = Philox4x32_10({{c, 7, 11, 3}}, {{0x1234, 0x5678}});
+    const Philox4x32 out = Philox4x32_R<kTernaryPhiloxRounds>({{c, 7, 11, 3}}, {{0x1234, 0x5678}});
     for (uint32_t w : out.v) {
       ++counts[(w >> 8) & 0xff];
       ++counts[w >> 24];
