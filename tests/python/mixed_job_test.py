@@ -142,6 +142,24 @@ class MixedJobTest(unittest.TestCase):
         self.run_pure_python("terngrad", "pure-terngrad")
         self.run_pure_python("fp32", "pure-fp32")
 
+    def test_workers_that_disagree_on_int_sum_radix_are_refused_naming_the_field(self):
+        """Radix-packed averages are a job setting: a later Join asking for the other layout is
+        FAILED_PRECONDITION naming codec.int_sum_radix, from either Python client."""
+        with ternps.Worker(job_id="radix", rank=0, world_size=2, shards=[self.shard.address],
+                           tensors=TENSORS, seed=7, threads=1, connect_timeout=30):
+            with self.assertRaises(ternps.TernpsError) as caught:
+                ternps.Worker(job_id="radix", rank=1, world_size=2, shards=[self.shard.address],
+                              tensors=TENSORS, seed=7, threads=1, connect_timeout=30,
+                              int_sum_radix=False)
+            self.assertEqual(caught.exception.code, "FAILED_PRECONDITION")
+            self.assertIn("codec.int_sum_radix", caught.exception.message)
+            with self.assertRaises(ternps.TernpsError) as caught:
+                ternps.client.Client(job_id="radix", rank=1, world_size=2,
+                                     shards=[self.shard.address], tensors=TENSORS, seed=7,
+                                     rpc_timeout=30, int_sum_radix=False)
+            self.assertEqual(caught.exception.code, "FAILED_PRECONDITION")
+            self.assertIn("codec.int_sum_radix", caught.exception.message)
+
     def test_torch_tensors_are_stepped_in_place_with_the_gil_released(self):
         """Two Python workers of one job in two threads: each step waits for the other, so
         this finishes only if step() releases the GIL. Rank 1 steps torch tensors, which end

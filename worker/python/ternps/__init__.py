@@ -45,19 +45,21 @@ class Worker:
     tls_ca, tls_cert, tls_key: PEM files; tls_ca turns TLS on, tls_cert/tls_key present a
     client certificate to shards that require one (mutual TLS). token_file: a file holding
     the job's token, sent with every call (the first Join fixes it; see the C++ header).
+    int_sum_radix: averages come back radix-packed where that is smaller (CodecConfig in
+    ternps/codec_config.h); a job setting, like the codec's.
     """
 
     def __init__(self, job_id, rank, world_size, shards, tensors, codec="terngrad",
                  clip_sigmas=2.5, scaler_sharing=True, partition_elements=0,
                  min_compress_elements=4096, seed=0, snapshot_interval=0, state_slots=1,
                  threads=2, connect_timeout=60.0, rpc_timeout=180.0, tls_ca="", tls_cert="",
-                 tls_key="", token_file=""):
+                 tls_key="", token_file="", int_sum_radix=True):
         self._tensors = [(str(n), int(e)) for n, e in tensors]
         self._impl = _ternps.Worker(
             job_id, rank, world_size, list(shards), self._tensors, codec, clip_sigmas,
             scaler_sharing, partition_elements, min_compress_elements, seed,
             snapshot_interval, state_slots, threads, float(connect_timeout),
-            float(rpc_timeout), tls_ca, tls_cert, tls_key, token_file)
+            float(rpc_timeout), tls_ca, tls_cert, tls_key, token_file, bool(int_sum_radix))
 
     def step(self, gradients):
         """Exchanges one gradient: gradients[i] is tensor i's buffer; on return each holds

@@ -46,7 +46,7 @@ class PyWorker {
            uint32_t min_compress_elements, uint64_t seed, uint32_t snapshot_interval,
            uint32_t state_slots, int threads, double connect_timeout, double rpc_timeout,
            const std::string& tls_ca, const std::string& tls_cert, const std::string& tls_key,
-           const std::string& token_file) {
+           const std::string& token_file, bool int_sum_radix) {
     ternps::worker::WorkerOptions options;
     options.job_id = job_id;
     options.rank = rank;
@@ -63,6 +63,7 @@ class PyWorker {
     }
     options.codec.clip_sigmas = clip_sigmas;
     options.codec.scaler_sharing = scaler_sharing;
+    options.codec.int_sum_radix = int_sum_radix;
     options.codec.partition_elements = partition_elements;
     options.codec.min_compress_elements = min_compress_elements;
     options.codec.seed = seed;
@@ -238,14 +239,14 @@ PYBIND11_MODULE(_ternps, m) {
       .def(py::init<const std::string&, uint32_t, uint32_t, const std::vector<std::string>&,
                     const std::vector<std::pair<std::string, uint64_t>>&, const std::string&, float,
                     bool, uint32_t, uint32_t, uint64_t, uint32_t, uint32_t, int, double, double,
-                    const std::string&, const std::string&, const std::string&,
-                    const std::string&>(),
+                    const std::string&, const std::string&, const std::string&, const std::string&,
+                    bool>(),
            py::arg("job_id"), py::arg("rank"), py::arg("world_size"), py::arg("shards"),
            py::arg("tensors"), py::arg("codec"), py::arg("clip_sigmas"), py::arg("scaler_sharing"),
            py::arg("partition_elements"), py::arg("min_compress_elements"), py::arg("seed"),
            py::arg("snapshot_interval"), py::arg("state_slots"), py::arg("threads"),
            py::arg("connect_timeout"), py::arg("rpc_timeout"), py::arg("tls_ca"),
-           py::arg("tls_cert"), py::arg("tls_key"), py::arg("token_file"))
+           py::arg("tls_cert"), py::arg("tls_key"), py::arg("token_file"), py::arg("int_sum_radix"))
       .def("step", &PyWorker::Step, py::arg("gradients"))
       .def("rejoin", &PyWorker::Rejoin)
       .def("leave", &PyWorker::Leave)
