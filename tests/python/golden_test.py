@@ -1,7 +1,8 @@
 """The Python package's codec (ternps._ternps.codec, the C++ codec through the bindings)
 reproduces every golden vector of tests/data/codec_golden.txt bit for bit: statistics, clip
-threshold, TERNARY_2BIT codes of the Philox stream and their decoding, INT_SUM packing and its
-decoding (ctest label `python`)."""
+threshold, TERNARY_2BIT codes of the Philox stream and their decoding, INT_SUM and INT_SUM_RADIX
+packing and their decoding, the latter also by the pure-Python client's numpy decoder (ctest label
+`python`)."""
 
 import os
 import struct
@@ -10,6 +11,7 @@ import unittest
 import numpy as np
 
 from ternps._ternps import codec
+from ternps.client import Client
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data",
                       "codec_golden.txt")
@@ -48,7 +50,7 @@ def byte_hex(data):
 
 class GoldenTest(unittest.TestCase):
     def test_every_case(self):
-        seen = {"TERNARY_2BIT": 0, "INT_SUM": 0}
+        seen = {"TERNARY_2BIT": 0, "INT_SUM": 0, "INT_SUM_RADIX": 0}
         for c in cases():
             with self.subTest(case=c["case"]):
                 seen[c["encoding"]] += 1
@@ -65,15 +67,26 @@ class GoldenTest(unittest.TestCase):
                     decoded = codec.decode_ternary(bytes.fromhex(c["bytes"].replace(" ", "")),
                                                    len(g), scaler)
                     self.assertEqual(float_hex(decoded), c["decoded"])
-                else:
+                elif c["encoding"] == "INT_SUM":
                     sums = np.array([int(v) for v in c["sums"].split()], np.int16)
                     n = int(c["contributors"])
                     data = codec.encode_int_sum(sums, n)
                     self.assertEqual(byte_hex(data), c["bytes"])
                     decoded = codec.decode_int_sum(data, len(sums), n, floats(c["scaler"])[0])
                     self.assertEqual(float_hex(decoded), c["decoded"])
+                else:  # INT_SUM_RADIX: the C++ codec, and the pure-Python client's own decoder
+                    sums = np.array([int(v) for v in c["sums"].split()], np.int16)
+                    n = int(c["contributors"])
+                    data = codec.encode_int_sum_radix(sums, n)
+                    self.assertEqual(byte_hex(data), c["bytes"])
+                    decoded = codec.decode_int_sum_radix(data, len(sums), n,
+                                                         floats(c["scaler"])[0])
+                    self.assertEqual(float_hex(decoded), c["decoded"])
+                    fields = Client._radix_fields(data, len(sums), n)
+                    np.testing.assert_array_equal(fields - n, sums)
         self.assertGreater(seen["TERNARY_2BIT"], 0)
         self.assertGreater(seen["INT_SUM"], 0)
+        self.assertGreater(seen["INT_SUM_RADIX"], 0)
 
     def test_bad_input_raises_with_the_field(self):
         import ternps

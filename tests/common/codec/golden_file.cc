@@ -24,6 +24,7 @@ const char kGoldenHeader[] =
 #   decoded             DecodeTernaryAdd(bytes, scaler) into zeros
 # encoding: INT_SUM cases give integer sums and N, and expect bytes (EncodeIntSum) and
 #   decoded = DecodeIntSumAdd(bytes, N, scaler) into zeros.
+# encoding: INT_SUM_RADIX cases likewise, with EncodeIntSumRadix and DecodeIntSumRadixAdd.
 )";
 
 absl::StatusOr<std::vector<GoldenCase>> ReadGoldenFile(const std::string& path) {

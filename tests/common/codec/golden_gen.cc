@@ -58,6 +58,34 @@ void IntSumCase(const char* name, const std::vector<int16_t>& sums, int contribu
               FloatsToHex(decoded).c_str());
 }
 
+void IntSumRadixCase(const char* name, const std::vector<int16_t>& sums, int contributors,
+                     float scaler) {
+  std::vector<uint8_t> bytes(common::IntSumRadixBytes(sums.size(), contributors));
+  if (!common::EncodeIntSumRadix(sums, contributors, absl::MakeSpan(bytes)).ok()) std::abort();
+  std::vector<float> decoded(sums.size(), 0.0f);
+  if (!common::DecodeIntSumRadixAdd(bytes, contributors, scaler, absl::MakeSpan(decoded),
+                                    Isa::kScalar)
+           .ok()) {
+    std::abort();
+  }
+  std::printf("case: %s\nencoding: INT_SUM_RADIX\nelements: %zu\ncontributors: %d\n", name,
+              sums.size(), contributors);
+  std::printf("sums: %s\nscaler: %s\nbytes: %s\ndecoded: %s\n\n", IntsToText(sums).c_str(),
+              FloatsToHex({scaler}).c_str(), BytesToHex(bytes).c_str(),
+              FloatsToHex(decoded).c_str());
+}
+
+// n sums cycling through [-N, N] with a stride coprime to 2N + 1, so every digit position of
+// every word sees varied values.
+std::vector<int16_t> CyclingSums(size_t n, int contributors) {
+  std::vector<int16_t> sums(n);
+  for (size_t j = 0; j < n; ++j) {
+    sums[j] =
+        static_cast<int16_t>(static_cast<int>((7 * j + 3) % (2 * contributors + 1)) - contributors);
+  }
+  return sums;
+}
+
 std::vector<float> Gaussian(size_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 0.01f);
@@ -87,5 +115,10 @@ int main() {
   ternps::testing::IntSumCase("int_sum_n4", {-4, -3, -2, -1, 0, 1, 2, 3, 4}, 4, 0.125f);
   ternps::testing::IntSumCase("int_sum_n8", {-8, 8, 0, 5, -5, 7, -7}, 8, 1.0f);
   ternps::testing::IntSumCase("int_sum_n3", {-3, 3, 2, -2, 1, -1, 0, 3, 3, -3, 1}, 3, 0.3f);
+  using ternps::testing::CyclingSums;
+  // N = 4: one whole block of 160 elements and a last block of 13 (3 words).
+  ternps::testing::IntSumRadixCase("int_sum_radix_n4", CyclingSums(173, 4), 4, 0.125f);
+  ternps::testing::IntSumRadixCase("int_sum_radix_n2_short", CyclingSums(7, 2), 2, 0.5f);
+  ternps::testing::IntSumRadixCase("int_sum_radix_n1", CyclingSums(331, 1), 1, 1.0f);
   return 0;
 }

@@ -94,5 +94,28 @@ TEST(GoldenTest, IntSumCasesOnEveryIsa) {
   }
 }
 
+TEST(GoldenTest, IntSumRadixCasesOnEveryIsa) {
+  int cases = 0;
+  for (const GoldenCase& c : LoadCases()) {
+    if (c.at("encoding") != "INT_SUM_RADIX") continue;
+    ++cases;
+    const std::vector<int16_t> sums = TextToInts(c.at("sums"));
+    const int contributors = std::stoi(c.at("contributors"));
+    const float scaler = HexToFloats(c.at("scaler"))[0];
+    std::vector<uint8_t> bytes(common::IntSumRadixBytes(sums.size(), contributors));
+    ASSERT_TRUE(common::EncodeIntSumRadix(sums, contributors, absl::MakeSpan(bytes)).ok());
+    EXPECT_EQ(BytesToHex(bytes), c.at("bytes")) << c.at("case");
+    for (Isa isa : common::SupportedIsas()) {
+      std::vector<float> decoded(sums.size(), 0.0f);
+      ASSERT_TRUE(common::DecodeIntSumRadixAdd(HexToBytes(c.at("bytes")), contributors, scaler,
+                                               absl::MakeSpan(decoded), isa)
+                      .ok());
+      EXPECT_EQ(FloatsToHex(decoded), c.at("decoded"))
+          << c.at("case") << " " << common::IsaName(isa);
+    }
+  }
+  EXPECT_GE(cases, 3);
+}
+
 }  // namespace
 }  // namespace ternps::testing

@@ -223,6 +223,23 @@ py::array_t<float> DecodeIntSum(const std::string& data, size_t n, int contribut
   return out;
 }
 
+py::bytes EncodeIntSumRadix(py::array_t<int16_t, py::array::c_style | py::array::forcecast> sums,
+                            int contributors) {
+  std::vector<uint8_t> out(ternps::common::IntSumRadixBytes(sums.size(), contributors));
+  ThrowIfError(ternps::common::EncodeIntSumRadix(absl::MakeConstSpan(sums.data(), sums.size()),
+                                                 contributors, absl::MakeSpan(out)));
+  return AsBytes(out);
+}
+
+py::array_t<float> DecodeIntSumRadix(const std::string& data, size_t n, int contributors,
+                                     float scaler) {
+  py::array_t<float> out(n);
+  std::fill(out.mutable_data(), out.mutable_data() + n, 0.0f);
+  ThrowIfError(ternps::common::DecodeIntSumRadixAdd(AsSpan(data), contributors, scaler,
+                                                    absl::MakeSpan(out.mutable_data(), n)));
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_ternps, m) {
@@ -265,4 +282,7 @@ PYBIND11_MODULE(_ternps, m) {
   codec.def("encode_int_sum", &EncodeIntSum, py::arg("sums"), py::arg("contributors"));
   codec.def("decode_int_sum", &DecodeIntSum, py::arg("data"), py::arg("n"), py::arg("contributors"),
             py::arg("scaler"));
+  codec.def("encode_int_sum_radix", &EncodeIntSumRadix, py::arg("sums"), py::arg("contributors"));
+  codec.def("decode_int_sum_radix", &DecodeIntSumRadix, py::arg("data"), py::arg("n"),
+            py::arg("contributors"), py::arg("scaler"));
 }
