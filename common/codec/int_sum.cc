@@ -227,18 +227,15 @@ size_t IntSumRadixBytes(size_t n, int contributors) {
 
 namespace {
 
-// The word and digit of element j of an INT_SUM_RADIX payload of n elements.
-struct RadixPlace {
-  size_t word;
-  int digit;
-};
-RadixPlace PlaceOf(size_t j, size_t n, int digits) {
+// The word that holds element j of an INT_SUM_RADIX payload of n elements (its digit is the
+// count of earlier elements in the same word: they come in increasing digit order).
+size_t WordOf(size_t j, size_t n, int digits) {
   const size_t per_block = internal::kRadixBlockWords * static_cast<size_t>(digits);
   const size_t block = j / per_block, i = j % per_block;
   const size_t words = (block + 1) * per_block <= n
                            ? internal::kRadixBlockWords
                            : internal::RadixTailWords(n - block * per_block, digits);
-  return RadixPlace{block * internal::kRadixBlockWords + i % words, static_cast<int>(i / words)};
+  return block * internal::kRadixBlockWords + i % words;
 }
 
 absl::Status ValidateRadixContributors(int contributors) {
@@ -353,9 +350,9 @@ absl::Status EncodeIntSumRadix(absl::Span<const int16_t> sums, int contributors,
       return absl::InvalidArgumentError(absl::StrCat("sums[", j, "]: ", sums[j], " is outside [-",
                                                      contributors, ", ", contributors, "]"));
     }
-    const RadixPlace place = PlaceOf(j, n, digits);  // digits of a word come in increasing order
-    words[place.word] += static_cast<uint32_t>(sums[j] + contributors) * weight[place.word];
-    weight[place.word] *= radix;
+    const size_t w = WordOf(j, n, digits);
+    words[w] += static_cast<uint32_t>(sums[j] + contributors) * weight[w];
+    weight[w] *= radix;
   }
   for (size_t w = 0; w < words.size(); ++w) {
     out[2 * w] = static_cast<uint8_t>(words[w]);
