@@ -325,8 +325,10 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   const absl::Time start = config_.clock->Now();
   const size_t n = config_.elements;
   const int contributors = slot.pushes;
+  const ternps::v1::Encoding encoding =
+      common::AverageEncoding(config_.route.downlink, config_.int_sum_radix, contributors);
   common::PayloadView head{.partition_id = config_.id,
-                           .encoding = config_.route.downlink,
+                           .encoding = encoding,
                            .scaler = 0.0f,
                            .elements = config_.elements,
                            .contributors = static_cast<uint32_t>(contributors),
@@ -335,37 +337,29 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   stats.step = slot.step;
   stats.straggler_wait = slot.last_push - slot.first_push;
   std::shared_ptr<AverageBytes> answer;
-  head.encoding =
-      common::AverageEncoding(config_.route.downlink, config_.int_sum_radix, contributors);
-  if (head.encoding == ternps::v1::INT_SUM && slot.packed_offset == contributors) {
+  const bool radix = encoding == ternps::v1::INT_SUM_RADIX;
+  if (encoding == ternps::v1::INT_SUM || radix) {
     head.scaler = slot.shared_scaler;
-    answer = slot.packed;  // fields k + N for N contributors: the answer as it is
-  } else if (head.encoding == ternps::v1::INT_SUM_RADIX) {
-    std::shared_ptr<AverageBytes>& spare = spare_[slot.step % 2];
-    Unshared(spare);
-    head.scaler = slot.shared_scaler;
-    spare->Resize(common::IntSumRadixBytes(n, contributors));
-    if (slot.packed_offset == contributors) {
-      // 4-bit fields k + N (N = 4): packed five to a word in one pass.
-      common::PackValidatedIntSumRadix(slot.packed->span(), n, contributors, spare->span());
+    if (!radix && slot.packed_offset == contributors) {
+      answer = slot.packed;  // fields k + N for N contributors: the answer as it is
     } else {
-      if (slot.packed_offset != 0) UnpackIntSums(slot);
-      const absl::Status st = common::EncodeIntSumRadix(slot.int_sums, contributors, spare->span());
-      TERNPS_CHECK(st.ok(), "partition ", config_.id,
-                   ": INT_SUM_RADIX encoding failed: ", st.ToString());
+      // The bytes of an earlier step are reused once no answer (or gRPC slice) holds them.
+      std::shared_ptr<AverageBytes>& spare = spare_[slot.step % 2];
+      Unshared(spare).Resize(common::PayloadBytes(encoding, n, contributors));
+      if (radix && slot.packed_offset == contributors) {
+        // 4-bit fields k + N (N = 4): packed five to a word in one pass.
+        common::PackValidatedIntSumRadix(slot.packed->span(), n, contributors, spare->span());
+      } else {
+        if (slot.packed_offset != 0) UnpackIntSums(slot);
+        // Sums of validated pushes are in [-N, N]: always encodable.
+        const absl::Status st =
+            radix ? common::EncodeIntSumRadix(slot.int_sums, contributors, spare->span())
+                  : common::EncodeIntSum(slot.int_sums, contributors, spare->span());
+        TERNPS_CHECK(st.ok(), "partition ", config_.id, ": ", ternps::v1::Encoding_Name(encoding),
+                     " encoding failed: ", st.ToString());
+      }
+      answer = spare;
     }
-    answer = spare;
-  } else if (head.encoding == ternps::v1::INT_SUM) {
-    if (slot.packed_offset != 0) UnpackIntSums(slot);
-    // The bytes of an earlier step are reused once no answer (or gRPC slice) holds them.
-    std::shared_ptr<AverageBytes>& spare = spare_[slot.step % 2];
-    Unshared(spare);
-    head.scaler = slot.shared_scaler;
-    spare->Resize(common::IntSumBytes(n, contributors));
-    // Sums of validated pushes are in [-N, N]: always encodable.
-    const absl::Status st = common::EncodeIntSum(slot.int_sums, contributors, spare->span());
-    TERNPS_CHECK(st.ok(), "partition ", config_.id, ": INT_SUM encoding failed: ", st.ToString());
-    answer = spare;
   } else {
     const absl::Span<float> sums =
         absl::MakeSpan(reinterpret_cast<float*>(slot.float_sums->data()), n);

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/codec/kernels.h"
@@ -225,18 +224,13 @@ size_t IntSumRadixBytes(size_t n, int contributors) {
   return 2 * ((n + static_cast<size_t>(digits) - 1) / static_cast<size_t>(digits));
 }
 
-namespace {
-
-// The word that holds element j of an INT_SUM_RADIX payload of n elements (its digit is the
-// count of earlier elements in the same word: they come in increasing digit order).
-size_t WordOf(size_t j, size_t n, int digits) {
-  const size_t per_block = internal::kRadixBlockWords * static_cast<size_t>(digits);
-  const size_t block = j / per_block, i = j % per_block;
-  const size_t words = (block + 1) * per_block <= n
-                           ? internal::kRadixBlockWords
-                           : internal::RadixTailWords(n - block * per_block, digits);
-  return block * internal::kRadixBlockWords + i % words;
+size_t IntSumRadixBlockElements(int contributors) {
+  return kIntSumRadixBlockWords * static_cast<size_t>(IntSumRadixDigits(contributors));
 }
+static_assert(kIntSumRadixBlockWords == internal::kRadixBlockWords &&
+              kIntSumRadixBlockBytes == internal::kRadixBlockBytes);
+
+namespace {
 
 absl::Status ValidateRadixContributors(int contributors) {
   if (IntSumRadixDigits(contributors) == 0) {
@@ -259,21 +253,16 @@ absl::Status CheckRadixShape(absl::Span<const uint8_t> data, size_t n, int contr
   return absl::OkStatus();
 }
 
-// The error for the first invalid word of blocks [from_block, ...) (cold: a check failed).
+// The error for the first invalid word (cold: a check failed).
 absl::Status RadixWordError(absl::Span<const uint8_t> data, size_t n,
                             const internal::RadixLayout& layout, size_t first_element) {
   const size_t per_block = internal::kRadixBlockWords * static_cast<size_t>(layout.digits);
-  const size_t words = data.size() / 2;
-  for (size_t w = 0; w < words; ++w) {
-    const size_t block = w / internal::kRadixBlockWords;
-    const bool whole = (block + 1) * per_block <= n;
-    const size_t in_block = whole ? internal::kRadixBlockWords
-                                  : internal::RadixTailWords(n - block * per_block, layout.digits);
-    const size_t j = w % internal::kRadixBlockWords;
-    uint32_t bound = 1;
-    for (size_t e = j; e < (whole ? per_block : n - block * per_block); e += in_block) {
-      bound *= layout.radix;
-    }
+  for (size_t w = 0; w < data.size() / 2; ++w) {
+    const size_t block = w / internal::kRadixBlockWords, j = w % internal::kRadixBlockWords;
+    const size_t in_block = std::min(per_block, n - block * per_block);
+    const size_t words = in_block == per_block ? internal::kRadixBlockWords
+                                               : internal::RadixTailWords(in_block, layout.digits);
+    const uint32_t bound = internal::RadixWordLimit(j, in_block, words, layout.radix);
     const uint32_t value = internal::LoadWord16(data.data() + 2 * w);
     if (value >= bound) {
       // A run decoded on its own starts on a block: its words count from that block's first.
@@ -286,13 +275,14 @@ absl::Status RadixWordError(absl::Span<const uint8_t> data, size_t n,
   return absl::InternalError("INT_SUM_RADIX: a kernel reported an invalid word and none is");
 }
 
-// Runs `decode` on blocks of at most kRadixChunkBlocks whole blocks (each checked just before it
-// is decoded) and then on the last, partial block.
-inline constexpr size_t kRadixChunkBlocks = 256;  // 16 KiB of payload, still in L1 when decoded
+// Decodes blocks of at most kRadixChunkBlocks whole blocks and then the last, partial block.
+// Unless the caller validated the words already (`checked`), each chunk is checked just before
+// it is decoded, while it is in L1.
+inline constexpr size_t kRadixChunkBlocks = 256;  // 16 KiB of payload
 
 absl::Status DecodeRadix(absl::Span<const uint8_t> data, int contributors, float scaler,
                          absl::Span<float> out, size_t first_element, Isa isa, bool accumulate,
-                         bool check_first) {
+                         bool checked) {
   if (absl::Status st = ValidateScaler(scaler); !st.ok()) return st;
   const size_t n = out.size();
   if (absl::Status st = CheckRadixShape(data, n, contributors); !st.ok()) return st;
@@ -300,34 +290,42 @@ absl::Status DecodeRadix(absl::Span<const uint8_t> data, int contributors, float
   const internal::CodecKernels& kernels = internal::KernelsFor(isa);
   const size_t per_block = internal::kRadixBlockWords * static_cast<size_t>(layout.digits);
   const size_t blocks = n / per_block;
-  const size_t tail = n % per_block;
-  const uint8_t* tail_words = data.data() + blocks * internal::kRadixBlockBytes;
-  if (check_first) {
-    const bool ok =
-        (blocks == 0 ||
-         kernels.radix_max_word(data.data(), blocks * internal::kRadixBlockWords) < layout.limit) &&
-        internal::RadixTailValid(tail_words, tail, layout);
-    if (!ok) return RadixWordError(data, n, layout, first_element);
-  }
   const float scale = scaler / static_cast<float>(contributors);
   auto decode = accumulate ? kernels.decode_int_sum_radix_add : kernels.decode_int_sum_radix;
   for (size_t b = 0; b < blocks; b += kRadixChunkBlocks) {
     const size_t m = std::min(kRadixChunkBlocks, blocks - b);
     const uint8_t* chunk = data.data() + b * internal::kRadixBlockBytes;
-    if (!check_first &&
-        kernels.radix_max_word(chunk, m * internal::kRadixBlockWords) >= layout.limit) {
+    if (!checked && kernels.radix_max_word(chunk, m * internal::kRadixBlockWords) >= layout.limit) {
       return RadixWordError(data, n, layout, first_element);
     }
     decode(chunk, m, layout, scale, out.data() + b * per_block);
   }
+  const size_t tail = n - blocks * per_block;
+  const uint8_t* tail_words = data.data() + blocks * internal::kRadixBlockBytes;
   if (tail > 0) {
-    if (!check_first && !internal::RadixTailValid(tail_words, tail, layout)) {
+    if (!checked && !internal::RadixTailValid(tail_words, tail, layout)) {
       return RadixWordError(data, n, layout, first_element);
     }
     internal::DecodeIntSumRadixTail(tail_words, tail, layout, scale,
                                     out.data() + blocks * per_block, accumulate);
   }
   return absl::OkStatus();
+}
+
+// The words of the last, partial block (`tail` elements; element i is field(i)), Horner's rule
+// from each word's top digit down.
+template <typename Field>
+void PackRadixTail(size_t tail, const internal::RadixLayout& layout, Field field, uint8_t* out) {
+  const size_t words = internal::RadixTailWords(tail, layout.digits);
+  for (size_t w = 0; w < words; ++w) {
+    uint32_t x = 0;
+    for (size_t i = w + (tail - 1 - w) / words * words + words; i > w;) {
+      i -= words;
+      x = x * layout.radix + field(i);
+    }
+    out[2 * w] = static_cast<uint8_t>(x);
+    out[2 * w + 1] = static_cast<uint8_t>(x >> 8);
+  }
 }
 
 }  // namespace
@@ -341,23 +339,32 @@ absl::Status EncodeIntSumRadix(absl::Span<const int16_t> sums, int contributors,
     return absl::InvalidArgumentError(
         absl::StrCat("out: ", out.size(), " bytes, expected ", bytes, " for ", n, " elements"));
   }
-  const int digits = IntSumRadixDigits(contributors);
-  const uint32_t radix = 2u * static_cast<uint32_t>(contributors) + 1u;
-  std::vector<uint32_t> words(bytes / 2, 0);
-  std::vector<uint32_t> weight(bytes / 2, 1);  // R^(digits placed so far) of each word
   for (size_t j = 0; j < n; ++j) {
     if (sums[j] < -contributors || sums[j] > contributors) {
       return absl::InvalidArgumentError(absl::StrCat("sums[", j, "]: ", sums[j], " is outside [-",
                                                      contributors, ", ", contributors, "]"));
     }
-    const size_t w = WordOf(j, n, digits);
-    words[w] += static_cast<uint32_t>(sums[j] + contributors) * weight[w];
-    weight[w] *= radix;
   }
-  for (size_t w = 0; w < words.size(); ++w) {
-    out[2 * w] = static_cast<uint8_t>(words[w]);
-    out[2 * w + 1] = static_cast<uint8_t>(words[w] >> 8);
+  const internal::RadixLayout layout = internal::MakeRadixLayout(contributors);
+  const size_t per_block = internal::kRadixBlockWords * static_cast<size_t>(layout.digits);
+  const size_t blocks = n / per_block;
+  auto field = [&](size_t j) { return static_cast<uint32_t>(sums[j] + contributors); };
+  for (size_t b = 0; b < blocks; ++b) {
+    uint32_t x[internal::kRadixBlockWords] = {};
+    for (int d = layout.digits - 1; d >= 0; --d) {
+      const size_t first = b * per_block + internal::kRadixBlockWords * static_cast<size_t>(d);
+      for (size_t w = 0; w < internal::kRadixBlockWords; ++w) {
+        x[w] = x[w] * layout.radix + field(first + w);
+      }
+    }
+    for (size_t w = 0; w < internal::kRadixBlockWords; ++w) {
+      out[b * internal::kRadixBlockBytes + 2 * w] = static_cast<uint8_t>(x[w]);
+      out[b * internal::kRadixBlockBytes + 2 * w + 1] = static_cast<uint8_t>(x[w] >> 8);
+    }
   }
+  PackRadixTail(
+      n - blocks * per_block, layout, [&](size_t i) { return field(blocks * per_block + i); },
+      out.data() + blocks * internal::kRadixBlockBytes);
   return absl::OkStatus();
 }
 
@@ -369,21 +376,13 @@ void PackValidatedIntSumRadix(absl::Span<const uint8_t> fields, size_t n, int co
   if (blocks > 0) {
     internal::KernelsFor(isa).pack_nibbles_radix(fields.data(), blocks, layout, out.data());
   }
-  const size_t tail = n - blocks * per_block;
-  const size_t words = internal::RadixTailWords(tail, layout.digits);
-  uint8_t* o = out.data() + blocks * internal::kRadixBlockBytes;
-  for (size_t w = 0; w < words; ++w) {
-    uint32_t x = 0;
-    size_t last = w;
-    while (last + words < tail) last += words;
-    for (size_t i = last + words; i > w;) {  // digits from the top down: Horner's rule
-      i -= words;
-      const size_t e = blocks * per_block + i;
-      x = x * layout.radix + ((fields[e / 2] >> (4 * (e % 2))) & 15u);
-    }
-    o[2 * w] = static_cast<uint8_t>(x);
-    o[2 * w + 1] = static_cast<uint8_t>(x >> 8);
-  }
+  PackRadixTail(
+      n - blocks * per_block, layout,
+      [&](size_t i) {
+        const size_t e = blocks * per_block + i;
+        return static_cast<uint32_t>((fields[e / 2] >> (4 * (e % 2))) & 15u);
+      },
+      out.data() + blocks * internal::kRadixBlockBytes);
 }
 
 absl::Status ValidateIntSumRadix(absl::Span<const uint8_t> data, size_t n, int contributors,
@@ -402,15 +401,19 @@ absl::Status ValidateIntSumRadix(absl::Span<const uint8_t> data, size_t n, int c
 
 absl::Status DecodeIntSumRadixAdd(absl::Span<const uint8_t> data, int contributors, float scaler,
                                   absl::Span<float> out, Isa isa) {
+  if (absl::Status st = ValidateScaler(scaler); !st.ok()) return st;
+  if (absl::Status st = ValidateIntSumRadix(data, out.size(), contributors, isa); !st.ok()) {
+    return st;
+  }
   return DecodeRadix(data, contributors, scaler, out, 0, isa, /*accumulate=*/true,
-                     /*check_first=*/true);
+                     /*checked=*/true);
 }
 
 absl::Status DecodeIntSumRadixOnePass(absl::Span<const uint8_t> data, int contributors,
                                       float scaler, absl::Span<float> out, size_t first_element,
                                       Isa isa) {
   return DecodeRadix(data, contributors, scaler, out, first_element, isa, /*accumulate=*/false,
-                     /*check_first=*/false);
+                     /*checked=*/false);
 }
 
 }  // namespace ternps::common

@@ -103,6 +103,10 @@ inline constexpr int kMaxIntSumRadixContributors = 19;
 int IntSumRadixDigits(int contributors);  // m; 0 when N is outside [1, 19]
 bool IntSumRadixSmaller(int contributors);
 size_t IntSumRadixBytes(size_t n, int contributors);  // 0 when IntSumRadixDigits(N) is 0
+// A whole block: 32 words, 64 bytes, 32 m elements (0 when IntSumRadixDigits(N) is 0).
+inline constexpr size_t kIntSumRadixBlockWords = 32;
+inline constexpr size_t kIntSumRadixBlockBytes = 2 * kIntSumRadixBlockWords;
+size_t IntSumRadixBlockElements(int contributors);
 
 // Packs sums (each in [-N, N]) into `out` (exactly IntSumRadixBytes(sums.size(), N) bytes); a sum
 // outside [-N, N] is INVALID_ARGUMENT naming it. The reference encoder (scalar).

@@ -143,6 +143,13 @@ bool RadixTailValid(const uint8_t* data, size_t elements, const RadixLayout& lay
 inline size_t RadixTailWords(size_t elements, int digits) {
   return (elements + static_cast<size_t>(digits) - 1) / static_cast<size_t>(digits);
 }
+// R^(digits word j carries) in a block of `elements` elements over `words` words: the bound of a
+// valid word (every digit above those it carries is 0).
+inline uint32_t RadixWordLimit(size_t j, size_t elements, size_t words, uint32_t radix) {
+  uint32_t limit = 1;
+  for (size_t e = j; e < elements; e += words) limit *= radix;
+  return limit;
+}
 inline uint32_t LoadWord16(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8;
 }

@@ -139,9 +139,7 @@ void DecodeIntSumRadixTail(const uint8_t* data, size_t elements, const RadixLayo
 bool RadixTailValid(const uint8_t* data, size_t elements, const RadixLayout& layout) {
   const size_t words = RadixTailWords(elements, layout.digits);
   for (size_t w = 0; w < words; ++w) {
-    uint32_t bound = 1;  // R^(digits word w carries): every digit above them must be 0
-    for (size_t e = w; e < elements; e += words) bound *= layout.radix;
-    if (LoadWord16(data + 2 * w) >= bound) return false;
+    if (LoadWord16(data + 2 * w) >= RadixWordLimit(w, elements, words, layout.radix)) return false;
   }
   return true;
 }

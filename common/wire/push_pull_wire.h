@@ -77,35 +77,22 @@ void ForEachRun(absl::Span<const Piece> pieces, size_t unit, Fn fn, bool tail = 
   if (tail && carried > 0) fn(Piece(carry, carried), offset);
 }
 
-// Calls fn(run, first, n) over an INT_SUM payload of `elements` fields of `bits` bits held in
-// `pieces`: runs of whole 8-field groups (`bits` bytes each) and then the rest, each run holding
-// fields [first, first + n). Each run is a valid INT_SUM stream of its n fields.
+// Calls fn(run, first, n) over a payload of `elements` elements held in `pieces` and laid out in
+// blocks of `block_bytes` bytes (<= 64) that hold `block_elements` elements each, the last block
+// possibly shorter: INT_SUM's groups of 8 fields in `bits` bytes, INT_SUM_RADIX's 64-byte blocks of
+// 32 m. Runs of whole blocks, then the short last block, each holding elements [first, first + n)
+// as a payload of its own. (A payload of the wrong size gives some run a size that does not match
+// its n, which that run's decoder refuses.)
 template <typename Fn>
-void ForEachIntSumRun(absl::Span<const Piece> pieces, int bits, size_t elements, Fn fn) {
+void ForEachBlockRun(absl::Span<const Piece> pieces, size_t block_bytes, size_t block_elements,
+                     size_t elements, Fn fn) {
   ForEachRun(
-      pieces, static_cast<size_t>(bits),
-      [&](Piece run, size_t group) {
-        const size_t first = 8 * group;
-        fn(run, first, std::min(elements - first, run.size() * 8 / static_cast<size_t>(bits)));
-      },
-      /*tail=*/true);
-}
-
-// Calls fn(run, first, n) over an INT_SUM_RADIX payload of `elements` elements, `digits` per
-// 16-bit word, held in `pieces`: runs of whole 64-byte blocks (32 * digits elements each) and
-// then the last, shorter block, each run holding elements [first, first + n) as a payload of its
-// own. (A payload of the wrong size gives some run a size that does not match its n.)
-template <typename Fn>
-void ForEachIntSumRadixRun(absl::Span<const Piece> pieces, int digits, size_t elements, Fn fn) {
-  constexpr size_t kBlockBytes = 64;
-  const size_t per_block = 32 * static_cast<size_t>(digits);
-  ForEachRun(
-      pieces, kBlockBytes,
+      pieces, block_bytes,
       [&](Piece run, size_t block) {
-        const size_t first = std::min(elements, block * per_block);
+        const size_t first = std::min(elements, block * block_elements);
         const size_t left = elements - first;
         fn(run, first,
-           run.size() % kBlockBytes == 0 ? std::min(left, run.size() / kBlockBytes * per_block)
+           run.size() % block_bytes == 0 ? std::min(left, run.size() / block_bytes * block_elements)
                                          : left);
       },
       /*tail=*/true);

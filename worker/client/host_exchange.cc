@@ -83,24 +83,26 @@ class HostExchange final : public Exchange {
         });
         break;
       case v1::INT_SUM:
-        common::ForEachIntSumRun(avg.pieces, common::IntSumBits(avg.contributors), out.size(),
-                                 [&](common::Piece run, size_t first, size_t n) {
-                                   if (st.ok()) {
-                                     st = common::DecodeIntSumOnePass(run, avg.contributors,
-                                                                      avg.scaler,
-                                                                      out.subspan(first, n), first);
-                                   }
-                                 });
+        // Groups of 8 fields (`bits` bytes), each run a payload of its own.
+        common::ForEachBlockRun(
+            avg.pieces, static_cast<size_t>(common::IntSumBits(avg.contributors)), 8, out.size(),
+            [&](common::Piece run, size_t first, size_t n) {
+              if (st.ok()) {
+                st = common::DecodeIntSumOnePass(run, avg.contributors, avg.scaler,
+                                                 out.subspan(first, n), first);
+              }
+            });
         break;
       case v1::INT_SUM_RADIX:
-        common::ForEachIntSumRadixRun(avg.pieces, common::IntSumRadixDigits(avg.contributors),
-                                      out.size(), [&](common::Piece run, size_t first, size_t n) {
-                                        if (st.ok()) {
-                                          st = common::DecodeIntSumRadixOnePass(
-                                              run, avg.contributors, avg.scaler,
-                                              out.subspan(first, n), first);
-                                        }
-                                      });
+        common::ForEachBlockRun(avg.pieces, common::kIntSumRadixBlockBytes,
+                                common::IntSumRadixBlockElements(avg.contributors), out.size(),
+                                [&](common::Piece run, size_t first, size_t n) {
+                                  if (st.ok()) {
+                                    st = common::DecodeIntSumRadixOnePass(
+                                        run, avg.contributors, avg.scaler, out.subspan(first, n),
+                                        first);
+                                  }
+                                });
         break;
       default:  // TERNARY_2BIT
         std::fill(out.begin(), out.end(), 0.0f);
