@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
-#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -363,14 +362,9 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   } else {
     const absl::Span<float> sums =
         absl::MakeSpan(reinterpret_cast<float*>(slot.float_sums->data()), n);
-    const float divisor = static_cast<float>(contributors);
-    bool finite = true;
-    if (contributors > 1) {  // one push: validated finite, and x / 1 is x
-      for (float& v : sums) {
-        v /= divisor;
-        finite &= std::isfinite(v);
-      }
-    }
+    // One push: validated finite, and x / 1 is x.
+    const bool finite =
+        contributors == 1 || common::DivideFp32(sums, static_cast<float>(contributors));
     if (!finite) {
       // Finite pushes can still overflow float32 when summed: no average to give.
       FailPushes(slot,

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/codec/kernels.h"
 
 namespace ternps::common {
 
@@ -22,18 +23,6 @@ absl::Status EncodeFp32(absl::Span<const float> g, absl::Span<uint8_t> out) {
 }
 
 namespace {
-
-// Whether any of the n values at `data` is a NaN or infinity (exponent all ones). Branch-free; the
-// loop vectorizes.
-bool AnyNonFinite(const uint8_t* data, size_t n) {
-  uint32_t any_bad = 0;
-  for (size_t k = 0; k < n; ++k) {
-    uint32_t bits;
-    std::memcpy(&bits, data + 4 * k, 4);
-    any_bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
-  }
-  return any_bad != 0;
-}
 
 // The error for the first non-finite value at or after element `from` (cold).
 absl::Status NonFiniteError(const uint8_t* data, size_t from, size_t n, size_t first_element) {
@@ -61,45 +50,50 @@ inline constexpr size_t kOnePassBlock = 4096;
 
 }  // namespace
 
-absl::Status ValidateFp32(absl::Span<const uint8_t> data, size_t n, size_t first_element) {
+absl::Status ValidateFp32(absl::Span<const uint8_t> data, size_t n, size_t first_element, Isa isa) {
   if (absl::Status st = CheckFp32Length(data, n); !st.ok()) return st;
-  if (AnyNonFinite(data.data(), n)) return NonFiniteError(data.data(), 0, n, first_element);
+  if (internal::KernelsFor(isa).fp32_any_non_finite(data.data(), n)) {
+    return NonFiniteError(data.data(), 0, n, first_element);
+  }
   return absl::OkStatus();
 }
 
 absl::Status DecodeFp32OnePass(absl::Span<const uint8_t> data, absl::Span<float> out,
-                               size_t first_element) {
+                               size_t first_element, Isa isa) {
   const size_t n = out.size();
   if (absl::Status st = CheckFp32Length(data, n); !st.ok()) return st;
+  const internal::CodecKernels& kernels = internal::KernelsFor(isa);
   for (size_t b = 0; b < n; b += kOnePassBlock) {
     const size_t m = std::min(kOnePassBlock, n - b);
     const uint8_t* block = data.data() + 4 * b;
-    if (AnyNonFinite(block, m)) return NonFiniteError(data.data(), b, n, first_element);
+    if (kernels.fp32_any_non_finite(block, m)) {
+      return NonFiniteError(data.data(), b, n, first_element);
+    }
     std::memcpy(out.data() + b, block, 4 * m);
   }
   return absl::OkStatus();
 }
 
-void AddValidatedFp32(absl::Span<const uint8_t> data, absl::Span<float> out) {
-  for (size_t k = 0; k < out.size(); ++k) {
-    float v;
-    std::memcpy(&v, data.data() + 4 * k, 4);
-    out[k] += v;
-  }
+void AddValidatedFp32(absl::Span<const uint8_t> data, absl::Span<float> out, Isa isa) {
+  internal::KernelsFor(isa).fp32_add(data.data(), out.size(), out.data());
 }
 
 void CopyValidatedFp32(absl::Span<const uint8_t> data, absl::Span<float> out) {
   if (!out.empty()) std::memcpy(out.data(), data.data(), 4 * out.size());
 }
 
-absl::Status DecodeFp32Add(absl::Span<const uint8_t> data, absl::Span<float> out) {
-  if (absl::Status st = ValidateFp32(data, out.size()); !st.ok()) return st;
-  AddValidatedFp32(data, out);
+bool DivideFp32(absl::Span<float> sums, float divisor, Isa isa) {
+  return internal::KernelsFor(isa).fp32_divide(sums.data(), sums.size(), divisor);
+}
+
+absl::Status DecodeFp32Add(absl::Span<const uint8_t> data, absl::Span<float> out, Isa isa) {
+  if (absl::Status st = ValidateFp32(data, out.size(), 0, isa); !st.ok()) return st;
+  AddValidatedFp32(data, out, isa);
   return absl::OkStatus();
 }
 
-absl::Status DecodeFp32(absl::Span<const uint8_t> data, absl::Span<float> out) {
-  if (absl::Status st = ValidateFp32(data, out.size()); !st.ok()) return st;
+absl::Status DecodeFp32(absl::Span<const uint8_t> data, absl::Span<float> out, Isa isa) {
+  if (absl::Status st = ValidateFp32(data, out.size(), 0, isa); !st.ok()) return st;
   CopyValidatedFp32(data, out);
   return absl::OkStatus();
 }

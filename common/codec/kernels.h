@@ -101,6 +101,13 @@ struct CodecKernels {
   // of byte i; 16 * m bytes per block) packed into the block's kRadixBlockWords words.
   void (*pack_nibbles_radix)(const uint8_t* fields, size_t blocks, const RadixLayout& layout,
                              uint8_t* out);
+  // Whether any of the n little-endian float32 values at `data` is a NaN or an infinity
+  // (exponent all ones).
+  bool (*fp32_any_non_finite)(const uint8_t* data, size_t n);
+  // out[k] += value_k for the n float32 values at `data` (IEEE additions, one per element).
+  void (*fp32_add)(const uint8_t* data, size_t n, float* out);
+  // sums[k] /= divisor (IEEE division, one per element); whether every quotient is finite.
+  bool (*fp32_divide)(float* sums, size_t n, float divisor);
 };
 
 // The byte to add to a pair of 4-bit fields for the pair of 2-bit codes in a nibble of a
@@ -156,6 +163,10 @@ inline uint32_t LoadWord16(const uint8_t* p) {
 // The reference (scalar) pack_nibbles_radix and decode kernels, for SIMD sets without their own.
 void PackNibblesRadixScalar(const uint8_t* fields, size_t blocks, const RadixLayout& layout,
                             uint8_t* out);
+// The scalar fp32 kernels (the SIMD sets hand them their tails).
+bool Fp32AnyNonFiniteScalar(const uint8_t* data, size_t n);
+void Fp32AddScalar(const uint8_t* data, size_t n, float* out);
+bool Fp32DivideScalar(float* sums, size_t n, float divisor);
 void DecodeIntSumRadixBlocksScalar(const uint8_t* data, size_t blocks, const RadixLayout& layout,
                                    float scale, float* out, bool accumulate);
 

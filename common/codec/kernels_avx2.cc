@@ -405,6 +405,55 @@ void PackNibblesRadixAvx2(const uint8_t* fields, size_t blocks, const RadixLayou
   }
 }
 
+// The exponent-all-ones lanes of 8 values.
+inline __m256i NonFiniteLanes(__m256i v, __m256i exponent) {
+  return _mm256_cmpeq_epi32(_mm256_and_si256(v, exponent), exponent);
+}
+
+// Four vectors per iteration: independent loads and compares keep the loop at memory speed.
+bool Fp32AnyNonFiniteAvx2(const uint8_t* data, size_t n) {
+  const __m256i exponent = _mm256_set1_epi32(0x7f800000);
+  __m256i bad = _mm256_setzero_si256();
+  size_t k = 0;
+  for (; k + 32 <= n; k += 32) {
+    const auto* p = reinterpret_cast<const __m256i*>(data + 4 * k);
+    const __m256i b0 = NonFiniteLanes(_mm256_loadu_si256(p), exponent);
+    const __m256i b1 = NonFiniteLanes(_mm256_loadu_si256(p + 1), exponent);
+    const __m256i b2 = NonFiniteLanes(_mm256_loadu_si256(p + 2), exponent);
+    const __m256i b3 = NonFiniteLanes(_mm256_loadu_si256(p + 3), exponent);
+    bad = _mm256_or_si256(bad, _mm256_or_si256(_mm256_or_si256(b0, b1), _mm256_or_si256(b2, b3)));
+  }
+  for (; k + 8 <= n; k += 8) {
+    bad = _mm256_or_si256(
+        bad, NonFiniteLanes(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + 4 * k)),
+                            exponent));
+  }
+  return !_mm256_testz_si256(bad, bad) || Fp32AnyNonFiniteScalar(data + 4 * k, n - k);
+}
+
+void Fp32AddAvx2(const uint8_t* data, size_t n, float* out) {
+  size_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    const __m256 v = _mm256_loadu_ps(reinterpret_cast<const float*>(data + 4 * k));
+    _mm256_storeu_ps(out + k, _mm256_add_ps(_mm256_loadu_ps(out + k), v));
+  }
+  Fp32AddScalar(data + 4 * k, n - k, out + k);
+}
+
+bool Fp32DivideAvx2(float* sums, size_t n, float divisor) {
+  const __m256 d = _mm256_set1_ps(divisor);
+  const __m256i exponent = _mm256_set1_epi32(0x7f800000);
+  __m256i bad = _mm256_setzero_si256();
+  size_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    const __m256 q = _mm256_div_ps(_mm256_loadu_ps(sums + k), d);
+    _mm256_storeu_ps(sums + k, q);
+    bad = _mm256_or_si256(bad, NonFiniteLanes(_mm256_castps_si256(q), exponent));
+  }
+  const bool tail_finite = Fp32DivideScalar(sums + k, n - k, divisor);
+  return _mm256_testz_si256(bad, bad) && tail_finite;
+}
+
 }  // namespace
 
 const CodecKernels& Avx2Kernels() {
@@ -425,6 +474,9 @@ const CodecKernels& Avx2Kernels() {
       DecodeIntSumRadixAvx2<true>,
       DecodeIntSumRadixAvx2<false>,
       PackNibblesRadixAvx2,
+      Fp32AnyNonFiniteAvx2,
+      Fp32AddAvx2,
+      Fp32DivideAvx2,
   };
   return kKernels;
 }

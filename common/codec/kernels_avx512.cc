@@ -443,6 +443,53 @@ void PackNibblesRadixAvx512(const uint8_t* fields, size_t blocks, const RadixLay
   }
 }
 
+// Four vectors per iteration: independent loads and compares keep the loop at memory speed.
+bool Fp32AnyNonFiniteAvx512(const uint8_t* data, size_t n) {
+  const __m512i exponent = _mm512_set1_epi32(0x7f800000);
+  __mmask16 bad = 0;
+  size_t k = 0;
+  for (; k + 64 <= n; k += 64) {
+    const uint8_t* p = data + 4 * k;
+    const __mmask16 b0 =
+        _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(p), exponent), exponent);
+    const __mmask16 b1 =
+        _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(p + 64), exponent), exponent);
+    const __mmask16 b2 =
+        _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(p + 128), exponent), exponent);
+    const __mmask16 b3 =
+        _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(p + 192), exponent), exponent);
+    bad |= b0 | b1 | b2 | b3;
+  }
+  for (; k + 16 <= n; k += 16) {
+    bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(data + 4 * k), exponent),
+                                   exponent);
+  }
+  return bad != 0 || Fp32AnyNonFiniteScalar(data + 4 * k, n - k);
+}
+
+void Fp32AddAvx512(const uint8_t* data, size_t n, float* out) {
+  size_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 v = _mm512_loadu_ps(data + 4 * k);
+    _mm512_storeu_ps(out + k, _mm512_add_ps(_mm512_loadu_ps(out + k), v));
+  }
+  Fp32AddScalar(data + 4 * k, n - k, out + k);
+}
+
+bool Fp32DivideAvx512(float* sums, size_t n, float divisor) {
+  const __m512 d = _mm512_set1_ps(divisor);
+  const __m512i exponent = _mm512_set1_epi32(0x7f800000);
+  __mmask16 bad = 0;
+  size_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 q = _mm512_div_ps(_mm512_loadu_ps(sums + k), d);
+    _mm512_storeu_ps(sums + k, q);
+    bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(q), exponent), exponent);
+  }
+  const bool tail_finite = Fp32DivideScalar(sums + k, n - k, divisor);
+  return bad == 0 && tail_finite;
+}
+
 }  // namespace
 
 const CodecKernels& Avx512Kernels() {
@@ -463,6 +510,9 @@ const CodecKernels& Avx512Kernels() {
       DecodeIntSumRadixAvx512<true>,
       DecodeIntSumRadixAvx512<false>,
       PackNibblesRadixAvx512,
+      Fp32AnyNonFiniteAvx512,
+      Fp32AddAvx512,
+      Fp32DivideAvx512,
   };
   return kKernels;
 }

@@ -103,6 +103,44 @@ void DecodeIntSumAddRange(const uint8_t* data, size_t bytes, size_t begin, size_
   }
 }
 
+bool Fp32AnyNonFiniteScalar(const uint8_t* data, size_t n) {
+  // Two values per 64-bit word: an exponent of all ones plus one more unit carries into the
+  // value's bit 31 (no value carries into the next: 0x7f800000 + 0x00800000 = 0x80000000).
+  constexpr uint64_t kExponents = 0x7f8000007f800000ull;
+  constexpr uint64_t kUnits = 0x0080000000800000ull;
+  constexpr uint64_t kCarries = 0x8000000080000000ull;
+  uint64_t bad = 0;
+  size_t k = 0;
+  for (; k + 2 <= n; k += 2) {
+    uint64_t w;
+    std::memcpy(&w, data + 4 * k, 8);
+    bad |= ((w & kExponents) + kUnits) & kCarries;
+  }
+  if (k < n) {
+    uint32_t w;
+    std::memcpy(&w, data + 4 * k, 4);
+    bad |= static_cast<uint64_t>((w & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad != 0;
+}
+
+void Fp32AddScalar(const uint8_t* data, size_t n, float* out) {
+  for (size_t k = 0; k < n; ++k) {
+    float v;
+    std::memcpy(&v, data + 4 * k, 4);
+    out[k] += v;
+  }
+}
+
+bool Fp32DivideScalar(float* sums, size_t n, float divisor) {
+  bool finite = true;
+  for (size_t k = 0; k < n; ++k) {
+    sums[k] /= divisor;
+    finite &= std::isfinite(sums[k]);
+  }
+  return finite;
+}
+
 void DecodeIntSumRadixBlocksScalar(const uint8_t* data, size_t blocks, const RadixLayout& layout,
                                    float scale, float* out, bool accumulate) {
   const size_t per_block = kRadixBlockWords * static_cast<size_t>(layout.digits);
@@ -262,6 +300,9 @@ const CodecKernels& ScalarKernels() {
       DecodeIntSumRadixScalar<true>,
       DecodeIntSumRadixScalar<false>,
       PackNibblesRadixScalar,
+      Fp32AnyNonFiniteScalar,
+      Fp32AddScalar,
+      Fp32DivideScalar,
   };
   return kKernels;
 }

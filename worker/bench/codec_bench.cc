@@ -20,6 +20,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_split.h"
+#include "common/codec/fp32.h"
 #include "common/codec/int_sum.h"
 #include "common/codec/isa.h"
 #include "common/codec/ternary.h"
@@ -237,6 +238,20 @@ int RunCodecBench() {
     const double pack_s = BestSeconds(
         repeats, [&] { ok &= common::EncodeIntSum(acc, 4, absl::MakeSpan(int_sum), isa).ok(); });
     Print({"codec_encode_int_sum", name, pack_s, dense_bytes}, n, part, read_gbps, repeats);
+    // FP32: the shard's check of a push and its sum of a second push; the worker's one-pass
+    // check-and-copy of an answer.
+    const absl::Span<const uint8_t> fp32_wire(reinterpret_cast<const uint8_t*>(grad.data()),
+                                              common::Fp32Bytes(n));
+    const double check_s =
+        BestSeconds(repeats, [&] { ok &= common::ValidateFp32(fp32_wire, n, 0, isa).ok(); });
+    Print({"codec_check_fp32", name, check_s, dense_bytes}, n, part, read_gbps, repeats);
+    const double add_fp32_s = BestSeconds(
+        repeats, [&] { common::AddValidatedFp32(fp32_wire, absl::MakeSpan(out), isa); });
+    Print({"codec_add_fp32", name, add_fp32_s, dense_bytes}, n, part, read_gbps, repeats);
+    const double one_pass_s = BestSeconds(repeats, [&] {
+      ok &= common::DecodeFp32OnePass(fp32_wire, absl::MakeSpan(out), 0, isa).ok();
+    });
+    Print({"codec_decode_fp32", name, one_pass_s, dense_bytes}, n, part, read_gbps, repeats);
     if (!ok || std::any_of(scalers.begin(), scalers.end(), [](float s) { return s < 0; })) {
       std::fprintf(stderr, "ternps-bench codec: a codec call failed (isa %s)\n", name.c_str());
       return 1;

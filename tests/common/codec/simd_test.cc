@@ -7,6 +7,7 @@
 #include <random>
 #include <utility>
 
+#include "common/codec/fp32.h"
 #include "common/codec/int_sum.h"
 #include "common/codec/isa.h"
 #include "common/codec/ternary.h"
@@ -187,6 +188,57 @@ TEST(SimdTest, FourBitSumsInPlaceEqualTheSixteenBitEncoding) {
         std::vector<uint8_t> expected(bytes);
         ASSERT_TRUE(EncodeIntSum(sums, contributors, absl::MakeSpan(expected)).ok());
         ASSERT_EQ(fields, expected) << IsaName(isa) << " n " << n << " N " << contributors;
+      }
+    }
+  }
+}
+
+// The FP32 kernels on every kernel set (scalar included) against plain per-element code: the
+// finiteness check finds one NaN or infinity at any position (heads, unrolled blocks, tails),
+// sums and quotients have the reference's bits, and the division reports overflow.
+TEST(SimdTest, Fp32KernelsMatchThePlainLoops) {
+  std::mt19937_64 rng(20261204);
+  std::vector<Isa> isas = SimdIsas();
+  isas.push_back(Isa::kScalar);
+  const float kInf = std::numeric_limits<float>::infinity();
+  const float kNaN = std::numeric_limits<float>::quiet_NaN();
+  for (Isa isa : isas) {
+    for (size_t n : {1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000}) {
+      SCOPED_TRACE(testing::Message() << IsaName(isa) << " n " << n);
+      const std::vector<float> values = Input(n, rng);
+      std::vector<uint8_t> wire(Fp32Bytes(n));
+      std::memcpy(wire.data(), values.data(), wire.size());
+      ASSERT_TRUE(ValidateFp32(wire, n, 0, isa).ok());
+      // Every position, and every kind of non-finite value (the largest finite value is not one).
+      for (size_t k = 0; k < n; ++k) {
+        for (const float bad : {kNaN, kInf, -kInf, -kNaN}) {
+          std::vector<uint8_t> data = wire;
+          std::memcpy(data.data() + 4 * k, &bad, 4);
+          const absl::Status st = ValidateFp32(data, n, 0, isa);
+          ASSERT_FALSE(st.ok()) << "element " << k;
+          ASSERT_EQ(st.message(), "data: element " + std::to_string(k) + " is not finite");
+        }
+        std::vector<uint8_t> data = wire;
+        const float big = std::numeric_limits<float>::max();
+        std::memcpy(data.data() + 4 * k, &big, 4);
+        ASSERT_TRUE(ValidateFp32(data, n, 0, isa).ok()) << "element " << k;
+      }
+      std::vector<float> base = Input(n, rng);
+      std::vector<float> expected = base, got = base;
+      for (size_t k = 0; k < n; ++k) expected[k] += values[k];
+      AddValidatedFp32(wire, absl::MakeSpan(got), isa);
+      ASSERT_EQ(0, std::memcmp(expected.data(), got.data(), 4 * n));
+      for (const float divisor : {3.0f, 4.0f, 7.0f}) {
+        std::vector<float> quotients = base, reference = base;
+        for (float& v : reference) v /= divisor;
+        ASSERT_TRUE(DivideFp32(absl::MakeSpan(quotients), divisor, isa));
+        ASSERT_EQ(0, std::memcmp(reference.data(), quotients.data(), 4 * n)) << divisor;
+      }
+      // An overflowed sum (infinite) at the last position, then at the first.
+      for (const size_t k : {n - 1, size_t{0}}) {
+        std::vector<float> sums = base;
+        sums[k] = kInf;
+        ASSERT_FALSE(DivideFp32(absl::MakeSpan(sums), 2.0f, isa)) << "element " << k;
       }
     }
   }
