@@ -177,18 +177,6 @@ __global__ void SgdKernel(float* w, float* v, const float* g, size_t n, float lr
   }
 }
 
-__global__ void DecodeIntSumSgdKernel(const uint8_t* data, size_t n, int bits, int contributors,
-                                      float scale, float* w, float* v, float lr, float momentum,
-                                      float weight_decay) {
-  const size_t bytes = (n * bits + 7) / 8;
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t k = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n; k += stride) {
-    const int field = static_cast<int>(ReadFieldDevice(data, bytes, k, bits));
-    const float g = __fmul_rn(static_cast<float>(field - contributors), scale);
-    SgdElement(&w[k], &v[k], g, lr, momentum, weight_decay);
-  }
-}
-
 __global__ void DelayKernel(long long cycles) {
   const long long start = clock64();
   while (clock64() - start < cycles) {
@@ -245,15 +233,6 @@ cudaError_t LaunchSgd(float* w, float* v, const float* g, size_t n, float lr, fl
   if (n == 0) return cudaSuccess;
   SgdKernel<<<BlocksFor(n, kThreads, kMaxGrid), kThreads, 0, stream>>>(w, v, g, n, lr, momentum,
                                                                        weight_decay);
-  return cudaGetLastError();
-}
-
-cudaError_t LaunchDecodeIntSumSgd(const uint8_t* data, size_t n, int bits, int contributors,
-                                  float scale, float* w, float* v, float lr, float momentum,
-                                  float weight_decay, cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
-  DecodeIntSumSgdKernel<<<BlocksFor(n, kThreads, kMaxGrid), kThreads, 0, stream>>>(
-      data, n, bits, contributors, scale, w, v, lr, momentum, weight_decay);
   return cudaGetLastError();
 }
 

@@ -53,10 +53,6 @@ cudaError_t LaunchDecodeTernary(const uint8_t* data, size_t n, float scaler, boo
 //   v = momentum * v + (g + weight_decay * w); w -= lr * v.
 cudaError_t LaunchSgd(float* w, float* v, const float* g, size_t n, float lr, float momentum,
                       float weight_decay, cudaStream_t stream);
-// The same with the gradient decoded on the fly from an INT_SUM payload.
-cudaError_t LaunchDecodeIntSumSgd(const uint8_t* data, size_t n, int bits, int contributors,
-                                  float scale, float* w, float* v, float lr, float momentum,
-                                  float weight_decay, cudaStream_t stream);
 
 // Spins on the device for about `cycles` clock cycles (tests: exposes a missing stream sync).
 cudaError_t LaunchDelay(long long cycles, cudaStream_t stream);

@@ -130,20 +130,4 @@ absl::Status DeviceSgd(absl::Span<float> w, absl::Span<float> v, absl::Span<cons
   return absl::OkStatus();
 }
 
-absl::Status DeviceDecodeIntSumSgd(absl::Span<const uint8_t> data, int contributors, float scaler,
-                                   absl::Span<float> w, absl::Span<float> v, float lr,
-                                   float momentum, float weight_decay, cudaStream_t stream) {
-  const int bits = IntSumBits(contributors);
-  if (bits == 0) return absl::InvalidArgumentError("contributors: out of range");
-  if (data.size() != IntSumBytes(w.size(), contributors) || v.size() != w.size()) {
-    return absl::InvalidArgumentError("data, w, v: sizes do not match");
-  }
-  if (absl::Status st = ValidateScaler(scaler); !st.ok()) return st;
-  const float scale = scaler / static_cast<float>(contributors);
-  TERNPS_CUDA_RETURN_IF_ERROR(LaunchDecodeIntSumSgd(data.data(), w.size(), bits, contributors,
-                                                    scale, w.data(), v.data(), lr, momentum,
-                                                    weight_decay, stream));
-  return absl::OkStatus();
-}
-
 }  // namespace ternps::common::cuda

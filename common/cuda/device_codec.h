@@ -138,12 +138,9 @@ absl::Status DeviceDecodeIntSumRadix(absl::Span<const uint8_t> data, int contrib
                                      bool accumulate, absl::Span<float> out, cudaStream_t stream);
 absl::Status DeviceDecodeTernary(absl::Span<const uint8_t> data, float scaler, bool accumulate,
                                  absl::Span<float> out, cudaStream_t stream);
-// SGD-momentum on device buffers; the gradient either dense or a validated INT_SUM payload.
+// SGD-momentum on device buffers.
 absl::Status DeviceSgd(absl::Span<float> w, absl::Span<float> v, absl::Span<const float> g,
                        float lr, float momentum, float weight_decay, cudaStream_t stream);
-absl::Status DeviceDecodeIntSumSgd(absl::Span<const uint8_t> data, int contributors, float scaler,
-                                   absl::Span<float> w, absl::Span<float> v, float lr,
-                                   float momentum, float weight_decay, cudaStream_t stream);
 
 }  // namespace ternps::common::cuda
 

@@ -154,28 +154,6 @@ TEST_F(CodecDeviceTest, DecodersGiveTheCpuValues) {
   }
 }
 
-TEST_F(CodecDeviceTest, FusedDecodeAndSgdEqualsTheTwoSteps) {
-  const size_t n = 100003;
-  const int contributors = 4;
-  std::mt19937_64 rng(8);
-  std::vector<int16_t> sums(n);
-  for (auto& s : sums) s = static_cast<int16_t>(static_cast<int>(rng() % 9) - 4);
-  std::vector<uint8_t> wire(IntSumBytes(n, contributors));
-  ASSERT_TRUE(EncodeIntSum(sums, contributors, absl::MakeSpan(wire)).ok());
-  const std::vector<float> w0 = Gaussian(n, 1), v0 = Gaussian(n, 2);
-  DeviceBuffer<uint8_t> dw = Upload(wire);
-  DeviceBuffer<float> w1 = Upload(w0), v1 = Upload(v0), w2 = Upload(w0), v2 = Upload(v0);
-  DeviceBuffer<float> g = Upload(std::vector<float>(n, 0.0f));
-  ASSERT_TRUE(DeviceDecodeIntSumSgd(dw.span(), contributors, 0.5f, w1.span(), v1.span(), 0.1f, 0.9f,
-                                    5e-4f, stream_.get())
-                  .ok());
-  ASSERT_TRUE(
-      DeviceDecodeIntSum(dw.span(), contributors, 0.5f, false, g.span(), stream_.get()).ok());
-  ASSERT_TRUE(DeviceSgd(w2.span(), v2.span(), g.span(), 0.1f, 0.9f, 5e-4f, stream_.get()).ok());
-  EXPECT_EQ(Download(w1), Download(w2));
-  EXPECT_EQ(Download(v1), Download(v2));
-}
-
 // DeviceComputeStats must wait for the stream before reading the pinned result: a long kernel
 // queued first would otherwise leave the sentinel (or stale values) in place.
 TEST_F(CodecDeviceTest, StatsWaitForTheStream) {
