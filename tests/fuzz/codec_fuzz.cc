@@ -70,12 +70,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           Fail("DecodeIntSumAdd disagrees with ValidateIntSum/ValidateScaler");
         }
         break;
-      default:
-        st = ternps::common::ValidateFp32(payload, n);
-        if (ternps::common::DecodeFp32Add(payload, absl::MakeSpan(out)).ok() != st.ok()) {
+      default: {
+        st = ternps::common::ValidateFp32(payload, n, 0, isa);
+        if (ternps::common::DecodeFp32Add(payload, absl::MakeSpan(out), isa).ok() != st.ok()) {
           Fail("DecodeFp32Add disagrees with ValidateFp32");
         }
+        // The one-pass decoder (checks and copies block by block) accepts exactly what
+        // ValidateFp32 accepts, and then holds a copy of the payload.
+        std::vector<float> copied(n, kSentinel);
+        const bool one_pass =
+            ternps::common::DecodeFp32OnePass(payload, absl::MakeSpan(copied), 0, isa).ok();
+        if (one_pass != st.ok()) Fail("DecodeFp32OnePass disagrees with ValidateFp32");
+        if (one_pass && n > 0 && std::memcmp(copied.data(), payload.data(), 4 * n) != 0) {
+          Fail("DecodeFp32OnePass is not a copy of a valid payload");
+        }
         break;
+      }
     }
     if (first) valid = st.ok();
     if (st.ok() != valid) Fail("ISAs disagree on validity");
