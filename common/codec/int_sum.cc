@@ -275,17 +275,16 @@ absl::Status RadixWordError(absl::Span<const uint8_t> data, size_t n,
   return absl::InternalError("INT_SUM_RADIX: a kernel reported an invalid word and none is");
 }
 
-// Decodes blocks of at most kRadixChunkBlocks whole blocks and then the last, partial block.
-// Unless the caller validated the words already (`checked`), each chunk is checked just before
-// it is decoded, while it is in L1.
+// Decodes blocks of at most kRadixChunkBlocks whole blocks and then the last, partial block, of
+// a payload whose scaler and shape (CheckRadixShape) the caller checked. Unless the caller
+// validated the words too (`checked`), each chunk is checked just before it is decoded, while it
+// is in L1.
 inline constexpr size_t kRadixChunkBlocks = 256;  // 16 KiB of payload
 
 absl::Status DecodeRadix(absl::Span<const uint8_t> data, int contributors, float scaler,
                          absl::Span<float> out, size_t first_element, Isa isa, bool accumulate,
                          bool checked) {
-  if (absl::Status st = ValidateScaler(scaler); !st.ok()) return st;
   const size_t n = out.size();
-  if (absl::Status st = CheckRadixShape(data, n, contributors); !st.ok()) return st;
   const internal::RadixLayout layout = internal::MakeRadixLayout(contributors);
   const internal::CodecKernels& kernels = internal::KernelsFor(isa);
   const size_t per_block = internal::kRadixBlockWords * static_cast<size_t>(layout.digits);
@@ -412,6 +411,8 @@ absl::Status DecodeIntSumRadixAdd(absl::Span<const uint8_t> data, int contributo
 absl::Status DecodeIntSumRadixOnePass(absl::Span<const uint8_t> data, int contributors,
                                       float scaler, absl::Span<float> out, size_t first_element,
                                       Isa isa) {
+  if (absl::Status st = ValidateScaler(scaler); !st.ok()) return st;
+  if (absl::Status st = CheckRadixShape(data, out.size(), contributors); !st.ok()) return st;
   return DecodeRadix(data, contributors, scaler, out, first_element, isa, /*accumulate=*/false,
                      /*checked=*/false);
 }

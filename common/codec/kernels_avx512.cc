@@ -443,6 +443,11 @@ void PackNibblesRadixAvx512(const uint8_t* fields, size_t blocks, const RadixLay
   }
 }
 
+// The exponent-all-ones lanes of 16 values.
+inline __mmask16 NonFiniteMask(__m512i v, __m512i exponent) {
+  return _mm512_cmpeq_epi32_mask(_mm512_and_si512(v, exponent), exponent);
+}
+
 // Four vectors per iteration: independent loads and compares keep the loop at memory speed.
 bool Fp32AnyNonFiniteAvx512(const uint8_t* data, size_t n) {
   const __m512i exponent = _mm512_set1_epi32(0x7f800000);
@@ -450,20 +455,13 @@ bool Fp32AnyNonFiniteAvx512(const uint8_t* data, size_t n) {
   size_t k = 0;
   for (; k + 64 <= n; k += 64) {
     const uint8_t* p = data + 4 * k;
-    const __mmask16 b0 =
-        _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(p), exponent), exponent);
-    const __mmask16 b1 =
-        _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(p + 64), exponent), exponent);
-    const __mmask16 b2 =
-        _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(p + 128), exponent), exponent);
-    const __mmask16 b3 =
-        _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(p + 192), exponent), exponent);
+    const __mmask16 b0 = NonFiniteMask(_mm512_loadu_si512(p), exponent);
+    const __mmask16 b1 = NonFiniteMask(_mm512_loadu_si512(p + 64), exponent);
+    const __mmask16 b2 = NonFiniteMask(_mm512_loadu_si512(p + 128), exponent);
+    const __mmask16 b3 = NonFiniteMask(_mm512_loadu_si512(p + 192), exponent);
     bad |= b0 | b1 | b2 | b3;
   }
-  for (; k + 16 <= n; k += 16) {
-    bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(data + 4 * k), exponent),
-                                   exponent);
-  }
+  for (; k + 16 <= n; k += 16) bad |= NonFiniteMask(_mm512_loadu_si512(data + 4 * k), exponent);
   return bad != 0 || Fp32AnyNonFiniteScalar(data + 4 * k, n - k);
 }
 
@@ -484,7 +482,7 @@ bool Fp32DivideAvx512(float* sums, size_t n, float divisor) {
   for (; k + 16 <= n; k += 16) {
     const __m512 q = _mm512_div_ps(_mm512_loadu_ps(sums + k), d);
     _mm512_storeu_ps(sums + k, q);
-    bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(q), exponent), exponent);
+    bad |= NonFiniteMask(_mm512_castps_si512(q), exponent);
   }
   const bool tail_finite = Fp32DivideScalar(sums + k, n - k, divisor);
   return bad == 0 && tail_finite;

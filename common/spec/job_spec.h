@@ -12,7 +12,7 @@
 //   - partitions the plan leaves uncompressed (small tensors, keep_fp32, the fp32 codec):
 //     FP32 up, float32 sum, FP32 down;
 //   - compressed partitions with scaler sharing: TERNARY_2BIT up, int16 sum of codes, INT_SUM down
-//     (each answer as IntSumEncoding says: INT_SUM_RADIX where the job allows it and it is
+//     (each answer as AverageEncoding says: INT_SUM_RADIX where the job allows it and it is
 //     smaller);
 //   - compressed partitions without sharing: TERNARY_2BIT up, float32 sum of scaler * code, FP32
 //     down (or TERNARY_2BIT, re-ternarized by the shard, with `ternary_downlink`).

@@ -120,9 +120,10 @@ class HostExchange final : public Exchange {
     const absl::Span<const float> g = PartitionSlice(plan_, gradients, p);
     return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(g.data()), g.size() * 4);
   }
+  // `encoding` is the route's downlink: an INT_SUM route's INT_SUM_RADIX answers decode from
+  // pieces too (Decode above).
   bool DecodesPieces(v1::Encoding encoding) const override {
-    return encoding == v1::FP32 ||
-           encoding == v1::INT_SUM;  // INT_SUM_RADIX rides on INT_SUM's route
+    return encoding == v1::FP32 || encoding == v1::INT_SUM;
   }
 
  private:

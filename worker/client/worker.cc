@@ -379,8 +379,7 @@ class Worker::Impl {
   std::unique_ptr<Exchange> host_;
   std::unique_ptr<Exchange> device_;  // created by the first StepOnDevice
   std::vector<std::unique_ptr<v1::ParameterServer::Stub>> stubs_;
-  // One TCP connection to a shard: its channel, and the generic stub that PushPull calls on this
-  // connection go through.
+  // One TCP connection to a shard: its channel and the stub its PushPull calls go through.
   struct Connection {
     std::shared_ptr<grpc::Channel> channel;
     std::unique_ptr<grpc::GenericStub> push;
