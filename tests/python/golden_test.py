@@ -12,6 +12,7 @@ import numpy as np
 
 from ternps._ternps import codec
 from ternps.client import Client
+from ternps.errors import TernpsError
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data",
                       "codec_golden.txt")
@@ -93,6 +94,77 @@ class GoldenTest(unittest.TestCase):
         with self.assertRaises(ternps.TernpsError) as raised:
             codec.decode_int_sum(b"\xff", 2, 1, 1.0)  # fields of 3 > 2N = 2
         self.assertEqual(raised.exception.code, "INVALID_ARGUMENT")
+
+
+class PureClientChecksAveragesTest(unittest.TestCase):
+    """The pure-Python client checks every average a shard sends back before it writes any
+    gradient: a wrong field is TernpsError INVALID_ARGUMENT naming it (no hang, no garbage)."""
+
+    def setUp(self):
+        from ternps.v1 import ternps_pb2 as pb
+        self.pb = pb
+        self.client = Client.__new__(Client)  # the checks need only these two settings
+        self.client.world_size, self.client.int_sum_radix = 4, True
+        self.sums = np.array([(7 * j + 3) % 9 - 4 for j in range(173)], np.int16)
+        self.pushed = pb.PartitionPayload(partition_id=3, encoding=pb.TERNARY_2BIT,
+                                          scaler=0.5, elements=173)
+        self.good = pb.PartitionPayload(partition_id=3, encoding=pb.INT_SUM_RADIX, scaler=0.5,
+                                        elements=173, contributors=4,
+                                        data=codec.encode_int_sum_radix(self.sums, 4))
+
+    def decode(self, average, pushed=None):
+        return self.client._decode(average, pushed or self.pushed, 0.5, "averages[0]")
+
+    def refused(self, average, message, pushed=None):
+        with self.assertRaises(TernpsError) as raised:
+            self.decode(average, pushed)
+        self.assertEqual(raised.exception.code, "INVALID_ARGUMENT")
+        self.assertIn(message, raised.exception.message)
+
+    def test_a_good_average_decodes_like_the_cpp_codec(self):
+        self.assertEqual(float_hex(self.decode(self.good)),
+                         float_hex(codec.decode_int_sum_radix(self.good.data, 173, 4, 0.5)))
+
+    def test_bad_fields_are_named(self):
+        pb = self.pb
+        bad = pb.PartitionPayload()
+        bad.CopyFrom(self.good)
+        data = bytearray(self.good.data)
+        # Word 33, the second of the last block's 3 (13 elements): 4 digits, so below 9^4.
+        data[2 * 33:2 * 33 + 2] = (6561).to_bytes(2, "little")
+        bad.data = bytes(data)
+        self.refused(bad, "averages[0].data: word 33 is 6561, not below 6561")
+        data = bytearray(self.good.data)
+        data[0:2] = (59049).to_bytes(2, "little")  # 9^5: one digit too many in a whole block
+        bad.data = bytes(data)
+        self.refused(bad, "averages[0].data: word 0 is 59049, not below 59049")
+        bad.data = self.good.data[:-2]
+        self.refused(bad, "averages[0].data: 68 bytes, expected 70")
+        bad.CopyFrom(self.good)
+        bad.contributors = 0  # once looped for ever on R = 1
+        self.refused(bad, "averages[0].contributors: 0 is outside [1, 4]")
+        bad.CopyFrom(self.good)
+        bad.contributors = 3  # N = 3 answers INT_SUM (radix not smaller)
+        self.refused(bad, "averages[0].encoding: INT_SUM_RADIX, expected INT_SUM")
+        bad.CopyFrom(self.good)
+        bad.scaler = 0.25
+        self.refused(bad, "averages[0].scaler: 0.25 is not the shared scaler 0.5")
+        bad.CopyFrom(self.good)
+        bad.elements = 172
+        self.refused(bad, "averages[0].elements: 172, expected 173")
+        bad.CopyFrom(self.good)
+        bad.partition_id = 4
+        self.refused(bad, "averages[0].partition_id: 4, expected 3")
+        # INT_SUM at N = 3: 3 bits per field, 7 is above 2N = 6.
+        int_sum = pb.PartitionPayload(partition_id=3, encoding=pb.INT_SUM, scaler=0.5,
+                                      elements=2, contributors=3, data=bytes([0x3f]))
+        pushed = pb.PartitionPayload(partition_id=3, encoding=pb.TERNARY_2BIT, elements=2)
+        self.refused(int_sum, "averages[0].data: field 0 is 7, above 2N = 6", pushed)
+        # FP32: a NaN.
+        fp32 = pb.PartitionPayload(partition_id=3, encoding=pb.FP32, elements=2, contributors=2,
+                                   data=struct.pack("<2f", 1.0, float("nan")))
+        pushed = pb.PartitionPayload(partition_id=3, encoding=pb.FP32, elements=2)
+        self.refused(fp32, "averages[0].data: element 1 is not finite", pushed)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ class Client:
             request.codec.min_compress_elements = min_compress_elements
             request.codec.seed = seed
             request.codec.int_sum_radix = int_sum_radix  # as the C++ library's default
+            self.int_sum_radix = bool(int_sum_radix)
             try:
                 answer = stub.Join(request, timeout=rpc_timeout, wait_for_ready=True,
                                    metadata=self.metadata)
@@ -153,10 +154,18 @@ class Client:
                                                  metadata=self.metadata)
             except grpc.RpcError as e:
                 raise _error(f"shard {s} PushPull", e) from None
-            return answer.averages
-        for averages in self.pool.map(push, range(len(self.stubs))):
-            for a in averages:
-                self._slice(grads, a.partition_id)[:] = self._decode(a)
+            # Every average is checked and decoded before any gradient is written.
+            if len(answer.averages) != len(request.partitions):
+                raise TernpsError("INVALID_ARGUMENT",
+                                  f"shard {s} PushPull: averages: {len(answer.averages)} for "
+                                  f"{len(request.partitions)} partitions")
+            return [(q.partition_id, self._decode(a, q, shared.get(q.partition_id),
+                                                  f"shard {s} PushPull: averages[{i}]"))
+                    for i, (q, a) in enumerate(zip(request.partitions, answer.averages))]
+        decoded = list(self.pool.map(push, range(len(self.stubs))))
+        for averages in decoded:
+            for p, values in averages:
+                self._slice(grads, p)[:] = values
         self.step_index += 1
         return grads
 
@@ -174,51 +183,102 @@ class Client:
         return packed.astype(np.uint8).tobytes()
 
     @staticmethod
-    def _radix_fields(data, n, contributors):
-        """The fields k + N of an INT_SUM_RADIX payload (file header), in element order."""
-        radix = 2 * contributors + 1
-        digits = 0
+    def _radix_digits(contributors):
+        """m, the base-(2N+1) digits per 16-bit word; 0 for N outside [1, 19]."""
+        if not 1 <= contributors <= 19:
+            return 0
+        radix, digits = 2 * contributors + 1, 0
         while radix ** (digits + 1) <= 65536:
             digits += 1
+        return digits
+
+    @staticmethod
+    def _radix_fields(data, n, contributors, where=""):
+        """The fields k + N of an INT_SUM_RADIX payload (file header), in element order; a
+        payload of the wrong size or with a word beyond the digits it carries is refused
+        (messages start with `where`, the average's name)."""
+        where = f"{where}." if where else ""
+        digits = Client._radix_digits(contributors)
+        if digits == 0:
+            raise TernpsError("INVALID_ARGUMENT",
+                              f"{where}contributors: {contributors} is outside [1, 19] "
+                              "(INT_SUM_RADIX)")
+        radix = 2 * contributors + 1
         if len(data) != 2 * -(-n // digits):
             raise TernpsError("INVALID_ARGUMENT",
-                              f"data: {len(data)} bytes, expected {2 * -(-n // digits)}")
+                              f"{where}data: {len(data)} bytes, expected {2 * -(-n // digits)}")
         words = np.frombuffer(data, "<u2").astype(np.int64)
         per_block = 32 * digits
         blocks, rest = divmod(n, per_block)
-        weights = radix ** np.arange(digits, dtype=np.int64)
+        weights = radix ** np.arange(digits + 1, dtype=np.int64)
+        # A word's bound: R^(digits it carries), R^m in a whole block.
+        bounds = np.full(words.size, weights[digits])
+        if rest:
+            w = -(-rest // digits)
+            carried = -(-(rest - np.arange(w)) // w)
+            bounds[32 * blocks:] = weights[carried]
+        bad = np.flatnonzero(words >= bounds)
+        if bad.size:
+            raise TernpsError("INVALID_ARGUMENT",
+                              f"{where}data: word {bad[0]} is {words[bad[0]]}, not below "
+                              f"{bounds[bad[0]]}")
         # Whole blocks: element 32 d + w of a block is digit d of word w.
-        full = words[:32 * blocks].reshape(blocks, 1, 32) // weights.reshape(1, digits, 1)
+        full = words[:32 * blocks].reshape(blocks, 1, 32) // weights[:digits].reshape(1, digits, 1)
         fields = [(full % radix).reshape(-1)]
         if rest:  # the last block: element i is digit i // w of word i % w
-            w = -(-rest // digits)
             i = np.arange(rest)
             fields.append((words[32 * blocks + i % w] // weights[i // w]) % radix)
         return np.concatenate(fields)
 
-    @staticmethod
-    def _decode(a):
-        """An average's float32 values (file header: FP32, INT_SUM, INT_SUM_RADIX,
-        TERNARY_2BIT)."""
-        n = a.elements
-        if a.encoding == pb.FP32:
-            return np.frombuffer(a.data, "<f4", count=n)
-        if a.encoding in (pb.INT_SUM, pb.INT_SUM_RADIX):
-            contributors = a.contributors
-            if a.encoding == pb.INT_SUM_RADIX:
-                fields = Client._radix_fields(a.data, n, contributors)
-            else:
-                bits = math.ceil(math.log2(2 * contributors + 1))
-                stream = np.unpackbits(np.frombuffer(a.data, np.uint8), bitorder="little")
-                fields = (stream[:n * bits].reshape(n, bits).astype(np.int64)
-                          @ (1 << np.arange(bits)))
-            # float32(k) * (scaler / float32(N)), the quotient computed once, in float32.
-            quotient = np.float32(a.scaler) / np.float32(contributors)
-            return (fields - contributors).astype(np.float32) * quotient
-        codes = np.unpackbits(np.frombuffer(a.data, np.uint8), bitorder="little")
-        codes = codes.reshape(-1, 2)[:n]
-        values = codes[:, 0].astype(np.float32) - codes[:, 1].astype(np.float32)
-        return values * np.float32(a.scaler)
+    def _decode(self, a, pushed, shared_scaler, where):
+        """The float32 values of average `a`, the answer to partition `pushed` (file header:
+        FP32, INT_SUM, INT_SUM_RADIX), after checking its fields against what was
+        pushed: TernpsError INVALID_ARGUMENT naming the field otherwise."""
+        def refuse(field, what):
+            raise TernpsError("INVALID_ARGUMENT", f"{where}.{field}: {what}")
+        n = pushed.elements
+        if a.partition_id != pushed.partition_id:
+            refuse("partition_id", f"{a.partition_id}, expected {pushed.partition_id}")
+        if a.elements != n:
+            refuse("elements", f"{a.elements}, expected {n}")
+        contributors = a.contributors
+        if not 1 <= contributors <= self.world_size:
+            refuse("contributors", f"{contributors} is outside [1, {self.world_size}]")
+        if pushed.encoding == pb.FP32:
+            expected = pb.FP32
+        elif self.int_sum_radix and self._radix_digits(contributors) * math.ceil(
+                math.log2(2 * contributors + 1)) > 16:
+            expected = pb.INT_SUM_RADIX  # smaller than INT_SUM's fields (AverageEncoding)
+        else:
+            expected = pb.INT_SUM
+        if a.encoding != expected:
+            refuse("encoding", f"{pb.Encoding.Name(a.encoding)}, expected "
+                               f"{pb.Encoding.Name(expected)}")
+        if expected == pb.FP32:
+            if len(a.data) != 4 * n:
+                refuse("data", f"{len(a.data)} bytes, expected {4 * n}")
+            values = np.frombuffer(a.data, "<f4", count=n)
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                refuse("data", f"element {bad[0]} is not finite")
+            return values
+        if a.scaler != shared_scaler:
+            refuse("scaler", f"{a.scaler} is not the shared scaler {shared_scaler}")
+        if expected == pb.INT_SUM_RADIX:
+            fields = self._radix_fields(a.data, n, contributors, where)
+        else:
+            bits = math.ceil(math.log2(2 * contributors + 1))
+            if len(a.data) != -(-n * bits // 8):
+                refuse("data", f"{len(a.data)} bytes, expected {-(-n * bits // 8)}")
+            stream = np.unpackbits(np.frombuffer(a.data, np.uint8), bitorder="little")
+            fields = stream[:n * bits].reshape(n, bits).astype(np.int64) @ (1 << np.arange(bits))
+            bad = np.flatnonzero(fields > 2 * contributors)
+            if bad.size:
+                refuse("data", f"field {bad[0]} is {fields[bad[0]]}, above 2N = "
+                               f"{2 * contributors}")
+        # float32(k) * (scaler / float32(N)), the quotient computed once, in float32.
+        quotient = np.float32(a.scaler) / np.float32(contributors)
+        return (fields - contributors).astype(np.float32) * quotient
 
     def leave(self):
         for s, stub in enumerate(self.stubs):
