@@ -32,10 +32,13 @@ class CodecDeviceTest : public ::testing::Test {
   DeviceBuffer<T> Upload(const std::vector<T>& host) {
     auto buffer = DeviceBuffer<T>::Create(host.size());
     EXPECT_TRUE(buffer.ok()) << buffer.status();
+    // On stream_, where the kernels under test run (a non-blocking stream is not ordered after
+    // a legacy-stream cudaMemcpy from pageable memory), and waited for: `host` is pageable.
     if (!host.empty()) {
-      EXPECT_EQ(
-          cudaMemcpy(buffer->data(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice),
-          cudaSuccess);
+      EXPECT_EQ(cudaMemcpyAsync(buffer->data(), host.data(), host.size() * sizeof(T),
+                                cudaMemcpyHostToDevice, stream_.get()),
+                cudaSuccess);
+      EXPECT_TRUE(stream_.Synchronize().ok());
     }
     return *std::move(buffer);
   }
@@ -44,9 +47,10 @@ class CodecDeviceTest : public ::testing::Test {
     std::vector<T> host(device.size());
     EXPECT_TRUE(stream_.Synchronize().ok());
     if (!host.empty()) {
-      EXPECT_EQ(
-          cudaMemcpy(host.data(), device.data(), host.size() * sizeof(T), cudaMemcpyDeviceToHost),
-          cudaSuccess);
+      EXPECT_EQ(cudaMemcpyAsync(host.data(), device.data(), host.size() * sizeof(T),
+                                cudaMemcpyDeviceToHost, stream_.get()),
+                cudaSuccess);
+      EXPECT_TRUE(stream_.Synchronize().ok());
     }
     return host;
   }

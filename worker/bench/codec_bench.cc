@@ -36,6 +36,9 @@ ABSL_FLAG(int, contributors, 4, "codec: N of the INT_SUM decode rows");
 ABSL_FLAG(std::string, device, "cpu", "codec: cpu | cuda (the CUDA kernels, if built)");
 ABSL_FLAG(std::string, cuda_elements, "67108864,268435456",
           "codec --device=cuda: element counts, comma-separated");
+ABSL_FLAG(bool, cuda_check, true,
+          "codec --device=cuda: also check the device's results against the CPU codec at each "
+          "count (rows \"cuda_check\"; exit 1 on a difference)");
 
 namespace ternps::bench {
 namespace {
@@ -113,7 +116,7 @@ int RunCodecBench() {
       counts.push_back(n);
     }
     return RunCodecCudaBench(counts, absl::GetFlag(FLAGS_repeats),
-                             absl::GetFlag(FLAGS_contributors));
+                             absl::GetFlag(FLAGS_contributors), absl::GetFlag(FLAGS_cuda_check));
 #else
     std::fprintf(stderr, "ternps-bench: --device=cuda: this build has no CUDA (TERNPS_CUDA)\n");
     return 2;

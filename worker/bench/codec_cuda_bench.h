@@ -8,8 +8,11 @@
 
 namespace ternps::bench {
 
-// Runs the device rows for each element count; returns the process exit code.
-int RunCodecCudaBench(const std::vector<uint64_t>& elements, int repeats, int contributors);
+// Runs the device rows for each element count, and with `check` compares the device's statistics,
+// codes and decoded values with the CPU codec's for a partition of that many elements (rows
+// "cuda_check"); returns the process exit code (1 if a check failed).
+int RunCodecCudaBench(const std::vector<uint64_t>& elements, int repeats, int contributors,
+                      bool check);
 
 }  // namespace ternps::bench
 

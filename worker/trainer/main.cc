@@ -320,8 +320,9 @@ int main(int argc, char** argv) {
     absl::StatusOr<float> loss = model.ComputeGradients(images.data(), labels.data(), batch);
     if (!loss.ok()) return Fail(loss.status().ToString());
     const double compute_seconds = absl::ToDoubleSeconds(absl::Now() - step_start);
-    absl::Status st = model.on_device() ? (*worker)->StepOnDevice(model.Gradients())
-                                        : (*worker)->Step(model.Gradients());
+    absl::Status st = model.on_device()
+                          ? (*worker)->StepOnDevice(model.Gradients(), model.cuda_stream())
+                          : (*worker)->Step(model.Gradients());
     if (st.code() == absl::StatusCode::kAborted) {
       st = rejoin(st);
       if (st.ok()) continue;

@@ -47,6 +47,7 @@ class MlpCuda final : public Model {
     return spans;
   }
   bool on_device() const override { return true; }
+  void* cuda_stream() const override { return stream_.get(); }
   size_t parameter_count() const override {
     size_t n = 0;
     for (const auto& t : tensors_) n += t.elements;
@@ -137,12 +138,15 @@ class MlpCuda final : public Model {
         "implemented for the CUDA model yet");
   }
   absl::StatusOr<uint64_t> Checksum() override {
+    // On the model's stream: ordered after every update queued there.
     std::vector<std::vector<float>> host;
     for (const auto& p : params_) {
       host.emplace_back(p.size());
-      TERNPS_CUDA_RETURN_IF_ERROR(cudaMemcpy(host.back().data(), p.data(), sizeof(float) * p.size(),
-                                             cudaMemcpyDeviceToHost));
+      TERNPS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host.back().data(), p.data(),
+                                                  sizeof(float) * p.size(), cudaMemcpyDeviceToHost,
+                                                  stream_.get()));
     }
+    TERNPS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
     return ParameterChecksum(host);
   }
 
@@ -166,13 +170,17 @@ class MlpCuda final : public Model {
       if (!param.ok() || !grad.ok() || !velocity.ok()) {
         return absl::ResourceExhaustedError("cannot allocate the model on the device");
       }
+      // On the model's stream (a non-blocking one, not ordered after the legacy stream's
+      // cudaMemcpy/cudaMemset), and waited for: `host` is pageable and goes away below.
+      TERNPS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(param->data(), p.data(), sizeof(float) * p.size(),
+                                                  cudaMemcpyHostToDevice, stream_.get()));
       TERNPS_CUDA_RETURN_IF_ERROR(
-          cudaMemcpy(param->data(), p.data(), sizeof(float) * p.size(), cudaMemcpyHostToDevice));
-      TERNPS_CUDA_RETURN_IF_ERROR(cudaMemset(velocity->data(), 0, sizeof(float) * p.size()));
+          cudaMemsetAsync(velocity->data(), 0, sizeof(float) * p.size(), stream_.get()));
       params_.push_back(*std::move(param));
       grads_.push_back(*std::move(grad));
       velocity_.push_back(*std::move(velocity));
     }
+    TERNPS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
     acts_.resize(sizes_.size());
     deltas_.resize(sizes_.size());
     return absl::OkStatus();

@@ -29,6 +29,8 @@ class Model {
   // Gradient buffers in Tensors() order: host memory, or device memory when on_device().
   virtual std::vector<absl::Span<float>> Gradients() = 0;
   virtual bool on_device() const = 0;
+  // The cudaStream_t the model queues its work on (for Worker::StepOnDevice); null on the host.
+  virtual void* cuda_stream() const { return nullptr; }
   // Host spans of the recovery state (Worker::Recover; kStateSlots per tensor), or
   // UNIMPLEMENTED for a model that cannot expose it.
   static constexpr uint32_t kStateSlots = 2;
