@@ -88,17 +88,18 @@ PartitionAggregator::Slot& PartitionAggregator::SlotFor(uint64_t step, uint32_t 
   return slot;
 }
 
-absl::Status PartitionAggregator::CheckOffer(uint32_t rank, uint64_t step, int index) {
+absl::Status PartitionAggregator::CheckOffer(uint32_t rank, uint64_t step, int index,
+                                             bool may_repeat) {
   constexpr const char* kList = "partition_ids";
   if (!sharing()) {
     return absl::FailedPreconditionError(
         absl::StrCat(Field(kList, index), ": partition ", config_.id,
                      " does not use scaler sharing (FP32 or no sharing)"));
   }
-  if (step < base_step() && Replayable(rank, step) != nullptr) return absl::OkStatus();
+  if (step < base_step() && Replayable(rank, step, may_repeat) != nullptr) return absl::OkStatus();
   if (absl::Status st = CheckStep(step, kList, index); !st.ok()) return st;
   const Slot& slot = slots_[step % 2];
-  if (slot.active && slot.step == step && TestRank(slot.offered, rank)) {
+  if (slot.active && slot.step == step && TestRank(slot.offered, rank) && !may_repeat) {
     return absl::AlreadyExistsError(absl::StrCat(Field(kList, index), ": worker_rank ", rank,
                                                  " already offered its scaler of partition ",
                                                  config_.id, " for step ", step));
@@ -107,10 +108,11 @@ absl::Status PartitionAggregator::CheckOffer(uint32_t rank, uint64_t step, int i
 }
 
 absl::Status PartitionAggregator::CheckPush(uint32_t rank, uint64_t step,
-                                            const PayloadView& payload, int index) {
+                                            const PayloadView& payload, int index,
+                                            bool may_repeat) {
   constexpr const char* kList = "partitions";
   if (step < base_step()) {
-    if (const LogEntry* e = Replayable(rank, step); e != nullptr) {
+    if (const LogEntry* e = Replayable(rank, step, may_repeat); e != nullptr) {
       if (sharing() && payload.scaler != e->average.head.scaler) {
         return absl::InvalidArgumentError(absl::StrCat(
             Field(kList, index), ".scaler: ", payload.scaler, " differs from the shared scaler ",
@@ -122,7 +124,7 @@ absl::Status PartitionAggregator::CheckPush(uint32_t rank, uint64_t step,
   if (absl::Status st = CheckStep(step, kList, index); !st.ok()) return st;
   const Slot& slot = slots_[step % 2];
   const bool current = slot.active && slot.step == step;
-  if (current && TestRank(slot.pushed, rank)) {
+  if (current && TestRank(slot.pushed, rank) && !may_repeat) {
     return absl::AlreadyExistsError(absl::StrCat(Field(kList, index), ": worker_rank ", rank,
                                                  " already pushed partition ", config_.id,
                                                  " for step ", step));
@@ -147,7 +149,7 @@ void PartitionAggregator::Offer(uint32_t rank, uint64_t step, float scaler,
                                 int index, const MembershipView& view, Finisher& finisher) {
   ternps::v1::ShareScalersResponse* r = call->response();
   if (step < base_step()) {  // a repeat of a completed step (CheckOffer): from the log
-    const LogEntry& e = *Replayable(rank, step);
+    const LogEntry& e = *Replayable(rank, step, /*newest=*/true);
     r->set_shared_scalers(index, e.average.head.scaler);
     if (r->contributors() == 0 || e.average.head.contributors < r->contributors()) {
       r->set_contributors(e.average.head.contributors);
@@ -156,6 +158,7 @@ void PartitionAggregator::Offer(uint32_t rank, uint64_t step, float scaler,
     return;
   }
   Slot& slot = SlotFor(step, view.world_size);
+  const bool repeat = TestRank(slot.offered, rank);  // CheckOffer allowed it (may_repeat)
   SetRank(slot.offered, rank);
   if (slot.scalers_done) {  // a rank readmitted after the others settled: take the settled one
     r->set_shared_scalers(index, slot.shared_scaler);
@@ -163,7 +166,7 @@ void PartitionAggregator::Offer(uint32_t rank, uint64_t step, float scaler,
     finisher.PartDone(std::move(call));
     return;
   }
-  slot.shared_scaler = std::max(slot.shared_scaler, scaler);
+  if (!repeat) slot.shared_scaler = std::max(slot.shared_scaler, scaler);
   slot.scaler_waiters.push_back({std::move(call), index});
   TryComplete(view, finisher, nullptr);
 }
@@ -173,11 +176,16 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& 
                                const MembershipView& view, Finisher& finisher,
                                std::vector<CompletionStats>* completed) {
   if (step < base_step()) {  // a repeat of a completed step (CheckPush): from the log
-    call->response()->averages[index] = Replayable(rank, step)->average;
+    call->response()->averages[index] = Replayable(rank, step, /*newest=*/true)->average;
     finisher.PartDone(std::move(call));
     return;
   }
   Slot& slot = SlotFor(step, view.world_size);
+  if (TestRank(slot.pushed, rank)) {
+    // A repeat that CheckPush allowed (may_repeat): summed once already; answered with the rest.
+    slot.push_waiters.push_back({std::move(call), index});
+    return;
+  }
   const size_t n = config_.elements;
   const absl::Span<const common::Piece> pieces = payload.pieces;
   // The caller validated the whole request (ValidatePushPull), so the payload is summed without
@@ -400,6 +408,10 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
     stats.aggregate = slot.apply + (config_.clock->Now() - start);
     return stats;
   }
+  if (!config_.keep_recovery) {
+    last_step_ = slot.step;
+    last_ = {{head, answer}, slot.pushed};
+  }
   stats.aggregate = slot.apply + (config_.clock->Now() - start);
   stats.sent_bytes = answer->size() * slot.push_waiters.size();
   for (PushWaiter& w : slot.push_waiters) {
@@ -446,12 +458,16 @@ absl::Status PartitionAggregator::Log(const Slot& slot, const common::PayloadVie
   return absl::OkStatus();
 }
 
-const PartitionAggregator::LogEntry* PartitionAggregator::Replayable(uint32_t rank,
-                                                                     uint64_t step) const {
-  if (!config_.keep_recovery || step < snapshot_step_ || step - snapshot_step_ >= log_.size()) {
-    return nullptr;
+const PartitionAggregator::LogEntry* PartitionAggregator::Replayable(uint32_t rank, uint64_t step,
+                                                                     bool newest) const {
+  const LogEntry* entry = nullptr;
+  if (!config_.keep_recovery) {
+    if (newest && step == last_step_) entry = &last_;
+  } else if (step >= snapshot_step_ && step - snapshot_step_ < log_.size()) {
+    entry = &log_[step - snapshot_step_];
   }
-  const LogEntry& e = log_[step - snapshot_step_];
+  if (entry == nullptr) return nullptr;
+  const LogEntry& e = *entry;
   if (e.average.bytes == nullptr || rank / 64 >= e.pushed.size() || !TestRank(e.pushed, rank)) {
     return nullptr;
   }

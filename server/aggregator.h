@@ -81,15 +81,18 @@ class PartitionAggregator {
 
   // OK if `rank` may offer (scalers) or push at `step` now: FAILED_PRECONDITION for a step
   // outside [base, base + 1] or, for a push under sharing, before the scalers are shared;
-  // ALREADY_EXISTS for a repeat within the step. A repeat of a completed step that is still in
-  // the recovery log, by a rank that contributed to it, is OK: Offer and Push answer it from the
-  // log (a worker retrying a step after its shard restarted). `index` is the partition's place in
-  // the request, named in the messages ("partition_ids[2]", "partitions[2]"); nothing is formatted
-  // unless a check fails.
-  absl::Status CheckOffer(uint32_t rank, uint64_t step, int index)
+  // ALREADY_EXISTS for a repeat within the step unless `may_repeat` (the rank resumed its
+  // session after a lost connection: Offer and Push then answer the repeat like the first, and
+  // count it once). A repeat of a completed step by a rank that contributed to it is OK while
+  // that step's average is kept (with recovery, the whole log; without, the newest completed
+  // step, for a resumed session only): Offer and Push answer it from there (a worker repeating a
+  // step whose answer its lost connection carried, or after its shard restarted). `index` is the
+  // partition's place in the request, named in the messages ("partition_ids[2]", "partitions[2]");
+  // nothing is formatted unless a check fails.
+  absl::Status CheckOffer(uint32_t rank, uint64_t step, int index, bool may_repeat = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckPush(uint32_t rank, uint64_t step, const common::PayloadView& payload,
-                         int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                         int index, bool may_repeat = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Records an offer / a push that passed the checks above; the call's part `index` is answered
   // when the step completes.
@@ -189,8 +192,10 @@ class PartitionAggregator {
     AnsweredAverage average;  // bytes null for a step that failed without an average
     RankBits pushed;          // who contributed
   };
-  // The logged step `step` if it was completed with `rank`'s contribution and has an average.
-  const LogEntry* Replayable(uint32_t rank, uint64_t step) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The logged step `step` if it was completed with `rank`'s contribution and has an average;
+  // without recovery, the newest completed step if `newest` (a resumed session's repeat).
+  const LogEntry* Replayable(uint32_t rank, uint64_t step, bool newest) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records a completed step in the log (and on disk for a durable shard).
   // A durable shard's record is synced by `finisher` before it answers anything.
   absl::Status Log(const Slot& slot, const common::PayloadView& head,
@@ -211,6 +216,10 @@ class PartitionAggregator {
   std::deque<LogEntry> log_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<AverageBytes>> log_free_
       ABSL_GUARDED_BY(mu_);  // released by a snapshot
+  // Without recovery: the newest completed step's average as answered (the bytes are shared with
+  // the answer, not copied), for a rank repeating a push whose answer its lost connection carried.
+  uint64_t last_step_ ABSL_GUARDED_BY(mu_) = 0;
+  LogEntry last_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ternps::server

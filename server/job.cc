@@ -148,7 +148,7 @@ absl::StatusOr<v1::JoinResponse> Job::Join(const v1::JoinRequest& request,
       resume = std::max(resume, a->FirstOpenStep());
       first = std::min(first, a->base_step());
     }
-    admission = membership_.Join(request.worker_rank(), first, resume);
+    admission = membership_.Join(request.worker_rank(), first, resume, request.resume_epoch());
   }
   v1::JoinResponse response;
   response.set_epoch(admission.epoch);
@@ -169,7 +169,7 @@ struct Job::OfferOp {
 
   absl::Status Check(PartitionAggregator& a, const ValidatedRequest& v, int i) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu()) {
-    return a.CheckOffer(v.rank, v.step, i);
+    return a.CheckOffer(v.rank, v.step, i, v.may_repeat);
   }
   void Prepare(const ValidatedRequest& v) const {
     response->set_step(v.step);
@@ -195,7 +195,7 @@ struct Job::PushOp {
 
   absl::Status Check(PartitionAggregator& a, const ValidatedRequest& v, int i) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu()) {
-    return a.CheckPush(v.rank, v.step, request->partitions[i], i);
+    return a.CheckPush(v.rank, v.step, request->partitions[i], i, v.may_repeat);
   }
   void Prepare(const ValidatedRequest& v) const {
     response->step = v.step;

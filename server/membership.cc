@@ -120,9 +120,18 @@ void Membership::PublishLocked() {
   view_ = std::move(view);
 }
 
-Membership::Admission Membership::Join(uint32_t rank, uint64_t first_step, uint64_t resume_step) {
+Membership::Admission Membership::Join(uint32_t rank, uint64_t first_step, uint64_t resume_step,
+                                       uint64_t session_epoch) {
   absl::MutexLock lock(&mu_);
   RankRecord& r = ranks_[rank];
+  if (session_epoch != 0 && r.state == RankState::kJoined && session_epoch >= r.join_epoch &&
+      session_epoch <= epoch_) {
+    // The session goes on: same live set, same epochs (calls of the lost connection may still
+    // arrive over the worker's other connections, after this Join), repeats allowed from now on.
+    r.resumed_epoch = r.join_epoch;
+    PublishLocked();
+    return {epoch_, resume_step, /*resumed=*/true};
+  }
   if (r.state == RankState::kExpected) {
     // Awaited from step 0 like every rank; but a worker that starts later (another shard already
     // went on without it) moves that with its first call, as a readmitted one does.

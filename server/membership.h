@@ -46,6 +46,11 @@ struct RankRecord {
   uint64_t join_epoch = 0;           // the epoch its latest Join returned
   uint64_t from_step = 0;            // readmitted ranks: the first step they are awaited at
   bool awaiting_first_call = false;  // joined, from_step still provisional until its first call
+  // The join_epoch of a session resumed after a lost connection (JoinRequest.resume_epoch); while
+  // it equals join_epoch (no readmission since), the rank may repeat offers and pushes the shard
+  // already has.
+  uint64_t resumed_epoch = 0;
+  bool may_repeat() const { return resumed_epoch != 0 && resumed_epoch == join_epoch; }
 };
 
 // An immutable snapshot of the membership.
@@ -88,12 +93,19 @@ class Membership {
   std::shared_ptr<const MembershipView> View() const ABSL_LOCKS_EXCLUDED(mu_);
 
   struct Admission {
-    uint64_t epoch;       // the epoch to send with later calls
-    uint64_t start_step;  // the first step this rank is awaited at
+    uint64_t epoch;        // the epoch to send with later calls
+    uint64_t start_step;   // the first step this rank is awaited at
+    bool resumed = false;  // the rank's session went on (see Join)
   };
   // Admits `rank` (rank < world_size): a first Join keeps the epoch; a readmission (after a drop,
   // a Leave, or a restart of a joined worker) is awaited from `resume_step` and bumps the epoch.
-  Admission Join(uint32_t rank, uint64_t first_step, uint64_t resume_step) ABSL_LOCKS_EXCLUDED(mu_);
+  // A Join with `session_epoch` (JoinRequest.resume_epoch, non-zero) by a rank that is still
+  // joined with that epoch or a later one resumes its session: it keeps its from_step and its
+  // join epoch (calls of the lost connection may still arrive over its other connections after
+  // this Join), the epoch does not change (the live set did not), and the rank may repeat what
+  // it sent before (RankRecord::may_repeat) until its next readmission.
+  Admission Join(uint32_t rank, uint64_t first_step, uint64_t resume_step,
+                 uint64_t session_epoch = 0) ABSL_LOCKS_EXCLUDED(mu_);
 
   // A readmitted rank's first accepted call was at `step` (>= its start): it is awaited from
   // `step` on, not from the start it was given. Returns whether the live set changed.

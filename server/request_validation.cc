@@ -71,6 +71,7 @@ absl::StatusOr<ValidatedRequest> ValidateShareScalers(const v1::ShareScalersRequ
   ValidatedRequest v;
   v.rank = request.worker_rank();
   v.step = request.step();
+  v.may_repeat = view.ranks[v.rank].may_repeat();
   v.partitions.reserve(request.partition_ids_size());
   absl::flat_hash_set<uint32_t> seen;
   for (int i = 0; i < request.partition_ids_size(); ++i) {
@@ -105,6 +106,7 @@ absl::StatusOr<ValidatedRequest> ValidatePushPull(const common::PushPullRequestV
   ValidatedRequest v;
   v.rank = request.worker_rank;
   v.step = request.step;
+  v.may_repeat = view.ranks[v.rank].may_repeat();
   v.partitions.reserve(request.partitions.size());
   absl::flat_hash_set<uint32_t> seen;
   for (size_t i = 0; i < request.partitions.size(); ++i) {

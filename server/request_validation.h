@@ -28,6 +28,9 @@ struct ValidatedRequest {
   std::vector<uint32_t> partitions;  // ids, in request order, each owned by the shard, unique
   uint64_t wire_bytes = 0;           // PushPull: payload bytes
   uint64_t dense_bytes = 0;          // PushPull: their float32 size
+  // The caller's session was resumed after a lost connection (RankRecord::may_repeat): it may
+  // repeat offers and pushes the shard already has.
+  bool may_repeat = false;
 };
 
 // The caller is a joined rank with a current epoch (MembershipView::CheckCaller) and not behind

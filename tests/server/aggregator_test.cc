@@ -3,6 +3,7 @@
 // deadlines read from a ManualClock (no sleeping).
 #include "server/aggregator.h"
 
+#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
@@ -69,18 +70,18 @@ class AggregatorTest : public ::testing::Test {
   }
 
   absl::Status Offer(uint32_t rank, uint64_t step, float scaler, v1::ShareScalersResponse* r,
-                     absl::Status* answered) {
+                     absl::Status* answered, bool may_repeat = false) {
     r->add_partition_ids(5);
     r->add_shared_scalers(0.0f);
     Finisher finisher;
     absl::MutexLock lock(&aggregator_->mu());
-    if (absl::Status st = aggregator_->CheckOffer(rank, step, 0); !st.ok()) return st;
+    if (absl::Status st = aggregator_->CheckOffer(rank, step, 0, may_repeat); !st.ok()) return st;
     aggregator_->Offer(rank, step, scaler, Call(r, answered), 0, *members_->View(), finisher);
     return absl::OkStatus();
   }
 
   absl::Status Push(uint32_t rank, uint64_t step, const v1::PartitionPayload& payload,
-                    PushPullAnswer* r, absl::Status* answered) {
+                    PushPullAnswer* r, absl::Status* answered, bool may_repeat = false) {
     r->averages.resize(1);
     v1::PushPullRequest request;
     *request.add_partitions() = payload;
@@ -88,7 +89,9 @@ class AggregatorTest : public ::testing::Test {
     Finisher finisher;
     std::vector<CompletionStats> completed;
     absl::MutexLock lock(&aggregator_->mu());
-    if (absl::Status st = aggregator_->CheckPush(rank, step, view, 0); !st.ok()) return st;
+    if (absl::Status st = aggregator_->CheckPush(rank, step, view, 0, may_repeat); !st.ok()) {
+      return st;
+    }
     aggregator_->Push(rank, step, view, Call(r, answered), 0, *members_->View(), finisher,
                       &completed);
     return absl::OkStatus();
@@ -191,6 +194,71 @@ TEST_F(AggregatorTest, StepWindowAndDuplicates) {
   const absl::Status stale = Push(1, 0, Fp32(3), &r1, &a1);
   EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(stale.message()), HasSubstr("already complete"));
+}
+
+// A rank whose session was resumed after a lost connection repeats what the connection carried:
+// an offer or push the partition already has is answered like the first and counted once, and a
+// push of the step that just completed is answered with its average. Without may_repeat the same
+// calls stay ALREADY_EXISTS / "already complete".
+TEST_F(AggregatorTest, RepeatsOfAResumedSessionAreAnsweredAndCountedOnce) {
+  Make(kIntSum);
+  v1::ShareScalersResponse s0, s0_again, s1;
+  absl::Status a0 = absl::UnknownError("unanswered"), a0_again = a0, a1 = a0;
+  ASSERT_TRUE(Offer(0, 0, 2.0f, &s0, &a0).ok());
+  EXPECT_EQ(Offer(0, 0, 2.0f, &s0_again, &a0_again).code(), absl::StatusCode::kAlreadyExists);
+  v1::ShareScalersResponse repeat;
+  absl::Status repeat_answered = absl::UnknownError("unanswered");
+  // A different scaler in the repeat cannot move the shared maximum: the first offer counts.
+  ASSERT_TRUE(Offer(0, 0, 9.0f, &repeat, &repeat_answered, /*may_repeat=*/true).ok());
+  EXPECT_EQ(repeat_answered.code(), absl::StatusCode::kUnknown);  // waits for rank 1
+  ASSERT_TRUE(Offer(1, 0, 1.0f, &s1, &a1).ok());
+  ASSERT_TRUE(repeat_answered.ok());
+  EXPECT_EQ(repeat.shared_scalers(0), 2.0f);
+  EXPECT_EQ(s1.shared_scalers(0), 2.0f);
+  EXPECT_EQ(repeat.contributors(), 2u);
+
+  PushPullAnswer p0, p0_again, p1, replay;
+  absl::Status b0 = absl::UnknownError("unanswered"), b0_again = b0, b1 = b0, b_replay = b0;
+  ASSERT_TRUE(Push(0, 0, Ternary(0x55, 2.0f), &p0, &b0).ok());  // all +1
+  EXPECT_EQ(Push(0, 0, Ternary(0x55, 2.0f), &p0_again, &b0_again).code(),
+            absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(Push(0, 0, Ternary(0x55, 2.0f), &p0_again, &b0_again, /*may_repeat=*/true).ok());
+  EXPECT_EQ(b0_again.code(), absl::StatusCode::kUnknown);
+  ASSERT_TRUE(Push(1, 0, Ternary(0x55, 2.0f), &p1, &b1).ok());
+  ASSERT_TRUE(b0.ok() && b0_again.ok() && b1.ok());
+  // Counted once: two contributors, k = 2 everywhere, the same bytes for the repeat.
+  EXPECT_EQ(p0.averages[0].head.contributors, 2u);
+  EXPECT_EQ(p0_again.averages[0].head.contributors, 2u);
+  ASSERT_EQ(p0_again.averages[0].bytes->size(), p1.averages[0].bytes->size());
+  EXPECT_EQ(std::memcmp(p0_again.averages[0].bytes->data(), p1.averages[0].bytes->data(),
+                        p1.averages[0].bytes->size()),
+            0);
+  std::vector<float> decoded(kElements, 0.0f);
+  ASSERT_TRUE(
+      common::DecodeIntSumAdd(p1.averages[0].bytes->span(), 2, 2.0f, absl::MakeSpan(decoded)).ok());
+  EXPECT_THAT(decoded, ::testing::Each(2.0f));
+  // Step 0 is complete: a resumed session's repeat gets its average, anyone else the old error.
+  EXPECT_EQ(aggregator_->base_step(), 1u);
+  const absl::Status stale = Push(1, 0, Ternary(0x55, 2.0f), &replay, &b_replay);
+  EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(Push(1, 0, Ternary(0x55, 2.0f), &replay, &b_replay, /*may_repeat=*/true).ok());
+  ASSERT_TRUE(b_replay.ok());
+  EXPECT_EQ(replay.averages[0].bytes, p1.averages[0].bytes);
+  v1::ShareScalersResponse late;
+  absl::Status late_answered = absl::UnknownError("unanswered");
+  ASSERT_TRUE(Offer(1, 0, 1.0f, &late, &late_answered, /*may_repeat=*/true).ok());
+  EXPECT_EQ(late.shared_scalers(0), 2.0f);
+  // Only the newest completed step is kept without recovery.
+  PushPullAnswer q0, q1, old;
+  absl::Status c0, c1, c_old;
+  v1::ShareScalersResponse t0, t1;
+  absl::Status d0, d1;
+  ASSERT_TRUE(Offer(0, 1, 1.0f, &t0, &d0).ok());
+  ASSERT_TRUE(Offer(1, 1, 1.0f, &t1, &d1).ok());
+  ASSERT_TRUE(Push(0, 1, Ternary(0x00, 1.0f), &q0, &c0).ok());
+  ASSERT_TRUE(Push(1, 1, Ternary(0x00, 1.0f), &q1, &c1).ok());
+  EXPECT_EQ(Push(1, 0, Ternary(0x55, 2.0f), &old, &c_old, /*may_repeat=*/true).code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 // Every push is finite, their sum is not: the shard answers with an error instead of an average

@@ -55,6 +55,36 @@ TEST(MembershipTest, DropThenReadmitFromAStepBumpsTheEpoch) {
   EXPECT_TRUE(view->CheckCaller(2, 3).ok());
 }
 
+// A Join after a lost connection while still joined resumes the session: no readmission step,
+// repeats allowed until the rank's next Join; a dropped rank, or a stale or future session
+// epoch, gets an ordinary readmission instead.
+TEST(MembershipTest, AResumedSessionKeepsItsStepAndMayRepeat) {
+  Membership m(2);
+  m.Join(0, 0, 0);
+  m.Join(1, 0, 0);
+  const uint64_t epoch = m.View()->epoch;
+  const Membership::Admission resumed = m.Join(1, 0, /*resume_step=*/5, /*session_epoch=*/epoch);
+  EXPECT_TRUE(resumed.resumed);
+  EXPECT_EQ(resumed.epoch, epoch);  // the live set did not change
+  auto view = m.View();
+  EXPECT_EQ(view->ranks[1].from_step, 0u);  // awaited at every step as before
+  EXPECT_TRUE(view->late.empty());
+  EXPECT_TRUE(view->ranks[1].may_repeat());
+  EXPECT_FALSE(view->ranks[0].may_repeat());
+  // Late calls of the lost connection (same session, same epoch) are still accepted.
+  EXPECT_TRUE(view->CheckCaller(1, epoch).ok());
+  EXPECT_TRUE(view->CheckCaller(0, epoch).ok());  // the others' sessions go on
+  // A session epoch from the future is not a resume.
+  EXPECT_FALSE(m.Join(0, 0, 3, /*session_epoch=*/99).resumed);
+  EXPECT_EQ(m.View()->ranks[0].from_step, 3u);
+  // A dropped rank cannot resume: it is readmitted, and may not repeat.
+  m.Drop({1});
+  const Membership::Admission back = m.Join(1, 0, 6, /*session_epoch=*/resumed.epoch);
+  EXPECT_FALSE(back.resumed);
+  EXPECT_EQ(m.View()->ranks[1].from_step, 6u);
+  EXPECT_FALSE(m.View()->ranks[1].may_repeat());
+}
+
 TEST(MembershipTest, FirstCallOfAReadmittedRankMovesItsStepOnlyForward) {
   Membership m(2);
   m.Join(0, 0, 0);

@@ -32,8 +32,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "ternps/v1/ternps.grpc.pb.h"
-
-extern char** environ;
+#include "tests/worker/child_process.h"
 
 namespace ternps {
 namespace {
@@ -42,57 +41,9 @@ constexpr char kDataDir[] = "/usr/share/datasets/fashion-mnist";
 constexpr int kSteps = 120;  // per worker, one epoch
 constexpr int kSnapshotInterval = 16;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// A child process (its stdout and stderr go to `log`).
-class Process {
- public:
-  Process(const std::vector<std::string>& args, const std::string& log) {
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    EXPECT_EQ(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ), 0)
-        << "cannot start " << args[0];
-    posix_spawn_file_actions_destroy(&actions);
-  }
-  ~Process() {
-    if (pid_ > 0 && !reaped_) {
-      kill(pid_, SIGKILL);
-      Wait();
-    }
-  }
-  pid_t pid() const { return pid_; }
-  // The raw wait status.
-  int Wait() {
-    int status = 0;
-    if (!reaped_) {
-      waitpid(pid_, &status, 0);
-      status_ = status;
-      reaped_ = true;
-    }
-    return status_;
-  }
-
- private:
-  pid_t pid_ = -1;
-  bool reaped_ = false;
-  int status_ = 0;
-};
-
-std::string ExitString(int status) {
-  if (WIFEXITED(status)) return absl::StrCat("exit ", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return absl::StrCat("signal ", WTERMSIG(status));
-  return absl::StrCat("status ", status);
-}
+using testing::ChildProcess;
+using testing::ExitString;
+using testing::ReadFile;
 
 class RecoveryTest : public ::testing::Test {
  protected:
@@ -123,7 +74,7 @@ class RecoveryTest : public ::testing::Test {
                                      "--shard_count=2",
                                      "--step_timeout=" + step_timeout};
     if (durable) args.push_back(absl::StrCat("--state_dir=", dir_, "/state", i));
-    auto shard = std::make_unique<Process>(args, absl::StrCat(dir_, "/shard", i, ".log"));
+    auto shard = std::make_unique<ChildProcess>(args, absl::StrCat(dir_, "/shard", i, ".log"));
     // The port file appears (renamed into place) once the shard serves.
     const absl::Time deadline = absl::Now() + absl::Seconds(30);
     while (ReadFile(port_file).empty()) {
@@ -145,8 +96,8 @@ class RecoveryTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<Process> StartWorker(uint32_t rank, const std::vector<std::string>& extra,
-                                       int steps = kSteps) {
+  std::unique_ptr<ChildProcess> StartWorker(uint32_t rank, const std::vector<std::string>& extra,
+                                            int steps = kSteps) {
     std::vector<std::string> args = {absl::StrCat(TERNPS_BIN_DIR, "/ternps-worker"),
                                      "--shards=" + absl::StrJoin(addresses_, ","),
                                      absl::StrCat("--rank=", rank),
@@ -160,7 +111,7 @@ class RecoveryTest : public ::testing::Test {
                                      "--quiet",
                                      absl::StrCat("--summary_file=", dir_, "/summary", rank)};
     args.insert(args.end(), extra.begin(), extra.end());
-    return std::make_unique<Process>(args, absl::StrCat(dir_, "/worker", rank, ".log"));
+    return std::make_unique<ChildProcess>(args, absl::StrCat(dir_, "/worker", rank, ".log"));
   }
 
   // The "model_checksum" of a worker's summary.
@@ -201,9 +152,9 @@ class RecoveryTest : public ::testing::Test {
 
   // Waits for the three workers: each exits 0, `rank` logged `recovered` (its recovery line),
   // and all three end with the same model.
-  void ExpectOneModel(const std::vector<Process*>& workers, uint32_t rank,
+  void ExpectOneModel(const std::vector<ChildProcess*>& workers, uint32_t rank,
                       const std::string& recovered) {
-    for (Process* p : workers) {
+    for (ChildProcess* p : workers) {
       const int status = p->Wait();
       EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ExitString(status);
     }
@@ -216,7 +167,7 @@ class RecoveryTest : public ::testing::Test {
 
   std::string dir_;
   std::string job_id_ = "recovery";
-  std::vector<std::unique_ptr<Process>> shards_;
+  std::vector<std::unique_ptr<ChildProcess>> shards_;
   std::vector<std::string> addresses_;
 };
 
@@ -230,7 +181,7 @@ TEST_F(RecoveryTest, AWorkerKilledAndRestartedEndsWithItsPeersModel) {
   const int crashed = w2->Wait();
   ASSERT_TRUE(WIFSIGNALED(crashed) && WTERMSIG(crashed) == SIGKILL) << ExitString(crashed);
   auto again = StartWorker(2, {});
-  for (Process* p : {w0.get(), w1.get(), again.get()}) {
+  for (ChildProcess* p : {w0.get(), w1.get(), again.get()}) {
     const int status = p->Wait();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ExitString(status);
   }

@@ -4,10 +4,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <functional>
+#include <string_view>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -122,38 +125,65 @@ absl::Span<uint8_t> Bytes(std::string& s) {
   return absl::MakeSpan(reinterpret_cast<uint8_t*>(s.data()), s.size());
 }
 
-// OK if `address` (shards[index]) can be dialed: host:port with a port in 1..65535 and a host
-// that resolves, or a gRPC target with a scheme ("dns:///...", "unix:...", "ipv4:...") left to
-// gRPC. Checked before connecting so that a typo fails at once instead of at the connect
-// timeout.
+// A gRPC target with a scheme ("dns:///...", "unix:...", "ipv4:..."): left to gRPC.
+bool HasScheme(const std::string& address) {
+  return absl::StrContains(address, "://") || absl::StartsWith(address, "unix:") ||
+         absl::StartsWith(address, "ipv4:") || absl::StartsWith(address, "ipv6:");
+}
+
+// The host of a host:port target ("" for a target with a scheme).
+std::string HostOf(const std::string& address) {
+  if (HasScheme(address)) return "";
+  std::string host = address.substr(0, address.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host;
+}
+
+// OK if `address` (shards[index]) is well-formed: host:port with a port in 1..65535 and a host
+// that is a DNS name or an IP address, or a gRPC target with a scheme ("dns:///...", "unix:...",
+// "ipv4:...") left to gRPC. Checked before connecting so that a typo fails at once. Whether the
+// name resolves is not checked here: on Kubernetes a shard's name appears only once its pod is
+// scheduled, so Join waits for it (up to connect_timeout).
 absl::Status CheckShardAddress(const std::string& address, size_t index) {
   const std::string field = absl::StrCat("shards[", index, "]: '", address, "'");
-  if (absl::StrContains(address, "://") || absl::StartsWith(address, "unix:") ||
-      absl::StartsWith(address, "ipv4:") || absl::StartsWith(address, "ipv6:")) {
-    return absl::OkStatus();
-  }
+  if (HasScheme(address)) return absl::OkStatus();
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos || colon == 0) {
     return absl::InvalidArgumentError(absl::StrCat(field, " is not host:port"));
   }
-  std::string host = address.substr(0, colon);
   const std::string port = address.substr(colon + 1);
   uint32_t port_number = 0;
   if (!absl::SimpleAtoi(port, &port_number) || port_number < 1 || port_number > 65535) {
     return absl::InvalidArgumentError(
         absl::StrCat(field, ": port '", port, "' is not a number in [1, 65535]"));
   }
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
+  const std::string host = HostOf(address);
+  const bool bracketed = address.front() == '[';
+  for (const char c : host) {
+    const bool name_char = absl::ascii_isalnum(c) || c == '.' || c == '-' || c == '_';
+    const bool ipv6_char = bracketed && (absl::ascii_isxdigit(c) || c == ':' || c == '.');
+    if (!name_char && !ipv6_char) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": host '", host, "' is neither a DNS name nor an IP address (character '",
+          std::string(1, c), "')"));
+    }
   }
+  if (host.empty() || host.size() > 253) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": host '", host, "' must have 1 to 253 characters"));
+  }
+  return absl::OkStatus();
+}
+
+// OK once `host` resolves; the resolver's message otherwise.
+absl::Status Resolve(const std::string& host) {
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* result = nullptr;
   const int rc = getaddrinfo(host.c_str(), nullptr, &hints, &result);
-  if (rc != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": cannot resolve host '", host, "': ", gai_strerror(rc)));
-  }
+  if (rc != 0) return absl::UnavailableError(gai_strerror(rc));
   freeaddrinfo(result);
   return absl::OkStatus();
 }
@@ -331,10 +361,20 @@ class Worker::Impl {
   // max_call_bytes (at least one partition per group).
   std::vector<std::vector<uint32_t>> StateGroups(uint32_t shard) const;
   // Joins shard `s` (retrying while it cannot be reached, up to connect_timeout) and checks its
-  // plan; sets its epoch.
-  absl::StatusOr<v1::JoinResponse> JoinShard(uint32_t s, bool rejoin);
-  // Joins `shards` again after their connections were lost mid-step (a shard restarted from its
-  // state directory): FAILED_PRECONDITION unless each continues at this step or the next.
+  // plan; sets its epoch. With `resume`, asks the shard to resume this worker's session with it
+  // (JoinRequest.resume_epoch: after a lost connection).
+  absl::StatusOr<v1::JoinResponse> JoinShard(uint32_t s, bool rejoin, bool resume = false);
+  // Waits until shard `s`'s host name resolves (a Kubernetes shard's name appears once its pod is
+  // scheduled), logging after kFirstWaitLog and then every kWaitLogInterval; UNAVAILABLE at
+  // `deadline`.
+  absl::Status WaitForName(uint32_t s, absl::Time first, absl::Time deadline);
+  // A progress line (options.log, or stderr).
+  void Log(std::string_view line) const;
+  static constexpr absl::Duration kFirstWaitLog = absl::Seconds(2);
+  static constexpr absl::Duration kWaitLogInterval = absl::Seconds(5);
+  // Joins `shards` again after their connections were lost mid-step, resuming the session where
+  // the shard still has it (a connection reset) or rejoining a shard that restarted from its
+  // state directory: FAILED_PRECONDITION unless each continues at this step or the next.
   absl::Status Reconnect(const std::vector<uint32_t>& shards);
   // The step's ShareScalers calls to the shards with to[s]; shards whose call lost its
   // connection are set in `lost` (not an error).
@@ -437,6 +477,9 @@ absl::Status Worker::Impl::Init() {
   // behind a busy link, or over a long round trip with TLS, time out.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // A shard restarted on Kubernetes may come back at another address: re-resolve within a second
+  // (gRPC's default waits 30 s between resolutions).
+  args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 1000);
   for (const std::string& address : options_.shards) {
     std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(address, *credentials, args);
     stubs_.push_back(v1::ParameterServer::NewStub(channel));
@@ -516,18 +559,56 @@ absl::Status Worker::Impl::Init() {
   return JoinAll(/*rejoin=*/false);
 }
 
-absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin) {
+absl::Status Worker::Impl::WaitForName(uint32_t s, absl::Time first, absl::Time deadline) {
+  const std::string host = HostOf(options_.shards[s]);
+  if (host.empty()) return absl::OkStatus();  // a target with a scheme: gRPC resolves it
+  absl::Duration backoff = absl::Milliseconds(50);
+  absl::Time next_log = first + kFirstWaitLog;
+  for (;;) {
+    const absl::Status st = Resolve(host);
+    if (st.ok()) return st;
+    if (absl::Now() + backoff >= deadline) {
+      return absl::UnavailableError(absl::StrCat(
+          ShardName(s), " Join: host '", host, "' did not resolve within ",
+          absl::FormatDuration(absl::Trunc(absl::Now() - first, absl::Milliseconds(100))),
+          " (connect_timeout): ", st.message()));
+    }
+    if (absl::Now() >= next_log) {
+      Log(absl::StrCat("waiting for ", ShardName(s), ": host '", host, "' does not resolve yet (",
+                       st.message(), "); retrying for ",
+                       absl::FormatDuration(absl::Trunc(deadline - absl::Now(), absl::Seconds(1))),
+                       " more (connect_timeout)"));
+      next_log = absl::Now() + kWaitLogInterval;
+    }
+    absl::SleepFor(backoff);  // a retry delay, not synchronization
+    backoff = std::min(backoff * 2, absl::Seconds(1));
+  }
+}
+
+void Worker::Impl::Log(std::string_view line) const {
+  if (options_.log) {
+    options_.log(line);
+  } else {
+    std::fprintf(stderr, "ternps worker %u: %.*s\n", options_.rank, static_cast<int>(line.size()),
+                 line.data());
+  }
+}
+
+absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin, bool resume) {
   const common::PartitionPlan& plan = spec_.plan;
   join_.set_shard_index(s);
   join_.set_rejoin(rejoin);
+  join_.set_resume_epoch(resume ? epochs_[s] : 0);
   v1::JoinResponse response;
   // Retried while the shard cannot be reached (still starting, restarting), up to the connect
   // timeout; each attempt fails fast, so the error says why (connection refused, ...).
   const absl::Time first = absl::Now();
   const absl::Time deadline = first + options_.connect_timeout;
+  if (absl::Status resolved = WaitForName(s, first, deadline); !resolved.ok()) return resolved;
   absl::Duration backoff = absl::Milliseconds(20);
   grpc::Status st;
   std::string cause;  // the last attempt's reason that is not our own deadline cutting it off
+  absl::Time next_log = first + kFirstWaitLog;
   for (;;) {
     std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
     st = stubs_[s]->Join(context.get(), join_, &response);
@@ -542,6 +623,18 @@ absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin
     }
     if (st.error_code() != grpc::StatusCode::UNAVAILABLE || absl::Now() + backoff >= deadline) {
       break;
+    }
+    // Something answers there, but not in HTTP/2: not a shard that is still starting.
+    if (absl::StrContains(cause, "Failed parsing HTTP/2")) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(ShardName(s), " Join: the peer does not speak gRPC (", cause,
+                       "); is this the shard's address and port?"));
+    }
+    if (absl::Now() >= next_log) {
+      Log(absl::StrCat("waiting for ", ShardName(s), ": ", cause, "; retrying for ",
+                       absl::FormatDuration(absl::Trunc(deadline - absl::Now(), absl::Seconds(1))),
+                       " more (connect_timeout)"));
+      next_log = absl::Now() + kWaitLogInterval;
     }
     absl::SleepFor(backoff);  // a retry delay, not synchronization
     backoff = std::min(backoff * 2, absl::Milliseconds(500));
@@ -605,7 +698,7 @@ absl::Status Worker::Impl::Reconnect(const std::vector<uint32_t>& shards) {
   const uint64_t step = this->step();
   for (const uint32_t s : shards) {
     ++reconnects_;
-    absl::StatusOr<v1::JoinResponse> response = JoinShard(s, /*rejoin=*/true);
+    absl::StatusOr<v1::JoinResponse> response = JoinShard(s, /*rejoin=*/true, /*resume=*/true);
     if (!response.ok()) {
       return absl::Status(response.status().code(),
                           absl::StrCat("reconnecting after a lost connection at step ", step, ": ",

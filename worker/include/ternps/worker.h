@@ -29,9 +29,11 @@
 //     on (the gradient of the failed step is lost) and the model has missed the averages its
 //     peers applied meanwhile: rebuild it with Recover() (needs snapshot_interval > 0).
 //   - a lost connection to a shard is not a failure by itself: the worker joins that shard again
-//     (retrying up to connect_timeout) and repeats the step's calls to it; a durable shard
-//     (--state_dir) that restarted answers them as if nothing happened. UNAVAILABLE when the
-//     shard stays unreachable; FAILED_PRECONDITION when it came back without the job's state.
+//     (retrying up to connect_timeout), resuming its session where the shard still runs it, and
+//     repeats the step's unanswered calls to it; the shard answers repeats of what it already has
+//     without counting them twice, and a durable shard (--state_dir) that restarted answers them
+//     as if nothing happened. UNAVAILABLE when the shard stays unreachable; FAILED_PRECONDITION
+//     when it came back without the job's state.
 //   - anything else (UNAVAILABLE, DEADLINE_EXCEEDED, a malformed answer, a device error): the
 //     step may have reached some shards and not others, so its outcome is unknown. Call
 //     Rejoin() before the next Step; if the shards completed the step without this worker, it
@@ -47,6 +49,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -77,7 +80,9 @@ struct WorkerOptions {
   std::vector<std::string> shards;  // host:port of shard i at index i
   std::vector<TensorInfo> tensors;  // identical on every worker
   CodecOptions codec;
-  // Join keeps retrying while a shard is still starting, up to this long.
+  // Join keeps retrying while a shard is still starting (its name does not resolve yet, nothing
+  // listens yet), up to this long, saying what it waits for after 2 s and then every 5 s. A
+  // malformed address, and a peer that answers but does not speak gRPC, fail at once.
   absl::Duration connect_timeout = absl::Seconds(60);
   // Deadline of every other call; should exceed the shards' step timeout.
   absl::Duration rpc_timeout = absl::Seconds(180);
@@ -129,6 +134,9 @@ struct WorkerOptions {
   // float32 values per model element in the state (parameters plus optimizer slots, e.g. 2 for
   // SGD with momentum), 1..16. A job setting.
   uint32_t state_slots = 1;
+  // Progress lines (waiting for a shard while connecting or reconnecting); null: written to
+  // stderr as "ternps worker <rank>: <line>". Called from the thread driving the worker.
+  std::function<void(std::string_view line)> log;
 };
 
 // A worker's state for recovery: state[i * state_slots + j] is slot j (0: the parameters) of
