@@ -501,6 +501,9 @@ void PartitionAggregator::CollectExpired(absl::Time now, const MembershipView& v
     const RankBits& have = slot.scalers_done ? slot.pushed : slot.offered;
     for (uint32_t r = 0; r < view.world_size; ++r) {
       if (!TestRank(required, r) || TestRank(have, r)) continue;
+      // Before the job started, a rank that has not joined yet is waited for (the engine's start
+      // timeout ends a job that never starts), not dropped.
+      if (!view.started && view.ranks[r].state == RankState::kExpected) continue;
       if (expired || (view.ranks[r].state == RankState::kJoined &&
                       active_ns[r].load(std::memory_order_relaxed) <= silent_since)) {
         missing->push_back(r);

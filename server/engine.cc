@@ -1,9 +1,11 @@
 #include "server/engine.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/rpc/job_token.h"
@@ -120,6 +122,35 @@ absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequ
                      " requires a job token (--require_job_token) and the Join has none "
                      "(WorkerOptions::token_file, ternps-worker --token_file)"));
   }
+  if (job == nullptr) {
+    // An ended job: tell a late worker why, instead of starting the job again with it alone.
+    std::optional<EndedJob> ended;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = ended_.find(request.job_id());
+      if (it != ended_.end() && config_.clock->Now() - it->second.at <= config_.ended_job_memory) {
+        ended = it->second;
+      }
+    }
+    if (ended.has_value()) {
+      if (absl::Status st = common::CheckJobToken(ended->token_digest, digest, request.job_id());
+          !st.ok()) {
+        return st;
+      }
+      const std::string why = absl::StrCat(
+          "job '", request.job_id(), "' ended on shard ", config_.shard_index, " ",
+          absl::FormatDuration(absl::Trunc(config_.clock->Now() - ended->at, absl::Seconds(1))),
+          " ago: ", ended->reason);
+      if (request.rejoin()) return absl::NotFoundError(absl::StrCat("rejoin: ", why));
+      if (!request.restart_ended_job()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "job_id: ", why,
+            ". A worker restarted after its peers finished cannot start it again alone; start a "
+            "new run with a new job_id, or set restart_ended_job (ternps-worker "
+            "--restart_ended_job) to run this id again"));
+      }
+    }
+  }
   if (job == nullptr && request.rejoin()) {
     if (absl::Status st = common::ValidateJobId(request.job_id()); !st.ok()) return st;
     return absl::NotFoundError(absl::StrCat("rejoin: job '", request.job_id(), "' is not on shard ",
@@ -160,6 +191,7 @@ absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequ
       if (!created.ok()) return created.status();
       job = std::move(*created);
       jobs_.emplace(request.job_id(), job);
+      ended_.erase(request.job_id());  // a new run of an ended id (restart_ended_job)
     }
   }
   return job->Join(request, *spec);
@@ -199,13 +231,9 @@ absl::StatusOr<ternps::v1::LeaveResponse> Engine::Leave(const ternps::v1::LeaveR
   if (!job.ok()) return job.status();
   absl::StatusOr<ternps::v1::LeaveResponse> response = (*job)->Leave(request);
   if (response.ok() && !(*job)->AnyLive()) {
-    // Everyone left: the job is over and its id free for a new run.
+    // Everyone left: the job is over.
     absl::MutexLock lock(&mu_);
-    auto it = jobs_.find(request.job_id());
-    if (it != jobs_.end() && it->second == *job) {
-      jobs_.erase(it);
-      (*job)->RemoveState();
-    }
+    EndLocked(*job, absl::StrCat("every worker left (at step ", (*job)->NewestStep(), ")"));
   }
   return response;
 }
@@ -257,36 +285,62 @@ int Engine::CheckTimeouts() {
   int workers = 0;
   int dropped = 0;
   uint64_t step = 0;
-  std::vector<std::shared_ptr<Job>> ended;
+  std::vector<std::pair<std::shared_ptr<Job>, std::string>> ended;
   for (const auto& job : jobs) {
+    if (!job->started()) {
+      // Waiting for every rank's first Join: only the start timeout applies.
+      if (absl::Status st = job->CheckStart(now, config_.start_timeout); !st.ok()) {
+        job->FailAll(st);
+        ended.emplace_back(job, std::string(st.message()));
+      }
+      workers += job->LiveWorkers();
+      continue;
+    }
     dropped += job->CheckTimeouts(now);
     if (now - job->LastCall() > config_.job_idle_timeout) {
       // No worker has called for the idle timeout: they are gone (killed between steps, when no
       // step timeout runs). Whatever still waits is told so.
-      job->FailAll(absl::AbortedError(absl::StrCat("job_id: job '", job->id(), "' expired after ",
-                                                   absl::FormatDuration(config_.job_idle_timeout),
-                                                   " without calls (--job_idle_timeout)")));
-      ended.push_back(job);
+      const std::string why =
+          absl::StrCat("expired after ", absl::FormatDuration(config_.job_idle_timeout),
+                       " without calls (--job_idle_timeout)");
+      job->FailAll(absl::AbortedError(absl::StrCat("job_id: job '", job->id(), "' ", why)));
+      ended.emplace_back(job, why);
       continue;
     }
-    if (!job->AnyLive()) ended.push_back(job);
+    if (!job->AnyLive()) {
+      ended.emplace_back(job, absl::StrCat("no worker was left in it (at step ", job->NewestStep(),
+                                           ": every rank left or was dropped)"));
+    }
     workers += job->LiveWorkers();
     step = std::max(step, job->NewestStep());
   }
   if (!ended.empty()) {
-    // Every rank left or was dropped, or the job was idle: it is over and its id and memory are
-    // free.
+    // It is over: its memory is free and its id remembered for a while.
     absl::MutexLock lock(&mu_);
-    for (const auto& job : ended) {
-      auto it = jobs_.find(job->id());
-      if (it != jobs_.end() && it->second == job) {
-        jobs_.erase(it);
-        job->RemoveState();
-      }
-    }
+    for (auto& [job, why] : ended) EndLocked(job, std::move(why));
   }
   if (config_.observer != nullptr) config_.observer->ShardState(workers, step);
   return dropped;
+}
+
+void Engine::EndLocked(const std::shared_ptr<Job>& job, std::string reason) {
+  auto it = jobs_.find(job->id());
+  if (it == jobs_.end() || it->second != job) return;
+  jobs_.erase(it);
+  job->RemoveState();
+  if (config_.ended_job_memory <= absl::ZeroDuration()) return;
+  const absl::Time now = config_.clock->Now();
+  // Forget what is too old, and the oldest beyond the bound.
+  absl::erase_if(ended_,
+                 [&](const auto& e) { return now - e.second.at > config_.ended_job_memory; });
+  if (ended_.size() >= kMaxEndedJobs) {
+    auto oldest = ended_.begin();
+    for (auto e = ended_.begin(); e != ended_.end(); ++e) {
+      if (e->second.at < oldest->second.at) oldest = e;
+    }
+    ended_.erase(oldest);
+  }
+  ended_[job->id()] = {now, job->token_digest(), std::move(reason)};
 }
 
 void Engine::ReaperLoop() {

@@ -96,6 +96,19 @@ class Engine {
   Restored restored_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
+  // Jobs that ended, remembered for config_.ended_job_memory (at most kMaxEndedJobs, the oldest
+  // forgotten first), so that a late Join is told instead of starting the job afresh.
+  struct EndedJob {
+    absl::Time at;
+    std::string token_digest;
+    std::string reason;
+  };
+  static constexpr size_t kMaxEndedJobs = 4096;
+  absl::flat_hash_map<std::string, EndedJob> ended_ ABSL_GUARDED_BY(mu_);
+  // Removes `job` (if it is still the one under its id), deletes its state files and remembers
+  // why it ended.
+  void EndLocked(const std::shared_ptr<Job>& job, std::string reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::thread reaper_;
 };

@@ -5,6 +5,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace ternps::server {
 namespace {
@@ -84,6 +85,7 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Restore(common::JobSpec spec, const Sh
     absl::MutexLock lock(&a->mu());
     a->Restore(*std::move(loaded));
   }
+  (*job)->membership_.MarkStarted();  // it ran before: its ranks come back with rejoin
   return job;
 }
 
@@ -96,6 +98,7 @@ Job::Job(common::JobSpec spec, const ShardConfig& shard, std::string token_diges
       // Epochs of a restored job start above every one its earlier incarnations gave out.
       membership_(spec_.world_size, (store_ == nullptr ? 0 : store_->incarnation() << 32) | 1),
       owned_index_(spec_.plan.partitions().size(), -1),
+      created_(shard.clock->Now()),
       active_ns_(new std::atomic<int64_t>[spec_.world_size]) {
   for (uint32_t r = 0; r < spec_.world_size; ++r) NoteActive(r);
   for (const uint32_t p : spec_.plan.PartitionsOfShard(shard.shard_index)) {
@@ -410,6 +413,17 @@ uint64_t Job::NewestStep() const {
   uint64_t step = 0;
   for (const auto& a : aggregators_) step = std::max(step, a->base_step());
   return step;
+}
+
+absl::Status Job::CheckStart(absl::Time now, absl::Duration start_timeout) const {
+  if (now - created_ <= start_timeout) return absl::OkStatus();
+  const std::vector<uint32_t> missing = membership_.NeverJoined();
+  if (missing.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("job '", spec_.job_id, "' did not start: worker_rank ",
+                   absl::StrJoin(missing, ", "), " of ", spec_.world_size, " never joined shard ",
+                   shard_.shard_index, " within ", absl::FormatDuration(start_timeout),
+                   " (--start_timeout); every rank must join before the first step"));
 }
 
 int Job::CheckTimeouts(absl::Time now) {

@@ -95,6 +95,10 @@ class Job {
   // Fails every waiting call (shutdown).
   void FailAll(const absl::Status& status);
   bool AnyLive() const { return membership_.AnyLive(); }
+  bool started() const { return membership_.View()->started; }
+  // FAILED_PRECONDITION naming the ranks that never joined once `start_timeout` has passed since
+  // the job was created and it has not started; OK otherwise.
+  absl::Status CheckStart(absl::Time now, absl::Duration start_timeout) const;
   int LiveWorkers() const { return membership_.View()->LiveCount(); }
   // The newest step any owned partition is at.
   uint64_t NewestStep() const;
@@ -139,6 +143,7 @@ class Job {
     active_ns_[rank].store(absl::ToUnixNanos(shard_.clock->Now()), std::memory_order_relaxed);
   }
   std::atomic<int64_t> last_call_ns_{0};
+  const absl::Time created_;
   // Per rank: when it last called this shard or had a call answered (NoteActive).
   std::unique_ptr<std::atomic<int64_t>[]> active_ns_;
   // Wire payload bytes since the job was created, for GetStatus.

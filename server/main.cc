@@ -21,6 +21,13 @@ ABSL_FLAG(uint32_t, shard_index, 0, "This shard's index in [0, shard_count)");
 ABSL_FLAG(uint32_t, shard_count, 1, "Number of shards of the job");
 ABSL_FLAG(absl::Duration, job_idle_timeout, absl::Seconds(180),
           "A job that receives no call for this long is removed (its id can be used again)");
+ABSL_FLAG(absl::Duration, start_timeout, absl::Minutes(5),
+          "A job's first step waits until every rank has joined; a job some rank has not joined "
+          "this long after it was created ends with an error naming the missing ranks");
+ABSL_FLAG(absl::Duration, ended_job_memory, absl::Minutes(30),
+          "How long an ended job's id is remembered: a late Join for it (a worker restarted after "
+          "its peers finished) is refused with why the job ended instead of starting it again "
+          "alone, unless the worker sets restart_ended_job; 0: not remembered");
 ABSL_FLAG(absl::Duration, step_timeout, absl::Seconds(60),
           "How long a partition waits for a worker's push (or scaler) after the first one "
           "arrived; the late worker is then dropped and must Join again");
@@ -101,6 +108,8 @@ int main(int argc, char** argv) {
   options.shard.shard_count = absl::GetFlag(FLAGS_shard_count);
   options.shard.step_timeout = absl::GetFlag(FLAGS_step_timeout);
   options.shard.job_idle_timeout = absl::GetFlag(FLAGS_job_idle_timeout);
+  options.shard.start_timeout = absl::GetFlag(FLAGS_start_timeout);
+  options.shard.ended_job_memory = absl::GetFlag(FLAGS_ended_job_memory);
   options.shard.max_world_size = absl::GetFlag(FLAGS_max_world_size);
   options.shard.max_jobs = absl::GetFlag(FLAGS_max_jobs);
   options.shard.max_partition_elements = absl::GetFlag(FLAGS_max_partition_elements);

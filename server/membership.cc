@@ -1,5 +1,6 @@
 #include "server/membership.h"
 
+#include <algorithm>
 #include <bit>
 
 #include "absl/strings/str_cat.h"
@@ -108,6 +109,7 @@ void Membership::PublishLocked() {
   view->epoch = epoch_;
   view->first_epoch = first_epoch_;
   view->world_size = world_size_;
+  view->started = started_;
   view->ranks = ranks_;
   view->live.assign(RankWords(world_size_), 0);
   for (uint32_t r = 0; r < world_size_; ++r) {
@@ -138,6 +140,9 @@ Membership::Admission Membership::Join(uint32_t rank, uint64_t first_step, uint6
     r.state = RankState::kJoined;
     r.join_epoch = epoch_;
     r.awaiting_first_call = true;
+    started_ = started_ || std::none_of(ranks_.begin(), ranks_.end(), [](const RankRecord& x) {
+                 return x.state == RankState::kExpected;
+               });
     PublishLocked();
     return {epoch_, first_step};
   }
@@ -195,6 +200,22 @@ bool Membership::AnyLive() const {
     if (r.state == RankState::kExpected || r.state == RankState::kJoined) return true;
   }
   return false;
+}
+
+void Membership::MarkStarted() {
+  absl::MutexLock lock(&mu_);
+  started_ = true;
+  PublishLocked();
+}
+
+std::vector<uint32_t> Membership::NeverJoined() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<uint32_t> ranks;
+  if (started_) return ranks;
+  for (uint32_t r = 0; r < world_size_; ++r) {
+    if (ranks_[r].state == RankState::kExpected) ranks.push_back(r);
+  }
+  return ranks;
 }
 
 }  // namespace ternps::server

@@ -7,8 +7,10 @@
 //   if (view->AllRequiredIn(step, pushed_bits)) ...
 //
 // A rank starts `expected`: it counts as live (partitions wait for it) but must Join before it may
-// call anything else. A step timeout or Leave drops it; a dropped rank is readmitted by Join from a
-// given step on, and the epoch increases whenever the live set changes.
+// call anything else. The job starts once every rank has joined (steps cannot complete before:
+// a slow starter is waited for, up to the shard's start timeout, never dropped). A step timeout
+// or Leave drops a joined rank; a dropped rank is readmitted by Join from a given step on, and the
+// epoch increases whenever the live set changes.
 //
 // Thread-safe. View() snapshots are immutable and cheap to share: the data path reads them
 // without holding the membership lock.
@@ -59,6 +61,9 @@ struct MembershipView {
   uint64_t first_epoch = 1;  // the first epoch of this incarnation of the job (a restored job's
                              // are above every earlier one's)
   uint32_t world_size = 0;
+  // Every rank has joined at least once (or the job was restored after a restart): steps may
+  // complete. Before that, ranks still expected are waited for, not dropped.
+  bool started = false;
   std::vector<RankRecord> ranks;  // by rank
   RankBits live;                  // expected or joined
   // Ranks readmitted after a drop: they are awaited only from their from_step on.
@@ -117,6 +122,10 @@ class Membership {
   uint64_t Leave(uint32_t rank) ABSL_LOCKS_EXCLUDED(mu_);
   // Whether any rank is still expected or joined.
   bool AnyLive() const ABSL_LOCKS_EXCLUDED(mu_);
+  // A restored job has started (its ranks come back with rejoin).
+  void MarkStarted() ABSL_LOCKS_EXCLUDED(mu_);
+  // Ranks that have never joined (empty once started).
+  std::vector<uint32_t> NeverJoined() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -126,6 +135,7 @@ class Membership {
   const uint64_t first_epoch_;
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<RankRecord> ranks_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
   std::shared_ptr<const MembershipView> view_ ABSL_GUARDED_BY(mu_);
 };
 

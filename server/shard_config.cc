@@ -27,6 +27,18 @@ absl::Status ValidateShardConfig(const ShardConfig& config) {
         absl::StrCat("--job_idle_timeout: ", absl::FormatDuration(config.job_idle_timeout),
                      " must be positive and finite"));
   }
+  if (config.start_timeout <= absl::ZeroDuration() ||
+      config.start_timeout == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--start_timeout: ", absl::FormatDuration(config.start_timeout),
+                     " must be positive and finite"));
+  }
+  if (config.ended_job_memory < absl::ZeroDuration() ||
+      config.ended_job_memory == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--ended_job_memory: ", absl::FormatDuration(config.ended_job_memory),
+                     " must be finite and not negative"));
+  }
   if (config.max_world_size == 0 || config.max_world_size > common::kMaxIntSumContributors) {
     return absl::InvalidArgumentError(
         absl::StrCat("--max_world_size: ", config.max_world_size, " is outside [1, ",

@@ -26,6 +26,13 @@ struct ShardConfig {
   // A job that receives no call for this long is removed (its workers are gone; its id and memory
   // are freed, and a new run may reuse the id).
   absl::Duration job_idle_timeout = absl::Seconds(180);
+  // A job takes its first step once every rank has joined; if some rank has not joined this long
+  // after the job was created, the job ends with an error naming the missing ranks.
+  absl::Duration start_timeout = absl::Minutes(5);
+  // How long an ended job's id is remembered: a Join for it (a worker restarted after its peers
+  // finished) is refused with the reason the job ended instead of starting the job again alone,
+  // unless it sets restart_ended_job. 0: not remembered.
+  absl::Duration ended_job_memory = absl::Minutes(30);
   // Largest world_size a job may register; INT_SUM carries at most 32767 contributors.
   uint32_t max_world_size = 4096;
   // Jobs a shard serves at once; each costs memory at Join (RESOURCE_EXHAUSTED beyond).

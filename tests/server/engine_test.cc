@@ -40,7 +40,8 @@ struct Answer {
 
 class EngineTest : public ::testing::Test {
  protected:
-  void Start(v1::Codec codec, uint32_t world) {
+  // A job of `world` ranks, of which the first `joined` (all by default) have joined.
+  void Start(v1::Codec codec, uint32_t world, uint32_t joined = UINT32_MAX) {
     config_.step_timeout = absl::Seconds(60);
     config_.clock = &clock_;
     config_.run_reaper = false;
@@ -48,7 +49,7 @@ class EngineTest : public ::testing::Test {
     codec_ = codec;
     world_ = world;
     epochs_.assign(world, 0);
-    for (uint32_t r = 0; r < world; ++r) {
+    for (uint32_t r = 0; r < std::min(world, joined); ++r) {
       absl::StatusOr<v1::JoinResponse> joined = engine_->Join(JoinRequest(r), token_);
       ASSERT_TRUE(joined.ok()) << joined.status();
       epochs_[r] = joined->epoch();
@@ -395,8 +396,9 @@ TEST_F(EngineTest, RecoveryKeepsTheSnapshotAndTheAveragesSince) {
 }
 
 // Workers killed between steps leave no step timeout running: the job expires after
-// job_idle_timeout without calls, and its id starts a new job (here with another world size).
-TEST_F(EngineTest, AnIdleJobExpiresAndItsIdStartsAgain) {
+// job_idle_timeout without calls. Its id is remembered: a plain Join (a late worker) is told the
+// job ended, one with restart_ended_job starts a new job (here with another world size).
+TEST_F(EngineTest, AnIdleJobExpiresAndItsIdStartsAgainOnlyWhenAsked) {
   config_.job_idle_timeout = absl::Seconds(180);
   Start(v1::CODEC_FP32, 2);
   auto a = Push(0, 0, 1.0f);
@@ -409,9 +411,86 @@ TEST_F(EngineTest, AnIdleJobExpiresAndItsIdStartsAgain) {
   EXPECT_EQ(engine_->CheckTimeouts(), 0);
   EXPECT_EQ(engine_->FindJob("engine").status().code(), absl::StatusCode::kNotFound);
   world_ = 3;
-  absl::StatusOr<v1::JoinResponse> fresh = engine_->Join(JoinRequest(0));
+  const absl::StatusOr<v1::JoinResponse> late = engine_->Join(JoinRequest(0));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition) << late.status();
+  EXPECT_THAT(std::string(late.status().message()),
+              HasSubstr("job 'engine' ended on shard 0 0 ago: expired after 3m"));
+  EXPECT_THAT(std::string(late.status().message()), HasSubstr("restart_ended_job"));
+  v1::JoinRequest again = JoinRequest(0);
+  again.set_rejoin(true);
+  EXPECT_EQ(engine_->Join(again).status().code(), absl::StatusCode::kNotFound);
+  v1::JoinRequest restart = JoinRequest(0);
+  restart.set_restart_ended_job(true);
+  absl::StatusOr<v1::JoinResponse> fresh = engine_->Join(restart);
   ASSERT_TRUE(fresh.ok()) << fresh.status();
   EXPECT_EQ(fresh->start_step(), 0u);
+}
+
+// A worker restarted after its peers finished and left: told the job ended, not a job of its own.
+TEST_F(EngineTest, ALateWorkerOfAnEndedJobIsToldItEnded) {
+  Start(v1::CODEC_FP32, 2);
+  auto a = Push(0, 0, 1.0f);
+  auto b = Push(1, 0, 1.0f);
+  ASSERT_TRUE(a->done && b->done);
+  for (uint32_t r = 0; r < 2; ++r) {
+    v1::LeaveRequest leave;
+    leave.set_job_id("engine");
+    leave.set_worker_rank(r);
+    leave.set_epoch(epochs_[r]);
+    ASSERT_TRUE(engine_->Leave(leave).ok());
+  }
+  const absl::StatusOr<v1::JoinResponse> late = engine_->Join(JoinRequest(1));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition) << late.status();
+  EXPECT_THAT(std::string(late.status().message()), HasSubstr("every worker left (at step 1)"));
+  EXPECT_EQ(engine_->FindJob("engine").status().code(), absl::StatusCode::kNotFound);
+  // After --ended_job_memory (30 min by default) the id is free again.
+  clock_.Advance(absl::Minutes(31));
+  EXPECT_TRUE(engine_->Join(JoinRequest(1)).ok());
+}
+
+// The first step waits for every rank's first Join, however long it takes, instead of dropping
+// the rank at the step timeout; the job starts with all of them.
+TEST_F(EngineTest, ASlowStarterIsWaitedForNotDropped) {
+  config_.start_timeout = absl::Minutes(10);
+  Start(v1::CODEC_FP32, 3, /*joined=*/2);
+  auto a = Push(0, 0, 1.0f);
+  auto b = Push(1, 0, 2.0f);
+  clock_.Advance(absl::Minutes(5));  // five step timeouts
+  EXPECT_EQ(engine_->CheckTimeouts(), 0);
+  EXPECT_FALSE(a->done || b->done);
+  absl::StatusOr<v1::JoinResponse> joined = engine_->Join(JoinRequest(2));
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_EQ(joined->start_step(), 0u);
+  epochs_[2] = joined->epoch();
+  auto c = Push(2, 0, 3.0f);
+  ASSERT_TRUE(a->done && b->done && c->done);
+  ASSERT_TRUE(c->status.ok()) << c->status;
+  EXPECT_EQ(c->response.averages(0).contributors(), 3u);
+  // Once started, the step timeout drops as before.
+  auto d = Push(0, 1, 1.0f);
+  clock_.Advance(absl::Seconds(61));
+  EXPECT_EQ(engine_->CheckTimeouts(), 2);
+}
+
+// A job some rank never joins ends at the start timeout: the waiting calls fail naming the
+// missing ranks, and the late rank is told the same when it finally comes.
+TEST_F(EngineTest, AJobThatNeverStartsEndsNamingTheMissingRanks) {
+  config_.start_timeout = absl::Minutes(2);
+  Start(v1::CODEC_FP32, 4, /*joined=*/2);
+  auto a = Push(0, 0, 1.0f);
+  clock_.Advance(absl::Seconds(119));
+  engine_->CheckTimeouts();
+  EXPECT_FALSE(a->done);
+  clock_.Advance(absl::Seconds(2));
+  engine_->CheckTimeouts();
+  ASSERT_TRUE(a->done);
+  EXPECT_EQ(a->status.code(), absl::StatusCode::kFailedPrecondition) << a->status;
+  EXPECT_THAT(std::string(a->status.message()),
+              HasSubstr("did not start: worker_rank 2, 3 of 4 never joined shard 0 within 2m"));
+  EXPECT_EQ(engine_->FindJob("engine").status().code(), absl::StatusCode::kNotFound);
+  const absl::StatusOr<v1::JoinResponse> late = engine_->Join(JoinRequest(3));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(late.status().message()), HasSubstr("never joined"));
 }
 
 // A call still waiting when its job expires is answered, ABORTED, naming the expiry.

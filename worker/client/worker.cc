@@ -204,6 +204,7 @@ v1::JoinRequest MakeJoinRequest(const WorkerOptions& options) {
   request.set_shard_count(static_cast<uint32_t>(options.shards.size()));
   request.set_snapshot_interval(options.snapshot_interval);
   request.set_state_slots(options.state_slots);
+  request.set_restart_ended_job(options.restart_ended_job);
   return request;
 }
 

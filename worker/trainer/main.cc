@@ -79,6 +79,9 @@ ABSL_FLAG(int, channels_per_shard, ternps::worker::WorkerOptions{}.channels_per_
           "TCP connections per shard; PushPull calls take turns on them");
 ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(60),
           "How long to wait for the shards to come up");
+ABSL_FLAG(bool, restart_ended_job, false,
+          "Run --job_id again although the shards remember that a job of that id ended (they "
+          "refuse a late worker of an ended job by default)");
 ABSL_FLAG(absl::Duration, rpc_timeout, absl::Seconds(180), "Deadline of each call");
 ABSL_FLAG(std::string, summary_file, "", "Also write the final JSON summary to this file");
 ABSL_FLAG(bool, quiet, false, "Print only the final summary");
@@ -203,6 +206,7 @@ int main(int argc, char** argv) {
   options.calls_in_flight_per_shard = absl::GetFlag(FLAGS_calls_in_flight);
   options.channels_per_shard = absl::GetFlag(FLAGS_channels_per_shard);
   options.connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
+  options.restart_ended_job = absl::GetFlag(FLAGS_restart_ended_job);
   options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);

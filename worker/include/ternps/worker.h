@@ -134,6 +134,10 @@ struct WorkerOptions {
   // float32 values per model element in the state (parameters plus optimizer slots, e.g. 2 for
   // SGD with momentum), 1..16. A job setting.
   uint32_t state_slots = 1;
+  // A shard remembers an ended job's id for a while and refuses a Join for it
+  // (FAILED_PRECONDITION saying why it ended: a worker restarted after its peers finished must
+  // not train the job alone). Set this to start a new run under the same job_id anyway.
+  bool restart_ended_job = false;
   // Progress lines (waiting for a shard while connecting or reconnecting); null: written to
   // stderr as "ternps worker <rank>: <line>". Called from the thread driving the worker.
   std::function<void(std::string_view line)> log;
