@@ -151,9 +151,7 @@ void PartitionAggregator::Offer(uint32_t rank, uint64_t step, float scaler,
   if (step < base_step()) {  // a repeat of a completed step (CheckOffer): from the log
     const LogEntry& e = *Replayable(rank, step, /*newest=*/true);
     r->set_shared_scalers(index, e.average.head.scaler);
-    if (r->contributors() == 0 || e.average.head.contributors < r->contributors()) {
-      r->set_contributors(e.average.head.contributors);
-    }
+    call->NoteContributors(e.average.head.contributors);
     finisher.PartDone(std::move(call));
     return;
   }
@@ -162,7 +160,7 @@ void PartitionAggregator::Offer(uint32_t rank, uint64_t step, float scaler,
   SetRank(slot.offered, rank);
   if (slot.scalers_done) {  // a rank readmitted after the others settled: take the settled one
     r->set_shared_scalers(index, slot.shared_scaler);
-    r->set_contributors(static_cast<uint32_t>(CountRanks(slot.offered)));
+    call->NoteContributors(static_cast<uint32_t>(CountRanks(slot.offered)));
     finisher.PartDone(std::move(call));
     return;
   }
@@ -311,10 +309,9 @@ void PartitionAggregator::TryComplete(const MembershipView& view, Finisher& fini
       for (ScalerWaiter& w : slot.scaler_waiters) {
         ternps::v1::ShareScalersResponse* r = w.call->response();
         r->set_shared_scalers(w.index, slot.shared_scaler);
-        // Several partitions answer one call: report the smallest number of contributors.
-        if (r->contributors() == 0 || contributors < r->contributors()) {
-          r->set_contributors(contributors);
-        }
+        // Several partitions answer one call, maybe under different locks at once: the call
+        // reports the smallest number of contributors.
+        w.call->NoteContributors(contributors);
         finisher.PartDone(std::move(w.call));
       }
       slot.scaler_waiters.clear();

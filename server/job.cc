@@ -121,6 +121,13 @@ Job::Job(common::JobSpec spec, const ShardConfig& shard, std::string token_diges
   if (observer_ == nullptr) observer_ = std::make_unique<NullJobObserver>();
 }
 
+Job::~Job() {
+  FailAll(absl::AbortedError(absl::StrCat(
+      "job_id: job '", spec_.job_id,
+      "' was removed from this shard (it ended, expired, or the shard is shutting down) before "
+      "this call was answered")));
+}
+
 PartitionAggregator* Job::Owned(uint32_t id) const {
   if (id >= owned_index_.size() || owned_index_[id] < 0) return nullptr;
   return aggregators_[owned_index_[id]].get();

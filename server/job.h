@@ -58,6 +58,9 @@ class Job {
   static absl::StatusOr<std::unique_ptr<Job>> Restore(common::JobSpec spec,
                                                       const ShardConfig& shard,
                                                       std::unique_ptr<JobStore> store);
+  // Answers every call still waiting (ABORTED), while the job's members are all alive: a call
+  // that parked after the job was removed from the engine is answered here, not lost.
+  ~Job();
   // The job is over (every rank left, or it expired): its files are deleted.
   void RemoveState() {
     if (store_ != nullptr) store_->Remove();

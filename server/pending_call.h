@@ -5,6 +5,10 @@
 //   auto call = std::make_shared<PendingCall<PushPullResponse>>(response, parts, std::move(done));
 //   ... part i complete: call->response()->mutable_averages(i)->... ; finisher.PartDone(call);
 //
+// Every call is answered exactly once: a call destroyed before its last part completed (its job
+// was removed or the shard shut down while it waited, or a call parked in a job just being
+// removed) is answered ABORTED by the destructor.
+//
 // Thread-safe: parts write disjoint fields of the response; the counter is atomic.
 #ifndef TERNPS_SERVER_PENDING_CALL_H_
 #define TERNPS_SERVER_PENDING_CALL_H_
@@ -26,16 +30,36 @@ using DoneCallback = std::function<void(absl::Status)>;
 class PendingCallBase {
  public:
   PendingCallBase(int parts, DoneCallback done) : remaining_(parts), done_(std::move(done)) {}
-  virtual ~PendingCallBase() = default;
+  virtual ~PendingCallBase() {
+    if (!finished_.exchange(true, std::memory_order_acq_rel)) {
+      done_(absl::AbortedError(
+          "job_id: the job was removed (it expired, ended or the shard is shutting down) before "
+          "this call was answered; Join again"));
+    }
+  }
+  PendingCallBase(const PendingCallBase&) = delete;
+  PendingCallBase& operator=(const PendingCallBase&) = delete;
 
   // Records a failure of one part (the first one wins) before PartDone.
   void Fail(absl::Status status) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
     if (status_.ok()) status_ = std::move(status);
   }
+  // Several parts of one call may report how many workers their answer includes, under different
+  // partition locks: the call keeps the smallest (atomically), and a response with a
+  // `contributors` field gets it when the call finishes.
+  void NoteContributors(uint32_t n) {
+    uint32_t seen = contributors_.load(std::memory_order_relaxed);
+    while ((seen == 0 || n < seen) &&
+           !contributors_.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
+    }
+  }
+  uint32_t contributors() const { return contributors_.load(std::memory_order_relaxed); }
   // Marks one part complete; true when it was the last (the caller then runs Finish()).
   bool PartDone() { return remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1; }
   void Finish() ABSL_LOCKS_EXCLUDED(mu_) {
+    if (finished_.exchange(true, std::memory_order_acq_rel)) return;
+    BeforeDone();
     absl::Status status;
     {
       absl::MutexLock lock(&mu_);
@@ -44,8 +68,15 @@ class PendingCallBase {
     done_(std::move(status));
   }
 
+ protected:
+  // Runs once, on the finishing thread, after every part completed (acquire: the parts' writes
+  // are visible).
+  virtual void BeforeDone() {}
+
  private:
+  std::atomic<uint32_t> contributors_{0};
   std::atomic<int> remaining_;
+  std::atomic<bool> finished_{false};
   DoneCallback done_;
   absl::Mutex mu_;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
@@ -59,6 +90,11 @@ class PendingCall : public PendingCallBase {
   Response* response() const { return response_; }
 
  private:
+  void BeforeDone() override {
+    if constexpr (requires(Response * r) { r->set_contributors(uint32_t{0}); }) {
+      if (contributors() != 0) response_->set_contributors(contributors());
+    }
+  }
   Response* const response_;
 };
 

@@ -62,6 +62,14 @@ class AggregatorTest : public ::testing::Test {
     return completed;
   }
 
+  // Answers the calls still waiting (CANCELLED) while the test's status variables live: a call
+  // left waiting is answered (ABORTED) when the aggregator is destroyed, after the test body.
+  void AnswerWaitingCalls() {
+    Finisher finisher;
+    absl::MutexLock lock(&aggregator_->mu());
+    aggregator_->FailAll(absl::CancelledError("test over"), finisher);
+  }
+
   // A call of one part that records its status when answered.
   template <typename Response>
   std::shared_ptr<PendingCall<Response>> Call(Response* response, absl::Status* status) {
@@ -194,6 +202,7 @@ TEST_F(AggregatorTest, StepWindowAndDuplicates) {
   const absl::Status stale = Push(1, 0, Fp32(3), &r1, &a1);
   EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(stale.message()), HasSubstr("already complete"));
+  AnswerWaitingCalls();  // step 1 still waits
 }
 
 // A rank whose session was resumed after a lost connection repeats what the connection carried:
@@ -316,6 +325,7 @@ TEST_F(AggregatorTest, ARankSilentForTheTimeoutIsNotWaitedForAgain) {
   EXPECT_EQ(Expired(), std::vector<uint32_t>{1});
   active_[1].store(absl::ToUnixNanos(clock_.Now()));  // it called after all
   EXPECT_TRUE(Expired().empty());
+  AnswerWaitingCalls();
 }
 
 // The INT_SUM answer of `codes` (one TERNARY_2BIT payload per contributor) the 16-bit way:

@@ -3,9 +3,11 @@
 // leaves any trace in the shard's state, membership included.
 #include "server/engine.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -148,6 +150,51 @@ class EngineTest : public ::testing::Test {
   std::string token_;  // the job token every helper call carries (empty: none)
   std::vector<uint64_t> epochs_;
 };
+
+// Many calls race the job's idle expiry and the shard's shutdown: every one is answered exactly
+// once (accepted and parked, refused, or failed by the expiry, the shutdown or the job's removal),
+// none is lost in a job that was removed while it parked.
+TEST_F(EngineTest, EveryCallIsAnsweredExactlyOnceThroughExpiryAndShutdown) {
+  config_.job_idle_timeout = absl::Seconds(30);
+  Start(v1::CODEC_FP32, 2);
+  constexpr int kThreads = 4;
+  constexpr int kCalls = 300;
+  std::vector<v1::PushPullResponse> responses(kThreads * kCalls);
+  std::unique_ptr<std::atomic<int>[]> answered(new std::atomic<int>[kThreads * kCalls]);
+  for (int k = 0; k < kThreads * kCalls; ++k) answered[k] = 0;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kCalls; ++i) {
+        const int k = t * kCalls + i;
+        v1::PushPullRequest r;
+        r.set_job_id("engine");
+        r.set_worker_rank(t % 2);
+        r.set_epoch(epochs_[t % 2]);
+        r.set_step(static_cast<uint64_t>(i % 3));
+        v1::PartitionPayload* p = r.add_partitions();
+        p->set_partition_id(0);
+        p->set_elements(kElements);
+        p->set_encoding(v1::FP32);
+        p->mutable_data()->assign(common::Fp32Bytes(kElements), '\0');
+        engine_->PushPull(
+            r, &responses[k], [&answered, k](absl::Status) { ++answered[k]; }, token_);
+      }
+    });
+  }
+  clock_.Advance(absl::Seconds(31));
+  engine_->CheckTimeouts();  // expires the job while calls keep arriving
+  engine_->Shutdown();
+  for (std::thread& t : threads) t.join();
+  engine_.reset();
+  int missing = 0, repeated = 0;
+  for (int k = 0; k < kThreads * kCalls; ++k) {
+    missing += answered[k] == 0;
+    repeated += answered[k] > 1;
+  }
+  EXPECT_EQ(missing, 0) << "calls never answered";
+  EXPECT_EQ(repeated, 0) << "calls answered more than once";
+}
 
 TEST_F(EngineTest, TimeoutDropsTheLateRankWhichRejoinsWithoutSleeping) {
   Start(v1::CODEC_FP32, 3);

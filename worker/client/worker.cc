@@ -427,7 +427,9 @@ class Worker::Impl {
   };
   // Per shard, channels_per_shard of them; [0] is stubs_'s channel.
   std::vector<std::vector<Connection>> connections_;
-  std::vector<uint64_t> epochs_;
+  // Per shard, the epoch its calls carry: written by a (re)Join on the driving thread while pool
+  // threads build other shards' requests, so atomic.
+  std::unique_ptr<std::atomic<uint64_t>[]> epochs_;
   std::vector<Batch> batches_;
   std::vector<ScalerCall> scaler_calls_;
   std::vector<uint32_t> compressed_;           // partitions with statistics and a scaler
@@ -497,7 +499,8 @@ absl::Status Worker::Impl::Init() {
     }
   }
   const common::PartitionPlan& plan = spec_.plan;
-  epochs_.assign(options_.shards.size(), 0);
+  epochs_.reset(new std::atomic<uint64_t>[options_.shards.size()]);
+  for (size_t s = 0; s < options_.shards.size(); ++s) epochs_[s] = 0;
   {
     absl::MutexLock lock(&flight_mu_);
     flights_.assign(options_.shards.size(), Flight{});
@@ -599,7 +602,7 @@ absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin
   const common::PartitionPlan& plan = spec_.plan;
   join_.set_shard_index(s);
   join_.set_rejoin(rejoin);
-  join_.set_resume_epoch(resume ? epochs_[s] : 0);
+  join_.set_resume_epoch(resume ? epochs_[s].load() : 0);
   v1::JoinResponse response;
   // Retried while the shard cannot be reached (still starting, restarting), up to the connect
   // timeout; each attempt fails fast, so the error says why (connection refused, ...).
@@ -678,7 +681,7 @@ absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin
                        " not up within connect_timeout (the Join on the first one succeeded)"));
     }
   }
-  epochs_[s] = response.epoch();
+  epochs_[s].store(response.epoch());
   return response;
 }
 
@@ -734,7 +737,7 @@ absl::Status Worker::Impl::ShareScalers(const std::vector<bool>& to, std::vector
   });
   absl::Mutex lost_mu;
   for (ScalerCall* c : calls) {
-    c->request.set_epoch(epochs_[c->shard]);
+    c->request.set_epoch(epochs_[c->shard].load());
     c->request.set_step(step);
     for (size_t i = 0; i < c->partitions.size(); ++i) {
       c->request.set_scalers(static_cast<int>(i), scalers_[c->partitions[i]]);
@@ -831,8 +834,8 @@ void Worker::Impl::BuildRequest(Batch& batch, uint64_t step) {
   // The heads and the payloads stay alive and unchanged until the call completes.
   batch.heads.clear();
   std::vector<size_t> ends;  // where each payload's head ends in `heads`
-  common::AppendPushPullRequestHead(options_.job_id, options_.rank, epochs_[batch.shard], step,
-                                    &batch.heads);
+  common::AppendPushPullRequestHead(options_.job_id, options_.rank, epochs_[batch.shard].load(),
+                                    step, &batch.heads);
   for (size_t i = 0; i < batch.partitions.size(); ++i) {
     const uint32_t p = batch.partitions[i];
     const common::PayloadView head{
@@ -1219,7 +1222,7 @@ absl::Status Worker::Impl::Leave(absl::Duration timeout) {
   for (uint32_t s = 0; s < shards; ++s) {
     requests[s].set_job_id(options_.job_id);
     requests[s].set_worker_rank(options_.rank);
-    requests[s].set_epoch(epochs_[s]);
+    requests[s].set_epoch(epochs_[s].load());
     contexts[s] = NewContext(deadline);
     stubs_[s]->async()->Leave(
         contexts[s].get(), &requests[s], &responses[s], [&, s](grpc::Status st) {
@@ -1296,7 +1299,7 @@ absl::Status Worker::Impl::OfferState(State state) {
     u.request.Clear();
     u.request.set_job_id(options_.job_id);
     u.request.set_worker_rank(options_.rank);
-    u.request.set_epoch(epochs_[u.shard]);
+    u.request.set_epoch(epochs_[u.shard].load());
     u.request.set_step(step);
     for (const uint32_t p : u.groups[u.next++]) {
       const common::Partition& part = spec_.plan.partition(p);
@@ -1387,7 +1390,7 @@ absl::Status Worker::Impl::Recover(State state, Gradients gradients,
       v1::GetRecoveryRequest request;
       request.set_job_id(options_.job_id);
       request.set_worker_rank(options_.rank);
-      request.set_epoch(epochs_[f.shard]);
+      request.set_epoch(epochs_[f.shard].load());
       request.set_to_step(to_step);
       for (const uint32_t p : f.group) request.add_partition_ids(p);
       v1::GetRecoveryResponse response;
