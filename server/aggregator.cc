@@ -489,18 +489,8 @@ void PartitionAggregator::Restore(LoadedPartition loaded) {
 
 void PartitionAggregator::CollectExpired(absl::Time now, const MembershipView& view,
                                          absl::Span<const std::atomic<int64_t>> active_ns,
-                                         std::vector<uint32_t>* missing,
-                                         absl::Span<const std::atomic<int64_t>> cancelled_ns,
-                                         absl::Duration disconnect_grace) {
+                                         std::vector<uint32_t>* missing) {
   const int64_t silent_since = absl::ToUnixNanos(now - config_.step_timeout);
-  const int64_t gone_since = absl::ToUnixNanos(now - disconnect_grace);
-  // Closed its connection (a call of it was cancelled) at least the grace ago, silent since.
-  auto gone = [&](uint32_t r) {
-    if (disconnect_grace <= absl::ZeroDuration() || r >= cancelled_ns.size()) return false;
-    const int64_t cancelled = cancelled_ns[r].load(std::memory_order_relaxed);
-    return cancelled != kNeverCancelled && cancelled <= gone_since &&
-           active_ns[r].load(std::memory_order_relaxed) <= cancelled;
-  };
   for (Slot& slot : slots_) {
     if (!slot.active) continue;
     const bool expired = slot.deadline <= now;
@@ -512,7 +502,7 @@ void PartitionAggregator::CollectExpired(absl::Time now, const MembershipView& v
       // timeout ends a job that never starts), not dropped.
       if (!view.started && view.ranks[r].state == RankState::kExpected) continue;
       if (expired || (view.ranks[r].state == RankState::kJoined &&
-                      (active_ns[r].load(std::memory_order_relaxed) <= silent_since || gone(r)))) {
+                      active_ns[r].load(std::memory_order_relaxed) <= silent_since)) {
         missing->push_back(r);
       }
     }

@@ -44,10 +44,6 @@
 
 namespace ternps::server {
 
-// PartitionAggregator::CollectExpired's `cancelled_ns` of a rank none of whose calls was
-// cancelled.
-inline constexpr int64_t kNeverCancelled = INT64_MIN;
-
 // The worker id of the shard's own random stream (re-ternarized averages).
 inline constexpr uint32_t kShardStreamWorker = 0xFFFFFFFFu;
 
@@ -118,15 +114,9 @@ class PartitionAggregator {
   // (`active_ns[r]`: when rank r last called or had a call answered). The second rule keeps a
   // rank that died between shards from costing its peers a second timeout here: the other shard
   // already waited for it once.
-  // Also, with `disconnect_grace` > 0, a joined rank it waits for whose call was cancelled (its
-  // connection closed; `cancelled_ns[r]`) at least that long ago and that has not been active
-  // since.
   void CollectExpired(absl::Time now, const MembershipView& view,
                       absl::Span<const std::atomic<int64_t>> active_ns,
-                      std::vector<uint32_t>* missing,
-                      absl::Span<const std::atomic<int64_t>> cancelled_ns = {},
-                      absl::Duration disconnect_grace = absl::ZeroDuration())
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                      std::vector<uint32_t>* missing) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Recovery (see the proto's header). CheckSnapshot: OK if a snapshot of the state at the start
   // of `step` fits (FAILED_PRECONDITION if step - 1 is not complete here, or the job keeps no
   // recovery state). ApplySnapshot replaces an older snapshot and forgets the averages before

@@ -323,18 +323,6 @@ int Engine::CheckTimeouts() {
   return dropped;
 }
 
-void Engine::NoteCallCancelled(absl::string_view job_id, uint32_t rank) {
-  std::shared_ptr<Job> job;
-  {
-    absl::MutexLock lock(&mu_);
-    if (shutdown_) return;
-    auto it = jobs_.find(job_id);
-    if (it == jobs_.end()) return;
-    job = it->second;
-  }
-  job->NoteCancelled(rank);
-}
-
 void Engine::EndLocked(const std::shared_ptr<Job>& job, std::string reason) {
   auto it = jobs_.find(job->id());
   if (it == jobs_.end() || it->second != job) return;

@@ -79,9 +79,6 @@ class Engine {
   // step_timeout / 32 (at most 1 s) unless config().run_reaper is false). Returns how many ranks it
   // dropped.
   int CheckTimeouts();
-  // A waiting ShareScalers or PushPull call of `rank` in `job_id` was cancelled (the service's
-  // reactor): see Job::NoteCancelled. Unknown jobs are ignored.
-  void NoteCallCancelled(absl::string_view job_id, uint32_t rank);
   // Fails all waiting calls with UNAVAILABLE and refuses new ones; idempotent.
   void Shutdown();
 

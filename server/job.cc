@@ -99,12 +99,8 @@ Job::Job(common::JobSpec spec, const ShardConfig& shard, std::string token_diges
       membership_(spec_.world_size, (store_ == nullptr ? 0 : store_->incarnation() << 32) | 1),
       owned_index_(spec_.plan.partitions().size(), -1),
       created_(shard.clock->Now()),
-      active_ns_(new std::atomic<int64_t>[spec_.world_size]),
-      cancelled_ns_(new std::atomic<int64_t>[spec_.world_size]) {
-  for (uint32_t r = 0; r < spec_.world_size; ++r) {
-    NoteActive(r);
-    cancelled_ns_[r] = kNeverCancelled;
-  }
+      active_ns_(new std::atomic<int64_t>[spec_.world_size]) {
+  for (uint32_t r = 0; r < spec_.world_size; ++r) NoteActive(r);
   for (const uint32_t p : spec_.plan.PartitionsOfShard(shard.shard_index)) {
     PartitionConfig config;
     config.id = p;
@@ -283,11 +279,8 @@ void Job::PushPull(const common::PushPullRequestView& request, PushPullAnswer* r
 
 DoneCallback Job::Activity(uint32_t rank, DoneCallback done) {
   NoteActive(rank);
-  const int64_t start = absl::ToUnixNanos(shard_.clock->Now());
-  return [this, rank, start, done = std::move(done)](absl::Status st) {
-    // An answer to a call that was cancelled while it waited (its connection closed) says
-    // nothing about the rank being alive.
-    if (cancelled_ns_[rank].load(std::memory_order_relaxed) < start) NoteActive(rank);
+  return [this, rank, done = std::move(done)](absl::Status st) {
+    NoteActive(rank);
     done(std::move(st));
   };
 }
@@ -429,11 +422,6 @@ uint64_t Job::NewestStep() const {
   return step;
 }
 
-void Job::NoteCancelled(uint32_t rank) {
-  if (rank >= spec_.world_size) return;
-  cancelled_ns_[rank].store(absl::ToUnixNanos(shard_.clock->Now()), std::memory_order_relaxed);
-}
-
 absl::Status Job::CheckStart(absl::Time now, absl::Duration start_timeout) const {
   if (now - created_ <= start_timeout) return absl::OkStatus();
   const std::vector<uint32_t> missing = membership_.NeverJoined();
@@ -450,9 +438,8 @@ int Job::CheckTimeouts(absl::Time now) {
   std::vector<uint32_t> missing;
   for (const auto& a : aggregators_) {
     absl::MutexLock lock(&a->mu());
-    a->CollectExpired(now, *view, absl::MakeConstSpan(active_ns_.get(), spec_.world_size), &missing,
-                      absl::MakeConstSpan(cancelled_ns_.get(), spec_.world_size),
-                      shard_.disconnect_grace);
+    a->CollectExpired(now, *view, absl::MakeConstSpan(active_ns_.get(), spec_.world_size),
+                      &missing);
   }
   if (missing.empty()) return 0;
   std::sort(missing.begin(), missing.end());

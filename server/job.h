@@ -99,10 +99,6 @@ class Job {
   void FailAll(const absl::Status& status);
   bool AnyLive() const { return membership_.AnyLive(); }
   bool started() const { return membership_.View()->started; }
-  // A call of `rank` was cancelled while it waited (the service's reactor saw its connection
-  // close, or the worker cancelled it): dropped after ShardConfig::disconnect_grace unless it
-  // calls again.
-  void NoteCancelled(uint32_t rank);
   // FAILED_PRECONDITION naming the ranks that never joined once `start_timeout` has passed since
   // the job was created and it has not started; OK otherwise.
   absl::Status CheckStart(absl::Time now, absl::Duration start_timeout) const;
@@ -153,8 +149,6 @@ class Job {
   const absl::Time created_;
   // Per rank: when it last called this shard or had a call answered (NoteActive).
   std::unique_ptr<std::atomic<int64_t>[]> active_ns_;
-  // Per rank: when one of its waiting calls was last cancelled (kNeverCancelled: never).
-  std::unique_ptr<std::atomic<int64_t>[]> cancelled_ns_;
   // Wire payload bytes since the job was created, for GetStatus.
   std::atomic<uint64_t> received_bytes_{0};
   std::atomic<uint64_t> sent_bytes_{0};

@@ -21,10 +21,6 @@ ABSL_FLAG(uint32_t, shard_index, 0, "This shard's index in [0, shard_count)");
 ABSL_FLAG(uint32_t, shard_count, 1, "Number of shards of the job");
 ABSL_FLAG(absl::Duration, job_idle_timeout, absl::Seconds(180),
           "A job that receives no call for this long is removed (its id can be used again)");
-ABSL_FLAG(absl::Duration, disconnect_grace, absl::Seconds(2),
-          "A worker whose waiting call was cancelled (its connection closed: it died, or its "
-          "link broke) and that does not call again within this grace is dropped then, not at "
-          "the step timeout; 0: only the step timeout drops");
 ABSL_FLAG(absl::Duration, start_timeout, absl::Minutes(5),
           "A job's first step waits until every rank has joined; a job some rank has not joined "
           "this long after it was created ends with an error naming the missing ranks");
@@ -113,7 +109,6 @@ int main(int argc, char** argv) {
   options.shard.step_timeout = absl::GetFlag(FLAGS_step_timeout);
   options.shard.job_idle_timeout = absl::GetFlag(FLAGS_job_idle_timeout);
   options.shard.start_timeout = absl::GetFlag(FLAGS_start_timeout);
-  options.shard.disconnect_grace = absl::GetFlag(FLAGS_disconnect_grace);
   options.shard.ended_job_memory = absl::GetFlag(FLAGS_ended_job_memory);
   options.shard.max_world_size = absl::GetFlag(FLAGS_max_world_size);
   options.shard.max_jobs = absl::GetFlag(FLAGS_max_jobs);

@@ -52,22 +52,6 @@ grpc::ServerUnaryReactor* FinishWith(grpc::CallbackServerContext* context,
   return reactor;
 }
 
-// The reactor of a call that may wait (ShareScalers, PushPull): when gRPC cancels it while it
-// waits (the worker's connection closed, or it cancelled), the engine is told, so a worker that
-// died is dropped after the disconnect grace instead of at the step timeout.
-class WatchedReactor : public grpc::ServerUnaryReactor {
- public:
-  WatchedReactor(Engine* engine, std::string job_id, uint32_t rank)
-      : engine_(engine), job_id_(std::move(job_id)), rank_(rank) {}
-  void OnCancel() override { engine_->NoteCallCancelled(job_id_, rank_); }
-  void OnDone() override { delete this; }
-
- private:
-  Engine* const engine_;
-  const std::string job_id_;
-  const uint32_t rank_;
-};
-
 DoneCallback FinishLater(grpc::ServerUnaryReactor* reactor, ShardObserver* observer,
                          Method method) {
   return [reactor, observer, method](absl::Status status) {
@@ -126,8 +110,7 @@ grpc::ServerUnaryReactor* ParameterServerService::Join(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* ParameterServerService::ShareScalers(
     grpc::CallbackServerContext* context, const ternps::v1::ShareScalersRequest* request,
     ternps::v1::ShareScalersResponse* response) {
-  grpc::ServerUnaryReactor* reactor =
-      new WatchedReactor(engine_, request->job_id(), request->worker_rank());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   DoneCallback finish = FinishLater(reactor, observer(), Method::kShareScalers);
   absl::StatusOr<std::string> token = CallToken(context);
   if (!token.ok()) {
@@ -141,20 +124,17 @@ grpc::ServerUnaryReactor* ParameterServerService::ShareScalers(
 grpc::ServerUnaryReactor* ParameterServerService::PushPull(grpc::CallbackServerContext* context,
                                                            const grpc::ByteBuffer* request,
                                                            grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const RequestPieces bytes(*request);
   common::PushPullRequestView view;
-  const absl::Status parsed = common::ParsePushPullRequest(bytes.pieces(), &view);
-  grpc::ServerUnaryReactor* reactor =
-      parsed.ok() ? new WatchedReactor(engine_, std::string(view.job_id), view.worker_rank)
-                  : context->DefaultReactor();
   DoneCallback finish = FinishLater(reactor, observer(), Method::kPushPull);
   absl::StatusOr<std::string> token = CallToken(context);
   if (!token.ok()) {
     finish(token.status());
     return reactor;
   }
-  if (!parsed.ok()) {
-    finish(parsed);
+  if (absl::Status st = common::ParsePushPullRequest(bytes.pieces(), &view); !st.ok()) {
+    finish(std::move(st));
     return reactor;
   }
   auto answer = std::make_shared<PushPullAnswer>();

@@ -27,12 +27,6 @@ absl::Status ValidateShardConfig(const ShardConfig& config) {
         absl::StrCat("--job_idle_timeout: ", absl::FormatDuration(config.job_idle_timeout),
                      " must be positive and finite"));
   }
-  if (config.disconnect_grace < absl::ZeroDuration() ||
-      config.disconnect_grace == absl::InfiniteDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--disconnect_grace: ", absl::FormatDuration(config.disconnect_grace),
-                     " must be finite and not negative"));
-  }
   if (config.start_timeout <= absl::ZeroDuration() ||
       config.start_timeout == absl::InfiniteDuration()) {
     return absl::InvalidArgumentError(

@@ -26,10 +26,6 @@ struct ShardConfig {
   // A job that receives no call for this long is removed (its workers are gone; its id and memory
   // are freed, and a new run may reuse the id).
   absl::Duration job_idle_timeout = absl::Seconds(180);
-  // A joined rank whose waiting call was cancelled (its connection closed: the process died or
-  // the link broke) and that has not called again within this grace is dropped then, instead of
-  // at the step timeout. A worker whose link only flapped reconnects well within it. 0: off.
-  absl::Duration disconnect_grace = absl::Seconds(2);
   // A job takes its first step once every rank has joined; if some rank has not joined this long
   // after the job was created, the job ends with an error naming the missing ranks.
   absl::Duration start_timeout = absl::Minutes(5);

@@ -196,49 +196,6 @@ TEST_F(EngineTest, EveryCallIsAnsweredExactlyOnceThroughExpiryAndShutdown) {
   EXPECT_EQ(repeated, 0) << "calls answered more than once";
 }
 
-// A worker whose connection closed (the service saw its waiting call cancelled) and that does
-// not call again is dropped after the disconnect grace, not at the step timeout; one that calls
-// again within the grace (a flapping link) is not dropped.
-TEST_F(EngineTest, ADeadWorkerIsDroppedAfterTheDisconnectGrace) {
-  config_.disconnect_grace = absl::Seconds(2);
-  Start(v1::CODEC_FP32, 3);
-  std::vector<std::shared_ptr<Answer<v1::PushPullResponse>>> step0;
-  for (uint32_t r = 0; r < 3; ++r) step0.push_back(Push(r, 0, 1.0f));
-  for (const auto& answer : step0) ASSERT_TRUE(answer->done);
-  auto parked = Push(2, 1, 1.0f);  // rank 2 runs ahead, then dies with this call waiting
-  engine_->NoteCallCancelled("engine", 2);
-  auto a = Push(0, 1, 1.0f);
-  auto b = Push(1, 1, 1.0f);
-  ASSERT_TRUE(a->done && b->done && parked->done);  // step 1 had rank 2's push
-  auto c = Push(0, 2, 1.0f);
-  auto d = Push(1, 2, 1.0f);
-  clock_.Advance(absl::Seconds(1));
-  EXPECT_EQ(engine_->CheckTimeouts(), 0);  // within the grace
-  EXPECT_FALSE(c->done);
-  clock_.Advance(absl::Milliseconds(1500));
-  EXPECT_EQ(engine_->CheckTimeouts(), 1);  // 2.5 s after the cancel, far below the 60 s timeout
-  ASSERT_TRUE(c->done && d->done);
-  ASSERT_TRUE(c->status.ok()) << c->status;
-  EXPECT_EQ(c->response.averages(0).contributors(), 2u);
-}
-
-TEST_F(EngineTest, AWorkerThatCallsAgainWithinTheGraceIsNotDropped) {
-  config_.disconnect_grace = absl::Seconds(2);
-  Start(v1::CODEC_FP32, 2);
-  auto a = Push(0, 0, 1.0f);
-  engine_->NoteCallCancelled("engine", 0);  // its link reset with the call waiting
-  clock_.Advance(absl::Seconds(1));
-  auto again = Push(1, 0, 1.0f);  // the other rank; rank 0 reconnects and calls again:
-  v1::JoinRequest resume = JoinRequest(0);
-  resume.set_rejoin(true);
-  resume.set_resume_epoch(epochs_[0]);
-  ASSERT_TRUE(engine_->Join(resume).ok());
-  clock_.Advance(absl::Seconds(5));
-  auto next = Push(0, 1, 1.0f);
-  EXPECT_EQ(engine_->CheckTimeouts(), 0);
-  EXPECT_TRUE(a->done && again->done);
-}
-
 TEST_F(EngineTest, TimeoutDropsTheLateRankWhichRejoinsWithoutSleeping) {
   Start(v1::CODEC_FP32, 3);
   auto a0 = Push(0, 0, 1.0f);
