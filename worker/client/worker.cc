@@ -480,9 +480,6 @@ absl::Status Worker::Impl::Init() {
   // behind a busy link, or over a long round trip with TLS, time out.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  // A shard restarted on Kubernetes may come back at another address: re-resolve within a second
-  // (gRPC's default waits 30 s between resolutions).
-  args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 1000);
   for (const std::string& address : options_.shards) {
     std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(address, *credentials, args);
     stubs_.push_back(v1::ParameterServer::NewStub(channel));
