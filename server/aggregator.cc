@@ -289,6 +289,12 @@ void PartitionAggregator::FailPushes(Slot& slot, const absl::Status& status, Fin
   slot.push_waiters.clear();
 }
 
+void PartitionAggregator::RestartDeadlines(absl::Time now) {
+  for (Slot& slot : slots_) {
+    if (slot.active) slot.deadline = now + config_.step_timeout;
+  }
+}
+
 void PartitionAggregator::Recheck(const MembershipView& view, Finisher& finisher,
                                   std::vector<CompletionStats>* completed) {
   TryComplete(view, finisher, completed);

@@ -105,6 +105,9 @@ class PartitionAggregator {
             const MembershipView& view, Finisher& finisher, std::vector<CompletionStats>* completed)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // The job just started (its last rank joined): the steps waiting for it time out from `now`,
+  // not from when their first call arrived (which may be long before the slow starter came).
+  void RestartDeadlines(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Completes whatever the (changed) membership no longer waits for.
   void Recheck(const MembershipView& view, Finisher& finisher,
                std::vector<CompletionStats>* completed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

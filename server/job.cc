@@ -158,7 +158,16 @@ absl::StatusOr<v1::JoinResponse> Job::Join(const v1::JoinRequest& request,
       resume = std::max(resume, a->FirstOpenStep());
       first = std::min(first, a->base_step());
     }
+    const bool was_started = membership_.View()->started;
     admission = membership_.Join(request.worker_rank(), first, resume, request.resume_epoch());
+    if (!was_started && membership_.View()->started) {
+      // The last rank joined: the steps that waited for it time out from now.
+      const absl::Time now = shard_.clock->Now();
+      for (PartitionAggregator* a : all) {
+        a->AssertHeld();
+        a->RestartDeadlines(now);
+      }
+    }
   }
   v1::JoinResponse response;
   response.set_epoch(admission.epoch);

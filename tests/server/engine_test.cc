@@ -509,6 +509,10 @@ TEST_F(EngineTest, ASlowStarterIsWaitedForNotDropped) {
   ASSERT_TRUE(joined.ok()) << joined.status();
   EXPECT_EQ(joined->start_step(), 0u);
   epochs_[2] = joined->epoch();
+  // The step's deadline runs from the start, not from the first push five minutes ago: the
+  // slow starter is not dropped before it could push.
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(engine_->CheckTimeouts(), 0);
   auto c = Push(2, 0, 3.0f);
   ASSERT_TRUE(a->done && b->done && c->done);
   ASSERT_TRUE(c->status.ok()) << c->status;
