@@ -371,6 +371,10 @@ class Worker::Impl {
   absl::Status WaitForName(uint32_t s, absl::Time first, absl::Time deadline);
   // A progress line (options.log, or stderr).
   void Log(std::string_view line) const;
+  // While Join waits for shard `s`: "waiting for <shard>: <why>; retrying for ..." once
+  // `next_log` has come, which then moves kWaitLogInterval on.
+  void LogWaiting(uint32_t s, absl::string_view why, absl::Time deadline,
+                  absl::Time& next_log) const;
   static constexpr absl::Duration kFirstWaitLog = absl::Seconds(2);
   static constexpr absl::Duration kWaitLogInterval = absl::Seconds(5);
   // Joins `shards` again after their connections were lost mid-step, resuming the session where
@@ -574,16 +578,21 @@ absl::Status Worker::Impl::WaitForName(uint32_t s, absl::Time first, absl::Time 
           absl::FormatDuration(absl::Trunc(absl::Now() - first, absl::Milliseconds(100))),
           " (connect_timeout): ", st.message()));
     }
-    if (absl::Now() >= next_log) {
-      Log(absl::StrCat("waiting for ", ShardName(s), ": host '", host, "' does not resolve yet (",
-                       st.message(), "); retrying for ",
-                       absl::FormatDuration(absl::Trunc(deadline - absl::Now(), absl::Seconds(1))),
-                       " more (connect_timeout)"));
-      next_log = absl::Now() + kWaitLogInterval;
-    }
+    LogWaiting(s, absl::StrCat("host '", host, "' does not resolve yet (", st.message(), ")"),
+               deadline, next_log);
     absl::SleepFor(backoff);  // a retry delay, not synchronization
     backoff = std::min(backoff * 2, absl::Seconds(1));
   }
+}
+
+void Worker::Impl::LogWaiting(uint32_t s, absl::string_view why, absl::Time deadline,
+                              absl::Time& next_log) const {
+  const absl::Time now = absl::Now();
+  if (now < next_log) return;
+  Log(absl::StrCat("waiting for ", ShardName(s), ": ", why, "; retrying for ",
+                   absl::FormatDuration(absl::Trunc(deadline - now, absl::Seconds(1))),
+                   " more (connect_timeout)"));
+  next_log = now + kWaitLogInterval;
 }
 
 void Worker::Impl::Log(std::string_view line) const {
@@ -631,12 +640,7 @@ absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin
           absl::StrCat(ShardName(s), " Join: the peer does not speak gRPC (", cause,
                        "); is this the shard's address and port?"));
     }
-    if (absl::Now() >= next_log) {
-      Log(absl::StrCat("waiting for ", ShardName(s), ": ", cause, "; retrying for ",
-                       absl::FormatDuration(absl::Trunc(deadline - absl::Now(), absl::Seconds(1))),
-                       " more (connect_timeout)"));
-      next_log = absl::Now() + kWaitLogInterval;
-    }
+    LogWaiting(s, cause, deadline, next_log);
     absl::SleepFor(backoff);  // a retry delay, not synchronization
     backoff = std::min(backoff * 2, absl::Milliseconds(500));
   }
