@@ -19,7 +19,12 @@ namespace ternps::server {
 
 using common::PayloadView;
 
-PartitionAggregator::PartitionAggregator(const PartitionConfig& config) : config_(config) {}
+PartitionAggregator::PartitionAggregator(const PartitionConfig& config)
+    : config_(config),
+      log_({.partition_id = config.id,
+            .keep_recovery = config.keep_recovery,
+            .state_bytes = config.state_bytes,
+            .store = config.store}) {}
 
 namespace {
 
@@ -33,11 +38,6 @@ AverageBytes& Unshared(std::shared_ptr<AverageBytes>& buffer) {
     std::atomic_thread_fence(std::memory_order_acquire);
   }
   return *buffer;
-}
-
-absl::Status NoRecoveryState() {
-  return absl::FailedPreconditionError(
-      "snapshot_interval: the job keeps no recovery state (registered with 0)");
 }
 
 // "partitions[2]": a request field named in error messages.
@@ -96,7 +96,9 @@ absl::Status PartitionAggregator::CheckOffer(uint32_t rank, uint64_t step, int i
         absl::StrCat(Field(kList, index), ": partition ", config_.id,
                      " does not use scaler sharing (FP32 or no sharing)"));
   }
-  if (step < base_step() && Replayable(rank, step, may_repeat) != nullptr) return absl::OkStatus();
+  if (step < base_step() && log_.Replayable(rank, step, may_repeat) != nullptr) {
+    return absl::OkStatus();
+  }
   if (absl::Status st = CheckStep(step, kList, index); !st.ok()) return st;
   const Slot& slot = slots_[step % 2];
   if (slot.active && slot.step == step && TestRank(slot.offered, rank) && !may_repeat) {
@@ -112,7 +114,7 @@ absl::Status PartitionAggregator::CheckPush(uint32_t rank, uint64_t step,
                                             bool may_repeat) {
   constexpr const char* kList = "partitions";
   if (step < base_step()) {
-    if (const LogEntry* e = Replayable(rank, step, may_repeat); e != nullptr) {
+    if (const RecoveryLog::Entry* e = log_.Replayable(rank, step, may_repeat); e != nullptr) {
       if (sharing() && payload.scaler != e->average.head.scaler) {
         return absl::InvalidArgumentError(absl::StrCat(
             Field(kList, index), ".scaler: ", payload.scaler, " differs from the shared scaler ",
@@ -149,7 +151,7 @@ void PartitionAggregator::Offer(uint32_t rank, uint64_t step, float scaler,
                                 int index, const MembershipView& view, Finisher& finisher) {
   ternps::v1::ShareScalersResponse* r = call->response();
   if (step < base_step()) {  // a repeat of a completed step (CheckOffer): from the log
-    const LogEntry& e = *Replayable(rank, step, /*newest=*/true);
+    const RecoveryLog::Entry& e = log_.Replay(rank, step, finisher);
     r->set_shared_scalers(index, e.average.head.scaler);
     call->NoteContributors(e.average.head.contributors);
     finisher.PartDone(std::move(call));
@@ -174,7 +176,7 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& 
                                const MembershipView& view, Finisher& finisher,
                                std::vector<CompletionStats>* completed) {
   if (step < base_step()) {  // a repeat of a completed step (CheckPush): from the log
-    call->response()->averages[index] = Replayable(rank, step, /*newest=*/true)->average;
+    call->response()->averages[index] = log_.Replay(rank, step, finisher).average;
     finisher.PartDone(std::move(call));
     return;
   }
@@ -383,7 +385,7 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
                      "partitions: the sum of partition ", config_.id, " at step ", slot.step,
                      " overflows float32 (gradients of magnitude near 3.4e38)")),
                  finisher);
-      if (absl::Status st = Log(slot, head, nullptr, finisher); !st.ok()) {
+      if (absl::Status st = log_.Add(slot.step, slot.pushed, head, nullptr, finisher); !st.ok()) {
         // The pushes are failed already; the next step's answers will fail the same way.
         std::fprintf(stderr, "ternps-server: partition %u: %s\n", config_.id,
                      std::string(st.message()).c_str());
@@ -405,15 +407,11 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
       answer = slot.float_sums;  // sent as it is: the FP32 wire format is little-endian float32
     }
   }
-  if (absl::Status st = Log(slot, head, answer, finisher); !st.ok()) {
+  if (absl::Status st = log_.Add(slot.step, slot.pushed, head, answer, finisher); !st.ok()) {
     // Not durable: nobody may receive it (a restart would not know it was answered).
     FailPushes(slot, st, finisher);
     stats.aggregate = slot.apply + (config_.clock->Now() - start);
     return stats;
-  }
-  if (!config_.keep_recovery) {
-    last_step_ = slot.step;
-    last_ = {{head, answer}, slot.pushed};
   }
   stats.aggregate = slot.apply + (config_.clock->Now() - start);
   stats.sent_bytes = answer->size() * slot.push_waiters.size();
@@ -425,72 +423,8 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
   return stats;
 }
 
-absl::Status PartitionAggregator::Log(const Slot& slot, const common::PayloadView& head,
-                                      const std::shared_ptr<AverageBytes>& answer,
-                                      Finisher& finisher) {
-  if (!config_.keep_recovery) return absl::OkStatus();
-  std::shared_ptr<AverageBytes> copy;
-  if (answer != nullptr) {
-    // A copy: holding `answer` itself would keep the aggregator from reusing its buffers. The
-    // copy goes into a buffer an earlier snapshot released, when there is one (fresh memory
-    // every step costs page faults on every byte).
-    if (!log_free_.empty()) {
-      copy = std::move(log_free_.back());
-      log_free_.pop_back();
-    } else {
-      copy = std::make_shared<AverageBytes>();
-    }
-    copy->Resize(answer->size());
-    std::memcpy(copy->data(), answer->data(), answer->size());
-  }
-  log_.push_back({{head, copy}, slot.pushed});
-  if (config_.store == nullptr) return absl::OkStatus();
-  LoggedAverage record{.step = slot.step,
-                       .pushed = slot.pushed,
-                       .head = head,
-                       .has_bytes = copy != nullptr,
-                       .bytes = {}};
-  if (copy != nullptr) record.bytes = copy->span();
-  absl::Status st = config_.store->Append(record);
-  if (st.ok()) finisher.SyncBeforeFinishing(config_.store);
-  if (!st.ok()) {
-    return absl::InternalError(
-        absl::StrCat("partition ", config_.id, " step ", slot.step,
-                     ": the shard cannot make the average durable: ", st.message()));
-  }
-  return absl::OkStatus();
-}
-
-const PartitionAggregator::LogEntry* PartitionAggregator::Replayable(uint32_t rank, uint64_t step,
-                                                                     bool newest) const {
-  const LogEntry* entry = nullptr;
-  if (!config_.keep_recovery) {
-    if (newest && step == last_step_) entry = &last_;
-  } else if (step >= snapshot_step_ && step - snapshot_step_ < log_.size()) {
-    entry = &log_[step - snapshot_step_];
-  }
-  if (entry == nullptr) return nullptr;
-  const LogEntry& e = *entry;
-  if (e.average.bytes == nullptr || rank / 64 >= e.pushed.size() || !TestRank(e.pushed, rank)) {
-    return nullptr;
-  }
-  return &e;
-}
-
 void PartitionAggregator::Restore(LoadedPartition loaded) {
-  snapshot_step_ = loaded.snapshot_step;
-  snapshot_ = std::move(loaded.snapshot);
-  log_.clear();
-  for (LoadedPartition::Entry& e : loaded.log) {
-    std::shared_ptr<AverageBytes> bytes;
-    if (e.has_bytes) {
-      bytes = std::make_shared<AverageBytes>();
-      bytes->Resize(e.bytes.size());
-      std::memcpy(bytes->data(), e.bytes.data(), e.bytes.size());
-    }
-    log_.push_back({{e.head, std::move(bytes)}, std::move(e.pushed)});
-  }
-  base_step_.store(snapshot_step_ + log_.size(), std::memory_order_release);
+  base_step_.store(log_.Restore(std::move(loaded)), std::memory_order_release);
 }
 
 void PartitionAggregator::CollectExpired(absl::Time now, const MembershipView& view,
@@ -518,66 +452,16 @@ void PartitionAggregator::CollectExpired(absl::Time now, const MembershipView& v
 }
 
 absl::Status PartitionAggregator::CheckSnapshot(uint64_t step, size_t bytes, int index) const {
-  if (!config_.keep_recovery) {
-    return NoRecoveryState();
-  }
-  if (bytes != config_.state_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(Field("partitions", index), ".data: ", bytes,
-                                                   " bytes, expected ", config_.state_bytes,
-                                                   " (4 * state_slots * elements)"));
-  }
-  if (step > base_step()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "step: ", step, " is after the steps ", Field("partitions", index), " (partition ",
-        config_.id, ") has completed here (it is at step ", base_step(), ")"));
-  }
-  return absl::OkStatus();
+  return log_.CheckSnapshot(step, bytes, index, base_step());
 }
 
 absl::Status PartitionAggregator::ApplySnapshot(uint64_t step, std::string state) {
-  if (step <= snapshot_step_) return absl::OkStatus();
-  const uint64_t drop = std::min<uint64_t>(step - snapshot_step_, log_.size());
-  for (uint64_t i = 0; i < drop; ++i) {
-    std::shared_ptr<const AverageBytes>& bytes = log_[i].average.bytes;
-    // Only the log holds these (GetRecovery copies out under the lock): reusable.
-    if (bytes != nullptr && bytes.use_count() == 1) {
-      log_free_.push_back(std::const_pointer_cast<AverageBytes>(std::move(bytes)));
-    }
-  }
-  log_.erase(log_.begin(), log_.begin() + static_cast<std::ptrdiff_t>(drop));
-  snapshot_step_ = step;
-  snapshot_ = std::move(state);
-  if (config_.store == nullptr) return absl::OkStatus();
-  return config_.store->StartSegment(base_step(), step);
+  return log_.ApplySnapshot(step, std::move(state), base_step());
 }
 
 absl::Status PartitionAggregator::Recovery(uint64_t to_step, int index,
                                            ternps::v1::PartitionRecovery* out) const {
-  if (!config_.keep_recovery) {
-    return NoRecoveryState();
-  }
-  if (to_step > base_step()) {
-    return absl::UnavailableError(absl::StrCat(Field("partition_ids", index), ": partition ",
-                                               config_.id, " has not completed step ", to_step - 1,
-                                               " yet (it is at step ", base_step(), "); retry"));
-  }
-  if (to_step < snapshot_step_) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "to_step: ", to_step, " is before the snapshot of partition ", config_.id, " (step ",
-        snapshot_step_, "); Join again and recover to the step it answers"));
-  }
-  out->set_partition_id(config_.id);
-  out->set_snapshot_step(snapshot_step_);
-  out->set_state(snapshot_);
-  for (uint64_t step = snapshot_step_; step < to_step; ++step) {
-    const AnsweredAverage& a = log_[step - snapshot_step_].average;
-    if (a.bytes == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "partition ", config_.id, " has no average for step ", step, " (that step failed)"));
-    }
-    ToProto(a, out->add_averages());
-  }
-  return absl::OkStatus();
+  return log_.Recovery(to_step, index, base_step(), out);
 }
 
 void PartitionAggregator::FailAll(const absl::Status& status, Finisher& finisher) {

@@ -21,7 +21,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,6 +38,7 @@
 #include "server/membership.h"
 #include "server/observer.h"
 #include "server/pending_call.h"
+#include "server/recovery_log.h"
 #include "server/state_store.h"
 #include "ternps/v1/ternps.pb.h"
 
@@ -191,38 +191,14 @@ class PartitionAggregator {
   // Encodes the average of a complete slot once and answers every waiting call with it (the
   // calls share the bytes; nothing is copied per waiter).
   CompletionStats Complete(Slot& slot, Finisher& finisher) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  struct LogEntry {
-    AnsweredAverage average;  // bytes null for a step that failed without an average
-    RankBits pushed;          // who contributed
-  };
-  // The logged step `step` if it was completed with `rank`'s contribution and has an average;
-  // without recovery, the newest completed step if `newest` (a resumed session's repeat).
-  const LogEntry* Replayable(uint32_t rank, uint64_t step, bool newest) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Records a completed step in the log (and on disk for a durable shard).
-  // A durable shard's record is synced by `finisher` before it answers anything.
-  absl::Status Log(const Slot& slot, const common::PayloadView& head,
-                   const std::shared_ptr<AverageBytes>& answer, Finisher& finisher)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
   const PartitionConfig config_;
   mutable absl::Mutex mu_;
   std::atomic<uint64_t> base_step_{0};
   Slot slots_[2] ABSL_GUARDED_BY(mu_);  // slot of step s: s % 2
   // Encoded averages of earlier steps; one is reused when no answer holds it any more.
   std::shared_ptr<AverageBytes> spare_[2] ABSL_GUARDED_BY(mu_);
-  // Recovery: the state at the start of snapshot_step_ (empty before the first snapshot: the
-  // initial state) and the averages answered for steps snapshot_step_, snapshot_step_ + 1, ...
-  // (bytes null for a step that failed without an average).
-  uint64_t snapshot_step_ ABSL_GUARDED_BY(mu_) = 0;
-  std::string snapshot_ ABSL_GUARDED_BY(mu_);
-  std::deque<LogEntry> log_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::shared_ptr<AverageBytes>> log_free_
-      ABSL_GUARDED_BY(mu_);  // released by a snapshot
-  // Without recovery: the newest completed step's average as answered (the bytes are shared with
-  // the answer, not copied), for a rank repeating a push whose answer its lost connection carried.
-  uint64_t last_step_ ABSL_GUARDED_BY(mu_) = 0;
-  LogEntry last_ ABSL_GUARDED_BY(mu_);
+  // The averages answered (for repeats and recovery; on disk first on a durable shard).
+  RecoveryLog log_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ternps::server

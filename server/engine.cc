@@ -1,6 +1,7 @@
 #include "server/engine.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -64,6 +65,47 @@ void Engine::RestoreJobs() {
   }
 }
 
+absl::StatusOr<std::shared_ptr<Job>> Engine::Reload(const std::shared_ptr<Job>& stopped) {
+  absl::MutexLock reload_lock(&reload_mu_);  // one at a time; not mu_: this reads and writes files
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return absl::UnavailableError("the shard is shutting down");
+    auto it = jobs_.find(stopped->id());
+    if (it == jobs_.end()) {
+      return absl::UnavailableError(absl::StrCat("job '", stopped->id(), "' ended on shard ",
+                                                 config_.shard_index,
+                                                 " while it was stopped; join again"));
+    }
+    if (it->second != stopped) return it->second;  // reloaded by another Join meanwhile
+  }
+  stopped->Stop();  // the segments cut back to what is durable, before they are read
+  absl::Status st;
+  std::unique_ptr<Job> job;
+  absl::StatusOr<StoredJob> stored = LoadJob(stopped->StateDir());
+  st = stored.status();
+  if (st.ok()) {
+    stored->store->set_sync_averages(config_.state_sync);
+    absl::StatusOr<common::JobSpec> spec =
+        common::ResolveJobSpec(stored->registration, LimitsOf(config_));
+    absl::StatusOr<std::unique_ptr<Job>> restored =
+        spec.ok() ? Job::Restore(*std::move(spec), config_, std::move(stored->store))
+                  : absl::StatusOr<std::unique_ptr<Job>>(spec.status());
+    st = restored.status();
+    if (st.ok()) job = *std::move(restored);
+  }
+  if (!st.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat(stopped->StoppedStatus().message(), ". Reloading it failed: ", st.message()));
+  }
+  std::fprintf(stderr, "ternps-server: job '%s' reloaded from %s after its files failed\n",
+               stopped->id().c_str(), stopped->StateDir().c_str());
+  absl::MutexLock lock(&mu_);
+  if (shutdown_) return absl::UnavailableError("the shard is shutting down");
+  std::shared_ptr<Job> reloaded = std::move(job);
+  jobs_[stopped->id()] = reloaded;
+  return reloaded;
+}
+
 absl::StatusOr<std::shared_ptr<Job>> Engine::FindJob(absl::string_view job_id) const {
   absl::MutexLock lock(&mu_);
   if (shutdown_) return absl::UnavailableError("the shard is shutting down");
@@ -115,6 +157,11 @@ absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequ
     if (absl::Status st = common::CheckJobToken(job->token_digest(), digest, request.job_id());
         !st.ok()) {
       return st;
+    }
+    if (job->stopped()) {
+      absl::StatusOr<std::shared_ptr<Job>> reloaded = Reload(job);
+      if (!reloaded.ok()) return reloaded.status();
+      job = *std::move(reloaded);
     }
   } else if (config_.require_job_token && token.empty()) {
     return absl::UnauthenticatedError(
@@ -287,6 +334,12 @@ int Engine::CheckTimeouts() {
   uint64_t step = 0;
   std::vector<std::pair<std::shared_ptr<Job>, std::string>> ended;
   for (const auto& job : jobs) {
+    if (job->stopped()) {
+      // Its files failed: it waits for a Join to reload it. Not dropped, expired or ended (that
+      // would delete its state directory).
+      job->Stop();
+      continue;
+    }
     if (!job->started()) {
       // Waiting for every rank's first Join: only the start timeout applies.
       if (absl::Status st = job->CheckStart(now, config_.start_timeout); !st.ok()) {

@@ -89,11 +89,16 @@ class Engine {
   void ReaperLoop();
 
   void RestoreJobs();
+  // A durable job whose files failed (Job::stopped), read back from its state directory in its
+  // place (as a restarted shard would): UNAVAILABLE naming both failures if that fails too.
+  absl::StatusOr<std::shared_ptr<Job>> Reload(const std::shared_ptr<Job>& stopped)
+      ABSL_LOCKS_EXCLUDED(mu_, reload_mu_);
   // Why a job may be missing, for NOT_FOUND messages.
   std::string Lost() const;
 
   const ShardConfig config_;
   Restored restored_;
+  absl::Mutex reload_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // held by Reload, across its file I/O
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
   // Jobs that ended, remembered for config_.ended_job_memory (at most kMaxEndedJobs, the oldest

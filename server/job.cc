@@ -1,6 +1,7 @@
 #include "server/job.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -133,9 +134,27 @@ PartitionAggregator* Job::Owned(uint32_t id) const {
   return aggregators_[owned_index_[id]].get();
 }
 
+absl::Status Job::StoppedStatus() const {
+  return absl::UnavailableError(absl::StrCat(
+      "job '", spec_.job_id, "' stopped on shard ", shard_.shard_index,
+      ": its state directory failed (", store_->fault().status().message(),
+      "). Nothing that was not on disk was answered; the shard reloads the job from its state "
+      "directory when a worker joins again (workers do so by themselves, retrying until "
+      "--connect_timeout), so fix the disk"));
+}
+
+void Job::Stop() {
+  if (!stopped() || stop_done_.exchange(true)) return;
+  store_->CutToDurable();
+  const absl::Status st = StoppedStatus();
+  std::fprintf(stderr, "ternps-server: %s\n", std::string(st.message()).c_str());
+  FailAll(st);
+}
+
 absl::StatusOr<v1::JoinResponse> Job::Join(const v1::JoinRequest& request,
                                            const common::JobSpec& spec) {
   Touch();
+  if (stopped()) return StoppedStatus();
   if (absl::Status st = common::CompareSpecs(spec_, spec); !st.ok()) return st;
   NoteActive(request.worker_rank());  // below world_size (the engine checked, the specs agree)
   if (request.plan_checksum() != 0 && request.plan_checksum() != spec_.plan.Checksum()) {
@@ -243,6 +262,9 @@ void Job::Apply(const ValidatedRequest& v, Op op, DoneCallback done) {
   {
     Finisher finisher;  // answers calls after the locks are released
     PartitionLocks locks(parts);
+    // A call that gets the locks after the store failed is refused; one that parked before is
+    // failed by Stop, which locks each partition after the failure was recorded.
+    if (stopped()) rejected = StoppedStatus();
     for (size_t i = 0; i < parts.size() && rejected.ok(); ++i) {
       PartitionAggregator& a = *parts[i];
       a.AssertHeld();
@@ -266,11 +288,13 @@ void Job::Apply(const ValidatedRequest& v, Op op, DoneCallback done) {
   if (!rejected.ok()) done(std::move(rejected));
   if (membership_changed) RecheckAll();
   Account(completed);
+  Stop();
 }
 
 void Job::ShareScalers(const v1::ShareScalersRequest& request, v1::ShareScalersResponse* response,
                        DoneCallback done) {
   Touch();
+  if (stopped()) return done(StoppedStatus());
   absl::StatusOr<ValidatedRequest> v =
       ValidateShareScalers(request, spec_, shard_.shard_index, *membership_.View());
   if (!v.ok()) return done(v.status());
@@ -280,6 +304,7 @@ void Job::ShareScalers(const v1::ShareScalersRequest& request, v1::ShareScalersR
 void Job::PushPull(const common::PushPullRequestView& request, PushPullAnswer* response,
                    DoneCallback done) {
   Touch();
+  if (stopped()) return done(StoppedStatus());
   absl::StatusOr<ValidatedRequest> v =
       ValidatePushPull(request, spec_, shard_.shard_index, *membership_.View());
   if (!v.ok()) return done(v.status());
@@ -328,6 +353,7 @@ absl::Status Job::CheckRecoveryCaller(uint32_t rank, uint64_t epoch,
 
 absl::StatusOr<v1::PutSnapshotResponse> Job::PutSnapshot(v1::PutSnapshotRequest& request) {
   Touch();
+  if (stopped()) return StoppedStatus();
   std::vector<uint32_t> ids;
   for (const v1::PartitionState& p : request.partitions()) ids.push_back(p.partition_id());
   if (absl::Status st =
@@ -356,26 +382,35 @@ absl::StatusOr<v1::PutSnapshotResponse> Job::PutSnapshot(v1::PutSnapshotRequest&
     if (PartitionStore* store = Owned(ids[i])->config().store; store != nullptr) {
       if (absl::Status st = store->WriteSnapshot(request.step(), request.partitions(i).data());
           !st.ok()) {
-        return st;
+        Stop();
+        return StoppedStatus();
       }
     }
   }
-  PartitionLocks locks(parts);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    PartitionAggregator& a = *Owned(ids[i]);
-    a.AssertHeld();
-    if (absl::Status st = a.ApplySnapshot(
-            request.step(),
-            std::move(*request.mutable_partitions(static_cast<int>(i))->mutable_data()));
-        !st.ok()) {
-      return st;
+  {
+    PartitionLocks locks(parts);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      PartitionAggregator& a = *Owned(ids[i]);
+      a.AssertHeld();
+      // Fails only on a durable shard whose next segment cannot start: the store has failed.
+      if (absl::Status st = a.ApplySnapshot(
+              request.step(),
+              std::move(*request.mutable_partitions(static_cast<int>(i))->mutable_data()));
+          !st.ok()) {
+        break;
+      }
     }
+  }
+  if (stopped()) {
+    Stop();
+    return StoppedStatus();
   }
   return v1::PutSnapshotResponse();
 }
 
 absl::StatusOr<v1::GetRecoveryResponse> Job::GetRecovery(const v1::GetRecoveryRequest& request) {
   Touch();
+  if (stopped()) return StoppedStatus();
   const std::vector<uint32_t> ids(request.partition_ids().begin(), request.partition_ids().end());
   if (absl::Status st =
           CheckRecoveryCaller(request.worker_rank(), request.epoch(), ids, "partition_ids");
@@ -402,6 +437,16 @@ absl::StatusOr<v1::GetRecoveryResponse> Job::GetRecovery(const v1::GetRecoveryRe
       return st;
     }
   }
+  // The averages answered here may still be on their way to disk (a step completed by another
+  // call whose sync runs now): on disk first.
+  for (const uint32_t p : ids) {
+    if (PartitionStore* store = Owned(p)->config().store; store != nullptr) {
+      if (absl::Status st = store->Sync(); !st.ok()) {
+        Stop();
+        return StoppedStatus();
+      }
+    }
+  }
   return response;
 }
 
@@ -416,6 +461,7 @@ void Job::RecheckAll() {
     }
   }
   Account(completed);
+  Stop();
 }
 
 void Job::Account(const std::vector<CompletionStats>& completed) {

@@ -65,6 +65,17 @@ class Job {
   void RemoveState() {
     if (store_ != nullptr) store_->Remove();
   }
+  // A durable shard's job whose files failed (a write, sync, rename or segment change): it
+  // answers nothing any more, every call gets StoppedStatus, and the engine reloads it from its
+  // state directory (what is durable) when a worker joins again.
+  bool stopped() const { return store_ != nullptr && store_->fault().failed(); }
+  // UNAVAILABLE, naming the file and errno of the failure and what happens next.
+  absl::Status StoppedStatus() const;
+  // Once stopped: cuts the open segments back to what is durable and fails every waiting call
+  // with StoppedStatus. Idempotent; does nothing while the job is not stopped.
+  void Stop();
+  // The directory of a durable shard's job (empty: memory only).
+  std::string StateDir() const { return store_ == nullptr ? std::string() : store_->dir(); }
 
   const std::string& id() const { return spec_.job_id; }
   const common::JobSpec& spec() const { return spec_; }
@@ -146,6 +157,7 @@ class Job {
     active_ns_[rank].store(absl::ToUnixNanos(shard_.clock->Now()), std::memory_order_relaxed);
   }
   std::atomic<int64_t> last_call_ns_{0};
+  std::atomic<bool> stop_done_{false};  // Stop ran
   const absl::Time created_;
   // Per rank: when it last called this shard or had a call answered (NoteActive).
   std::unique_ptr<std::atomic<int64_t>[]> active_ns_;

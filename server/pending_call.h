@@ -21,6 +21,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 
 namespace ternps::server {
@@ -108,7 +109,7 @@ class SyncTarget {
 
 // Collects the calls whose last part completed while engine locks were held, and finishes them
 // when it goes out of scope (declare it before the locks). Targets to sync are synced first, once
-// each, outside the locks; if one fails, every call fails with its error.
+// each, outside the locks; if one fails, every call fails (UNAVAILABLE, with its error).
 class Finisher {
  public:
   Finisher() = default;
@@ -119,6 +120,12 @@ class Finisher {
     for (SyncTarget* target : syncs_) {
       absl::Status st = target->Sync();
       if (synced.ok()) synced = std::move(st);
+    }
+    if (!synced.ok()) {
+      // The worker joins again and repeats (UNAVAILABLE); the job reloads what is durable.
+      synced = absl::UnavailableError(absl::StrCat(
+          "the shard cannot make the averages durable (", synced.message(),
+          "): it stops the job and reloads it from its state directory when a worker joins again"));
     }
     for (const auto& call : ready_) {
       if (!synced.ok()) call->Fail(synced);

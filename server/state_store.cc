@@ -9,6 +9,7 @@
 
 #include <bit>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <utility>
 
@@ -83,8 +84,48 @@ absl::Status Errno(absl::string_view what, const std::string& path) {
       absl::StrCat("state_dir: ", what, " ", path, ": ", std::strerror(errno)));
 }
 
+// The fault-injection hook (SetDiskFaultHookForTesting); `hooked` spares the lock when unset.
+std::atomic<bool> hooked{false};
+absl::Mutex hook_mu;
+DiskFaultHook& Hook() ABSL_EXCLUSIVE_LOCKS_REQUIRED(hook_mu) {
+  static DiskFaultHook* hook = new DiskFaultHook;
+  return *hook;
+}
+
+// True (errno set) if the hook fails `op` on `path`.
+bool Injected(DiskOp op, const std::string& path) {
+  if (!hooked.load(std::memory_order_acquire)) return false;
+  absl::MutexLock lock(&hook_mu);
+  const int err = Hook() ? Hook()(op, path) : 0;
+  if (err == 0) return false;
+  errno = err;
+  return true;
+}
+
+int OpenFile(const std::string& path, int flags) {
+  if (Injected(DiskOp::kCreate, path)) return -1;
+  return open(path.c_str(), flags, 0644);
+}
+
+int SyncData(int fd, const std::string& path) {
+  return Injected(DiskOp::kSync, path) ? -1 : fdatasync(fd);
+}
+
+int SyncFile(int fd, const std::string& path) {
+  return Injected(DiskOp::kSync, path) ? -1 : fsync(fd);
+}
+
 absl::Status WriteAll(int fd, absl::string_view bytes, const std::string& path) {
   while (!bytes.empty()) {
+    // An injected fault leaves half the bytes written, as a full disk can.
+    if (Injected(DiskOp::kWrite, path)) {
+      const int err = errno;
+      if (write(fd, bytes.data(), bytes.size() / 2) < 0) {
+        // The injected error is the one reported.
+      }
+      errno = err;
+      return Errno("cannot write", path);
+    }
     const ssize_t n = write(fd, bytes.data(), bytes.size());
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -98,7 +139,7 @@ absl::Status WriteAll(int fd, absl::string_view bytes, const std::string& path) 
 absl::Status SyncDir(const std::string& dir) {
   const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return Errno("cannot open", dir);
-  const int rc = fsync(fd);
+  const int rc = SyncFile(fd, dir);
   close(fd);
   if (rc != 0) return Errno("cannot fsync", dir);
   return absl::OkStatus();
@@ -108,12 +149,14 @@ absl::Status SyncDir(const std::string& dir) {
 absl::Status WriteFileDurably(const std::string& dir, const std::string& path,
                               absl::string_view bytes) {
   const std::string tmp = path + ".tmp";
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int fd = OpenFile(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
   if (fd < 0) return Errno("cannot create", tmp);
   absl::Status st = WriteAll(fd, bytes, tmp);
-  if (st.ok() && fsync(fd) != 0) st = Errno("cannot fsync", tmp);
+  if (st.ok() && SyncFile(fd, tmp) != 0) st = Errno("cannot fsync", tmp);
   close(fd);
-  if (st.ok() && rename(tmp.c_str(), path.c_str()) != 0) st = Errno("cannot rename", tmp);
+  if (st.ok() && (Injected(DiskOp::kRename, tmp) || rename(tmp.c_str(), path.c_str()) != 0)) {
+    st = Errno("cannot rename", tmp);
+  }
   if (!st.ok()) {
     unlink(tmp.c_str());
     return st;
@@ -288,27 +331,38 @@ std::string PartitionStore::SegmentPath(uint64_t first_step) const {
   return absl::StrCat(dir_, "/p", id_, "-", first_step, ".log");
 }
 
+absl::Status PartitionStore::Fail(absl::Status st) {
+  fault_->Set(st);
+  return st;
+}
+
 absl::Status PartitionStore::OpenSegment(uint64_t first_step) {
   const std::string path = SegmentPath(first_step);
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno("cannot create", path);
+  const int fd = OpenFile(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC);
+  if (fd < 0) return Fail(Errno("cannot create", path));
   {
     absl::MutexLock lock(&fd_mu_);
     if (fd_ >= 0) {
       // Records not synced yet may be in the old segment.
-      const int rc = fdatasync(fd_);
-      close(fd_);
+      const int rc = SyncData(fd_, open_path_);
       if (rc != 0) {
+        const absl::Status st = Errno("cannot fdatasync", open_path_);
         close(fd);
-        fd_ = -1;
-        return Errno("cannot fdatasync", open_path_);
+        unlink(path.c_str());
+        // The old segment stays the open one (CutToDurable cuts it back).
+        return Fail(st);
       }
+      close(fd_);
     }
     fd_ = fd;
+    open_path_ = path;
+    written_ = 0;
+    durable_ = 0;
+    ++segment_;
   }
-  open_path_ = path;
   segments_[first_step] = path;
-  return SyncDir(dir_);
+  if (absl::Status st = SyncDir(dir_); !st.ok()) return Fail(st);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<LoadedPartition> PartitionStore::Load(const PartitionShape& shape) {
@@ -388,7 +442,13 @@ absl::StatusOr<LoadedPartition> PartitionStore::Load(const PartitionShape& shape
 }
 
 absl::Status PartitionStore::Append(const LoggedAverage& a) {
-  if (open_path_.empty()) {
+  if (fault_->failed()) return fault_->status();
+  bool open = false;
+  {
+    absl::MutexLock lock(&fd_mu_);
+    open = fd_ >= 0;
+  }
+  if (!open) {
     if (absl::Status st = OpenSegment(a.step); !st.ok()) return st;
   }
   std::string& r = record_;
@@ -411,35 +471,61 @@ absl::Status PartitionStore::Append(const LoggedAverage& a) {
   Put(&r, Crc(r));
   {
     absl::MutexLock lock(&fd_mu_);
-    if (fd_ < 0) return absl::InternalError(absl::StrCat("state_dir: ", open_path_, " is closed"));
-    if (absl::Status st = WriteAll(fd_, r, open_path_); !st.ok()) return st;
+    if (fd_ < 0)
+      return Fail(absl::InternalError(absl::StrCat("state_dir: ", open_path_, " is closed")));
+    if (absl::Status st = WriteAll(fd_, r, open_path_); !st.ok()) return Fail(st);
+    written_ += r.size();
   }
   appended_.fetch_add(1, std::memory_order_release);
   return absl::OkStatus();
 }
 
 absl::Status PartitionStore::Sync() {
-  if (!sync_averages_) return absl::OkStatus();
+  if (fault_->failed()) return fault_->status();
   const uint64_t target = appended_.load(std::memory_order_acquire);
   if (synced_.load(std::memory_order_acquire) >= target) return absl::OkStatus();
   int fd = -1;
+  std::string path;
+  uint64_t written = 0;
+  uint64_t segment = 0;
   {
     // A duplicate: the segment may be rotated (and its descriptor closed) meanwhile; rotation
     // syncs the old segment itself.
     absl::MutexLock lock(&fd_mu_);
     if (fd_ >= 0) fd = dup(fd_);
+    path = open_path_;
+    written = written_;
+    segment = segment_;
   }
-  if (fd < 0) return Errno("cannot sync", open_path_);
-  const int rc = fdatasync(fd);
+  if (fd < 0) return Fail(Errno("cannot sync", path));
+  const int rc = sync_averages_ ? SyncData(fd, path) : 0;
   close(fd);
-  if (rc != 0) return Errno("cannot fdatasync", open_path_);
+  if (rc != 0) return Fail(Errno("cannot fdatasync", path));
+  // A failure elsewhere meanwhile (another partition, or a write to this segment after `written`)
+  // leaves the store failed: nothing is answered from it any more.
+  if (fault_->failed()) return fault_->status();
+  {
+    absl::MutexLock lock(&fd_mu_);
+    if (segment == segment_) durable_ = std::max(durable_, written);
+  }
   uint64_t synced = synced_.load(std::memory_order_relaxed);
   while (synced < target && !synced_.compare_exchange_weak(synced, target)) {
   }
   return absl::OkStatus();
 }
 
+absl::Status PartitionStore::CutToDurable() {
+  absl::MutexLock lock(&fd_mu_);
+  if (open_path_.empty() || written_ == durable_) return absl::OkStatus();
+  if (truncate(open_path_.c_str(), static_cast<off_t>(durable_)) != 0) {
+    return Errno("cannot truncate", open_path_);
+  }
+  written_ = durable_;
+  return absl::OkStatus();
+}
+
 absl::Status PartitionStore::WriteSnapshot(uint64_t step, absl::string_view state) {
+  if (fault_->failed()) return fault_->status();
   absl::MutexLock lock(&snap_mu_);
   if (step <= snapshot_on_disk_) return absl::OkStatus();
   std::string file;
@@ -452,14 +538,20 @@ absl::Status PartitionStore::WriteSnapshot(uint64_t step, absl::string_view stat
   Put(&file, Crc(file));
   if (absl::Status st = WriteFileDurably(dir_, absl::StrCat(dir_, "/p", id_, ".snap"), file);
       !st.ok()) {
-    return st;
+    return Fail(st);
   }
   snapshot_on_disk_ = step;
   return absl::OkStatus();
 }
 
 absl::Status PartitionStore::StartSegment(uint64_t next_step, uint64_t snapshot_step) {
-  if (open_path_ != SegmentPath(next_step)) {
+  if (fault_->failed()) return fault_->status();
+  bool open = false;
+  {
+    absl::MutexLock lock(&fd_mu_);
+    open = open_path_ == SegmentPath(next_step);
+  }
+  if (!open) {
     if (absl::Status st = OpenSegment(next_step); !st.ok()) return st;
   }
   // A segment ends where the next one begins: delete those that end before the snapshot.
@@ -492,8 +584,36 @@ JobStore::~JobStore() = default;
 PartitionStore* JobStore::Partition(uint32_t id) {
   absl::MutexLock lock(&mu_);
   std::unique_ptr<PartitionStore>& p = partitions_[id];
-  if (p == nullptr) p = std::make_unique<PartitionStore>(dir_, id, sync_averages_);
+  if (p == nullptr) p = std::make_unique<PartitionStore>(dir_, id, sync_averages_, fault_);
   return p.get();
+}
+
+void JobStore::CutToDurable() {
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, p] : partitions_) {
+    if (absl::Status st = p->CutToDurable(); !st.ok()) {
+      // Load then reads the tail back as if durable: the next restart is told by this line.
+      std::fprintf(stderr, "ternps-server: %s\n", std::string(st.message()).c_str());
+    }
+  }
+}
+
+void StoreFault::Set(const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  if (!status_.ok()) return;
+  status_ = status;
+  failed_.store(true, std::memory_order_release);
+}
+
+absl::Status StoreFault::status() const {
+  absl::MutexLock lock(&mu_);
+  return status_;
+}
+
+void SetDiskFaultHookForTesting(DiskFaultHook hook) {
+  absl::MutexLock lock(&hook_mu);
+  hooked.store(hook != nullptr, std::memory_order_release);
+  Hook() = std::move(hook);
 }
 
 void JobStore::Remove() {
@@ -504,6 +624,33 @@ void JobStore::Remove() {
   RemoveTree(dir_);
 }
 
+absl::StatusOr<StoredJob> LoadJob(const std::string& dir) {
+  const std::string path = dir + "/job";
+  absl::StatusOr<std::string> bytes = common::ReadFileToString(path, "state_dir");
+  if (!bytes.ok()) return bytes.status();
+  StoredJob job;
+  uint64_t incarnation = 0;
+  std::string digest;
+  if (absl::Status st = ParseJobFile(path, *bytes, &job.registration, &incarnation, &digest);
+      !st.ok()) {
+    return st;
+  }
+  const std::string name = dir.substr(dir.rfind('/') + 1);
+  if (JobDirName(job.registration.job_id()) != name) {
+    return absl::DataLossError(absl::StrCat(path, ": job_id '", job.registration.job_id(),
+                                            "' does not match the directory name"));
+  }
+  // Written before the job serves: epochs of this incarnation are above the last one's.
+  ++incarnation;
+  if (absl::Status st = WriteFileDurably(
+          dir, path, JobFile(job.registration.SerializeAsString(), incarnation, digest));
+      !st.ok()) {
+    return st;
+  }
+  job.store = std::make_unique<JobStore>(dir, incarnation, std::move(digest));
+  return job;
+}
+
 std::vector<StoredJob> LoadJobs(const std::string& state_dir, std::vector<std::string>* problems) {
   std::vector<StoredJob> jobs;
   if (mkdir(state_dir.c_str(), 0755) != 0 && errno != EEXIST) {
@@ -512,30 +659,12 @@ std::vector<StoredJob> LoadJobs(const std::string& state_dir, std::vector<std::s
   }
   for (const std::string& name : ListDir(state_dir)) {
     if (!absl::StartsWith(name, "job-")) continue;
-    const std::string dir = absl::StrCat(state_dir, "/", name);
-    const std::string path = dir + "/job";
-    absl::StatusOr<std::string> bytes = common::ReadFileToString(path, "state_dir");
-    StoredJob job;
-    uint64_t incarnation = 0;
-    std::string digest;
-    absl::Status st = bytes.status();
-    if (st.ok()) st = ParseJobFile(path, *bytes, &job.registration, &incarnation, &digest);
-    if (st.ok() && JobDirName(job.registration.job_id()) != name) {
-      st = absl::DataLossError(absl::StrCat(path, ": job_id '", job.registration.job_id(),
-                                            "' does not match the directory name"));
-    }
-    if (st.ok()) {
-      // Written before the job serves: epochs of this incarnation are above the last one's.
-      ++incarnation;
-      st = WriteFileDurably(dir, path,
-                            JobFile(job.registration.SerializeAsString(), incarnation, digest));
-    }
-    if (!st.ok()) {
-      problems->push_back(std::string(st.message()));
+    absl::StatusOr<StoredJob> job = LoadJob(absl::StrCat(state_dir, "/", name));
+    if (!job.ok()) {
+      problems->push_back(std::string(job.status().message()));
       continue;
     }
-    job.store = std::make_unique<JobStore>(dir, incarnation, std::move(digest));
-    jobs.push_back(std::move(job));
+    jobs.push_back(*std::move(job));
   }
   return jobs;
 }

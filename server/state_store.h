@@ -21,13 +21,22 @@
 //   p->Append(record);                       // durable when it returns OK
 //   std::vector<StoredJob> jobs = LoadJobs(dir, &problems);   // at start-up
 //
+// A failed write, sync or segment change breaks the job's store for good (StoreFault): from then on
+// Append and Sync fail with that first error, so no average that might not be on disk is ever
+// answered (the shard stops the job and reloads it from what is durable; see server/job.h). A
+// failed fdatasync is not retried on the same file: after one, Linux may have dropped the dirty
+// pages and a second fdatasync can succeed without writing them; CutToDurable cuts the open
+// segment back to what the last successful sync covered instead.
+//
 // Thread safety: a PartitionStore is driven under its partition's lock, except WriteSnapshot,
-// which serializes itself; JobStore::Partition and Remove are thread-safe.
+// which serializes itself, and Sync and CutToDurable, which may run beside it; JobStore::Partition
+// and Remove are thread-safe.
 #ifndef TERNPS_SERVER_STATE_STORE_H_
 #define TERNPS_SERVER_STATE_STORE_H_
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -77,12 +86,40 @@ struct PartitionShape {
   size_t state_bytes = 0;
 };
 
+// The first failure of a job's files (an average's write or sync, a segment change), shared by the
+// job's partitions. Thread-safe.
+class StoreFault {
+ public:
+  // Keeps the first error; later ones are its consequences.
+  void Set(const absl::Status& status) ABSL_LOCKS_EXCLUDED(mu_);
+  bool failed() const { return failed_.load(std::memory_order_acquire); }
+  // The first error (OK if none).
+  absl::Status status() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  std::atomic<bool> failed_{false};
+  mutable absl::Mutex mu_;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+// Test hook (fault injection): called before every file operation of the state store with the
+// operation and the path; a nonzero return is taken as the operation's errno (EIO, ENOSPC, ...).
+// Null: none (the default). Not for production use; thread-safe.
+enum class DiskOp { kCreate, kWrite, kSync, kRename };
+using DiskFaultHook = std::function<int(DiskOp op, const std::string& path)>;
+void SetDiskFaultHookForTesting(DiskFaultHook hook);
+
 class PartitionStore : public SyncTarget {
  public:
   // `sync_averages` false: Sync does not fdatasync (records survive a crash of the process, not
-  // of the machine); snapshots and segment changes are synced either way.
-  PartitionStore(std::string dir, uint32_t id, bool sync_averages = true)
-      : dir_(std::move(dir)), id_(id), sync_averages_(sync_averages) {}
+  // of the machine); snapshots and segment changes are synced either way. `fault`: shared with
+  // the job's other partitions (null: this store's own).
+  PartitionStore(std::string dir, uint32_t id, bool sync_averages = true,
+                 std::shared_ptr<StoreFault> fault = nullptr)
+      : dir_(std::move(dir)),
+        id_(id),
+        sync_averages_(sync_averages),
+        fault_(fault != nullptr ? std::move(fault) : std::make_shared<StoreFault>()) {}
   ~PartitionStore();
   PartitionStore(const PartitionStore&) = delete;
   PartitionStore& operator=(const PartitionStore&) = delete;
@@ -91,12 +128,17 @@ class PartitionStore : public SyncTarget {
   // that does not fit `shape`; a torn or corrupt tail is dropped, not an error), then opens a new
   // segment at the first step not logged.
   absl::StatusOr<LoadedPartition> Load(const PartitionShape& shape);
-  // Appends one record (INTERNAL with the file and errno if it cannot be written); it is durable
-  // once a Sync that began after this returned has succeeded.
+  // Appends one record (INTERNAL with the file and errno if it cannot be written, or the store's
+  // earlier failure); it is durable once a Sync that began after this returned has succeeded.
   absl::Status Append(const LoggedAverage& average) ABSL_LOCKS_EXCLUDED(fd_mu_);
-  // Makes every appended record durable (fdatasync); cheap when nothing was appended since.
-  // Thread-safe, and may run while another thread appends.
+  // Makes every appended record durable (fdatasync); cheap when nothing was appended since. Fails
+  // (for good) once any write, sync or segment change of the job's store failed. Thread-safe, and
+  // may run while another thread appends.
   absl::Status Sync() override ABSL_LOCKS_EXCLUDED(fd_mu_);
+  // After a failure: truncates the open segment to the records the last successful Sync covered
+  // (what may not be on disk is not read back by a later Load). Idempotent; thread-safe.
+  absl::Status CutToDurable() ABSL_LOCKS_EXCLUDED(fd_mu_);
+  const StoreFault& fault() const { return *fault_; }
   // Writes the snapshot of the state at the start of `step` durably; an older step than the one
   // on disk is ignored.
   absl::Status WriteSnapshot(uint64_t step, absl::string_view state) ABSL_LOCKS_EXCLUDED(snap_mu_);
@@ -109,17 +151,25 @@ class PartitionStore : public SyncTarget {
   // Makes the segment starting at `first_step` the one appended to (the previous one is synced
   // first).
   absl::Status OpenSegment(uint64_t first_step) ABSL_LOCKS_EXCLUDED(fd_mu_);
+  // Records `st` (not OK) as the job store's failure and returns it.
+  absl::Status Fail(absl::Status st);
 
   const std::string dir_;
   const uint32_t id_;
   const bool sync_averages_;
+  const std::shared_ptr<StoreFault> fault_;
   absl::Mutex fd_mu_;
-  int fd_ ABSL_GUARDED_BY(fd_mu_) = -1;       // the open segment
-  std::string open_path_;                     // its path
-  std::atomic<uint64_t> appended_{0};         // records appended
-  std::atomic<uint64_t> synced_{0};           // of which known durable
-  std::map<uint64_t, std::string> segments_;  // first step -> path, the open one last
-  std::string record_;                        // scratch for one record
+  int fd_ ABSL_GUARDED_BY(fd_mu_) = -1;            // the open segment
+  std::string open_path_ ABSL_GUARDED_BY(fd_mu_);  // its path
+  // Bytes in the open segment: written, and covered by the last successful Sync (a segment
+  // starts durable at 0: its predecessor is synced before it opens).
+  uint64_t written_ ABSL_GUARDED_BY(fd_mu_) = 0;
+  uint64_t durable_ ABSL_GUARDED_BY(fd_mu_) = 0;
+  uint64_t segment_ ABSL_GUARDED_BY(fd_mu_) = 0;  // counts segment changes
+  std::atomic<uint64_t> appended_{0};             // records appended
+  std::atomic<uint64_t> synced_{0};               // of which known durable
+  std::map<uint64_t, std::string> segments_;      // first step -> path, the open one last
+  std::string record_;                            // scratch for one record
   absl::Mutex snap_mu_;
   uint64_t snapshot_on_disk_ ABSL_GUARDED_BY(snap_mu_) = 0;
 };
@@ -146,6 +196,10 @@ class JobStore {
   PartitionStore* Partition(uint32_t id) ABSL_LOCKS_EXCLUDED(mu_);
   // Whether partitions created from now on fdatasync their averages (PartitionStore).
   void set_sync_averages(bool sync) { sync_averages_ = sync; }
+  // The first failure of any of its partitions' files.
+  const StoreFault& fault() const { return *fault_; }
+  // After a failure: every partition's open segment cut back to what is durable.
+  void CutToDurable() ABSL_LOCKS_EXCLUDED(mu_);
   // The job is over: deletes its directory (no later restart restores it).
   void Remove() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -157,6 +211,7 @@ class JobStore {
   std::map<uint32_t, std::unique_ptr<PartitionStore>> partitions_ ABSL_GUARDED_BY(mu_);
   bool removed_ ABSL_GUARDED_BY(mu_) = false;
   bool sync_averages_ = true;
+  const std::shared_ptr<StoreFault> fault_ = std::make_shared<StoreFault>();
 };
 
 struct StoredJob {
@@ -168,6 +223,9 @@ struct StoredJob {
 // bumped on disk. A job directory that cannot be read is skipped with a line in `problems` naming
 // it and why.
 std::vector<StoredJob> LoadJobs(const std::string& state_dir, std::vector<std::string>* problems);
+// One job directory of a shard (<state_dir>/job-<hex>), its incarnation bumped on disk: an error
+// naming the file if it cannot be read or written.
+absl::StatusOr<StoredJob> LoadJob(const std::string& dir);
 
 // OK if `state_dir` exists or can be created and is writable (--state_dir).
 absl::Status CheckStateDir(const std::string& state_dir);

@@ -16,14 +16,16 @@ namespace ternps::testing {
 
 class TestCluster {
  public:
+  // `state_dir`: durable shards, sharing that directory (each keeps its own subdirectory).
   explicit TestCluster(uint32_t shards, absl::Duration step_timeout = absl::Seconds(60),
-                       bool metrics = false) {
+                       bool metrics = false, const std::string& state_dir = "") {
     for (uint32_t s = 0; s < shards; ++s) {
       server::ShardServerOptions options;
       options.listen = "127.0.0.1:0";
       options.shard.shard_index = s;
       options.shard.shard_count = shards;
       options.shard.step_timeout = step_timeout;
+      options.shard.state_dir = state_dir;
       if (metrics) options.metrics_address = "127.0.0.1:0";
       auto shard = server::ShardServer::Start(options);
       EXPECT_TRUE(shard.ok()) << shard.status();

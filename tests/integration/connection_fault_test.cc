@@ -6,7 +6,12 @@
 //     job without faults (TernGrad: exact INT_SUM sums; fp32: dyadic gradients, exact in any
 //     order).
 //   - A black hole shorter than the step timeout: nobody is dropped, the averages are exact.
+//   - Durable shards whose disk fails for a while (every write of shard 1's log ENOSPC, injected
+//     into its state store): shard 1 stops the job, the workers wait and join again, the job is
+//     reloaded from what was durable once the disk works, and the averages are exact.
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "server/state_store.h"
 #include "ternps/worker.h"
 #include "tests/integration/cluster.h"
 #include "tests/integration/fault_proxy.h"
@@ -61,7 +67,8 @@ struct JobRun {
 // Runs the job; shard 1 is reached through `proxy` when given. `after_step(rank, step)` runs on
 // each worker's thread after its step.
 JobRun RunJob(worker::CodecKind codec, testing::TestCluster& cluster, testing::FaultProxy* proxy,
-              const std::function<void(uint32_t, int)>& after_step = {}) {
+              const std::function<void(uint32_t, int)>& after_step = {},
+              uint32_t snapshot_interval = 0) {
   JobRun run;
   std::vector<std::string> shards = cluster.addresses();
   if (proxy != nullptr) shards[1] = proxy->address();
@@ -78,6 +85,7 @@ JobRun RunJob(worker::CodecKind codec, testing::TestCluster& cluster, testing::F
     options.codec.seed = 424242;
     options.max_call_bytes = 96 << 10;
     options.connect_timeout = absl::Seconds(30);
+    options.snapshot_interval = snapshot_interval;
     auto w = worker::Worker::Connect(options);
     ASSERT_TRUE(w.ok()) << w.status();
     for (int step = 0; step < kSteps; ++step) {
@@ -173,6 +181,44 @@ TEST_P(ConnectionFaultTest, ABlackHoleShorterThanTheStepTimeoutDropsNobody) {
     absl::SleepFor(absl::Milliseconds(300));
     proxy.SetBlackHole(false);
   });
+  EXPECT_EQ(faulty.min_contributors, kWorld) << "a worker was dropped";
+  ExpectSameAverages(faulty, reference);
+}
+
+TEST_P(ConnectionFaultTest, ADiskThatFailsForAWhileLosesNothing) {
+  const worker::CodecKind codec = GetParam();
+  JobRun reference;
+  {
+    testing::TestCluster cluster(2);
+    reference = RunJob(codec, cluster, nullptr);
+  }
+  char dir[] = "/tmp/ternps-disk-fault-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string shard1 = std::string(dir) + "/shard-1/";
+  std::atomic<bool> broken{false};
+  std::atomic<int> injected{0};
+  // The disk mends itself after 4 failed writes: the first (a log record) stops the job, the
+  // next are reloads tried by the workers' Joins while it is still full.
+  server::SetDiskFaultHookForTesting([&](server::DiskOp op, const std::string& path) {
+    if (!broken || op != server::DiskOp::kWrite || path.rfind(shard1, 0) != 0) return 0;
+    if (++injected == 4) broken = false;
+    return ENOSPC;
+  });
+  JobRun faulty;
+  {
+    testing::TestCluster cluster(2, absl::Seconds(60), false, dir);
+    // Rank 0 fills shard 1's disk after its step 3 (the others may be anywhere in theirs).
+    faulty = RunJob(
+        codec, cluster, nullptr,
+        [&](uint32_t rank, int step) {
+          if (rank == 0 && step == 3) broken = true;
+        },
+        /*snapshot_interval=*/1000);
+  }
+  server::SetDiskFaultHookForTesting(nullptr);
+  std::system((std::string("rm -rf ") + dir).c_str());
+  EXPECT_EQ(injected.load(), 4) << "the disk did not fail and mend within the run";
+  EXPECT_GT(faulty.reconnects, 0u);
   EXPECT_EQ(faulty.min_contributors, kWorld) << "a worker was dropped";
   ExpectSameAverages(faulty, reference);
 }

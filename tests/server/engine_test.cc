@@ -11,145 +11,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/codec/fp32.h"
-#include "common/codec/ternary.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/server/engine_fixture.h"
 
 namespace ternps::server {
 namespace {
-
-namespace v1 = ::ternps::v1;
-using ::testing::HasSubstr;
-using ::testing::Not;
-
-constexpr uint32_t kElements = 64;
-
-// A call's answer, kept alive until the test ends.
-template <typename Response>
-struct Answer {
-  Response response;
-  bool done = false;
-  absl::Status status;
-  DoneCallback Callback() {
-    return [this](absl::Status st) {
-      EXPECT_FALSE(done) << "answered twice";
-      done = true;
-      status = std::move(st);
-    };
-  }
-};
-
-class EngineTest : public ::testing::Test {
- protected:
-  // A job of `world` ranks, of which the first `joined` (all by default) have joined.
-  void Start(v1::Codec codec, uint32_t world, uint32_t joined = UINT32_MAX) {
-    config_.step_timeout = absl::Seconds(60);
-    config_.clock = &clock_;
-    config_.run_reaper = false;
-    engine_ = std::make_unique<Engine>(config_);
-    codec_ = codec;
-    world_ = world;
-    epochs_.assign(world, 0);
-    for (uint32_t r = 0; r < std::min(world, joined); ++r) {
-      absl::StatusOr<v1::JoinResponse> joined = engine_->Join(JoinRequest(r), token_);
-      ASSERT_TRUE(joined.ok()) << joined.status();
-      epochs_[r] = joined->epoch();
-    }
-  }
-
-  v1::JoinRequest JoinRequest(uint32_t rank) const {
-    v1::JoinRequest r;
-    r.set_job_id("engine");
-    r.set_worker_rank(rank);
-    r.set_world_size(world_);
-    v1::TensorSpec* t = r.add_tensors();
-    t->set_name("w");
-    t->set_elements(kElements);
-    r.mutable_codec()->set_codec(codec_);
-    r.mutable_codec()->set_min_compress_elements(1);
-    r.set_shard_count(1);
-    r.set_snapshot_interval(snapshot_interval_);
-    r.set_state_slots(2);
-    return r;
-  }
-
-  // FP32 push of `value` everywhere; TERNARY_2BIT push of all +1 codes with `value` as scaler.
-  std::shared_ptr<Answer<v1::PushPullResponse>> Push(uint32_t rank, uint64_t step, float value) {
-    v1::PushPullRequest r;
-    r.set_job_id("engine");
-    r.set_worker_rank(rank);
-    r.set_epoch(epochs_[rank]);
-    r.set_step(step);
-    v1::PartitionPayload* p = r.add_partitions();
-    p->set_partition_id(0);
-    p->set_elements(kElements);
-    if (codec_ == v1::CODEC_FP32) {
-      p->set_encoding(v1::FP32);
-      std::vector<float> g(kElements, value);
-      p->mutable_data()->resize(common::Fp32Bytes(kElements));
-      EXPECT_TRUE(common::EncodeFp32(
-                      g, absl::MakeSpan(reinterpret_cast<uint8_t*>(p->mutable_data()->data()),
-                                        p->data().size()))
-                      .ok());
-    } else {
-      p->set_encoding(v1::TERNARY_2BIT);
-      p->set_scaler(value);
-      p->set_data(std::string(common::TernaryBytes(kElements), '\x55'));
-    }
-    return Send(r);
-  }
-
-  std::shared_ptr<Answer<v1::PushPullResponse>> Send(const v1::PushPullRequest& r) {
-    auto answer = std::make_shared<Answer<v1::PushPullResponse>>();
-    answers_.push_back(answer);
-    engine_->PushPull(r, &answer->response, answer->Callback(), token_);
-    return answer;
-  }
-
-  std::shared_ptr<Answer<v1::ShareScalersResponse>> Share(uint32_t rank, uint64_t step,
-                                                          float scaler) {
-    v1::ShareScalersRequest r;
-    r.set_job_id("engine");
-    r.set_worker_rank(rank);
-    r.set_epoch(epochs_[rank]);
-    r.set_step(step);
-    r.add_partition_ids(0);
-    r.add_scalers(scaler);
-    auto answer = std::make_shared<Answer<v1::ShareScalersResponse>>();
-    answers_.push_back(answer);
-    engine_->ShareScalers(r, &answer->response, answer->Callback(), token_);
-    return answer;
-  }
-
-  // Everything the shard holds about the job that a request could change.
-  std::string Fingerprint() const {
-    absl::StatusOr<std::shared_ptr<Job>> job = engine_->FindJob("engine");
-    EXPECT_TRUE(job.ok());
-    const std::shared_ptr<const MembershipView> view = (*job)->View();
-    std::string s = absl::StrCat("epoch=", view->epoch, " live=", view->live[0]);
-    for (const RankRecord& r : view->ranks) {
-      absl::StrAppend(&s, " [", static_cast<int>(r.state), ",", r.join_epoch, ",", r.from_step, ",",
-                      r.awaiting_first_call, "]");
-    }
-    absl::StatusOr<v1::GetStatusResponse> status = engine_->GetStatus({}, token_);
-    absl::StrAppend(&s, " ", status->ShortDebugString());
-    return s;
-  }
-
-  common::ManualClock clock_;
-  ShardConfig config_;
-  // Every answer the helpers handed out, kept until the engine (declared after it, so destroyed
-  // first) has answered every call: a call still waiting when a test ends is answered when the
-  // engine shuts down.
-  std::vector<std::shared_ptr<void>> answers_;
-  std::unique_ptr<Engine> engine_;
-  v1::Codec codec_ = v1::CODEC_FP32;
-  uint32_t world_ = 0;
-  uint32_t snapshot_interval_ = 0;
-  std::string token_;  // the job token every helper call carries (empty: none)
-  std::vector<uint64_t> epochs_;
-};
 
 // Many calls race the job's idle expiry and the shard's shutdown: every one is answered exactly
 // once (accepted and parked, refused, or failed by the expiry, the shutdown or the job's removal),
@@ -335,51 +202,6 @@ TEST_F(EngineTest, RejectedRequestsChangeNoState) {
   EXPECT_EQ(p1->response.step(), 2u);
 }
 
-}  // namespace
-}  // namespace ternps::server
-
-namespace ternps::server {
-namespace {
-
-v1::PutSnapshotRequest Snapshot(uint32_t rank, uint64_t epoch, uint64_t step, size_t bytes,
-                                char fill) {
-  v1::PutSnapshotRequest r;
-  r.set_job_id("engine");
-  r.set_worker_rank(rank);
-  r.set_epoch(epoch);
-  r.set_step(step);
-  v1::PartitionState* p = r.add_partitions();
-  p->set_partition_id(0);
-  p->set_data(std::string(bytes, fill));
-  return r;
-}
-
-v1::GetRecoveryRequest Recovery(uint32_t rank, uint64_t epoch, uint64_t to_step) {
-  v1::GetRecoveryRequest r;
-  r.set_job_id("engine");
-  r.set_worker_rank(rank);
-  r.set_epoch(epoch);
-  r.add_partition_ids(0);
-  r.set_to_step(to_step);
-  return r;
-}
-
-// The recovery of partition 0 is the snapshot of `step` holding `state`, and exactly
-// `averages`.
-void ExpectRecovery(const absl::StatusOr<v1::GetRecoveryResponse>& r, uint64_t step,
-                    const std::string& state, const std::vector<v1::PartitionPayload>& averages) {
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->partitions(0).snapshot_step(), step);
-  EXPECT_EQ(r->partitions(0).state(), state);
-  ASSERT_EQ(r->partitions(0).averages_size(), static_cast<int>(averages.size()));
-  for (size_t i = 0; i < averages.size(); ++i) {
-    EXPECT_EQ(r->partitions(0).averages(static_cast<int>(i)).SerializeAsString(),
-              averages[i].SerializeAsString());
-  }
-}
-
-// The shard keeps the snapshot and exactly the averages it answered since; every malformed or
-// premature recovery call is refused naming the field, and changes nothing.
 TEST_F(EngineTest, RecoveryKeepsTheSnapshotAndTheAveragesSince) {
   snapshot_interval_ = 2;
   Start(v1::CODEC_FP32, 2);
@@ -479,13 +301,7 @@ TEST_F(EngineTest, ALateWorkerOfAnEndedJobIsToldItEnded) {
   auto a = Push(0, 0, 1.0f);
   auto b = Push(1, 0, 1.0f);
   ASSERT_TRUE(a->done && b->done);
-  for (uint32_t r = 0; r < 2; ++r) {
-    v1::LeaveRequest leave;
-    leave.set_job_id("engine");
-    leave.set_worker_rank(r);
-    leave.set_epoch(epochs_[r]);
-    ASSERT_TRUE(engine_->Leave(leave).ok());
-  }
+  ASSERT_TRUE(LeaveAll().ok());
   const absl::StatusOr<v1::JoinResponse> late = engine_->Join(JoinRequest(1));
   EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition) << late.status();
   EXPECT_THAT(std::string(late.status().message()), HasSubstr("every worker left (at step 1)"));
@@ -566,87 +382,6 @@ TEST_F(EngineTest, AJobWithoutSnapshotsKeepsNoRecoveryState) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("snapshot_interval"));
   v1::PutSnapshotRequest s = Snapshot(0, epochs_[0], 1, 2 * 4 * kElements, 'a');
   EXPECT_EQ(engine_->PutSnapshot(s).status().code(), absl::StatusCode::kFailedPrecondition);
-}
-
-// A durable shard (state_dir) restarted in the middle of a job: it restores the job at the first
-// step it had not answered, with epochs above the old ones; a worker repeating a step the shard
-// answered before the restart gets the same scaler and the same average from the log (its payload
-// is not summed again); recovery works from what was read back; and once every rank leaves, the
-// job's files are gone.
-TEST_F(EngineTest, ADurableShardRestartsWhereItWas) {
-  char tmpl[] = "/tmp/ternps-engine-state-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  config_.state_dir = tmpl;
-  snapshot_interval_ = 2;
-  Start(v1::CODEC_TERNGRAD, 2);
-  constexpr size_t kState = 2 * 4 * kElements;
-  std::vector<v1::PushPullResponse> answered;
-  auto step = [&](uint64_t t) {
-    auto s0 = Share(0, t, 1.0f + t);
-    auto s1 = Share(1, t, 2.0f);
-    ASSERT_TRUE(s0->done && s0->status.ok()) << s0->status;
-    const float shared = s0->response.shared_scalers(0);
-    auto a = Push(0, t, shared);
-    auto b = Push(1, t, shared);
-    ASSERT_TRUE(a->done && a->status.ok()) << a->status;
-    answered.push_back(a->response);
-  };
-  for (uint64_t t = 0; t < 3; ++t) {
-    step(t);
-    ASSERT_FALSE(HasFatalFailure());
-  }
-  v1::PutSnapshotRequest snapshot = Snapshot(1, epochs_[1], 2, kState, 'b');
-  ASSERT_TRUE(engine_->PutSnapshot(snapshot).ok());
-  auto pending = Share(0, 3, 1.0f);  // step 3 is under way when the shard goes down
-  const std::vector<uint64_t> old_epochs = epochs_;
-  engine_ = std::make_unique<Engine>(config_);
-  EXPECT_TRUE(pending->done);
-  EXPECT_THAT(engine_->restored().jobs, ::testing::ElementsAre("engine"));
-  EXPECT_TRUE(engine_->restored().problems.empty());
-  absl::StatusOr<v1::GetStatusResponse> status = engine_->GetStatus({});
-  ASSERT_TRUE(status.ok());
-  ASSERT_EQ(status->jobs_size(), 1);
-  EXPECT_EQ(status->jobs(0).step(), 3u);
-  // Calls of the old incarnation are refused as if their connection had been lost (UNAVAILABLE:
-  // the worker joins again and repeats them); every rank joins again.
-  auto stale = Share(0, 3, 1.0f);
-  ASSERT_TRUE(stale->done);
-  EXPECT_EQ(stale->status.code(), absl::StatusCode::kUnavailable) << stale->status;
-  EXPECT_THAT(std::string(stale->status.message()), HasSubstr("from before this shard restarted"));
-  for (uint32_t r = 0; r < 2; ++r) {
-    v1::JoinRequest join = JoinRequest(r);
-    join.set_rejoin(true);
-    absl::StatusOr<v1::JoinResponse> back = engine_->Join(join);
-    ASSERT_TRUE(back.ok()) << back.status();
-    EXPECT_EQ(back->start_step(), 3u);
-    EXPECT_GT(back->epoch(), old_epochs[r]);
-    epochs_[r] = back->epoch();
-  }
-  // Rank 0 repeats step 2 (its answer was lost with the connection): answered from the log.
-  auto again_share = Share(0, 2, 3.0f);
-  ASSERT_TRUE(again_share->done && again_share->status.ok()) << again_share->status;
-  auto again = Push(0, 2, again_share->response.shared_scalers(0));
-  ASSERT_TRUE(again->done && again->status.ok()) << again->status;
-  EXPECT_EQ(again->response.averages(0).SerializeAsString(),
-            answered[2].averages(0).SerializeAsString());
-  // Recovery from what was read back: the snapshot of step 2 and the average of step 2.
-  ExpectRecovery(engine_->GetRecovery(Recovery(1, epochs_[1], 3)), 2, std::string(kState, 'b'),
-                 {answered[2].averages(0)});
-  step(3);  // the job goes on
-  ASSERT_FALSE(HasFatalFailure());
-  EXPECT_EQ(answered[3].averages(0).contributors(), 2u);
-  // Both ranks leave: the job is over and its directory deleted.
-  for (uint32_t rank = 0; rank < 2; ++rank) {
-    v1::LeaveRequest leave;
-    leave.set_job_id("engine");
-    leave.set_worker_rank(rank);
-    leave.set_epoch(epochs_[rank]);
-    ASSERT_TRUE(engine_->Leave(leave).ok());
-  }
-  const std::string shard_dir = ShardStateDir(tmpl, 0);
-  EXPECT_EQ(std::system(absl::StrCat("test -z \"$(ls -A ", shard_dir, ")\"").c_str()), 0)
-      << "the ended job's files are still in " << shard_dir;
-  std::system(absl::StrCat("rm -rf ", tmpl).c_str());
 }
 
 // A worker that was in the job asks with rejoin = true: a shard that does not have the job says
