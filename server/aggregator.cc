@@ -459,9 +459,10 @@ absl::Status PartitionAggregator::ApplySnapshot(uint64_t step, std::string state
   return log_.ApplySnapshot(step, std::move(state), base_step());
 }
 
-absl::Status PartitionAggregator::Recovery(uint64_t to_step, int index,
+absl::Status PartitionAggregator::Recovery(uint64_t to_step, uint64_t from_step, int index,
+                                           uint64_t* budget,
                                            ternps::v1::PartitionRecovery* out) const {
-  return log_.Recovery(to_step, index, base_step(), out);
+  return log_.Recovery(to_step, from_step, index, base_step(), budget, out);
 }
 
 void PartitionAggregator::FailAll(const absl::Status& status, Finisher& finisher) {

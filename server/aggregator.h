@@ -131,9 +131,9 @@ class PartitionAggregator {
   // A restarted durable shard: takes the snapshot and log read back from the state directory
   // (checked against this partition by the store) and continues at the first step not logged.
   void Restore(LoadedPartition loaded) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The snapshot and the averages of steps snapshot .. to_step - 1 (UNAVAILABLE while step
-  // to_step - 1 is not complete; FAILED_PRECONDITION if they are not kept).
-  absl::Status Recovery(uint64_t to_step, int index, ternps::v1::PartitionRecovery* out) const
+  // A page of the recovery to `to_step` (RecoveryLog::Recovery).
+  absl::Status Recovery(uint64_t to_step, uint64_t from_step, int index, uint64_t* budget,
+                        ternps::v1::PartitionRecovery* out) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Fails every waiting call with `status` and forgets both steps (shutdown, job removed).

@@ -60,6 +60,20 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(common::JobSpec spec, const Sha
         "tensors: this shard would own ", spec.plan.ShardLoad(shard.shard_index),
         " elements, more than its limit --max_shard_elements=", shard.max_shard_elements));
   }
+  if (const uint64_t interval = spec.recovery.snapshot_interval; interval > 0) {
+    const RecoveryLog::Footprint f = RecoveryLog::FootprintOf(spec, shard.shard_index);
+    if (f.Bytes(interval) > shard.max_recovery_bytes) {
+      const uint64_t fits = f.LargestInterval(shard.max_recovery_bytes);
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "snapshot_interval: ", interval, " steps of recovery state would hold up to ",
+          f.Bytes(interval) >> 20, " MiB on shard ", shard.shard_index,
+          " (a snapshot of its partitions and snapshot_interval + 2 steps of their averages), "
+          "more than its limit --max_recovery_bytes=",
+          shard.max_recovery_bytes >> 20, " MiB; ",
+          fits > 0 ? absl::StrCat("a snapshot_interval of at most ", fits, " fits")
+                   : std::string("no snapshot_interval fits (more shards, or a larger limit)")));
+    }
+  }
   return std::unique_ptr<Job>(
       new Job(std::move(spec), shard, std::move(token_digest), std::move(store)));
 }
@@ -417,6 +431,10 @@ absl::StatusOr<v1::GetRecoveryResponse> Job::GetRecovery(const v1::GetRecoveryRe
       !st.ok()) {
     return st;
   }
+  if (request.from_step() > request.to_step()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("from_step: ", request.from_step(), " is after to_step ", request.to_step()));
+  }
   NoteActive(request.worker_rank());
   // A readmitted rank recovers up to the step it will push first (its start step: the largest any
   // shard answered). Where this shard admitted it from an earlier step, that step must not wait
@@ -428,11 +446,12 @@ absl::StatusOr<v1::GetRecoveryResponse> Job::GetRecovery(const v1::GetRecoveryRe
   }
   if (membership_.NoteFirstCall(request.worker_rank(), request.to_step())) RecheckAll();
   v1::GetRecoveryResponse response;
+  uint64_t budget = request.max_bytes() == 0 ? UINT64_MAX : request.max_bytes();
   for (size_t i = 0; i < ids.size(); ++i) {
     PartitionAggregator& a = *Owned(ids[i]);
     absl::MutexLock lock(&a.mu());
-    if (absl::Status st =
-            a.Recovery(request.to_step(), static_cast<int>(i), response.add_partitions());
+    if (absl::Status st = a.Recovery(request.to_step(), request.from_step(), static_cast<int>(i),
+                                     &budget, response.add_partitions());
         !st.ok()) {
       return st;
     }

@@ -40,6 +40,10 @@ ABSL_FLAG(uint32_t, max_partition_elements, 1u << 24,
 ABSL_FLAG(uint64_t, max_shard_elements, uint64_t{1} << 29,
           "Largest number of elements a job may place on this shard (memory bound: about "
           "4 bytes per element in flight)");
+ABSL_FLAG(uint64_t, max_recovery_bytes, uint64_t{4} << 30,
+          "Largest recovery state a job may keep on this shard: a snapshot of its partitions here "
+          "and snapshot_interval + 2 steps of their largest averages (a Join whose "
+          "snapshot_interval needs more is refused, naming the largest that fits)");
 ABSL_FLAG(std::string, port_file, "",
           "If set, write the chosen port to this file once serving (for --listen with port 0)");
 ABSL_FLAG(std::string, metrics_address, "",
@@ -114,6 +118,7 @@ int main(int argc, char** argv) {
   options.shard.max_jobs = absl::GetFlag(FLAGS_max_jobs);
   options.shard.max_partition_elements = absl::GetFlag(FLAGS_max_partition_elements);
   options.shard.max_shard_elements = absl::GetFlag(FLAGS_max_shard_elements);
+  options.shard.max_recovery_bytes = absl::GetFlag(FLAGS_max_recovery_bytes);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);

@@ -130,7 +130,8 @@ uint64_t RecoveryLog::Restore(LoadedPartition loaded) {
   return snapshot_step_ + log_.size();
 }
 
-absl::Status RecoveryLog::Recovery(uint64_t to_step, int index, uint64_t base_step,
+absl::Status RecoveryLog::Recovery(uint64_t to_step, uint64_t from_step, int index,
+                                   uint64_t base_step, uint64_t* budget,
                                    ternps::v1::PartitionRecovery* out) const {
   if (!config_.keep_recovery) return NoRecoveryState();
   if (to_step > base_step) {
@@ -143,19 +144,42 @@ absl::Status RecoveryLog::Recovery(uint64_t to_step, int index, uint64_t base_st
         "to_step: ", to_step, " is before the snapshot of partition ", config_.partition_id,
         " (step ", snapshot_step_, "); Join again and recover to the step it answers"));
   }
+  const uint64_t first = std::max(from_step, snapshot_step_);
   out->set_partition_id(config_.partition_id);
   out->set_snapshot_step(snapshot_step_);
-  out->set_state(snapshot_);
-  for (uint64_t step = snapshot_step_; step < to_step; ++step) {
+  out->set_first_step(first);
+  // Progress: the snapshot, or else at least one average.
+  bool progress = false;
+  if (from_step == 0) {
+    out->set_state(snapshot_);
+    *budget -= std::min<uint64_t>(*budget, snapshot_.size());
+    progress = !snapshot_.empty();
+  }
+  for (uint64_t step = first; step < to_step; ++step) {
     const AnsweredAverage& a = log_[step - snapshot_step_].average;
     if (a.bytes == nullptr) {
       return absl::FailedPreconditionError(absl::StrCat("partition ", config_.partition_id,
                                                         " has no average for step ", step,
                                                         " (that step failed)"));
     }
+    if ((progress || step > first) && a.bytes->size() > *budget) break;
     ToProto(a, out->add_averages());
+    *budget -= std::min<uint64_t>(*budget, a.bytes->size());
   }
   return absl::OkStatus();
+}
+
+RecoveryLog::Footprint RecoveryLog::FootprintOf(const common::JobSpec& spec, uint32_t shard) {
+  Footprint f;
+  for (const uint32_t p : spec.plan.PartitionsOfShard(shard)) {
+    const uint32_t elements = spec.plan.partition(p).elements;
+    f.state += uint64_t{4} * spec.recovery.state_slots * elements;
+    // An average of every rank is the largest (INT_SUM fields grow with the contributors).
+    const int n = static_cast<int>(spec.world_size);
+    f.step += common::PayloadBytes(
+        common::AverageEncoding(spec.route(p).downlink, spec.codec.int_sum_radix, n), elements, n);
+  }
+  return f;
 }
 
 }  // namespace ternps::server

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/spec/job_spec.h"
 #include "common/wire/push_pull_wire.h"
 #include "server/answer.h"
 #include "server/membership.h"
@@ -67,10 +68,26 @@ class RecoveryLog {
   absl::Status ApplySnapshot(uint64_t step, std::string state, uint64_t base_step);
   // Takes what a restarted durable shard read back; returns the first step not logged.
   uint64_t Restore(LoadedPartition loaded);
-  // The snapshot and the averages of steps snapshot .. to_step - 1 (UNAVAILABLE while the
-  // partition at `base_step` has not completed to_step - 1; FAILED_PRECONDITION if not kept).
-  absl::Status Recovery(uint64_t to_step, int index, uint64_t base_step,
-                        ternps::v1::PartitionRecovery* out) const;
+  // A page of the recovery to `to_step` (see GetRecoveryRequest): the snapshot if from_step is
+  // 0, and the averages from max(from_step, snapshot step) on while they fit `*budget` (bytes,
+  // decreased by what was added), but at least one unless the snapshot was added. UNAVAILABLE while
+  // the partition at `base_step` has not completed to_step - 1; FAILED_PRECONDITION if not kept.
+  absl::Status Recovery(uint64_t to_step, uint64_t from_step, int index, uint64_t base_step,
+                        uint64_t* budget, ternps::v1::PartitionRecovery* out) const;
+  // The most a job's recovery state may hold on this shard: a snapshot of `spec`'s partitions
+  // owned by `shard` (`state` bytes) and snapshot_interval + 2 steps of their largest averages
+  // (`step` bytes each; a snapshot of step s arrives while the shard completes step s or s + 1).
+  struct Footprint {
+    uint64_t state = 0;
+    uint64_t step = 0;
+    uint64_t Bytes(uint64_t interval) const { return state + (interval + 2) * step; }
+    // The largest interval whose Bytes fit `limit` (0 if none).
+    uint64_t LargestInterval(uint64_t limit) const {
+      if (step == 0 || limit < state + 3 * step) return 0;
+      return (limit - state) / step - 2;
+    }
+  };
+  static Footprint FootprintOf(const common::JobSpec& spec, uint32_t shard);
 
  private:
   const RecoveryLogConfig config_;

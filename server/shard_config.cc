@@ -55,6 +55,9 @@ absl::Status ValidateShardConfig(const ShardConfig& config) {
   if (config.max_shard_elements == 0) {
     return absl::InvalidArgumentError("--max_shard_elements: must be at least 1");
   }
+  if (config.max_recovery_bytes == 0) {
+    return absl::InvalidArgumentError("--max_recovery_bytes: must be at least 1");
+  }
   if (!config.state_dir.empty()) {
     if (absl::Status st = CheckStateDir(config.state_dir); !st.ok()) return st;
   }

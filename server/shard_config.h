@@ -40,6 +40,10 @@ struct ShardConfig {
   // Jobs whose owned partitions exceed this many elements are refused (RESOURCE_EXHAUSTED).
   uint64_t max_shard_elements = uint64_t{1} << 29;
   uint32_t max_partition_elements = common::kMaxPartitionElements;
+  // Jobs whose recovery state on this shard could exceed this many bytes are refused
+  // (RESOURCE_EXHAUSTED naming snapshot_interval): a snapshot of the owned partitions and
+  // snapshot_interval + 2 steps of their largest averages (server/recovery_log.h).
+  uint64_t max_recovery_bytes = uint64_t{4} << 30;
   // Where the engine and aggregators read the time. Not owned; outlives the engine.
   const common::Clock* clock = &common::Clock::Real();
   // Who watches (metrics); null: nobody. Not owned; outlives the engine.

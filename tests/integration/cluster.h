@@ -18,15 +18,20 @@ class TestCluster {
  public:
   // `state_dir`: durable shards, sharing that directory (each keeps its own subdirectory).
   explicit TestCluster(uint32_t shards, absl::Duration step_timeout = absl::Seconds(60),
-                       bool metrics = false, const std::string& state_dir = "") {
+                       bool metrics = false, const std::string& state_dir = "")
+      : TestCluster(shards, [&](server::ShardServerOptions& options) {
+          options.shard.step_timeout = step_timeout;
+          options.shard.state_dir = state_dir;
+          if (metrics) options.metrics_address = "127.0.0.1:0";
+        }) {}
+  // Shards whose options `configure` sets (after the index, count and listen address).
+  TestCluster(uint32_t shards, const std::function<void(server::ShardServerOptions&)>& configure) {
     for (uint32_t s = 0; s < shards; ++s) {
       server::ShardServerOptions options;
       options.listen = "127.0.0.1:0";
       options.shard.shard_index = s;
       options.shard.shard_count = shards;
-      options.shard.step_timeout = step_timeout;
-      options.shard.state_dir = state_dir;
-      if (metrics) options.metrics_address = "127.0.0.1:0";
+      configure(options);
       auto shard = server::ShardServer::Start(options);
       EXPECT_TRUE(shard.ok()) << shard.status();
       if (shard.ok()) shards_.push_back(*std::move(shard));

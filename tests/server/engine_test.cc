@@ -264,6 +264,83 @@ TEST_F(EngineTest, RecoveryKeepsTheSnapshotAndTheAveragesSince) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("to_step: 1 is before the snapshot"));
 }
 
+// GetRecovery in pages (from_step, max_bytes): the snapshot only on the first page, at least one
+// average per page unless the snapshot is in it, the pages together exactly the whole answer; a
+// newer snapshot shows in the next page's snapshot_step; a from_step after to_step is refused.
+TEST_F(EngineTest, RecoveryComesInPagesOfAtMostMaxBytes) {
+  snapshot_interval_ = 2;
+  Start(v1::CODEC_FP32, 2);
+  constexpr size_t kState = 2 * 4 * kElements;
+  constexpr size_t kAverage = 4 * kElements;
+  for (uint64_t step = 0; step < 6; ++step) {
+    auto a = Push(0, step, 1.0f + step);
+    auto b = Push(1, step, 3.0f);
+    ASSERT_TRUE(a->done && a->status.ok()) << a->status;
+  }
+  v1::PutSnapshotRequest snapshot = Snapshot(1, epochs_[1], 2, kState, 's');
+  ASSERT_TRUE(engine_->PutSnapshot(snapshot).ok());
+  auto page = [&](uint64_t from, uint64_t max_bytes) {
+    v1::GetRecoveryRequest request = Recovery(0, epochs_[0], 6);
+    request.set_from_step(from);
+    request.set_max_bytes(max_bytes);
+    return engine_->GetRecovery(request);
+  };
+  absl::StatusOr<v1::GetRecoveryResponse> whole = page(0, 0);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_EQ(whole->partitions(0).averages_size(), 4);  // steps 2..5
+  // 1 byte: the snapshot alone, then one average per page.
+  absl::StatusOr<v1::GetRecoveryResponse> first = page(0, 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->partitions(0).state(), std::string(kState, 's'));
+  EXPECT_EQ(first->partitions(0).first_step(), 2u);
+  EXPECT_EQ(first->partitions(0).averages_size(), 0);
+  std::vector<std::string> pages;
+  for (uint64_t from = 2; from < 6;) {
+    absl::StatusOr<v1::GetRecoveryResponse> next = page(from, 1);
+    ASSERT_TRUE(next.ok()) << next.status();
+    const v1::PartitionRecovery& r = next->partitions(0);
+    EXPECT_TRUE(r.state().empty()) << "the snapshot again, from step " << from;
+    EXPECT_EQ(r.snapshot_step(), 2u);
+    EXPECT_EQ(r.first_step(), from);
+    ASSERT_EQ(r.averages_size(), 1) << "from step " << from;
+    pages.push_back(r.averages(0).SerializeAsString());
+    ++from;
+  }
+  // Room for the snapshot and two averages: both in the first page.
+  absl::StatusOr<v1::GetRecoveryResponse> two = page(0, kState + 2 * kAverage);
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->partitions(0).averages_size(), 2);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(pages[i], whole->partitions(0).averages(i).SerializeAsString()) << "step " << 2 + i;
+  }
+  // A newer snapshot meanwhile: the next page says so (the worker starts again).
+  v1::PutSnapshotRequest newer = Snapshot(1, epochs_[1], 4, kState, 't');
+  ASSERT_TRUE(engine_->PutSnapshot(newer).ok());
+  absl::StatusOr<v1::GetRecoveryResponse> moved = page(3, 1);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->partitions(0).snapshot_step(), 4u);
+  EXPECT_EQ(moved->partitions(0).first_step(), 4u);
+  absl::StatusOr<v1::GetRecoveryResponse> after = page(7, 1);
+  EXPECT_EQ(after.status().code(), absl::StatusCode::kInvalidArgument) << after.status();
+  EXPECT_THAT(std::string(after.status().message()), HasSubstr("from_step: 7 is after to_step 6"));
+}
+
+// The recovery state counts against --max_recovery_bytes: a Join whose snapshot_interval cannot
+// fit is refused naming the field and the largest interval that fits; that one is accepted.
+TEST_F(EngineTest, ASnapshotIntervalWhoseLogCannotFitIsRefusedAtJoin) {
+  // FP32, 64 elements, 2 slots: a snapshot of 512 bytes and averages of 256 bytes per step.
+  config_.max_recovery_bytes = 512 + 12 * 256;  // snapshot_interval 10 fits (10 + 2 steps)
+  snapshot_interval_ = 11;
+  Start(v1::CODEC_FP32, 2, /*joined=*/0);
+  absl::StatusOr<v1::JoinResponse> refused = engine_->Join(JoinRequest(0));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("snapshot_interval: 11 steps"));
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("a snapshot_interval of at most 10 fits"));
+  snapshot_interval_ = 10;
+  EXPECT_TRUE(engine_->Join(JoinRequest(0)).ok());
+}
+
 // Workers killed between steps leave no step timeout running: the job expires after
 // job_idle_timeout without calls. Its id is remembered: a plain Join (a late worker) is told the
 // job ended, one with restart_ended_job starts a new job (here with another world size).

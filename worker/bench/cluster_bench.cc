@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/metrics/metrics.h"
 #include "ternps/worker.h"
@@ -48,6 +49,10 @@ ABSL_FLAG(std::string, server_binary, "", "cluster: ternps-server path (default:
 ABSL_FLAG(uint32_t, snapshot_interval, 0,
           "cluster: recovery snapshots every this many steps (0: off); each worker's step time "
           "then includes its OfferState (the state is its gradient buffers, one slot)");
+ABSL_FLAG(bool, recover, false,
+          "cluster: after the steps, the last rank is replaced by a fresh worker that recovers "
+          "the model from the shards (needs --snapshot_interval); prints a cluster_recovery line "
+          "with the time it took");
 ABSL_FLAG(std::string, server_args, "", "cluster: extra ternps-server flags, comma-separated");
 
 ABSL_DECLARE_FLAG(uint32_t, partition_elements);
@@ -133,7 +138,33 @@ struct WorkerResult {
   absl::Status status;
   std::vector<double> step_seconds;
   uint64_t sent = 0, received = 0, dense = 0;
+  double recover_seconds = -1.0;  // --recover, the last rank: its replacement's Recover
+  uint64_t replayed = 0;          // steps it replayed
 };
+
+// --recover: joins the running job as `options.rank` again (a new session) and recovers the
+// model into zeroed buffers (the bench's state is synthetic: the time is what is measured).
+absl::Status ReplaceAndRecover(const worker::WorkerOptions& options,
+                               const std::vector<worker::TensorInfo>& tensors, WorkerResult& out) {
+  auto w = worker::Worker::Connect(options);
+  if (!w.ok()) return w.status();
+  std::vector<std::vector<float>> state, grads;
+  std::vector<absl::Span<float>> state_spans, grad_spans;
+  for (const auto& t : tensors) {
+    state.emplace_back(t.elements, 0.0f);
+    grads.emplace_back(t.elements, 0.0f);
+  }
+  for (auto& v : state) state_spans.push_back(absl::MakeSpan(v));
+  for (auto& v : grads) grad_spans.push_back(absl::MakeSpan(v));
+  const absl::Time start = absl::Now();
+  absl::Status st = (*w)->Recover(state_spans, grad_spans, [&](uint64_t) {
+    ++out.replayed;
+    return absl::OkStatus();
+  });
+  out.recover_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (!st.ok()) return st;
+  return (*w)->Leave();
+}
 
 // Runs one codec; returns the mean step time.
 absl::StatusOr<double> RunCodec(const std::string& codec,
@@ -168,9 +199,18 @@ absl::StatusOr<double> RunCodec(const std::string& codec,
       endpoints[r] = *std::move(endpoint);
     }
   }
+  const bool recover = absl::GetFlag(FLAGS_recover);
+  absl::Notification recovered;
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
+      // The last rank tells the others when its replacement has recovered (or it failed).
+      struct NotifyAtExit {
+        absl::Notification* n;
+        ~NotifyAtExit() {
+          if (n != nullptr) n->Notify();
+        }
+      } notify_at_exit{recover && r + 1 == world ? &recovered : nullptr};
       WorkerResult& out = results[r];
       worker::WorkerOptions options;
       options.job_id = absl::StrCat("bench-", codec, "-", run);
@@ -233,6 +273,13 @@ absl::StatusOr<double> RunCodec(const std::string& codec,
         out.received += stats.received_bytes;
         out.dense += stats.dense_bytes;
       }
+      if (recover && r + 1 < world) recovered.WaitForNotification();
+      if (recover && r + 1 == world) {
+        // The last rank is replaced, as after kill -9 (its old session is abandoned, not left):
+        // the new one joins the running job and rebuilds the model from the shards.
+        out.status = ReplaceAndRecover(options, tensors, out);
+        return;
+      }
       out.status = (*w)->Leave();
     });
   }
@@ -278,6 +325,16 @@ absl::StatusOr<double> RunCodec(const std::string& codec,
       all.back(), up, down, dense_step, dense_step / up, dense_step / down, dense_step / mean / 1e9,
       up / shards / mean / 1e9, down / shards / mean / 1e9, static_cast<unsigned long long>(rss),
       design_state, rss / design_state);
+  if (recover) {
+    const WorkerResult& last = results.back();
+    std::printf(
+        "{\"bench\": \"cluster_recovery\", \"profile\": \"%s\", \"codec\": \"%s\", "
+        "\"workers\": %d, \"shards\": %d, \"elements\": %llu, \"snapshot_interval\": %u, "
+        "\"to_step\": %d, \"replayed_steps\": %llu, \"recover_seconds\": %.3f}\n",
+        absl::GetFlag(FLAGS_profile).c_str(), codec.c_str(), world, shards,
+        static_cast<unsigned long long>(elements), absl::GetFlag(FLAGS_snapshot_interval),
+        steps + 1, static_cast<unsigned long long>(last.replayed), last.recover_seconds);
+  }
   std::fflush(stdout);
   return mean;
 }

@@ -291,6 +291,22 @@ class Worker::Impl {
   absl::Status OfferState(State state);
   absl::Status Recover(State state, Gradients gradients,
                        const std::function<absl::Status(uint64_t)>& apply);
+  // The partitions one GetRecovery asks a shard for, and their current page.
+  struct RecoveryGroup {
+    uint32_t shard = 0;
+    std::vector<uint32_t> partitions;
+    v1::GetRecoveryResponse page;
+  };
+  // Bytes of averages a GetRecovery answer holds (GetRecoveryRequest.max_bytes).
+  static constexpr uint64_t kRecoveryPageBytes = uint64_t{16} << 20;
+  // Replaces `g.page` with its recovery page from `from_step` to `to_step`, checked; false if the
+  // shard answered UNAVAILABLE (a step still aggregating) and not `retry` (else retried with
+  // backoff until `deadline`).
+  absl::StatusOr<bool> FetchRecoveryPage(RecoveryGroup& g, uint64_t from_step, uint64_t to_step,
+                                         absl::Time deadline, bool retry);
+  // One replay (Recover); false if a partition's snapshot moved meanwhile (start again).
+  absl::StatusOr<bool> RecoverOnce(State state, Gradients gradients,
+                                   const std::function<absl::Status(uint64_t)>& apply);
   absl::StatusOr<Exchange*> Device();
   Exchange& host() { return *host_; }
 
@@ -1364,68 +1380,115 @@ absl::Status Worker::Impl::Recover(State state, Gradients gradients,
                                    const std::function<absl::Status(uint64_t)>& apply) {
   if (absl::Status st = CheckState(state); !st.ok()) return st;
   if (absl::Status st = CheckGradients(gradients); !st.ok()) return st;
+  // A peer may store a newer snapshot while this worker replays (at most the step it recovers
+  // to: the peers wait there for it); the replay then starts again from that snapshot.
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<bool> done = RecoverOnce(state, gradients, apply);
+    if (!done.ok() || *done) return done.status();
+    if (attempt == 3) {
+      return absl::AbortedError("GetRecovery: the shards' snapshots moved during each of 4 tries");
+    }
+  }
+}
+
+absl::StatusOr<bool> Worker::Impl::FetchRecoveryPage(RecoveryGroup& g, uint64_t from_step,
+                                                     uint64_t to_step, absl::Time deadline,
+                                                     bool retry) {
+  absl::Duration backoff = absl::Milliseconds(5);
+  for (;;) {
+    v1::GetRecoveryRequest request;
+    request.set_job_id(options_.job_id);
+    request.set_worker_rank(options_.rank);
+    request.set_epoch(epochs_[g.shard].load());
+    request.set_to_step(to_step);
+    request.set_from_step(from_step);
+    request.set_max_bytes(kRecoveryPageBytes);
+    for (const uint32_t p : g.partitions) request.add_partition_ids(p);
+    g.page.Clear();
+    std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
+    const grpc::Status st = stubs_[g.shard]->GetRecovery(context.get(), request, &g.page);
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE && absl::Now() + backoff < deadline) {
+      // A step is still aggregating there (its other workers are still on it).
+      if (!retry) return false;
+      absl::SleepFor(backoff);  // a retry delay, not synchronization: the peers finish the step
+      backoff = std::min(backoff * 2, absl::Milliseconds(200));
+      continue;
+    }
+    if (!st.ok())
+      return common::FromGrpcStatus(st, absl::StrCat(ShardName(g.shard), " GetRecovery"));
+    break;
+  }
+  const std::string where = absl::StrCat(ShardName(g.shard), " GetRecovery answer: ");
+  if (g.page.partitions_size() != static_cast<int>(g.partitions.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(where, "partitions: ", g.page.partitions_size(),
+                                                   " for ", g.partitions.size(), " requested"));
+  }
+  for (size_t i = 0; i < g.partitions.size(); ++i) {
+    const v1::PartitionRecovery& r = g.page.partitions(static_cast<int>(i));
+    const uint32_t p = g.partitions[i];
+    const size_t state_bytes =
+        size_t{4} * spec_.recovery.state_slots * spec_.plan.partition(p).elements;
+    const uint64_t first = std::max(from_step, r.snapshot_step());
+    const bool state_ok = from_step == 0 ? (r.state().empty() ? r.snapshot_step() == 0
+                                                              : r.state().size() == state_bytes)
+                                         : r.state().empty();
+    const uint64_t count = static_cast<uint64_t>(r.averages_size());
+    // Each page makes progress: the snapshot, or at least one average.
+    const bool progress = first == to_step || count > 0 || !r.state().empty();
+    if (r.partition_id() != p || r.snapshot_step() > to_step || r.first_step() != first ||
+        !state_ok || count > to_step - first || !progress) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "partitions[", i, "]: partition ", r.partition_id(), " snapshot step ",
+          r.snapshot_step(), " with ", r.state().size(), " state bytes and ", count,
+          " averages from step ", r.first_step(), " is not a page of partition ", p,
+          "'s recovery from step ", from_step, " to step ", to_step));
+    }
+  }
+  return true;
+}
+
+absl::StatusOr<bool> Worker::Impl::RecoverOnce(State state, Gradients gradients,
+                                               const std::function<absl::Status(uint64_t)>& apply) {
   const uint64_t to_step = step();
   const uint32_t slots = spec_.recovery.state_slots;
   const common::PartitionPlan& plan = spec_.plan;
-  // Every partition's snapshot and averages, from every shard. A partition that has not
-  // completed step to_step - 1 yet (its other workers are still on it) answers UNAVAILABLE:
-  // retried until the rpc timeout.
-  std::vector<v1::PartitionRecovery> parts(plan.partitions().size());
+  // Each partition's averages arrive in pages of its group (the partitions one call asks a shard
+  // for), fetched as the replay reaches them: at most a page per group is held at a time.
+  std::vector<RecoveryGroup> groups;
+  for (uint32_t s = 0; s < options_.shards.size(); ++s) {
+    for (std::vector<uint32_t>& group : StateGroups(s)) {
+      groups.push_back({.shard = s, .partitions = std::move(group), .page = {}});
+    }
+  }
+  struct Source {
+    size_t group = 0;
+    int index = 0;          // in the group's pages
+    uint64_t snapshot = 0;  // its snapshot step
+    std::string state;      // the snapshot, until the replay reaches its step
+  };
+  std::vector<Source> sources(plan.partitions().size());
   // Every shard is asked once before any is waited for: the first GetRecovery also tells a shard
   // that admitted this worker from an earlier step to stop waiting for it there (else two shards
   // could each wait on a step the other one holds up).
-  struct Fetch {
-    uint32_t shard;
-    std::vector<uint32_t> group;
-    bool done = false;
-  };
-  std::vector<Fetch> fetches;
-  for (uint32_t s = 0; s < options_.shards.size(); ++s) {
-    for (std::vector<uint32_t>& group : StateGroups(s)) fetches.push_back({s, std::move(group)});
-  }
   const absl::Time deadline = absl::Now() + options_.rpc_timeout;
   absl::Duration backoff = absl::Milliseconds(5);
-  for (size_t remaining = fetches.size(); remaining > 0;) {
-    for (Fetch& f : fetches) {
-      if (f.done) continue;
-      v1::GetRecoveryRequest request;
-      request.set_job_id(options_.job_id);
-      request.set_worker_rank(options_.rank);
-      request.set_epoch(epochs_[f.shard].load());
-      request.set_to_step(to_step);
-      for (const uint32_t p : f.group) request.add_partition_ids(p);
-      v1::GetRecoveryResponse response;
-      std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
-      const grpc::Status st = stubs_[f.shard]->GetRecovery(context.get(), request, &response);
-      if (st.error_code() == grpc::StatusCode::UNAVAILABLE && absl::Now() + backoff < deadline) {
-        continue;  // a step is still aggregating there: next round
-      }
-      if (!st.ok()) {
-        return common::FromGrpcStatus(st, absl::StrCat(ShardName(f.shard), " GetRecovery"));
-      }
-      const std::string where = absl::StrCat(ShardName(f.shard), " GetRecovery answer: ");
-      if (response.partitions_size() != static_cast<int>(f.group.size())) {
-        return absl::InvalidArgumentError(absl::StrCat(where,
-                                                       "partitions: ", response.partitions_size(),
-                                                       " for ", f.group.size(), " requested"));
-      }
-      for (size_t i = 0; i < f.group.size(); ++i) {
-        v1::PartitionRecovery& r = *response.mutable_partitions(static_cast<int>(i));
-        const uint32_t p = f.group[i];
-        const size_t state_bytes = size_t{4} * slots * plan.partition(p).elements;
-        if (r.partition_id() != p || r.snapshot_step() > to_step ||
-            (!r.state().empty() && r.state().size() != state_bytes) ||
-            (r.state().empty() && r.snapshot_step() != 0) ||
-            static_cast<uint64_t>(r.averages_size()) != to_step - r.snapshot_step()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              where, "partitions[", i, "]: partition ", r.partition_id(), " snapshot step ",
-              r.snapshot_step(), " with ", r.state().size(), " state bytes and ", r.averages_size(),
-              " averages does not recover partition ", p, " to step ", to_step));
-        }
-        parts[p] = std::move(r);
-      }
-      f.done = true;
+  std::vector<bool> fetched(groups.size(), false);
+  for (size_t remaining = groups.size(); remaining > 0;) {
+    for (size_t g = 0; g < groups.size(); ++g) {
+      if (fetched[g]) continue;
+      absl::StatusOr<bool> got =
+          FetchRecoveryPage(groups[g], 0, to_step, deadline, /*retry=*/false);
+      if (!got.ok()) return got.status();
+      if (!*got) continue;  // next round
+      fetched[g] = true;
       --remaining;
+      for (size_t i = 0; i < groups[g].partitions.size(); ++i) {
+        v1::PartitionRecovery& r = *groups[g].page.mutable_partitions(static_cast<int>(i));
+        sources[groups[g].partitions[i]] = {.group = g,
+                                            .index = static_cast<int>(i),
+                                            .snapshot = r.snapshot_step(),
+                                            .state = std::move(*r.mutable_state())};
+      }
     }
     if (remaining > 0) {
       absl::SleepFor(backoff);  // a retry delay, not synchronization: the peers finish the step
@@ -1435,29 +1498,44 @@ absl::Status Worker::Impl::Recover(State state, Gradients gradients,
   // Replay from the oldest snapshot: each partition's state is restored when the replay reaches
   // its snapshot step, and its averages decoded from then on (zero before).
   uint64_t first = to_step;
-  for (const v1::PartitionRecovery& r : parts) first = std::min(first, r.snapshot_step());
+  for (const Source& src : sources) first = std::min(first, src.snapshot);
   auto restore = [&](uint64_t step) {
-    for (uint32_t p = 0; p < parts.size(); ++p) {
-      const v1::PartitionRecovery& r = parts[p];
-      if (r.snapshot_step() != step || r.state().empty()) continue;
+    for (uint32_t p = 0; p < sources.size(); ++p) {
+      Source& src = sources[p];
+      if (src.snapshot != step || src.state.empty()) continue;
       const common::Partition& part = plan.partition(p);
       for (uint32_t j = 0; j < slots; ++j) {
         std::memcpy(state[part.tensor * slots + j].subspan(part.offset, part.elements).data(),
-                    r.state().data() + size_t{4} * j * part.elements, size_t{4} * part.elements);
+                    src.state.data() + size_t{4} * j * part.elements, size_t{4} * part.elements);
       }
+      std::string().swap(src.state);
     }
   };
   std::vector<uint8_t> scratch;
   for (uint64_t t = first; t < to_step; ++t) {
     restore(t);
-    for (uint32_t p = 0; p < parts.size(); ++p) {
-      const v1::PartitionRecovery& r = parts[p];
+    for (uint32_t p = 0; p < sources.size(); ++p) {
+      const Source& src = sources[p];
       const absl::Span<float> out = PartitionSlice(plan, gradients, p);
-      if (t < r.snapshot_step()) {
+      if (t < src.snapshot) {
         std::fill(out.begin(), out.end(), 0.0f);
         continue;
       }
-      const v1::PartitionPayload& a = r.averages(static_cast<int>(t - r.snapshot_step()));
+      RecoveryGroup& g = groups[src.group];
+      if (t >= g.page.partitions(src.index).first_step() +
+                   static_cast<uint64_t>(g.page.partitions(src.index).averages_size())) {
+        // The group's next page, from this step on.
+        absl::StatusOr<bool> got = FetchRecoveryPage(g, t, to_step, deadline, /*retry=*/true);
+        if (!got.ok()) return got.status();
+        for (size_t i = 0; i < g.partitions.size(); ++i) {
+          if (g.page.partitions(static_cast<int>(i)).snapshot_step() !=
+              sources[g.partitions[i]].snapshot) {
+            return false;  // a newer snapshot: start again from it
+          }
+        }
+      }
+      const v1::PartitionRecovery& r = g.page.partitions(src.index);
+      const v1::PartitionPayload& a = r.averages(static_cast<int>(t - r.first_step()));
       common::PayloadView view{
           .partition_id = a.partition_id(),
           .encoding = a.encoding(),
@@ -1478,7 +1556,7 @@ absl::Status Worker::Impl::Recover(State state, Gradients gradients,
     if (absl::Status st = apply(t); !st.ok()) return st;
   }
   restore(to_step);
-  return absl::OkStatus();
+  return true;
 }
 
 absl::StatusOr<std::unique_ptr<Worker>> Worker::Connect(const WorkerOptions& options) {

@@ -114,8 +114,9 @@ struct WorkerOptions {
   // Recovery (OfferState, Recover): every snapshot_interval steps one live worker uploads its
   // state and the shards keep every average since, so that a worker that (re)joins can rebuild
   // its peers' exact model. 0: off (the shards keep nothing; a rejoining worker cannot recover).
-  // The shards hold about snapshot_interval steps of averages plus one copy of the state. A job
-  // setting: identical on every worker.
+  // The shards hold about snapshot_interval steps of averages plus one copy of the state, and
+  // refuse the Join (RESOURCE_EXHAUSTED naming snapshot_interval and the largest that fits) when
+  // that could pass their --max_recovery_bytes. A job setting: identical on every worker.
   uint32_t snapshot_interval = 0;
   // TLS (files in PEM). tls_ca_file: the CA certificates the shards' certificates are checked
   // against; setting it turns TLS on. tls_cert_file and tls_key_file (both or neither): this
