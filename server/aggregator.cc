@@ -429,8 +429,10 @@ void PartitionAggregator::Restore(LoadedPartition loaded) {
 
 void PartitionAggregator::CollectExpired(absl::Time now, const MembershipView& view,
                                          absl::Span<const std::atomic<int64_t>> active_ns,
-                                         std::vector<uint32_t>* missing) {
+                                         absl::Span<const std::atomic<int64_t>> disconnected_ns,
+                                         absl::Duration grace, std::vector<uint32_t>* missing) {
   const int64_t silent_since = absl::ToUnixNanos(now - config_.step_timeout);
+  const int64_t gone_since = absl::ToUnixNanos(now - grace);
   for (Slot& slot : slots_) {
     if (!slot.active) continue;
     const bool expired = slot.deadline <= now;
@@ -441,8 +443,10 @@ void PartitionAggregator::CollectExpired(absl::Time now, const MembershipView& v
       // Before the job started, a rank that has not joined yet is waited for (the engine's start
       // timeout ends a job that never starts), not dropped.
       if (!view.started && view.ranks[r].state == RankState::kExpected) continue;
-      if (expired || (view.ranks[r].state == RankState::kJoined &&
-                      active_ns[r].load(std::memory_order_relaxed) <= silent_since)) {
+      const int64_t disconnected = disconnected_ns[r].load(std::memory_order_relaxed);
+      const bool joined = view.ranks[r].state == RankState::kJoined;
+      if (expired || (joined && active_ns[r].load(std::memory_order_relaxed) <= silent_since) ||
+          (joined && grace > absl::ZeroDuration() && disconnected <= gone_since)) {
         missing->push_back(r);
       }
     }

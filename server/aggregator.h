@@ -116,9 +116,12 @@ class PartitionAggregator {
   // before that any joined rank it waits for that has been silent on this shard for step_timeout
   // (`active_ns[r]`: when rank r last called or had a call answered). The second rule keeps a
   // rank that died between shards from costing its peers a second timeout here: the other shard
-  // already waited for it once.
+  // already waited for it once. And, at any time, any joined rank it waits for whose connection
+  // closed at least `grace` ago (`disconnected_ns[r]`: when rank r's last Watch call closed;
+  // INT64_MAX while one is open or it never watched).
   void CollectExpired(absl::Time now, const MembershipView& view,
                       absl::Span<const std::atomic<int64_t>> active_ns,
+                      absl::Span<const std::atomic<int64_t>> disconnected_ns, absl::Duration grace,
                       std::vector<uint32_t>* missing) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Recovery (see the proto's header). CheckSnapshot: OK if a snapshot of the state at the start
   // of `step` fits (FAILED_PRECONDITION if step - 1 is not complete here, or the job keeps no

@@ -272,6 +272,22 @@ void Engine::PushPull(const ternps::v1::PushPullRequest& request,
       token);
 }
 
+void Engine::Watch(const ternps::v1::WatchRequest& request, std::shared_ptr<PendingCallBase> call,
+                   absl::string_view token) {
+  absl::StatusOr<std::shared_ptr<Job>> job = AuthorizedJob(request.job_id(), token);
+  absl::Status st = job.status();
+  if (st.ok()) st = (*job)->Watch(request, call);
+  if (!st.ok()) {
+    call->Fail(std::move(st));
+    call->Finish();
+  }
+}
+
+void Engine::Unwatch(absl::string_view job_id, uint32_t rank, const PendingCallBase* call) {
+  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(job_id);
+  if (job.ok()) (*job)->Unwatch(rank, call);
+}
+
 absl::StatusOr<ternps::v1::LeaveResponse> Engine::Leave(const ternps::v1::LeaveRequest& request,
                                                         absl::string_view token) {
   absl::StatusOr<std::shared_ptr<Job>> job = AuthorizedJob(request.job_id(), token);
@@ -397,8 +413,12 @@ void Engine::EndLocked(const std::shared_ptr<Job>& job, std::string reason) {
 }
 
 void Engine::ReaperLoop() {
-  const absl::Duration tick =
+  absl::Duration tick =
       std::clamp(config_.step_timeout / 32, absl::Milliseconds(10), absl::Seconds(1));
+  // A closed connection is acted on within a quarter of the grace after it passed.
+  if (config_.disconnect_grace > absl::ZeroDuration()) {
+    tick = std::max(absl::Milliseconds(10), std::min(tick, config_.disconnect_grace / 4));
+  }
   auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutdown_; };
   // Waits in real time; what expired is judged by config_.clock.
   while (true) {

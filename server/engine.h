@@ -61,6 +61,11 @@ class Engine {
   // The same with the generated classes (tests, in-process callers); copies the averages.
   void PushPull(const ternps::v1::PushPullRequest& request, ternps::v1::PushPullResponse* response,
                 DoneCallback done, absl::string_view token = {});
+  // A worker's Watch (see the proto; Job::Watch): `call` is answered later, or now with an error.
+  void Watch(const ternps::v1::WatchRequest& request, std::shared_ptr<PendingCallBase> call,
+             absl::string_view token = {});
+  // The Watch `call` of `rank` in job `job_id` was cancelled (its connection closed).
+  void Unwatch(absl::string_view job_id, uint32_t rank, const PendingCallBase* call);
   absl::StatusOr<ternps::v1::LeaveResponse> Leave(const ternps::v1::LeaveRequest& request,
                                                   absl::string_view token = {});
   absl::StatusOr<ternps::v1::PutSnapshotResponse> PutSnapshot(

@@ -114,8 +114,13 @@ Job::Job(common::JobSpec spec, const ShardConfig& shard, std::string token_diges
       membership_(spec_.world_size, (store_ == nullptr ? 0 : store_->incarnation() << 32) | 1),
       owned_index_(spec_.plan.partitions().size(), -1),
       created_(shard.clock->Now()),
-      active_ns_(new std::atomic<int64_t>[spec_.world_size]) {
-  for (uint32_t r = 0; r < spec_.world_size; ++r) NoteActive(r);
+      active_ns_(new std::atomic<int64_t>[spec_.world_size]),
+      watches_(spec_.world_size),
+      disconnected_ns_(new std::atomic<int64_t>[spec_.world_size]) {
+  for (uint32_t r = 0; r < spec_.world_size; ++r) {
+    NoteActive(r);
+    disconnected_ns_[r].store(kConnected, std::memory_order_relaxed);
+  }
   for (const uint32_t p : spec_.plan.PartitionsOfShard(shard.shard_index)) {
     PartitionConfig config;
     config.id = p;
@@ -341,8 +346,52 @@ absl::StatusOr<v1::LeaveResponse> Job::Leave(const v1::LeaveRequest& request) {
   }
   v1::LeaveResponse response;
   response.set_epoch(membership_.Leave(request.worker_rank()));
+  FinishWatches(request.worker_rank(), absl::OkStatus());
   RecheckAll();
   return response;
+}
+
+absl::Status Job::Watch(const v1::WatchRequest& request, std::shared_ptr<PendingCallBase> call) {
+  Touch();
+  if (stopped()) return StoppedStatus();
+  if (absl::Status st = membership_.View()->CheckCaller(request.worker_rank(), request.epoch());
+      !st.ok()) {
+    return st;
+  }
+  absl::MutexLock lock(&watch_mu_);
+  watches_[request.worker_rank()].push_back(std::move(call));
+  disconnected_ns_[request.worker_rank()].store(kConnected, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+void Job::Unwatch(uint32_t rank, const PendingCallBase* call) {
+  if (rank >= spec_.world_size) return;
+  absl::MutexLock lock(&watch_mu_);
+  std::vector<std::shared_ptr<PendingCallBase>>& open = watches_[rank];
+  const auto it =
+      std::find_if(open.begin(), open.end(), [call](const auto& w) { return w.get() == call; });
+  if (it == open.end()) return;  // answered already (the rank left, the job ended)
+  open.erase(it);
+  if (open.empty()) {
+    disconnected_ns_[rank].store(absl::ToUnixNanos(shard_.clock->Now()), std::memory_order_relaxed);
+  }
+}
+
+void Job::FinishWatches(uint32_t rank, const absl::Status& status) {
+  std::vector<std::shared_ptr<PendingCallBase>> done;
+  {
+    absl::MutexLock lock(&watch_mu_);
+    for (uint32_t r = 0; r < spec_.world_size; ++r) {
+      if (rank != kAllRanks && r != rank) continue;
+      for (auto& w : watches_[r]) done.push_back(std::move(w));
+      watches_[r].clear();
+      disconnected_ns_[r].store(kConnected, std::memory_order_relaxed);
+    }
+  }
+  for (const auto& w : done) {  // outside the lock: answering runs gRPC code
+    w->Fail(status);
+    w->Finish();
+  }
 }
 
 absl::Status Job::CheckRecoveryCaller(uint32_t rank, uint64_t epoch,
@@ -513,7 +562,8 @@ int Job::CheckTimeouts(absl::Time now) {
   for (const auto& a : aggregators_) {
     absl::MutexLock lock(&a->mu());
     a->CollectExpired(now, *view, absl::MakeConstSpan(active_ns_.get(), spec_.world_size),
-                      &missing);
+                      absl::MakeConstSpan(disconnected_ns_.get(), spec_.world_size),
+                      shard_.disconnect_grace, &missing);
   }
   if (missing.empty()) return 0;
   std::sort(missing.begin(), missing.end());
@@ -525,11 +575,14 @@ int Job::CheckTimeouts(absl::Time now) {
 }
 
 void Job::FailAll(const absl::Status& status) {
-  Finisher finisher;
-  for (const auto& a : aggregators_) {
-    absl::MutexLock lock(&a->mu());
-    a->FailAll(status, finisher);
+  {
+    Finisher finisher;
+    for (const auto& a : aggregators_) {
+      absl::MutexLock lock(&a->mu());
+      a->FailAll(status, finisher);
+    }
   }
+  FinishWatches(kAllRanks, status);
 }
 
 void Job::FillStatus(v1::JobStatus* status) const {

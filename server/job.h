@@ -26,6 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/spec/job_spec.h"
 #include "server/aggregator.h"
@@ -92,6 +93,14 @@ class Job {
   void PushPull(const common::PushPullRequestView& request, PushPullAnswer* answer,
                 DoneCallback done);
   absl::StatusOr<ternps::v1::LeaveResponse> Leave(const ternps::v1::LeaveRequest& request);
+  // A worker's Watch (see the proto): `call` is kept and answered when the rank leaves (OK), or
+  // the job ends, stops or the shard shuts down (FailAll). An error if the caller is not a member
+  // at its epoch (nothing kept).
+  absl::Status Watch(const ternps::v1::WatchRequest& request,
+                     std::shared_ptr<PendingCallBase> call);
+  // `call`, a Watch of `rank`, was cancelled (the worker's connection closed, or it cancelled):
+  // once the rank has no Watch open, it counts as disconnected from now (CheckTimeouts).
+  void Unwatch(uint32_t rank, const PendingCallBase* call);
   // Recovery (see the proto): stores a snapshot (the request's state bytes are moved out), and
   // answers with snapshots and the averages since.
   absl::StatusOr<ternps::v1::PutSnapshotResponse> PutSnapshot(
@@ -161,6 +170,15 @@ class Job {
   const absl::Time created_;
   // Per rank: when it last called this shard or had a call answered (NoteActive).
   std::unique_ptr<std::atomic<int64_t>[]> active_ns_;
+  // Per rank: its open Watch calls, and when the last one closed (kConnected: one is open, or it
+  // never watched).
+  absl::Mutex watch_mu_;
+  std::vector<std::vector<std::shared_ptr<PendingCallBase>>> watches_ ABSL_GUARDED_BY(watch_mu_);
+  std::unique_ptr<std::atomic<int64_t>[]> disconnected_ns_;
+  static constexpr int64_t kConnected = INT64_MAX;
+  // Answers (and forgets) the Watch calls of `rank` (every rank if kAllRanks) with `status`.
+  static constexpr uint32_t kAllRanks = UINT32_MAX;
+  void FinishWatches(uint32_t rank, const absl::Status& status) ABSL_LOCKS_EXCLUDED(watch_mu_);
   // Wire payload bytes since the job was created, for GetStatus.
   std::atomic<uint64_t> received_bytes_{0};
   std::atomic<uint64_t> sent_bytes_{0};

@@ -40,6 +40,9 @@ ABSL_FLAG(uint32_t, max_partition_elements, 1u << 24,
 ABSL_FLAG(uint64_t, max_shard_elements, uint64_t{1} << 29,
           "Largest number of elements a job may place on this shard (memory bound: about "
           "4 bytes per element in flight)");
+ABSL_FLAG(absl::Duration, disconnect_grace, absl::Seconds(2),
+          "A worker whose connection closed (its Watch call ended: the process died) and that "
+          "does not reconnect within this long is dropped then, not at the step timeout; 0: off");
 ABSL_FLAG(uint64_t, max_recovery_bytes, uint64_t{4} << 30,
           "Largest recovery state a job may keep on this shard: a snapshot of its partitions here "
           "and snapshot_interval + 2 steps of their largest averages (a Join whose "
@@ -119,6 +122,7 @@ int main(int argc, char** argv) {
   options.shard.max_partition_elements = absl::GetFlag(FLAGS_max_partition_elements);
   options.shard.max_shard_elements = absl::GetFlag(FLAGS_max_shard_elements);
   options.shard.max_recovery_bytes = absl::GetFlag(FLAGS_max_recovery_bytes);
+  options.shard.disconnect_grace = absl::GetFlag(FLAGS_disconnect_grace);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);

@@ -185,6 +185,53 @@ grpc::ServerUnaryReactor* ParameterServerService::GetRecovery(
       response, observer(), Method::kGetRecovery);
 }
 
+namespace {
+
+// A Watch call, held until the job answers it (the rank left, the job ended) or gRPC cancels it
+// (the worker's connection closed, or it cancelled): then the job notes the rank disconnected.
+// Not counted in the call metrics (it lasts as long as the worker is in the job).
+class WatchReactor final : public grpc::ServerUnaryReactor {
+ public:
+  WatchReactor(Engine* engine, const ternps::v1::WatchRequest& request)
+      : engine_(engine), job_id_(request.job_id()), rank_(request.worker_rank()) {
+    call_ = std::make_shared<PendingCall<ternps::v1::WatchResponse>>(
+        &response_, 1, [this](absl::Status st) { Finish(common::ToGrpcStatus(st)); });
+  }
+  // Hands the call to the engine (or answers it at once with the refusal).
+  void Start(const ternps::v1::WatchRequest& request, const grpc::CallbackServerContext* context) {
+    absl::StatusOr<std::string> token = CallToken(context);
+    if (!token.ok()) {
+      call_->Fail(token.status());
+      call_->Finish();
+      return;
+    }
+    engine_->Watch(request, call_, *token);
+  }
+  void OnCancel() override {
+    engine_->Unwatch(job_id_, rank_, call_.get());
+    call_->Fail(absl::CancelledError("Watch cancelled"));
+    call_->Finish();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  Engine* const engine_;
+  const std::string job_id_;
+  const uint32_t rank_;
+  ternps::v1::WatchResponse response_;
+  std::shared_ptr<PendingCall<ternps::v1::WatchResponse>> call_;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ParameterServerService::Watch(grpc::CallbackServerContext* context,
+                                                        const ternps::v1::WatchRequest* request,
+                                                        ternps::v1::WatchResponse*) {
+  auto* reactor = new WatchReactor(engine_, *request);
+  reactor->Start(*request, context);
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* ParameterServerService::GetStatus(
     grpc::CallbackServerContext* context, const ternps::v1::GetStatusRequest* request,
     ternps::v1::GetStatusResponse* response) {

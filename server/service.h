@@ -41,6 +41,9 @@ class ParameterServerService final
   grpc::ServerUnaryReactor* GetRecovery(grpc::CallbackServerContext* context,
                                         const ternps::v1::GetRecoveryRequest* request,
                                         ternps::v1::GetRecoveryResponse* response) override;
+  grpc::ServerUnaryReactor* Watch(grpc::CallbackServerContext* context,
+                                  const ternps::v1::WatchRequest* request,
+                                  ternps::v1::WatchResponse* response) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const ternps::v1::GetStatusRequest* request,
                                       ternps::v1::GetStatusResponse* response) override;

@@ -55,6 +55,9 @@ absl::Status ValidateShardConfig(const ShardConfig& config) {
   if (config.max_shard_elements == 0) {
     return absl::InvalidArgumentError("--max_shard_elements: must be at least 1");
   }
+  if (config.disconnect_grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--disconnect_grace: must not be negative (0: off)");
+  }
   if (config.max_recovery_bytes == 0) {
     return absl::InvalidArgumentError("--max_recovery_bytes: must be at least 1");
   }

@@ -23,6 +23,9 @@ struct ShardConfig {
   uint32_t shard_index = 0;
   uint32_t shard_count = 1;
   absl::Duration step_timeout = absl::Seconds(60);
+  // A rank whose Watch call closed (its connection closed: the process died) and that opened none
+  // again for this long is dropped then, not at the step timeout. 0: off (step timeout only).
+  absl::Duration disconnect_grace = absl::Seconds(2);
   // A job that receives no call for this long is removed (its workers are gone; its id and memory
   // are freed, and a new run may reuse the id).
   absl::Duration job_idle_timeout = absl::Seconds(180);

@@ -44,12 +44,14 @@ class AggregatorTest : public ::testing::Test {
     members_ = std::make_unique<Membership>(world);
     for (uint32_t r = 0; r < world; ++r) members_->Join(r, 0, 0);
     for (auto& a : active_) a.store(absl::ToUnixNanos(clock_.Now()));
+    for (auto& d : disconnected_) d.store(INT64_MAX);
   }
   std::vector<uint32_t> Expired() {
     std::vector<uint32_t> missing;
     absl::MutexLock lock(&aggregator_->mu());
-    aggregator_->CollectExpired(clock_.Now(), *members_->View(),
-                                absl::MakeConstSpan(active_, world_), &missing);
+    aggregator_->CollectExpired(
+        clock_.Now(), *members_->View(), absl::MakeConstSpan(active_, world_),
+        absl::MakeConstSpan(disconnected_, world_), absl::Seconds(2), &missing);
     return missing;
   }
   // Drops the ranks whose step deadline passed and rechecks: the completed steps.
@@ -137,6 +139,8 @@ class AggregatorTest : public ::testing::Test {
 
   common::ManualClock clock_;
   std::atomic<int64_t> active_[kMaxWorld];  // per rank: last active (Job::NoteActive)
+  // Per rank: when its Watch closed (INT64_MAX: open, or none).
+  std::atomic<int64_t> disconnected_[kMaxWorld];
   uint32_t world_ = 0;
   uint32_t elements_ = kElements;
   std::unique_ptr<Membership> members_;

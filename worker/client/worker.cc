@@ -36,6 +36,7 @@
 #include "grpcpp/support/slice.h"
 #include "ternps/v1/ternps.grpc.pb.h"
 #include "worker/client/exchange.h"
+#include "worker/client/shard_watch.h"
 
 namespace ternps::worker {
 
@@ -440,6 +441,8 @@ class Worker::Impl {
   std::unique_ptr<Exchange> host_;
   std::unique_ptr<Exchange> device_;  // created by the first StepOnDevice
   std::vector<std::unique_ptr<v1::ParameterServer::Stub>> stubs_;
+  // A Watch per shard while in the job (destroyed before the stubs it uses).
+  std::unique_ptr<ShardWatches> watches_;
   // One TCP connection to a shard: its channel and the stub its PushPull calls go through.
   struct Connection {
     std::shared_ptr<grpc::Channel> channel;
@@ -514,6 +517,13 @@ absl::Status Worker::Impl::Init() {
       }
       shard.push_back({channel, std::make_unique<grpc::GenericStub>(channel)});
     }
+  }
+  {
+    std::vector<v1::ParameterServer::Stub*> stubs;
+    for (const auto& stub : stubs_) stubs.push_back(stub.get());
+    watches_ =
+        std::make_unique<ShardWatches>(std::move(stubs), options_.job_id, options_.rank,
+                                       [this] { return NewContext(absl::InfiniteFuture()); });
   }
   const common::PartitionPlan& plan = spec_.plan;
   epochs_.reset(new std::atomic<uint64_t>[options_.shards.size()]);
@@ -699,6 +709,8 @@ absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin
     }
   }
   epochs_[s].store(response.epoch());
+  // Open while this worker is in the job: the shard notices at once if this process dies.
+  watches_->Watch(s, response.epoch());
   return response;
 }
 
@@ -1249,6 +1261,7 @@ absl::Status Worker::Impl::Leave(absl::Duration timeout) {
   }
   pending.Wait();
   left_ = true;
+  watches_->StopAll();  // after the Leave: a closed Watch before it would look like a death
   return error.Get();
 }
 

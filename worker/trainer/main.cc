@@ -298,6 +298,7 @@ int main(int argc, char** argv) {
   const absl::Time start = absl::Now();
   uint64_t steps = 0, sent = 0, received = 0, dense = 0;
   double step_seconds = 0.0;
+  double max_step_seconds = 0.0;  // the slowest step (a dead peer, a reconnection)
   double last_loss = 0.0;
   double loss_sum = 0.0;
   int epoch_steps = 0;
@@ -358,6 +359,7 @@ int main(int argc, char** argv) {
     epoch_received += stats.received_bytes;
     dense += stats.dense_bytes;
     epoch_step_seconds += stats.seconds;
+    max_step_seconds = std::max(max_step_seconds, stats.seconds);
     if (s + 1 < steps_per_epoch) continue;
     // End of an epoch.
     sent += epoch_sent;
@@ -401,14 +403,15 @@ int main(int argc, char** argv) {
       "\"device\": \"%s\", \"codec\": \"%s\", \"epochs\": %d, \"steps\": %u, \"test_accuracy\": "
       "%.4f, "
       "\"test_loss\": %.4f, \"train_loss\": %.4f, \"seconds\": %.1f, \"mean_step_ms\": %.3f, "
+      "\"max_step_ms\": %.1f, "
       "\"uplink_bytes_per_step\": %.0f, \"downlink_bytes_per_step\": %.0f, "
       "\"dense_bytes_per_step\": %.0f, \"uplink_ratio\": %.2f, \"downlink_ratio\": %.2f, "
       "\"compression_ratio\": %.2f, \"model_checksum\": \"%016x\"}",
       rank, world, options.shards.size(), device, codec_name, epochs, steps, eval.accuracy,
       eval.loss, last_loss, absl::ToDoubleSeconds(absl::Now() - start),
-      steps > 0 ? 1e3 * step_seconds / steps : 0.0, steps > 0 ? double(sent) / steps : 0.0,
-      steps > 0 ? double(received) / steps : 0.0, steps > 0 ? double(dense) / steps : 0.0,
-      uplink_ratio, downlink_ratio, both, *checksum);
+      steps > 0 ? 1e3 * step_seconds / steps : 0.0, 1e3 * max_step_seconds,
+      steps > 0 ? double(sent) / steps : 0.0, steps > 0 ? double(received) / steps : 0.0,
+      steps > 0 ? double(dense) / steps : 0.0, uplink_ratio, downlink_ratio, both, *checksum);
   std::printf("%s\n", summary.c_str());
   const std::string summary_file = absl::GetFlag(FLAGS_summary_file);
   if (!summary_file.empty()) {
