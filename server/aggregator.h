@@ -134,6 +134,10 @@ class PartitionAggregator {
   // A restarted durable shard: takes the snapshot and log read back from the state directory
   // (checked against this partition by the store) and continues at the first step not logged.
   void Restore(LoadedPartition loaded) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RecoveryLog::CheckRecovery.
+  absl::Status CheckRecovery(uint64_t to_step) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return log_.CheckRecovery(to_step);
+  }
   // A page of the recovery to `to_step` (RecoveryLog::Recovery).
   absl::Status Recovery(uint64_t to_step, uint64_t from_step, int index, uint64_t* budget,
                         ternps::v1::PartitionRecovery* out) const

@@ -207,41 +207,60 @@ absl::StatusOr<ternps::v1::JoinResponse> Engine::Join(const ternps::v1::JoinRequ
   absl::StatusOr<common::JobSpec> spec = common::ResolveJobSpec(request, LimitsOf(config_));
   if (!spec.ok()) return spec.status();
   if (job == nullptr) {
-    // First one in wins; later Joins are compared with the winner's spec. Created under the lock
-    // so that no second creation can replace the winner's files.
+    absl::StatusOr<std::shared_ptr<Job>> created = CreateJob(request, *spec, digest);
+    if (!created.ok()) return created.status();
+    job = *std::move(created);
+  }
+  return job->Join(request, *spec);
+}
+
+absl::StatusOr<std::shared_ptr<Job>> Engine::CreateJob(const ternps::v1::JoinRequest& request,
+                                                       const common::JobSpec& spec,
+                                                       const std::string& digest) {
+  const std::string& id = request.job_id();
+  {
+    // First one in wins; later Joins are compared with the winner's spec. While one creates the
+    // job's files (or an ended run of the id deletes them), the others wait for it: no second
+    // creation can replace the winner's files, and the files are written outside the lock.
     absl::MutexLock lock(&mu_);
+    auto idle = [this, &id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !busy_.contains(id); };
+    mu_.Await(absl::Condition(&idle));
     if (shutdown_) return absl::UnavailableError("the shard is shutting down");
-    auto it = jobs_.find(request.job_id());
+    auto it = jobs_.find(id);
     if (it != jobs_.end()) {
-      job = it->second;
-      // Created by another Join since the check above.
-      if (absl::Status st = common::CheckJobToken(job->token_digest(), digest, request.job_id());
+      // Created by another Join since the caller looked.
+      if (absl::Status st = common::CheckJobToken(it->second->token_digest(), digest, id);
           !st.ok()) {
         return st;
       }
-    } else {
-      if (jobs_.size() >= config_.max_jobs) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("job_id: shard ", config_.shard_index, " already serves ", jobs_.size(),
-                         " jobs (--max_jobs); '", request.job_id(), "' is refused"));
-      }
-      std::unique_ptr<JobStore> store;
-      if (!config_.state_dir.empty() && spec->recovery.snapshot_interval > 0) {
-        absl::StatusOr<std::unique_ptr<JobStore>> created = JobStore::Create(
-            ShardStateDir(config_.state_dir, config_.shard_index), request, digest);
-        if (!created.ok()) return created.status();
-        store = *std::move(created);
-        store->set_sync_averages(config_.state_sync);
-      }
-      absl::StatusOr<std::unique_ptr<Job>> created =
-          Job::Create(*spec, config_, digest, std::move(store));
-      if (!created.ok()) return created.status();
-      job = std::move(*created);
-      jobs_.emplace(request.job_id(), job);
-      ended_.erase(request.job_id());  // a new run of an ended id (restart_ended_job)
+      return it->second;
     }
+    if (jobs_.size() >= config_.max_jobs) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("job_id: shard ", config_.shard_index, " already serves ", jobs_.size(),
+                       " jobs (--max_jobs); '", id, "' is refused"));
+    }
+    busy_.insert(id);
   }
-  return job->Join(request, *spec);
+  absl::StatusOr<std::unique_ptr<Job>> created = [&]() -> absl::StatusOr<std::unique_ptr<Job>> {
+    std::unique_ptr<JobStore> store;
+    if (!config_.state_dir.empty() && spec.recovery.snapshot_interval > 0) {
+      absl::StatusOr<std::unique_ptr<JobStore>> made =
+          JobStore::Create(ShardStateDir(config_.state_dir, config_.shard_index), request, digest);
+      if (!made.ok()) return made.status();
+      store = *std::move(made);
+      store->set_sync_averages(config_.state_sync);
+    }
+    return Job::Create(spec, config_, digest, std::move(store));
+  }();
+  absl::MutexLock lock(&mu_);
+  busy_.erase(id);
+  if (!created.ok()) return created.status();
+  std::shared_ptr<Job> job = *std::move(created);
+  if (shutdown_) return absl::UnavailableError("the shard is shutting down");
+  jobs_.emplace(id, job);
+  ended_.erase(id);  // a new run of an ended id (restart_ended_job)
+  return job;
 }
 
 void Engine::ShareScalers(const ternps::v1::ShareScalersRequest& request,
@@ -295,8 +314,7 @@ absl::StatusOr<ternps::v1::LeaveResponse> Engine::Leave(const ternps::v1::LeaveR
   absl::StatusOr<ternps::v1::LeaveResponse> response = (*job)->Leave(request);
   if (response.ok() && !(*job)->AnyLive()) {
     // Everyone left: the job is over.
-    absl::MutexLock lock(&mu_);
-    EndLocked(*job, absl::StrCat("every worker left (at step ", (*job)->NewestStep(), ")"));
+    End({{*job, absl::StrCat("every worker left (at step ", (*job)->NewestStep(), ")")}});
   }
   return response;
 }
@@ -383,21 +401,34 @@ int Engine::CheckTimeouts() {
     workers += job->LiveWorkers();
     step = std::max(step, job->NewestStep());
   }
-  if (!ended.empty()) {
-    // It is over: its memory is free and its id remembered for a while.
-    absl::MutexLock lock(&mu_);
-    for (auto& [job, why] : ended) EndLocked(job, std::move(why));
-  }
+  // It is over: its memory is free and its id remembered for a while.
+  if (!ended.empty()) End(std::move(ended));
   if (config_.observer != nullptr) config_.observer->ShardState(workers, step);
   return dropped;
 }
 
-void Engine::EndLocked(const std::shared_ptr<Job>& job, std::string reason) {
+void Engine::End(std::vector<std::pair<std::shared_ptr<Job>, std::string>> ended) {
+  std::vector<std::shared_ptr<Job>> removed;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [job, why] : ended) {
+      if (EndLocked(job, std::move(why)) && !job->StateDir().empty()) {
+        busy_.insert(job->id());  // a new run of the id waits until the files are gone
+        removed.push_back(job);
+      }
+    }
+  }
+  for (const auto& job : removed) job->RemoveState();  // outside the lock: disk I/O
+  if (removed.empty()) return;
+  absl::MutexLock lock(&mu_);
+  for (const auto& job : removed) busy_.erase(job->id());
+}
+
+bool Engine::EndLocked(const std::shared_ptr<Job>& job, std::string reason) {
   auto it = jobs_.find(job->id());
-  if (it == jobs_.end() || it->second != job) return;
+  if (it == jobs_.end() || it->second != job) return false;
   jobs_.erase(it);
-  job->RemoveState();
-  if (config_.ended_job_memory <= absl::ZeroDuration()) return;
+  if (config_.ended_job_memory <= absl::ZeroDuration()) return true;
   const absl::Time now = config_.clock->Now();
   // Forget what is too old, and the oldest beyond the bound.
   absl::erase_if(ended_,
@@ -410,6 +441,7 @@ void Engine::EndLocked(const std::shared_ptr<Job>& job, std::string reason) {
     ended_.erase(oldest);
   }
   ended_[job->id()] = {now, job->token_digest(), std::move(reason)};
+  return true;
 }
 
 void Engine::ReaperLoop() {

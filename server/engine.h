@@ -22,6 +22,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -115,10 +116,21 @@ class Engine {
   };
   static constexpr size_t kMaxEndedJobs = 4096;
   absl::flat_hash_map<std::string, EndedJob> ended_ ABSL_GUARDED_BY(mu_);
-  // Removes `job` (if it is still the one under its id), deletes its state files and remembers
-  // why it ended.
-  void EndLocked(const std::shared_ptr<Job>& job, std::string reason)
+  // Removes each job (if it is still the one under its id) and remembers why it ended, then
+  // deletes its state files outside the lock (a new run of the id waits for that: busy_).
+  void End(std::vector<std::pair<std::shared_ptr<Job>, std::string>> ended)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // End's part under the lock: false if `job` was no longer there.
+  bool EndLocked(const std::shared_ptr<Job>& job, std::string reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job of a first Join (or the one another Join created meanwhile); its files are created
+  // outside the lock.
+  absl::StatusOr<std::shared_ptr<Job>> CreateJob(const ternps::v1::JoinRequest& request,
+                                                 const common::JobSpec& spec,
+                                                 const std::string& digest)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Job ids whose state directory is being created or deleted outside the lock.
+  absl::flat_hash_set<std::string> busy_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::thread reaper_;
 };

@@ -493,6 +493,12 @@ absl::StatusOr<v1::GetRecoveryResponse> Job::GetRecovery(const v1::GetRecoveryRe
       !st.ok()) {
     return st;
   }
+  // Validate, then apply: what no retry can cure is refused before the membership changes.
+  for (const uint32_t p : ids) {
+    PartitionAggregator& a = *Owned(p);
+    absl::MutexLock lock(&a.mu());
+    if (absl::Status st = a.CheckRecovery(request.to_step()); !st.ok()) return st;
+  }
   if (membership_.NoteFirstCall(request.worker_rank(), request.to_step())) RecheckAll();
   v1::GetRecoveryResponse response;
   uint64_t budget = request.max_bytes() == 0 ? UINT64_MAX : request.max_bytes();

@@ -130,19 +130,24 @@ uint64_t RecoveryLog::Restore(LoadedPartition loaded) {
   return snapshot_step_ + log_.size();
 }
 
-absl::Status RecoveryLog::Recovery(uint64_t to_step, uint64_t from_step, int index,
-                                   uint64_t base_step, uint64_t* budget,
-                                   ternps::v1::PartitionRecovery* out) const {
+absl::Status RecoveryLog::CheckRecovery(uint64_t to_step) const {
   if (!config_.keep_recovery) return NoRecoveryState();
-  if (to_step > base_step) {
-    return absl::UnavailableError(absl::StrCat(
-        "partition_ids[", index, "]: partition ", config_.partition_id, " has not completed step ",
-        to_step - 1, " yet (it is at step ", base_step, "); retry"));
-  }
   if (to_step < snapshot_step_) {
     return absl::FailedPreconditionError(absl::StrCat(
         "to_step: ", to_step, " is before the snapshot of partition ", config_.partition_id,
         " (step ", snapshot_step_, "); Join again and recover to the step it answers"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RecoveryLog::Recovery(uint64_t to_step, uint64_t from_step, int index,
+                                   uint64_t base_step, uint64_t* budget,
+                                   ternps::v1::PartitionRecovery* out) const {
+  if (absl::Status st = CheckRecovery(to_step); !st.ok()) return st;
+  if (to_step > base_step) {
+    return absl::UnavailableError(absl::StrCat(
+        "partition_ids[", index, "]: partition ", config_.partition_id, " has not completed step ",
+        to_step - 1, " yet (it is at step ", base_step, "); retry"));
   }
   const uint64_t first = std::max(from_step, snapshot_step_);
   out->set_partition_id(config_.partition_id);

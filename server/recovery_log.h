@@ -74,6 +74,9 @@ class RecoveryLog {
   // the partition at `base_step` has not completed to_step - 1; FAILED_PRECONDITION if not kept.
   absl::Status Recovery(uint64_t to_step, uint64_t from_step, int index, uint64_t base_step,
                         uint64_t* budget, ternps::v1::PartitionRecovery* out) const;
+  // Recovery's refusals that a retry cannot cure (no recovery state, to_step before the
+  // snapshot), checked before a GetRecovery changes anything.
+  absl::Status CheckRecovery(uint64_t to_step) const;
   // The most a job's recovery state may hold on this shard: a snapshot of `spec`'s partitions
   // owned by `shard` (`state` bytes) and snapshot_interval + 2 steps of their largest averages
   // (`step` bytes each; a snapshot of step s arrives while the shard completes step s or s + 1).

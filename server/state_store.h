@@ -105,7 +105,7 @@ class StoreFault {
 // Test hook (fault injection): called before every file operation of the state store with the
 // operation and the path; a nonzero return is taken as the operation's errno (EIO, ENOSPC, ...).
 // Null: none (the default). Not for production use; thread-safe.
-enum class DiskOp { kCreate, kWrite, kSync, kRename };
+enum class DiskOp { kCreate, kWrite, kSync, kRename, kRemove };
 using DiskFaultHook = std::function<int(DiskOp op, const std::string& path)>;
 void SetDiskFaultHookForTesting(DiskFaultHook hook);
 

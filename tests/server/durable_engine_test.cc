@@ -8,10 +8,12 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/engine.h"
@@ -94,6 +96,67 @@ TEST_F(EngineTest, ADurableShardRestartsWhereItWas) {
   EXPECT_EQ(std::system(absl::StrCat("test -z \"$(ls -A ", shard_dir, ")\"").c_str()), 0)
       << "the ended job's files are still in " << shard_dir;
   std::system(absl::StrCat("rm -rf ", tmpl).c_str());
+}
+
+// A job's files are created and deleted outside the engine's lock: while a disk operation of one
+// job hangs, the shard answers other calls (GetStatus here, which takes the engine lock), and a
+// second Join of the same job waits for the creation instead of creating the files again.
+TEST_F(EngineTest, AJobsFilesAreWrittenAndDeletedOutsideTheEngineLock) {
+  char dir[] = "/tmp/ternps-engine-lock-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  config_.state_dir = dir;
+  snapshot_interval_ = 2;
+  Start(v1::CODEC_FP32, 2, /*joined=*/0);
+  // Blocks the next matching operation until released (a disk that hangs).
+  struct Hang {
+    DiskOp op;
+    absl::Notification entered, release;
+    std::atomic<bool> armed{true};
+  };
+  std::shared_ptr<Hang> hang;
+  auto hang_at = [&hang](DiskOp op) {
+    hang = std::make_shared<Hang>();
+    hang->op = op;
+    SetDiskFaultHookForTesting([h = hang](DiskOp op, const std::string&) {
+      if (op == h->op && h->armed.exchange(false)) {
+        h->entered.Notify();
+        h->release.WaitForNotification();
+      }
+      return 0;
+    });
+  };
+  hang_at(DiskOp::kCreate);
+  // Answered while the disk hangs, or never (the bound only ends a failed test).
+  auto answered_meanwhile = [&](const char* what) {
+    auto status_answered = std::make_shared<absl::Notification>();
+    std::thread other([this, status_answered] {
+      EXPECT_TRUE(engine_->GetStatus({}).ok());
+      status_answered->Notify();
+    });
+    const bool ok = status_answered->WaitForNotificationWithTimeout(absl::Seconds(30));
+    EXPECT_TRUE(ok) << "GetStatus waited for the disk " << what;
+    hang->release.Notify();
+    other.join();
+  };
+  absl::StatusOr<v1::JoinResponse> first, second;
+  std::thread join0([&] { first = engine_->Join(JoinRequest(0)); });
+  ASSERT_TRUE(hang->entered.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  std::thread join1([&] { second = engine_->Join(JoinRequest(1)); });
+  answered_meanwhile("while the job's files were created");
+  join0.join();
+  join1.join();
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  epochs_ = {first->epoch(), second->epoch()};
+  // Both leave: the job's directory is deleted, outside the lock too.
+  hang_at(DiskOp::kRemove);
+  std::thread leave([&] { EXPECT_TRUE(LeaveAll().ok()); });
+  ASSERT_TRUE(hang->entered.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  answered_meanwhile("while the ended job's files were deleted");
+  leave.join();
+  SetDiskFaultHookForTesting(nullptr);
+  engine_.reset();
+  std::system(absl::StrCat("rm -rf ", dir).c_str());
 }
 
 struct DiskFault {
