@@ -198,6 +198,9 @@ absl::StatusOr<v1::JoinResponse> Job::Join(const v1::JoinRequest& request,
     }
     const bool was_started = membership_.View()->started;
     admission = membership_.Join(request.worker_rank(), first, resume, request.resume_epoch());
+    // A Join is a live connection: an earlier process of this rank whose Watch closed (it died)
+    // does not make the new one look disconnected before its own Watch arrives.
+    disconnected_ns_[request.worker_rank()].store(kConnected, std::memory_order_relaxed);
     if (!was_started && membership_.View()->started) {
       // The last rank joined: the steps that waited for it time out from now.
       const absl::Time now = shard_.clock->Now();
@@ -574,8 +577,44 @@ int Job::CheckTimeouts(absl::Time now) {
   if (missing.empty()) return 0;
   std::sort(missing.begin(), missing.end());
   missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
+  // Every live rank late at once is not every worker dying at once (their connections would have
+  // closed): it is the network to this shard, or a stall of the shard itself. Dropping them all
+  // would end the job and delete its state; they are waited for instead (up to
+  // --job_idle_timeout).
+  const std::vector<uint32_t> live = view->LiveRanks();
+  if (std::includes(missing.begin(), missing.end(), live.begin(), live.end()) && !live.empty()) {
+    const bool all_closed = std::all_of(live.begin(), live.end(), [&](uint32_t r) {
+      return shard_.disconnect_grace > absl::ZeroDuration() &&
+             disconnected_ns_[r].load(std::memory_order_relaxed) <=
+                 absl::ToUnixNanos(now - shard_.disconnect_grace);
+    });
+    if (!all_closed) {
+      if (all_late_step_ != NewestStep()) {
+        all_late_step_ = NewestStep();
+        std::fprintf(stderr,
+                     "ternps-server: job '%s' step %llu: every live worker is late here; none is "
+                     "dropped (a network fault or a stalled shard?), they are waited for up to "
+                     "--job_idle_timeout\n",
+                     spec_.job_id.c_str(), static_cast<unsigned long long>(all_late_step_));
+      }
+      return 0;
+    }
+  }
   const int dropped = membership_.Drop(missing);
-  if (dropped > 0) observer_->WorkersDropped(dropped);
+  if (dropped > 0) {
+    observer_->WorkersDropped(dropped);
+    // Operators see why a step went on without someone.
+    const int64_t gone_since = absl::ToUnixNanos(now - shard_.disconnect_grace);
+    for (const uint32_t r : missing) {
+      const int64_t closed = disconnected_ns_[r].load(std::memory_order_relaxed);
+      std::fprintf(stderr, "ternps-server: job '%s' step %llu: dropped worker_rank %u (%s)\n",
+                   spec_.job_id.c_str(), static_cast<unsigned long long>(NewestStep()), r,
+                   shard_.disconnect_grace > absl::ZeroDuration() && closed <= gone_since
+                       ? "its connection closed and it did not reconnect within "
+                         "--disconnect_grace"
+                       : "it missed the step timeout");
+    }
+  }
   RecheckAll();
   return dropped;
 }

@@ -113,7 +113,9 @@ class Job {
   absl::Time LastCall() const {
     return absl::FromUnixNanos(last_call_ns_.load(std::memory_order_relaxed));
   }
-  // Drops the ranks an expired step still waits for; returns how many were dropped.
+  // Drops the ranks an expired step still waits for; returns how many were dropped. Never every
+  // live rank at once unless all their connections closed (then they all died): every live
+  // worker late at once is a fault of the network or of this shard, and they are waited for.
   int CheckTimeouts(absl::Time now);
   // Fails every waiting call (shutdown).
   void FailAll(const absl::Status& status);
@@ -167,6 +169,9 @@ class Job {
   }
   std::atomic<int64_t> last_call_ns_{0};
   std::atomic<bool> stop_done_{false};  // Stop ran
+  // The step at which CheckTimeouts last found every live rank late (logged once per step); only
+  // the reaper's thread uses it.
+  uint64_t all_late_step_ = UINT64_MAX;
   const absl::Time created_;
   // Per rank: when it last called this shard or had a call answered (NoteActive).
   std::unique_ptr<std::atomic<int64_t>[]> active_ns_;

@@ -363,6 +363,38 @@ TEST_F(WatchTest, AWatchFromANonMemberIsRefused) {
   EXPECT_THAT(std::string(watch_answers_[0]->status.message()), HasSubstr("epoch"));
 }
 
+// Every live worker late at once (a black hole between them and this shard, or a stalled shard)
+// drops nobody: dropping them all would end the job. Once one of them is back, the others are
+// dropped at the next expiry as usual. If all their connections closed, they did die.
+TEST_F(WatchTest, EveryLiveWorkerLateAtOnceIsWaitedForNotDropped) {
+  Start(v1::CODEC_TERNGRAD, 2);
+  auto s0 = Share(0, 0, 1.0f);
+  auto s1 = Share(1, 0, 1.0f);
+  ASSERT_TRUE(s0->done && s0->status.ok()) << s0->status;
+  // Both offered their scalers, then nothing reached this shard.
+  clock_.Advance(config_.step_timeout);
+  EXPECT_EQ(engine_->CheckTimeouts(), 0) << "both dropped: the job would have ended";
+  clock_.Advance(config_.step_timeout);
+  EXPECT_EQ(engine_->CheckTimeouts(), 0);
+  auto a = Push(0, 0, s0->response.shared_scalers(0));  // rank 0 is back
+  clock_.Advance(config_.step_timeout);
+  EXPECT_EQ(engine_->CheckTimeouts(), 1);
+  ASSERT_TRUE(a->done && a->status.ok()) << a->status;
+  EXPECT_EQ(a->response.averages(0).contributors(), 1u);
+}
+
+TEST_F(WatchTest, EveryLiveWorkerWhoseConnectionClosedIsDropped) {
+  Start(v1::CODEC_TERNGRAD, 2);
+  auto w0 = Watch(0);
+  auto w1 = Watch(1);
+  Share(0, 0, 1.0f);  // a step under way, both missing from its pushes
+  Share(1, 0, 1.0f);
+  Close(0, w0);
+  Close(1, w1);
+  clock_.Advance(config_.disconnect_grace);
+  EXPECT_EQ(engine_->CheckTimeouts(), 2);
+}
+
 // GetRecovery in pages (from_step, max_bytes): the snapshot only on the first page, at least one
 // average per page unless the snapshot is in it, the pages together exactly the whole answer; a
 // newer snapshot shows in the next page's snapshot_step; a from_step after to_step is refused.
