@@ -210,6 +210,10 @@ absl::StatusOr<v1::JoinResponse> Job::Join(const v1::JoinRequest& request,
       }
     }
   }
+  // A readmission can release a waiting step: a restarted worker whose old process's offer
+  // settled step s's scalers is awaited from s + 1, so step s no longer waits for its push. Nothing
+  // else would complete that step (the other ranks have all pushed it already).
+  if (!admission.resumed) RecheckAll();
   v1::JoinResponse response;
   response.set_epoch(admission.epoch);
   response.set_start_step(admission.start_step);

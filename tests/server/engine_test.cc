@@ -395,6 +395,26 @@ TEST_F(WatchTest, EveryLiveWorkerWhoseConnectionClosedIsDropped) {
   EXPECT_EQ(engine_->CheckTimeouts(), 2);
 }
 
+// A worker killed after the step's scalers settled (its offer counted) but before it pushed, and
+// restarted at once: its new process is awaited from the next step, so the step completes with the
+// others as soon as the new process joins (found by tests/bench/chaos.sh: it waited for nobody
+// until the calls timed out).
+TEST_F(EngineTest, ARestartedWorkerReadmittedPastAStepReleasesIt) {
+  Start(v1::CODEC_TERNGRAD, 3);
+  std::vector<std::shared_ptr<Answer<v1::ShareScalersResponse>>> shares;
+  for (uint32_t r = 0; r < 3; ++r) shares.push_back(Share(r, 0, 1.0f + r));
+  ASSERT_TRUE(shares[0]->done && shares[0]->status.ok()) << shares[0]->status;
+  const float shared = shares[0]->response.shared_scalers(0);
+  auto a = Push(0, 0, shared);
+  auto b = Push(1, 0, shared);
+  EXPECT_FALSE(a->done);  // waits for rank 2, which died here
+  absl::StatusOr<v1::JoinResponse> back = engine_->Join(JoinRequest(2), token_);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->start_step(), 1u);
+  ASSERT_TRUE(a->done && a->status.ok()) << "step 0 still waits for the readmitted rank";
+  EXPECT_EQ(a->response.averages(0).contributors(), 2u);
+}
+
 // GetRecovery in pages (from_step, max_bytes): the snapshot only on the first page, at least one
 // average per page unless the snapshot is in it, the pages together exactly the whole answer; a
 // newer snapshot shows in the next page's snapshot_step; a from_step after to_step is refused.

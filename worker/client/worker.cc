@@ -1421,7 +1421,21 @@ absl::StatusOr<bool> Worker::Impl::FetchRecoveryPage(RecoveryGroup& g, uint64_t 
     std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
     const grpc::Status st = stubs_[g.shard]->GetRecovery(context.get(), request, &g.page);
     if (st.error_code() == grpc::StatusCode::UNAVAILABLE && absl::Now() + backoff < deadline) {
-      // A step is still aggregating there (its other workers are still on it).
+      // Either a step is still aggregating there (its other workers are still on it: the shard's
+      // RecoveryLog says "has not completed step"), or this worker's session with the shard is
+      // gone (a lost connection, a shard restarted from its state directory, a job reloaded
+      // after a disk fault): then it joins that shard again before asking again.
+      if (!absl::StrContains(st.error_message(), "has not completed step")) {
+        absl::StatusOr<v1::JoinResponse> joined =
+            JoinShard(g.shard, /*rejoin=*/true, /*resume=*/true);
+        if (!joined.ok()) return joined.status();
+        if (joined->start_step() > to_step) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              ShardName(g.shard), " GetRecovery: after joining again the shard is at step ",
+              joined->start_step(), ", past step ", to_step,
+              " this worker recovers to (it went on without it); Rejoin and Recover again"));
+        }
+      }
       if (!retry) return false;
       absl::SleepFor(backoff);  // a retry delay, not synchronization: the peers finish the step
       backoff = std::min(backoff * 2, absl::Milliseconds(200));
