@@ -33,35 +33,33 @@ Engine::~Engine() {
   if (reaper_.joinable()) reaper_.join();
 }
 
+absl::StatusOr<std::unique_ptr<Job>> Engine::RestoreJob(StoredJob stored) const {
+  const v1::JoinRequest& join = stored.registration;
+  if (join.shard_index() != config_.shard_index || join.shard_count() != config_.shard_count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("was written by shard ", join.shard_index(), " of ", join.shard_count(),
+                     ", this is shard ", config_.shard_index, " of ", config_.shard_count));
+  }
+  stored.store->set_sync_averages(config_.state_sync);
+  absl::StatusOr<common::JobSpec> spec = common::ResolveJobSpec(join, LimitsOf(config_));
+  if (!spec.ok()) return spec.status();
+  return Job::Restore(*std::move(spec), config_, std::move(stored.store));
+}
+
 void Engine::RestoreJobs() {
   for (StoredJob& stored :
        LoadJobs(ShardStateDir(config_.state_dir, config_.shard_index), &restored_.problems)) {
     const std::string dir = stored.store->dir();
-    const v1::JoinRequest& join = stored.registration;
-    absl::Status st;
-    if (join.shard_index() != config_.shard_index || join.shard_count() != config_.shard_count) {
-      st = absl::FailedPreconditionError(
-          absl::StrCat("was written by shard ", join.shard_index(), " of ", join.shard_count(),
-                       ", this is shard ", config_.shard_index, " of ", config_.shard_count));
-    }
-    std::unique_ptr<Job> job;
-    stored.store->set_sync_averages(config_.state_sync);
-    if (st.ok()) {
-      absl::StatusOr<common::JobSpec> spec = common::ResolveJobSpec(join, LimitsOf(config_));
-      absl::StatusOr<std::unique_ptr<Job>> restored =
-          spec.ok() ? Job::Restore(*std::move(spec), config_, std::move(stored.store))
-                    : absl::StatusOr<std::unique_ptr<Job>>(spec.status());
-      st = restored.status();
-      if (st.ok()) job = *std::move(restored);
-    }
-    if (!st.ok()) {
+    const std::string id = stored.registration.job_id();
+    absl::StatusOr<std::unique_ptr<Job>> job = RestoreJob(std::move(stored));
+    if (!job.ok()) {
       restored_.problems.push_back(
-          absl::StrCat(dir, ": job '", join.job_id(), "' not restored: ", st.message()));
+          absl::StrCat(dir, ": job '", id, "' not restored: ", job.status().message()));
       continue;
     }
-    restored_.jobs.push_back(join.job_id());
+    restored_.jobs.push_back(id);
     absl::MutexLock lock(&mu_);
-    jobs_[join.job_id()] = std::move(job);
+    jobs_[id] = *std::move(job);
   }
 }
 
@@ -79,29 +77,18 @@ absl::StatusOr<std::shared_ptr<Job>> Engine::Reload(const std::shared_ptr<Job>& 
     if (it->second != stopped) return it->second;  // reloaded by another Join meanwhile
   }
   stopped->Stop();  // the segments cut back to what is durable, before they are read
-  absl::Status st;
-  std::unique_ptr<Job> job;
   absl::StatusOr<StoredJob> stored = LoadJob(stopped->StateDir());
-  st = stored.status();
-  if (st.ok()) {
-    stored->store->set_sync_averages(config_.state_sync);
-    absl::StatusOr<common::JobSpec> spec =
-        common::ResolveJobSpec(stored->registration, LimitsOf(config_));
-    absl::StatusOr<std::unique_ptr<Job>> restored =
-        spec.ok() ? Job::Restore(*std::move(spec), config_, std::move(stored->store))
-                  : absl::StatusOr<std::unique_ptr<Job>>(spec.status());
-    st = restored.status();
-    if (st.ok()) job = *std::move(restored);
-  }
-  if (!st.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat(stopped->StoppedStatus().message(), ". Reloading it failed: ", st.message()));
+  absl::StatusOr<std::unique_ptr<Job>> job =
+      stored.ok() ? RestoreJob(*std::move(stored)) : stored.status();
+  if (!job.ok()) {
+    return absl::UnavailableError(absl::StrCat(stopped->StoppedStatus().message(),
+                                               ". Reloading it failed: ", job.status().message()));
   }
   std::fprintf(stderr, "ternps-server: job '%s' reloaded from %s after its files failed\n",
                stopped->id().c_str(), stopped->StateDir().c_str());
   absl::MutexLock lock(&mu_);
   if (shutdown_) return absl::UnavailableError("the shard is shutting down");
-  std::shared_ptr<Job> reloaded = std::move(job);
+  std::shared_ptr<Job> reloaded = *std::move(job);
   jobs_[stopped->id()] = reloaded;
   return reloaded;
 }

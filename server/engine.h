@@ -95,6 +95,9 @@ class Engine {
   void ReaperLoop();
 
   void RestoreJobs();
+  // A job read back from its state directory (at start-up, or by Reload), checked against this
+  // shard's index and limits.
+  absl::StatusOr<std::unique_ptr<Job>> RestoreJob(StoredJob stored) const;
   // A durable job whose files failed (Job::stopped), read back from its state directory in its
   // place (as a restarted shard would): UNAVAILABLE naming both failures if that fails too.
   absl::StatusOr<std::shared_ptr<Job>> Reload(const std::shared_ptr<Job>& stopped)
