@@ -138,7 +138,6 @@ class PartitionStore : public SyncTarget {
   // After a failure: truncates the open segment to the records the last successful Sync covered
   // (what may not be on disk is not read back by a later Load). Idempotent; thread-safe.
   absl::Status CutToDurable() ABSL_LOCKS_EXCLUDED(fd_mu_);
-  const StoreFault& fault() const { return *fault_; }
   // Writes the snapshot of the state at the start of `step` durably; an older step than the one
   // on disk is ignored.
   absl::Status WriteSnapshot(uint64_t step, absl::string_view state) ABSL_LOCKS_EXCLUDED(snap_mu_);

@@ -50,11 +50,6 @@ void ShardWatches::StopAll() {
   }
 }
 
-int ShardWatches::opened() const {
-  absl::MutexLock lock(&mu_);
-  return opened_;
-}
-
 void ShardWatches::Open(uint32_t s) {
   Shard& shard = shards_[s];
   if (shard.epoch == 0 || shard.unsupported || shard.open || stopping_) return;
@@ -71,7 +66,6 @@ void ShardWatches::Open(uint32_t s) {
   shard.open = true;
   shard.context = state->context.get();
   ++in_flight_;
-  ++opened_;
   const uint64_t generation = shard.generation;
   stubs_[s]->async()->Watch(state->context.get(), &state->request, &state->response,
                             [this, s, generation, state](grpc::Status status) {

@@ -45,8 +45,6 @@ class ShardWatches {
   void Watch(uint32_t s, uint64_t epoch) ABSL_LOCKS_EXCLUDED(mu_);
   // The worker left: every watch is cancelled and none is opened again.
   void StopAll() ABSL_LOCKS_EXCLUDED(mu_);
-  // Watch calls opened so far (tests).
-  int opened() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Call {
@@ -68,10 +66,9 @@ class ShardWatches {
   const std::string job_id_;
   const uint32_t rank_;
   const std::function<std::unique_ptr<grpc::ClientContext>()> new_context_;
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;
   std::vector<Shard> shards_ ABSL_GUARDED_BY(mu_);
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // calls whose callback has not run
-  int opened_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread keeper_;
 };
