@@ -35,6 +35,7 @@
 #include "grpcpp/support/channel_arguments.h"
 #include "grpcpp/support/slice.h"
 #include "ternps/v1/ternps.grpc.pb.h"
+#include "worker/client/call_plan.h"
 #include "worker/client/exchange.h"
 #include "worker/client/shard_watch.h"
 
@@ -375,9 +376,6 @@ class Worker::Impl {
   }
   absl::Status CheckGradients(Gradients gradients) const;
   absl::Status CheckState(State state) const;
-  // Partitions of `shard` in plan order, cut so that each group's state is at most
-  // max_call_bytes (at least one partition per group).
-  std::vector<std::vector<uint32_t>> StateGroups(uint32_t shard) const;
   // Joins shard `s` (retrying while it cannot be reached, up to connect_timeout) and checks its
   // plan; sets its epoch. With `resume`, asks the shard to resume this worker's session with it
   // (JoinRequest.resume_epoch: after a lost connection).
@@ -535,44 +533,19 @@ absl::Status Worker::Impl::Init() {
   stats_.resize(plan.partitions().size());
   scalers_.assign(plan.partitions().size(), 0.0f);
   clips_.assign(plan.partitions().size(), 0.0f);
-  for (const common::Partition& part : plan.partitions()) {
-    if (part.compressed) compressed_.push_back(part.id);
+  CallPlan calls = PlanCalls(spec_, static_cast<uint32_t>(options_.shards.size()),
+                             options_.max_call_bytes, options_.channels_per_shard);
+  compressed_ = std::move(calls.compressed);
+  for (CallGroup& g : calls.push) {
+    batches_.emplace_back();
+    batches_.back().shard = g.shard;
+    batches_.back().channel = g.channel;
+    batches_.back().partitions = std::move(g.partitions);
   }
-  // Batches: each shard's partitions in plan order, cut at max_call_bytes of payload; then
-  // interleaved across shards so every shard gets work from the start of a step.
-  std::vector<std::vector<Batch>> per_shard(options_.shards.size());
-  for (uint32_t s = 0; s < options_.shards.size(); ++s) {
-    size_t bytes = 0;
-    std::vector<uint32_t> shared;
-    for (const uint32_t p : plan.PartitionsOfShard(s)) {
-      const size_t wire = common::PayloadBytes(spec_.route(p).uplink, plan.partition(p).elements,
-                                               static_cast<int>(spec_.world_size));
-      if (per_shard[s].empty() || bytes + wire > options_.max_call_bytes) {
-        per_shard[s].emplace_back();
-        per_shard[s].back().shard = s;
-        bytes = 0;
-      }
-      per_shard[s].back().partitions.push_back(p);
-      bytes += wire;
-      if (spec_.route(p).aggregation == common::Aggregation::kIntSum) shared.push_back(p);
-    }
-    if (!shared.empty()) {
-      scaler_calls_.emplace_back();
-      scaler_calls_.back().shard = s;
-      scaler_calls_.back().partitions = std::move(shared);
-    }
-  }
-  for (size_t round = 0;; ++round) {
-    bool any = false;
-    for (auto& list : per_shard) {
-      if (round < list.size()) {
-        // A shard's consecutive calls take turns on its connections.
-        list[round].channel = static_cast<int>(round % connections_[list[round].shard].size());
-        batches_.push_back(std::move(list[round]));
-        any = true;
-      }
-    }
-    if (!any) break;
+  for (CallGroup& g : calls.scalers) {
+    scaler_calls_.emplace_back();
+    scaler_calls_.back().shard = g.shard;
+    scaler_calls_.back().partitions = std::move(g.partitions);
   }
   for (Batch& b : batches_) {
     b.data.resize(b.partitions.size());
@@ -1282,21 +1255,6 @@ absl::Status Worker::Impl::CheckState(State state) const {
   return absl::OkStatus();
 }
 
-std::vector<std::vector<uint32_t>> Worker::Impl::StateGroups(uint32_t shard) const {
-  std::vector<std::vector<uint32_t>> groups;
-  size_t bytes = 0;
-  for (const uint32_t p : spec_.plan.PartitionsOfShard(shard)) {
-    const size_t size = size_t{4} * spec_.recovery.state_slots * spec_.plan.partition(p).elements;
-    if (groups.empty() || bytes + size > options_.max_call_bytes) {
-      groups.emplace_back();
-      bytes = 0;
-    }
-    groups.back().push_back(p);
-    bytes += size;
-  }
-  return groups;
-}
-
 absl::Status Worker::Impl::OfferState(State state) {
   const uint32_t k = spec_.recovery.snapshot_interval;
   const uint64_t step = this->step();
@@ -1363,7 +1321,7 @@ absl::Status Worker::Impl::OfferState(State state) {
   std::vector<uint32_t> to;
   for (uint32_t s = 0; s < uploads.size(); ++s) {
     uploads[s].shard = s;
-    uploads[s].groups = StateGroups(s);
+    uploads[s].groups = PlanStateGroups(spec_, s, options_.max_call_bytes);
     to.push_back(s);
   }
   for (int attempt = 0;; ++attempt) {
@@ -1483,7 +1441,7 @@ absl::StatusOr<bool> Worker::Impl::RecoverOnce(State state, Gradients gradients,
   // for), fetched as the replay reaches them: at most a page per group is held at a time.
   std::vector<RecoveryGroup> groups;
   for (uint32_t s = 0; s < options_.shards.size(); ++s) {
-    for (std::vector<uint32_t>& group : StateGroups(s)) {
+    for (std::vector<uint32_t>& group : PlanStateGroups(spec_, s, options_.max_call_bytes)) {
       groups.push_back({.shard = s, .partitions = std::move(group), .page = {}});
     }
   }
