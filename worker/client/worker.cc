@@ -37,6 +37,7 @@
 #include "ternps/v1/ternps.grpc.pb.h"
 #include "worker/client/call_plan.h"
 #include "worker/client/exchange.h"
+#include "worker/client/push_window.h"
 #include "worker/client/shard_watch.h"
 
 namespace ternps::worker {
@@ -276,7 +277,7 @@ absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t
 
 }  // namespace
 
-class Worker::Impl {
+class Worker::Impl final : private PushWindow::Transport {
  public:
   Impl(const WorkerOptions& options, common::JobSpec spec, v1::JoinRequest join)
       : options_(options),
@@ -333,7 +334,6 @@ class Worker::Impl {
     v1::ShareScalersResponse response;
     std::unique_ptr<grpc::ClientContext> context;
   };
-  enum class Encoded { kNotYet, kReady, kFailed };  // a batch's state in the current step
   // One PushPull call: its payloads are encoded in place into `data` and sent as slices that
   // alias it (common/wire writes the fields around them), and its answer is parsed from gRPC's
   // buffer without protobuf copies.
@@ -347,12 +347,8 @@ class Worker::Impl {
     grpc::ByteBuffer request;
     grpc::ByteBuffer response;
     std::unique_ptr<grpc::ClientContext> context;
-    std::vector<uint8_t> scratch;        // compressed averages split across slices, gathered
-    StepStats::Call timing;              // of the current step
-    Encoded encoded = Encoded::kNotYet;  // under flight_mu_
-    bool in_call = false;                // under flight_mu_: `context` is a call in flight
-    bool lost = false;      // under flight_mu_: the call lost its connection (to be resent)
-    bool answered = false;  // this step's average is decoded
+    std::vector<uint8_t> scratch;  // compressed averages split across slices, gathered
+    StepStats::Call timing;        // of the current step
   };
   // Per-step counters, written by pool and gRPC threads.
   struct StepCounters {
@@ -409,20 +405,15 @@ class Worker::Impl {
   absl::Status Resend(Gradients gradients, Exchange& exchange, StepCounters& counters,
                       FirstError& error);
   // Reconnects the shards whose calls lost their connection and that are not reconnected yet.
-  absl::Status ReconnectLost() ABSL_LOCKS_EXCLUDED(flight_mu_);
+  absl::Status ReconnectLost();
   // Waits for a round of calls, reconnecting lost shards as soon as a loss is reported.
   void WaitReconnecting(CallLatch& pending, FirstError& error);
-  // Records that `batch` is encoded (or failed to encode: `sendable` false), then sends the
-  // shard's batches that are next in order while the shard has room.
-  void Dispatch(Batch& batch, bool sendable, Gradients gradients, Exchange& exchange,
-                StepCounters& counters, FirstError& error, CallLatch& pending)
-      ABSL_LOCKS_EXCLUDED(flight_mu_);
-  // Takes the shard's next batches in order while they are encoded and a call may start.
-  std::vector<Batch*> NextToSendLocked(uint32_t shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(flight_mu_);
-  void Send(Batch& batch, Gradients gradients, Exchange& exchange, StepCounters& counters,
-            FirstError& error, CallLatch& pending) ABSL_LOCKS_EXCLUDED(flight_mu_);
-  // Cancels the step's calls in flight and stops sending (the step has failed).
-  void CancelCalls() ABSL_LOCKS_EXCLUDED(flight_mu_);
+  // PushWindow::Transport: the window's calls are batches_[call], sent over gRPC.
+  void Prepare(size_t call) override;
+  void Start(size_t call) override;
+  void Cancel(size_t call) override;
+  void Held(size_t call) override;
+  size_t IndexOf(const Batch& batch) const { return static_cast<size_t>(&batch - batches_.data()); }
   void EncodeAndSend(Batch& batch, Gradients gradients, Exchange& exchange, int ticket,
                      const EncodeParams& params, StepCounters& counters, FirstError& error,
                      CallLatch& pending);
@@ -461,21 +452,18 @@ class Worker::Impl {
   int reconnects_left_ = 0;  // per step
   uint32_t reconnects_ = 0;  // this step's, for StepStats
   absl::Time step_start_;
-  // Per shard: its batches in plan order and how far sending got. Every worker sends a shard's
-  // batches in the same order, so the oldest incomplete partition is always in flight from every
-  // worker: a window of calls cannot deadlock (it could if each worker sent in the order its
-  // encodes happened to finish).
-  struct Flight {
-    int in_flight = 0;
-    std::vector<Batch*> order;
-    size_t next = 0;
-    bool lost = false;         // a call lost its connection: nothing more is sent this round
-    bool reconnected = false;  // joined again since
+  // The order and window of the PushPull calls (batches_[i] is its call i; created by Init).
+  std::unique_ptr<PushWindow> window_;
+  // What the calls of the current round report to: set by Step, and by Resend for each of its
+  // rounds, while no call is in flight; Start copies the pointers into each call's callback.
+  struct RoundSinks {
+    Gradients gradients;
+    Exchange* exchange = nullptr;
+    StepCounters* counters = nullptr;
+    FirstError* error = nullptr;
+    CallLatch* pending = nullptr;
   };
-  absl::Mutex flight_mu_;
-  std::vector<Flight> flights_
-      ABSL_GUARDED_BY(flight_mu_);                      // set by Step before anything else reads it
-  bool cancelled_ ABSL_GUARDED_BY(flight_mu_) = false;  // the current step failed
+  RoundSinks round_;
   std::string authorization_;  // the token's metadata value; empty: none (set by Init)
   mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;
@@ -526,10 +514,6 @@ absl::Status Worker::Impl::Init() {
   const common::PartitionPlan& plan = spec_.plan;
   epochs_.reset(new std::atomic<uint64_t>[options_.shards.size()]);
   for (size_t s = 0; s < options_.shards.size(); ++s) epochs_[s] = 0;
-  {
-    absl::MutexLock lock(&flight_mu_);
-    flights_.assign(options_.shards.size(), Flight{});
-  }
   stats_.resize(plan.partitions().size());
   scalers_.assign(plan.partitions().size(), 0.0f);
   clips_.assign(plan.partitions().size(), 0.0f);
@@ -547,10 +531,15 @@ absl::Status Worker::Impl::Init() {
     scaler_calls_.back().shard = g.shard;
     scaler_calls_.back().partitions = std::move(g.partitions);
   }
+  std::vector<uint32_t> shard_of_call;
   for (Batch& b : batches_) {
     b.data.resize(b.partitions.size());
     b.payloads.resize(b.partitions.size());
+    shard_of_call.push_back(b.shard);
   }
+  window_ = std::make_unique<PushWindow>(
+      std::move(shard_of_call), static_cast<uint32_t>(options_.shards.size()),
+      options_.calls_in_flight_per_shard, static_cast<PushWindow::Transport*>(this));
   for (ScalerCall& c : scaler_calls_) {
     c.request.set_job_id(options_.job_id);
     c.request.set_worker_rank(options_.rank);
@@ -822,14 +811,14 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
       !st.ok()) {
     error.Set(std::move(st));
     pending.DecrementCount();
-    Dispatch(batch, /*sendable=*/false, gradients, exchange, counters, error, pending);
+    window_->Encoded(IndexOf(batch), /*sendable=*/false);
     return;
   }
   BuildRequest(batch, params.key_base.step);
   counters.sent.fetch_add(sent, std::memory_order_relaxed);
   AddSeconds(counters.encode, Seconds(start));
   batch.timing = {.shard = batch.shard, .sent_bytes = sent, .encoded = Elapsed()};
-  Dispatch(batch, /*sendable=*/true, gradients, exchange, counters, error, pending);
+  window_->Encoded(IndexOf(batch), /*sendable=*/true);
 }
 
 void Worker::Impl::BuildRequest(Batch& batch, uint64_t step) {
@@ -864,103 +853,46 @@ void Worker::Impl::BuildRequest(Batch& batch, uint64_t step) {
   batch.request = grpc::ByteBuffer(slices.data(), slices.size());
 }
 
-std::vector<Worker::Impl::Batch*> Worker::Impl::NextToSendLocked(uint32_t shard) {
-  Flight& f = flights_[shard];
-  const int limit = options_.calls_in_flight_per_shard;
-  std::vector<Batch*> ready;
-  while (f.next < f.order.size()) {
-    Batch* b = f.order[f.next];
-    if (b->encoded == Encoded::kFailed) {  // never sent; skip it
-      ++f.next;
-      continue;
-    }
-    if (b->encoded != Encoded::kReady) break;
-    if (limit > 0 && f.in_flight >= limit) break;
-    ++f.in_flight;
-    ++f.next;
-    ready.push_back(b);
-  }
-  return ready;
+void Worker::Impl::Prepare(size_t call) {
+  batches_[call].context = NewContext(absl::Now() + options_.rpc_timeout);
 }
 
-void Worker::Impl::Dispatch(Batch& batch, bool sendable, Gradients gradients, Exchange& exchange,
-                            StepCounters& counters, FirstError& error, CallLatch& pending) {
-  std::vector<Batch*> ready;
-  {
-    absl::MutexLock lock(&flight_mu_);
-    batch.encoded = sendable ? Encoded::kReady : Encoded::kFailed;
-    ready = NextToSendLocked(batch.shard);
-  }
-  for (Batch* b : ready) Send(*b, gradients, exchange, counters, error, pending);
-}
+void Worker::Impl::Cancel(size_t call) { batches_[call].context->TryCancel(); }
 
-void Worker::Impl::CancelCalls() {
-  absl::MutexLock lock(&flight_mu_);
-  cancelled_ = true;
-  for (Batch& b : batches_) {
-    if (b.in_call) b.context->TryCancel();
-  }
-}
+void Worker::Impl::Held(size_t call) { round_.pending->DecrementCount(); }
 
-void Worker::Impl::Send(Batch& batch, Gradients gradients, Exchange& exchange,
-                        StepCounters& counters, FirstError& error, CallLatch& pending) {
+void Worker::Impl::Start(size_t call) {
+  Batch& batch = batches_[call];
   batch.response.Clear();
-  {
-    absl::MutexLock lock(&flight_mu_);
-    if (cancelled_ || flights_[batch.shard].lost) {
-      // The step has failed (its error is set), or this shard's connection was lost: the batch
-      // waits to be resent after the reconnection, and so do the shard's other encoded batches
-      // that the window held back (no call of this shard will complete to release them).
-      std::vector<Batch*> skipped = {&batch};
-      for (size_t i = 0; i < skipped.size(); ++i) {
-        skipped[i]->lost = !cancelled_;
-        --flights_[batch.shard].in_flight;
-        for (Batch* b : NextToSendLocked(batch.shard)) skipped.push_back(b);
-      }
-      for (size_t i = 0; i < skipped.size(); ++i) pending.DecrementCount();
-      return;
-    }
-    batch.context = NewContext(absl::Now() + options_.rpc_timeout);
-    batch.in_call = true;
-  }
+  const RoundSinks sinks = round_;
   connections_[batch.shard][batch.channel].push->UnaryCall(
       batch.context.get(), "/ternps.v1.ParameterServer/PushPull", grpc::StubOptions(),
-      &batch.request, &batch.response,
-      [this, &batch, gradients, &exchange, &counters, &error, &pending](grpc::Status st) {
+      &batch.request, &batch.response, [this, call, &batch, sinks](grpc::Status st) {
         batch.timing.answered = Elapsed();
         // A lost connection (the shard may be restarting) is not a failure yet: the shard is
-        // reconnected and its unanswered batches resent (Resend).
-        bool lost = false;
-        bool first_loss = false;
-        // The shard's next batches in order take this call's place.
-        std::vector<Batch*> ready;
-        {
-          absl::MutexLock lock(&flight_mu_);
-          lost = LostConnection(st, cancelled_);
-          batch.in_call = false;
-          --flights_[batch.shard].in_flight;
-          if (lost) {
-            batch.lost = true;
-            first_loss = !flights_[batch.shard].lost;
-            flights_[batch.shard].lost = true;
-          }
-          ready = NextToSendLocked(batch.shard);
-        }
-        if (first_loss) pending.NoteLoss();
-        for (Batch* b : ready) Send(*b, gradients, exchange, counters, error, pending);
-        if (!st.ok() && !lost) {
-          error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(batch.shard), " PushPull")));
+        // reconnected and its unanswered batches resent (Resend). The shard's next batches in
+        // order take this call's place.
+        using Ending = PushWindow::Ending;
+        const Ending ending = st.error_code() == grpc::StatusCode::UNAVAILABLE
+                                  ? Ending::kUnavailable
+                              : st.error_code() == grpc::StatusCode::CANCELLED ? Ending::kCancelled
+                                                                               : Ending::kDone;
+        const PushWindow::Finish finish = window_->Finished(call, ending);
+        if (finish.first_loss) sinks.pending->NoteLoss();
+        if (!st.ok() && !finish.lost) {
+          sinks.error->Set(
+              common::FromGrpcStatus(st, absl::StrCat(ShardName(batch.shard), " PushPull")));
         }
         if (!st.ok()) {
-          pending.DecrementCount();
+          sinks.pending->DecrementCount();
           return;
         }
         // Decode on the pool, not on gRPC's callback thread.
-        pool_.Schedule([this, &batch, gradients, &exchange, &counters, &error, &pending] {
-          absl::Status decoded = Decode(batch, gradients, exchange, counters);
-          batch.answered = decoded.ok();
-          error.Set(std::move(decoded));
-          pending.DecrementCount();
+        pool_.Schedule([this, call, &batch, sinks] {
+          absl::Status decoded = Decode(batch, sinks.gradients, *sinks.exchange, *sinks.counters);
+          if (decoded.ok()) window_->Answered(call);
+          sinks.error->Set(std::move(decoded));
+          sinks.pending->DecrementCount();
         });
       });
 }
@@ -969,19 +901,11 @@ absl::Status Worker::Impl::Resend(Gradients gradients, Exchange& exchange, StepC
                                   FirstError& error) {
   const uint64_t step = this->step();
   for (;;) {
-    std::vector<bool> lost(options_.shards.size(), false);
-    std::vector<uint32_t> shards;
-    {
-      absl::MutexLock lock(&flight_mu_);
-      for (const Batch& b : batches_) {
-        if (b.lost && !lost[b.shard]) {
-          lost[b.shard] = true;
-          shards.push_back(b.shard);
-        }
-      }
-    }
+    const std::vector<uint32_t> shards = window_->LostShards();
     if (shards.empty()) return absl::OkStatus();
     if (absl::Status st = ReconnectLost(); !st.ok()) return st;
+    std::vector<bool> lost(options_.shards.size(), false);
+    for (const uint32_t s : shards) lost[s] = true;
     // A restarted shard lost the offers of an unfinished step: offer again. The payloads were
     // encoded with the scalers shared before, so the shard must settle the same ones (it does:
     // the maximum of the same offers, or the one it logged).
@@ -998,40 +922,22 @@ absl::Status Worker::Impl::Resend(Gradients gradients, Exchange& exchange, StepC
       }
     }
     // Resend what those shards have not answered, in plan order, with the new epochs.
-    int resent = 0;
-    {
-      absl::MutexLock lock(&flight_mu_);
-      for (const uint32_t s : shards) flights_[s] = Flight{};
-      for (Batch& b : batches_) {
-        if (!lost[b.shard] || b.answered) continue;
-        b.lost = false;
-        BuildRequest(b, step);
-        flights_[b.shard].order.push_back(&b);
-        ++resent;
-      }
-    }
-    CallLatch pending(resent);
-    for (const uint32_t s : shards) {
-      std::vector<Batch*> ready;
-      {
-        absl::MutexLock lock(&flight_mu_);
-        ready = NextToSendLocked(s);
-      }
-      for (Batch* b : ready) Send(*b, gradients, exchange, counters, error, pending);
-    }
+    const std::vector<size_t> again = window_->Requeue(shards);
+    for (const size_t call : again) BuildRequest(batches_[call], step);
+    CallLatch pending(static_cast<int>(again.size()));
+    round_ = {.gradients = gradients,
+              .exchange = &exchange,
+              .counters = &counters,
+              .error = &error,
+              .pending = &pending};
+    for (const uint32_t s : shards) window_->SendNext(s);
     WaitReconnecting(pending, error);
     if (absl::Status st = error.Get(); !st.ok()) return st;
   }
 }
 
 absl::Status Worker::Impl::ReconnectLost() {
-  std::vector<uint32_t> shards;
-  {
-    absl::MutexLock lock(&flight_mu_);
-    for (uint32_t s = 0; s < flights_.size(); ++s) {
-      if (flights_[s].lost && !flights_[s].reconnected) shards.push_back(s);
-    }
-  }
+  const std::vector<uint32_t> shards = window_->ShardsToReconnect();
   if (shards.empty()) return absl::OkStatus();
   if (--reconnects_left_ < 0) {
     return absl::UnavailableError(absl::StrCat(ShardName(shards[0]),
@@ -1039,8 +945,7 @@ absl::Status Worker::Impl::ReconnectLost() {
                                                "every reconnection of this step"));
   }
   if (absl::Status st = Reconnect(shards); !st.ok()) return st;
-  absl::MutexLock lock(&flight_mu_);
-  for (const uint32_t s : shards) flights_[s].reconnected = true;
+  window_->MarkReconnected(shards);
   return absl::OkStatus();
 }
 
@@ -1163,25 +1068,20 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
                             .key_base = {options_.codec.seed, options_.rank, step(), 0}};
   // One failed call fails the step: calls in flight to every shard are cancelled and nothing
   // more is sent, instead of waiting for answers that no longer matter.
-  FirstError error([this] { CancelCalls(); });
+  FirstError error([this] { window_->CancelAll(); });
   CallLatch pending(static_cast<int>(batches_.size()));
-  {
-    absl::MutexLock lock(&flight_mu_);
-    cancelled_ = false;
-    for (Flight& f : flights_) f = Flight{};
-    for (Batch& batch : batches_) {
-      batch.encoded = Encoded::kNotYet;
-      batch.lost = false;
-      batch.answered = false;
-      flights_[batch.shard].order.push_back(&batch);
-    }
-  }
+  window_->Begin();
+  round_ = {.gradients = gradients,
+            .exchange = &exchange,
+            .counters = &counters,
+            .error = &error,
+            .pending = &pending};
   for (Batch& batch : batches_) {
     absl::StatusOr<int> ticket = exchange.StartEncode(gradients, batch.partitions, params);
     if (!ticket.ok()) {
       error.Set(ticket.status());
       pending.DecrementCount();
-      Dispatch(batch, /*sendable=*/false, gradients, exchange, counters, error, pending);
+      window_->Encoded(IndexOf(batch), /*sendable=*/false);
       continue;
     }
     pool_.Schedule([&, b = &batch, t = *ticket] {
