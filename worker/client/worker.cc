@@ -35,6 +35,7 @@
 #include "grpcpp/support/channel_arguments.h"
 #include "grpcpp/support/slice.h"
 #include "ternps/v1/ternps.grpc.pb.h"
+#include "worker/client/answer_checks.h"
 #include "worker/client/call_plan.h"
 #include "worker/client/exchange.h"
 #include "worker/client/push_window.h"
@@ -209,70 +210,6 @@ v1::JoinRequest MakeJoinRequest(const WorkerOptions& options) {
   request.set_state_slots(options.state_slots);
   request.set_restart_ended_job(options.restart_ended_job);
   return request;
-}
-
-// Checks an answered average of partition `p` against the spec's downlink and, for INT_SUM, the
-// shared scaler this worker encoded with. With `as_pieces` the payload's values are left to the
-// exchange's Decode, which checks them as it writes.
-absl::StatusOr<Average> ValidateAverage(const common::PayloadView& avg, uint32_t p,
-                                        const common::JobSpec& spec, float shared_scaler,
-                                        bool as_pieces, std::vector<uint8_t>* scratch) {
-  const uint32_t elements = spec.plan.partition(p).elements;
-  if (avg.partition_id != p || avg.elements != elements) {
-    return absl::InvalidArgumentError(absl::StrCat(": partition ", avg.partition_id, " of ",
-                                                   avg.elements, " elements, expected ", p, " of ",
-                                                   elements));
-  }
-  if (avg.contributors < 1 || avg.contributors > spec.world_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(".contributors: ", avg.contributors, " is outside [1, world_size]"));
-  }
-  const v1::Encoding expected = common::AverageEncoding(
-      spec.route(p).downlink, spec.codec.int_sum_radix, static_cast<int>(avg.contributors));
-  if (avg.encoding != expected) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(".encoding: ", avg.encoding, ", expected ", v1::Encoding_Name(expected)));
-  }
-  Average out{.encoding = expected,
-              .scaler = avg.scaler,
-              .contributors = static_cast<int>(avg.contributors),
-              .bytes = {},
-              .pieces = {}};
-  absl::Status st;
-  if ((expected == v1::INT_SUM || expected == v1::INT_SUM_RADIX) && avg.scaler != shared_scaler) {
-    st = absl::InvalidArgumentError(
-        absl::StrCat("scaler: ", avg.scaler, " is not the shared scaler ", shared_scaler));
-  } else if (expected == v1::TERNARY_2BIT) {
-    st = common::ValidateScaler(avg.scaler);
-  }
-  if (st.ok() && as_pieces) {
-    // Left where gRPC received it (FP32 and INT_SUM); the exchange checks the values as it
-    // decodes them, piece by piece, in one pass and without a gathering copy.
-    out.pieces = avg.pieces;
-    const size_t bytes = common::PayloadBytes(expected, elements, out.contributors);
-    if (avg.data_size() != bytes) {
-      st = absl::InvalidArgumentError(
-          absl::StrCat("data: ", avg.data_size(), " bytes, expected ", bytes));
-    }
-  } else if (st.ok()) {
-    out.bytes = avg.Gather(scratch);
-    switch (expected) {
-      case v1::INT_SUM:
-        st = common::ValidateIntSum(out.bytes, elements, out.contributors);
-        break;
-      case v1::INT_SUM_RADIX:
-        st = common::ValidateIntSumRadix(out.bytes, elements, out.contributors);
-        break;
-      case v1::TERNARY_2BIT:
-        st = common::ValidateTernary(out.bytes, elements);
-        break;
-      default:
-        st = common::ValidateFp32(out.bytes, elements);
-        break;
-    }
-  }
-  if (!st.ok()) return absl::Status(st.code(), absl::StrCat(".", st.message()));
-  return out;
 }
 
 }  // namespace
@@ -648,16 +585,8 @@ absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin
         " (connect_timeout): ", cause, hint));
   }
   if (!st.ok()) return common::FromGrpcStatus(st, absl::StrCat(ShardName(s), " Join"));
-  if (response.plan_checksum() != plan.Checksum()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(ShardName(s), " Join: plan_checksum ", absl::Hex(response.plan_checksum()),
-                     " differs from this worker's ", absl::Hex(plan.Checksum())));
-  }
-  const std::vector<uint32_t>& mine = plan.PartitionsOfShard(s);
-  if (!std::equal(mine.begin(), mine.end(), response.owned_partitions().begin(),
-                  response.owned_partitions().end())) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        ShardName(s), " Join: owned_partitions differ from this worker's partition plan"));
+  if (absl::Status checked = CheckJoinAnswer(response, plan, s); !checked.ok()) {
+    return absl::Status(checked.code(), absl::StrCat(ShardName(s), " Join: ", checked.message()));
   }
   // The Join went over the first connection. Connect the others now too, while the links are
   // quiet: a PushPull call on a connection that is not up yet fails at once when its handshake
@@ -749,23 +678,9 @@ absl::Status Worker::Impl::ShareScalers(const std::vector<bool>& to, std::vector
   if (absl::Status st = error.Get(); !st.ok()) return st;
   for (ScalerCall* c : calls) {
     if ((*lost)[c->shard]) continue;
-    const std::string where = absl::StrCat(ShardName(c->shard), " ShareScalers answer: ");
-    if (c->response.shared_scalers_size() != static_cast<int>(c->partitions.size()) ||
-        c->response.partition_ids_size() != static_cast<int>(c->partitions.size())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, "shared_scalers: ", c->response.shared_scalers_size(), " values for ",
-                       c->partitions.size(), " partitions"));
-    }
-    for (size_t i = 0; i < c->partitions.size(); ++i) {
-      const float shared = c->response.shared_scalers(static_cast<int>(i));
-      const uint32_t p = c->partitions[i];
-      if (c->response.partition_ids(static_cast<int>(i)) != p ||
-          !common::ValidateScaler(shared).ok() || shared < scalers_[p]) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, "shared_scalers[", i, "]: ", shared, " for partition ", p,
-                         " is not a valid maximum (this worker's scaler is ", scalers_[p], ")"));
-      }
-      scalers_[p] = shared;
+    if (absl::Status st = CheckSharedScalers(c->response, c->partitions, scalers_); !st.ok()) {
+      return absl::Status(
+          st.code(), absl::StrCat(ShardName(c->shard), " ShareScalers answer: ", st.message()));
     }
   }
   return absl::OkStatus();
