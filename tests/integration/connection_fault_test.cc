@@ -185,6 +185,24 @@ TEST_P(ConnectionFaultTest, ABlackHoleShorterThanTheStepTimeoutDropsNobody) {
   ExpectSameAverages(faulty, reference);
 }
 
+TEST_P(ConnectionFaultTest, ASlowNarrowLinkToAShardChangesNothing) {
+  const worker::CodecKind codec = GetParam();
+  JobRun reference;
+  {
+    testing::TestCluster cluster(2);
+    reference = RunJob(codec, cluster, nullptr);
+  }
+  testing::TestCluster cluster(2);
+  testing::FaultProxy proxy(cluster.addresses()[1]);
+  // Every connection to shard 1: 2 ms per chunk and 64 MB/s. Calls take longer and overlap
+  // differently; the averages must not change and nobody may be dropped.
+  proxy.SetDelay(absl::Milliseconds(2));
+  proxy.SetRate(64u << 20);
+  const JobRun slow = RunJob(codec, cluster, &proxy);
+  EXPECT_EQ(slow.min_contributors, kWorld) << "a worker was dropped";
+  ExpectSameAverages(slow, reference);
+}
+
 TEST_P(ConnectionFaultTest, ADiskThatFailsForAWhileLosesNothing) {
   const worker::CodecKind codec = GetParam();
   JobRun reference;

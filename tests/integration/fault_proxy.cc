@@ -125,6 +125,14 @@ void FaultProxy::Forward(Link* link) {
         closed = true;
         break;
       }
+      // The emulated link: its latency, then its rate (sleeps that shape traffic, nothing waits
+      // on them).
+      if (const int64_t delay = delay_ns_.load(); delay > 0) {
+        absl::SleepFor(absl::Nanoseconds(delay));
+      }
+      if (const uint64_t rate = rate_.load(); rate > 0) {
+        absl::SleepFor(absl::Seconds(static_cast<double>(n) / static_cast<double>(rate)));
+      }
       if (i == 0) {
         // Up to the next mark only, so a reset lands where the mark says.
         size_t chunk = static_cast<size_t>(n);
@@ -195,5 +203,9 @@ void FaultProxy::ResetAtUpstreamBytes(std::vector<uint64_t> marks) {
 }
 
 void FaultProxy::SetBlackHole(bool on) { black_hole_ = on; }
+
+void FaultProxy::SetDelay(absl::Duration delay) { delay_ns_ = absl::ToInt64Nanoseconds(delay); }
+
+void FaultProxy::SetRate(uint64_t bytes_per_second) { rate_ = bytes_per_second; }
 
 }  // namespace ternps::testing

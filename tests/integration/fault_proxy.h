@@ -2,13 +2,14 @@
 // `target`, and on command resets every connection (RST to both ends), black-holes traffic (the
 // connections stay open, nothing is forwarded, like a peer that stopped answering), or resets
 // once the bytes sent towards the target pass given marks (so a reset lands inside a large push
-// without timing it by the clock).
+// without timing it by the clock), or delays and throttles what it forwards.
 //
 //   FaultProxy proxy(shard.address());
 //   options.shards = {proxy.address()};
 //   proxy.ResetAtUpstreamBytes({1 << 20, 5 << 20});  // two resets, mid-push
 //   proxy.ResetAll();                                 // one now
 //   proxy.SetBlackHole(true); ...; proxy.SetBlackHole(false);
+//   proxy.SetDelay(absl::Milliseconds(5)); proxy.SetRate(20 << 20);  // a slow, narrow link
 //
 // Thread-safe. One thread accepts; each connection has a thread that forwards both ways.
 #ifndef TERNPS_TESTS_INTEGRATION_FAULT_PROXY_H_
@@ -23,6 +24,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace ternps::testing {
 
@@ -42,6 +44,11 @@ class FaultProxy {
   void ResetAtUpstreamBytes(std::vector<uint64_t> marks);
   // While on, nothing is forwarded either way (connections stay open; new ones are accepted).
   void SetBlackHole(bool on);
+  // Each chunk read (up to 64 KiB) is forwarded `delay` later. Both directions of a connection
+  // share its thread, so a chunk also waits behind the other direction's: a congested link.
+  void SetDelay(absl::Duration delay);
+  // At most `bytes_per_second` forwarded per connection (both directions together); 0: no limit.
+  void SetRate(uint64_t bytes_per_second);
   uint64_t upstream_bytes() const { return upstream_bytes_.load(); }
   int resets() const { return resets_.load(); }
   int connections() const { return connections_.load(); }
@@ -63,6 +70,8 @@ class FaultProxy {
   int wake_[2] = {-1, -1};  // wakes the accept loop at destruction
   std::atomic<bool> stop_{false};
   std::atomic<bool> black_hole_{false};
+  std::atomic<int64_t> delay_ns_{0};
+  std::atomic<uint64_t> rate_{0};
   std::atomic<uint64_t> upstream_bytes_{0};
   std::atomic<int> resets_{0};
   std::atomic<int> connections_{0};

@@ -145,6 +145,10 @@ class RecoveryTest : public ::testing::Test {
     if (status.jobs_size() == 0) return {};
     return {status.jobs(0).live_workers().begin(), status.jobs(0).live_workers().end()};
   }
+  uint64_t Epoch(int i) const {
+    const v1::GetStatusResponse status = Status(i);
+    return status.jobs_size() == 0 ? 0 : status.jobs(0).epoch();
+  }
   uint64_t JobStep(int i) const {
     const v1::GetStatusResponse status = Status(i);
     return status.jobs_size() == 0 ? 0 : status.jobs(0).step();
@@ -180,7 +184,29 @@ TEST_F(RecoveryTest, AWorkerKilledAndRestartedEndsWithItsPeersModel) {
   auto w2 = StartWorker(2, {absl::StrCat("--crash_at_step=", crash_step)});
   const int crashed = w2->Wait();
   ASSERT_TRUE(WIFSIGNALED(crashed) && WTERMSIG(crashed) == SIGKILL) << ExitString(crashed);
+  // The survivors go on once the shards drop rank 2 (within --disconnect_grace, 2 s). Hold them
+  // until the restarted rank has joined: on a loaded machine its start-up (ASan) could otherwise
+  // outlast the rest of the job, and a rank that comes back to an ended job is refused.
+  // Joined means: all three live again after the epoch moved (a drop of the old rank 2 and the
+  // new one's readmission each move it; the old one alone is live at the old epoch).
+  ASSERT_EQ(kill(w0->pid(), SIGSTOP), 0);
+  ASSERT_EQ(kill(w1->pid(), SIGSTOP), 0);
+  const uint64_t epochs[2] = {Epoch(0), Epoch(1)};
   auto again = StartWorker(2, {});
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  const std::vector<uint32_t> all = {0, 1, 2};
+  auto joined = [&](int i) {  // one status answer, so live set and epoch are of one moment
+    const v1::GetStatusResponse status = Status(i);
+    return status.jobs_size() == 1 && status.jobs(0).epoch() > epochs[i] &&
+           std::vector<uint32_t>(status.jobs(0).live_workers().begin(),
+                                 status.jobs(0).live_workers().end()) == all;
+  };
+  while (!joined(0) || !joined(1)) {
+    ASSERT_LT(absl::Now(), deadline) << "the restarted rank 2 did not join";
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_EQ(kill(w0->pid(), SIGCONT), 0);
+  ASSERT_EQ(kill(w1->pid(), SIGCONT), 0);
   for (ChildProcess* p : {w0.get(), w1.get(), again.get()}) {
     const int status = p->Wait();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ExitString(status);
