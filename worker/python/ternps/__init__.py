@@ -47,6 +47,10 @@ class Worker:
     the job's token, sent with every call (the first Join fixes it; see the C++ header).
     int_sum_radix: averages come back radix-packed where that is smaller (CodecConfig in
     ternps/codec_config.h); a job setting, like the codec's.
+
+    Threads: one thread drives a worker (step, rejoin, leave). A call from a second thread
+    while one is inside is refused (TernpsError FAILED_PRECONDITION); close() from another
+    thread waits for the call in progress. Every call releases the GIL while it runs.
     """
 
     def __init__(self, job_id, rank, world_size, shards, tensors, codec="terngrad",

@@ -11,6 +11,8 @@
 #include <pybind11/stl.h>
 
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -122,11 +124,16 @@ class PyWorker {
     WithoutGil([](ternps::worker::Worker& w) { return w.Leave(); });
   }
 
-  uint64_t step() const { return Get().step(); }
-  uint32_t partitions() const { return Get().partitions(); }
+  uint64_t step() const {
+    return Read([](const ternps::worker::Worker& w) { return w.step(); });
+  }
+  uint32_t partitions() const {
+    return Read([](const ternps::worker::Worker& w) { return w.partitions(); });
+  }
 
   py::dict LastStep() const {
-    const ternps::worker::StepStats s = Get().last_step();
+    const ternps::worker::StepStats s =
+        Read([](const ternps::worker::Worker& w) { return w.last_step(); });
     py::dict d;
     d["step"] = s.step;
     d["seconds"] = s.seconds;
@@ -143,29 +150,63 @@ class PyWorker {
   }
 
   // Leaves (bounded) and frees the connection now rather than when Python collects the object.
+  // Waits, without the GIL, for a call another thread is making to finish.
   void Close() {
-    if (worker_ == nullptr) return;
     py::gil_scoped_release release;
+    std::unique_lock<std::shared_mutex> lock(life_mu_);
     worker_.reset();
   }
 
+  // Leave takes up to 5 s: not with the GIL held, unless the interpreter is shutting down (its
+  // threads may be gone then).
+  ~PyWorker() {
+    if (worker_ == nullptr) return;
+    if (Py_IsInitialized() && !_Py_IsFinalizing()) {
+      py::gil_scoped_release release;
+      std::unique_lock<std::shared_mutex> lock(life_mu_);
+      worker_.reset();
+    } else {
+      worker_.reset();
+    }
+  }
+
  private:
-  // Runs call(worker) with the GIL released; raises its error.
+  // Runs call(worker) with the GIL released; raises its error. One thread drives a worker: a
+  // second one calling while the first is inside is refused (FAILED_PRECONDITION), and Close
+  // waits for the call in progress instead of freeing the worker under it.
   template <typename Call>
   void WithoutGil(Call call) {
-    ternps::worker::Worker& worker = Get();
     absl::Status st;
+    bool busy = false;
     {
       py::gil_scoped_release release;
-      st = call(worker);
+      std::shared_lock<std::shared_mutex> alive(life_mu_);
+      std::unique_lock<std::mutex> driving(drive_mu_, std::try_to_lock);
+      if (!driving.owns_lock()) {
+        busy = true;
+      } else if (worker_ == nullptr) {
+        st = absl::FailedPreconditionError("the worker is closed");
+      } else {
+        st = call(*worker_);
+      }
+    }
+    if (busy) {
+      throw StatusError{"FAILED_PRECONDITION",
+                        "another thread is inside a call on this worker (one thread drives a "
+                        "worker: step, rejoin, leave)"};
     }
     ThrowIfError(st);
   }
-  ternps::worker::Worker& Get() const {
+  // Runs read(worker) for an accessor (safe beside a call in progress, not beside Close).
+  template <typename Fn>
+  auto Read(Fn read) const -> decltype(read(std::declval<const ternps::worker::Worker&>())) {
+    std::shared_lock<std::shared_mutex> alive(life_mu_);
     if (worker_ == nullptr) throw StatusError{"FAILED_PRECONDITION", "the worker is closed"};
-    return *worker_;
+    return read(*worker_);
   }
 
+  mutable std::shared_mutex life_mu_;  // shared: a call or an accessor; exclusive: Close
+  std::mutex drive_mu_;                // held by the one thread inside a call
   std::unique_ptr<ternps::worker::Worker> worker_;
 };
 

@@ -63,19 +63,18 @@ class TernGradHook:
     def on_bucket(self, bucket):
         """One gradient bucket of the current iteration; a future of its averaged buffer."""
         future = torch.futures.Future()
-        try:
-            for p, g in zip(bucket.parameters(), bucket.gradients()):
-                i = self._index.get(id(p))
-                if i is None:
-                    raise TernpsError("INVALID_ARGUMENT",
-                                      "bucket: a parameter the hook was not built with")
-                if self._views[i] is None:
-                    self._seen += 1
-                self._views[i] = g
-        except TernpsError as e:
-            future.set_exception(e)
-            return future
         self._pending.append((future, bucket))
+        for p, g in zip(bucket.parameters(), bucket.gradients()):
+            i = self._index.get(id(p))
+            if i is None:
+                # Every future of the iteration fails, the earlier buckets' too: DDP waits for
+                # all of them, and one left unresolved would hang it.
+                self._fail(TernpsError("INVALID_ARGUMENT",
+                                       "bucket: a parameter the hook was not built with"))
+                return future
+            if self._views[i] is None:
+                self._seen += 1
+            self._views[i] = g
         if self._seen == len(self._views):
             self._exchange()
         elif bucket.is_last():
