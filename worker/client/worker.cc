@@ -1,7 +1,5 @@
 #include "ternps/worker.h"
 
-#include <netdb.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -10,9 +8,7 @@
 #include <string_view>
 #include <utility>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
@@ -20,26 +16,21 @@
 #include "common/codec/int_sum.h"
 #include "common/codec/ternary.h"
 #include "common/plan/partition_plan.h"
-#include "common/rpc/credentials.h"
-#include "common/rpc/job_token.h"
 #include "common/rpc/status.h"
 #include "common/spec/job_spec.h"
 #include "common/util/thread_pool.h"
 #include "common/wire/push_pull_wire.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
-#include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
-#include "grpcpp/security/credentials.h"
 #include "grpcpp/support/byte_buffer.h"
-#include "grpcpp/support/channel_arguments.h"
 #include "grpcpp/support/slice.h"
 #include "ternps/v1/ternps.grpc.pb.h"
 #include "worker/client/answer_checks.h"
 #include "worker/client/call_plan.h"
 #include "worker/client/exchange.h"
 #include "worker/client/push_window.h"
-#include "worker/client/shard_watch.h"
+#include "worker/client/session.h"
 
 namespace ternps::worker {
 
@@ -129,69 +120,6 @@ absl::Span<uint8_t> Bytes(std::string& s) {
   return absl::MakeSpan(reinterpret_cast<uint8_t*>(s.data()), s.size());
 }
 
-// A gRPC target with a scheme ("dns:///...", "unix:...", "ipv4:..."): left to gRPC.
-bool HasScheme(const std::string& address) {
-  return absl::StrContains(address, "://") || absl::StartsWith(address, "unix:") ||
-         absl::StartsWith(address, "ipv4:") || absl::StartsWith(address, "ipv6:");
-}
-
-// The host of a host:port target ("" for a target with a scheme).
-std::string HostOf(const std::string& address) {
-  if (HasScheme(address)) return "";
-  std::string host = address.substr(0, address.rfind(':'));
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  return host;
-}
-
-// OK if `address` (shards[index]) is well-formed: host:port with a port in 1..65535 and a host
-// that is a DNS name or an IP address, or a gRPC target with a scheme ("dns:///...", "unix:...",
-// "ipv4:...") left to gRPC. Checked before connecting so that a typo fails at once. Whether the
-// name resolves is not checked here: on Kubernetes a shard's name appears only once its pod is
-// scheduled, so Join waits for it (up to connect_timeout).
-absl::Status CheckShardAddress(const std::string& address, size_t index) {
-  const std::string field = absl::StrCat("shards[", index, "]: '", address, "'");
-  if (HasScheme(address)) return absl::OkStatus();
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " is not host:port"));
-  }
-  const std::string port = address.substr(colon + 1);
-  uint32_t port_number = 0;
-  if (!absl::SimpleAtoi(port, &port_number) || port_number < 1 || port_number > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": port '", port, "' is not a number in [1, 65535]"));
-  }
-  const std::string host = HostOf(address);
-  const bool bracketed = address.front() == '[';
-  for (const char c : host) {
-    const bool name_char = absl::ascii_isalnum(c) || c == '.' || c == '-' || c == '_';
-    const bool ipv6_char = bracketed && (absl::ascii_isxdigit(c) || c == ':' || c == '.');
-    if (!name_char && !ipv6_char) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ": host '", host, "' is neither a DNS name nor an IP address (character '",
-          std::string(1, c), "')"));
-    }
-  }
-  if (host.empty() || host.size() > 253) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": host '", host, "' must have 1 to 253 characters"));
-  }
-  return absl::OkStatus();
-}
-
-// OK once `host` resolves; the resolver's message otherwise.
-absl::Status Resolve(const std::string& host) {
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* result = nullptr;
-  const int rc = getaddrinfo(host.c_str(), nullptr, &hints, &result);
-  if (rc != 0) return absl::UnavailableError(gai_strerror(rc));
-  freeaddrinfo(result);
-  return absl::OkStatus();
-}
-
 // The JoinRequest a worker sends (shard_index set per shard): every codec setting explicit.
 v1::JoinRequest MakeJoinRequest(const WorkerOptions& options) {
   v1::JoinRequest request;
@@ -219,15 +147,26 @@ class Worker::Impl final : private PushWindow::Transport {
   Impl(const WorkerOptions& options, common::JobSpec spec, v1::JoinRequest join)
       : options_(options),
         spec_(std::move(spec)),
-        join_(std::move(join)),
+        session_(options_, spec_, std::move(join)),
         pool_(options.threads),
         host_(MakeHostExchange(spec_, pool_)) {}
 
   absl::Status Init();
   // Joins every shard; `rejoin`: the job must exist there already (JoinRequest.rejoin).
-  absl::Status JoinAll(bool rejoin);
+  absl::Status JoinAll(bool rejoin) {
+    absl::StatusOr<uint64_t> start = session_.JoinAll(rejoin);
+    if (!start.ok()) return start.status();
+    left_ = false;
+    absl::MutexLock lock(&mu_);
+    step_ = *start;
+    return absl::OkStatus();
+  }
   absl::Status Step(Gradients gradients, Exchange& exchange, void* stream);
-  absl::Status Leave(absl::Duration timeout);
+  absl::Status Leave(absl::Duration timeout) {
+    absl::Status st = session_.Leave(timeout);
+    left_ = true;
+    return st;
+  }
   absl::Status OfferState(State state);
   absl::Status Recover(State state, Gradients gradients,
                        const std::function<absl::Status(uint64_t)>& apply);
@@ -296,39 +235,8 @@ class Worker::Impl final : private PushWindow::Transport {
     std::atomic<uint32_t> min_contributors{UINT32_MAX};
   };
 
-  std::string ShardName(uint32_t shard) const {
-    return absl::StrCat("shard ", shard, " (", options_.shards[shard], ")");
-  }
-  std::unique_ptr<grpc::ClientContext> NewContext(absl::Time deadline) const {
-    auto context = std::make_unique<grpc::ClientContext>();
-    context->set_deadline(absl::ToChronoTime(deadline));
-    if (!authorization_.empty()) {
-      context->AddMetadata(std::string(common::kJobTokenMetadataKey), authorization_);
-    }
-    return context;
-  }
   absl::Status CheckGradients(Gradients gradients) const;
   absl::Status CheckState(State state) const;
-  // Joins shard `s` (retrying while it cannot be reached, up to connect_timeout) and checks its
-  // plan; sets its epoch. With `resume`, asks the shard to resume this worker's session with it
-  // (JoinRequest.resume_epoch: after a lost connection).
-  absl::StatusOr<v1::JoinResponse> JoinShard(uint32_t s, bool rejoin, bool resume = false);
-  // Waits until shard `s`'s host name resolves (a Kubernetes shard's name appears once its pod is
-  // scheduled), logging after kFirstWaitLog and then every kWaitLogInterval; UNAVAILABLE at
-  // `deadline`.
-  absl::Status WaitForName(uint32_t s, absl::Time first, absl::Time deadline);
-  // A progress line (options.log, or stderr).
-  void Log(std::string_view line) const;
-  // While Join waits for shard `s`: "waiting for <shard>: <why>; retrying for ..." once
-  // `next_log` has come, which then moves kWaitLogInterval on.
-  void LogWaiting(uint32_t s, absl::string_view why, absl::Time deadline,
-                  absl::Time& next_log) const;
-  static constexpr absl::Duration kFirstWaitLog = absl::Seconds(2);
-  static constexpr absl::Duration kWaitLogInterval = absl::Seconds(5);
-  // Joins `shards` again after their connections were lost mid-step, resuming the session where
-  // the shard still has it (a connection reset) or rejoining a shard that restarted from its
-  // state directory: FAILED_PRECONDITION unless each continues at this step or the next.
-  absl::Status Reconnect(const std::vector<uint32_t>& shards);
   // The step's ShareScalers calls to the shards with to[s]; shards whose call lost its
   // connection are set in `lost` (not an error).
   absl::Status ShareScalers(const std::vector<bool>& to, std::vector<bool>* lost);
@@ -362,23 +270,10 @@ class Worker::Impl final : private PushWindow::Transport {
 
   const WorkerOptions options_;
   const common::JobSpec spec_;
-  v1::JoinRequest join_;  // shard_index set per shard
+  Session session_;  // channels, token, epochs, (re)joins, watches, leave
   common::ThreadPool pool_;
   std::unique_ptr<Exchange> host_;
   std::unique_ptr<Exchange> device_;  // created by the first StepOnDevice
-  std::vector<std::unique_ptr<v1::ParameterServer::Stub>> stubs_;
-  // A Watch per shard while in the job (destroyed before the stubs it uses).
-  std::unique_ptr<ShardWatches> watches_;
-  // One TCP connection to a shard: its channel and the stub its PushPull calls go through.
-  struct Connection {
-    std::shared_ptr<grpc::Channel> channel;
-    std::unique_ptr<grpc::GenericStub> push;
-  };
-  // Per shard, channels_per_shard of them; [0] is stubs_'s channel.
-  std::vector<std::vector<Connection>> connections_;
-  // Per shard, the epoch its calls carry: written by a (re)Join on the driving thread while pool
-  // threads build other shards' requests, so atomic.
-  std::unique_ptr<std::atomic<uint64_t>[]> epochs_;
   std::vector<Batch> batches_;
   std::vector<ScalerCall> scaler_calls_;
   std::vector<uint32_t> compressed_;           // partitions with statistics and a scaler
@@ -387,7 +282,6 @@ class Worker::Impl final : private PushWindow::Transport {
   std::vector<float> clips_;                   // per partition: its clip threshold
   bool left_ = false;
   int reconnects_left_ = 0;  // per step
-  uint32_t reconnects_ = 0;  // this step's, for StepStats
   absl::Time step_start_;
   // The order and window of the PushPull calls (batches_[i] is its call i; created by Init).
   std::unique_ptr<PushWindow> window_;
@@ -401,56 +295,14 @@ class Worker::Impl final : private PushWindow::Transport {
     CallLatch* pending = nullptr;
   };
   RoundSinks round_;
-  std::string authorization_;  // the token's metadata value; empty: none (set by Init)
   mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;
   StepStats last_ ABSL_GUARDED_BY(mu_);
 };
 
 absl::Status Worker::Impl::Init() {
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = common::ClientCredentials(
-      {.ca = options_.tls_ca_file, .cert = options_.tls_cert_file, .key = options_.tls_key_file},
-      {.ca = "tls_ca_file", .cert = "tls_cert_file", .key = "tls_key_file"});
-  if (!credentials.ok()) return credentials.status();
-  if (!options_.token_file.empty()) {
-    absl::StatusOr<std::string> token = common::ReadJobToken(options_.token_file, "token_file");
-    if (!token.ok()) return token.status();
-    authorization_ = common::BearerValue(*token);
-  }
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  args.SetMaxSendMessageSize(-1);
-  // Reconnect quickly to a shard that starts late or restarts (gRPC's default backoff grows to
-  // 120 s between attempts). Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: despite its name gRPC takes it
-  // as the shortest time a connection attempt may take (default 20 s), and at 100 ms handshakes
-  // behind a busy link, or over a long round trip with TLS, time out.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  for (const std::string& address : options_.shards) {
-    std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(address, *credentials, args);
-    stubs_.push_back(v1::ParameterServer::NewStub(channel));
-    std::vector<Connection>& shard = connections_.emplace_back();
-    for (int c = 0; c < options_.channels_per_shard; ++c) {
-      if (c > 0) {
-        // gRPC shares one connection between channels with the same target and arguments unless
-        // each has its own subchannel pool.
-        grpc::ChannelArguments own = args;
-        own.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-        channel = grpc::CreateCustomChannel(address, *credentials, own);
-      }
-      shard.push_back({channel, std::make_unique<grpc::GenericStub>(channel)});
-    }
-  }
-  {
-    std::vector<v1::ParameterServer::Stub*> stubs;
-    for (const auto& stub : stubs_) stubs.push_back(stub.get());
-    watches_ =
-        std::make_unique<ShardWatches>(std::move(stubs), options_.job_id, options_.rank,
-                                       [this] { return NewContext(absl::InfiniteFuture()); });
-  }
+  if (absl::Status st = session_.Open(); !st.ok()) return st;
   const common::PartitionPlan& plan = spec_.plan;
-  epochs_.reset(new std::atomic<uint64_t>[options_.shards.size()]);
-  for (size_t s = 0; s < options_.shards.size(); ++s) epochs_[s] = 0;
   stats_.resize(plan.partitions().size());
   scalers_.assign(plan.partitions().size(), 0.0f);
   clips_.assign(plan.partitions().size(), 0.0f);
@@ -485,160 +337,7 @@ absl::Status Worker::Impl::Init() {
       c.request.add_scalers(0.0f);
     }
   }
-  join_.set_plan_checksum(plan.Checksum());
   return JoinAll(/*rejoin=*/false);
-}
-
-absl::Status Worker::Impl::WaitForName(uint32_t s, absl::Time first, absl::Time deadline) {
-  const std::string host = HostOf(options_.shards[s]);
-  if (host.empty()) return absl::OkStatus();  // a target with a scheme: gRPC resolves it
-  absl::Duration backoff = absl::Milliseconds(50);
-  absl::Time next_log = first + kFirstWaitLog;
-  for (;;) {
-    const absl::Status st = Resolve(host);
-    if (st.ok()) return st;
-    if (absl::Now() + backoff >= deadline) {
-      return absl::UnavailableError(absl::StrCat(
-          ShardName(s), " Join: host '", host, "' did not resolve within ",
-          absl::FormatDuration(absl::Trunc(absl::Now() - first, absl::Milliseconds(100))),
-          " (connect_timeout): ", st.message()));
-    }
-    LogWaiting(s, absl::StrCat("host '", host, "' does not resolve yet (", st.message(), ")"),
-               deadline, next_log);
-    absl::SleepFor(backoff);  // a retry delay, not synchronization
-    backoff = std::min(backoff * 2, absl::Seconds(1));
-  }
-}
-
-void Worker::Impl::LogWaiting(uint32_t s, absl::string_view why, absl::Time deadline,
-                              absl::Time& next_log) const {
-  const absl::Time now = absl::Now();
-  if (now < next_log) return;
-  Log(absl::StrCat("waiting for ", ShardName(s), ": ", why, "; retrying for ",
-                   absl::FormatDuration(absl::Trunc(deadline - now, absl::Seconds(1))),
-                   " more (connect_timeout)"));
-  next_log = now + kWaitLogInterval;
-}
-
-void Worker::Impl::Log(std::string_view line) const {
-  if (options_.log) {
-    options_.log(line);
-  } else {
-    std::fprintf(stderr, "ternps worker %u: %.*s\n", options_.rank, static_cast<int>(line.size()),
-                 line.data());
-  }
-}
-
-absl::StatusOr<v1::JoinResponse> Worker::Impl::JoinShard(uint32_t s, bool rejoin, bool resume) {
-  const common::PartitionPlan& plan = spec_.plan;
-  join_.set_shard_index(s);
-  join_.set_rejoin(rejoin);
-  join_.set_resume_epoch(resume ? epochs_[s].load() : 0);
-  v1::JoinResponse response;
-  // Retried while the shard cannot be reached (still starting, restarting), up to the connect
-  // timeout; each attempt fails fast, so the error says why (connection refused, ...).
-  const absl::Time first = absl::Now();
-  const absl::Time deadline = first + options_.connect_timeout;
-  if (absl::Status resolved = WaitForName(s, first, deadline); !resolved.ok()) return resolved;
-  absl::Duration backoff = absl::Milliseconds(20);
-  grpc::Status st;
-  std::string cause;  // the last attempt's reason that is not our own deadline cutting it off
-  absl::Time next_log = first + kFirstWaitLog;
-  for (;;) {
-    std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
-    st = stubs_[s]->Join(context.get(), join_, &response);
-    if (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
-        !absl::StrContains(st.error_message(), "shutdown")) {
-      cause = st.error_message();
-    }
-    // A shard that is shutting down may also cancel the call (this worker never cancels a Join).
-    if (st.error_code() == grpc::StatusCode::CANCELLED) {
-      st = grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        "the shard cancelled the call (shutting down)");
-    }
-    if (st.error_code() != grpc::StatusCode::UNAVAILABLE || absl::Now() + backoff >= deadline) {
-      break;
-    }
-    // Something answers there, but not in HTTP/2: not a shard that is still starting.
-    if (absl::StrContains(cause, "Failed parsing HTTP/2")) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(ShardName(s), " Join: the peer does not speak gRPC (", cause,
-                       "); is this the shard's address and port?"));
-    }
-    LogWaiting(s, cause, deadline, next_log);
-    absl::SleepFor(backoff);  // a retry delay, not synchronization
-    backoff = std::min(backoff * 2, absl::Milliseconds(500));
-  }
-  if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    if (cause.empty()) cause = st.error_message();
-    // A TLS refusal by the shard reaches the client only as a closed connection: say what to check.
-    std::string hint;
-    if (absl::StrContains(cause, "Socket closed")) {
-      hint = options_.tls_ca_file.empty()
-                 ? " (if the shard uses TLS, set tls_ca_file: it closes plaintext connections)"
-                 : " (with TLS the shard closes the connection when it refuses this worker's "
-                   "certificate: missing, expired or not signed by its --tls_client_ca)";
-    }
-    return absl::UnavailableError(absl::StrCat(
-        ShardName(s), " Join: unreachable for ",
-        absl::FormatDuration(absl::Trunc(absl::Now() - first, absl::Milliseconds(100))),
-        " (connect_timeout): ", cause, hint));
-  }
-  if (!st.ok()) return common::FromGrpcStatus(st, absl::StrCat(ShardName(s), " Join"));
-  if (absl::Status checked = CheckJoinAnswer(response, plan, s); !checked.ok()) {
-    return absl::Status(checked.code(), absl::StrCat(ShardName(s), " Join: ", checked.message()));
-  }
-  // The Join went over the first connection. Connect the others now too, while the links are
-  // quiet: a PushPull call on a connection that is not up yet fails at once when its handshake
-  // outlasts gRPC's connect timeout (seen at the first step over busy 1 Gbit/s links), and after
-  // a lost connection they come back on their own backoff only.
-  for (size_t c = 1; c < connections_[s].size(); ++c) {
-    if (!connections_[s][c].channel->WaitForConnected(absl::ToChronoTime(deadline))) {
-      return absl::UnavailableError(
-          absl::StrCat(ShardName(s), ": connection ", c + 1, " of ", connections_[s].size(),
-                       " not up within connect_timeout (the Join on the first one succeeded)"));
-    }
-  }
-  epochs_[s].store(response.epoch());
-  // Open while this worker is in the job: the shard notices at once if this process dies.
-  watches_->Watch(s, response.epoch());
-  return response;
-}
-
-absl::Status Worker::Impl::JoinAll(bool rejoin) {
-  uint64_t start = 0;
-  for (uint32_t s = 0; s < options_.shards.size(); ++s) {
-    absl::StatusOr<v1::JoinResponse> response = JoinShard(s, rejoin);
-    if (!response.ok()) return response.status();
-    start = std::max(start, response->start_step());
-  }
-  left_ = false;
-  absl::MutexLock lock(&mu_);
-  step_ = start;
-  return absl::OkStatus();
-}
-
-absl::Status Worker::Impl::Reconnect(const std::vector<uint32_t>& shards) {
-  const uint64_t step = this->step();
-  for (const uint32_t s : shards) {
-    ++reconnects_;
-    absl::StatusOr<v1::JoinResponse> response = JoinShard(s, /*rejoin=*/true, /*resume=*/true);
-    if (!response.ok()) {
-      return absl::Status(response.status().code(),
-                          absl::StrCat("reconnecting after a lost connection at step ", step, ": ",
-                                       response.status().message()));
-    }
-    // A shard that restarted from its state directory continues each partition at the first step
-    // it has not answered: this one, or the next if it answered this one to some worker.
-    if (response->start_step() != step && response->start_step() != step + 1) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          ShardName(s), " Join after a lost connection: the shard is at step ",
-          response->start_step(), ", this worker at step ", step,
-          response->start_step() < step ? " (the shard lost answered steps: its --state_dir?)"
-                                        : " (the shard went on without this worker)"));
-    }
-  }
-  return absl::OkStatus();
 }
 
 absl::Status Worker::Impl::ShareScalers(const std::vector<bool>& to, std::vector<bool>* lost) {
@@ -649,7 +348,7 @@ absl::Status Worker::Impl::ShareScalers(const std::vector<bool>& to, std::vector
   }
   absl::BlockingCounter pending(static_cast<int>(calls.size()));
   const absl::Time deadline = absl::Now() + options_.rpc_timeout;
-  for (ScalerCall* c : calls) c->context = NewContext(deadline);
+  for (ScalerCall* c : calls) c->context = session_.NewContext(deadline);
   // One shard failing fails the step: the calls to the others are cancelled, not waited for. A
   // lost connection (UNAVAILABLE) is not a failure yet: that shard is reconnected and asked again.
   FirstError error([&calls] {
@@ -657,19 +356,20 @@ absl::Status Worker::Impl::ShareScalers(const std::vector<bool>& to, std::vector
   });
   absl::Mutex lost_mu;
   for (ScalerCall* c : calls) {
-    c->request.set_epoch(epochs_[c->shard].load());
+    c->request.set_epoch(session_.epoch(c->shard));
     c->request.set_step(step);
     for (size_t i = 0; i < c->partitions.size(); ++i) {
       c->request.set_scalers(static_cast<int>(i), scalers_[c->partitions[i]]);
     }
     c->response.Clear();
-    stubs_[c->shard]->async()->ShareScalers(
+    session_.stub(c->shard).async()->ShareScalers(
         c->context.get(), &c->request, &c->response, [&, shard = c->shard](grpc::Status st) {
           if (LostConnection(st, !error.Get().ok())) {
             absl::MutexLock lock(&lost_mu);
             (*lost)[shard] = true;
           } else {
-            error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(shard), " ShareScalers")));
+            error.Set(common::FromGrpcStatus(
+                st, absl::StrCat(session_.ShardName(shard), " ShareScalers")));
           }
           pending.DecrementCount();
         });
@@ -679,8 +379,8 @@ absl::Status Worker::Impl::ShareScalers(const std::vector<bool>& to, std::vector
   for (ScalerCall* c : calls) {
     if ((*lost)[c->shard]) continue;
     if (absl::Status st = CheckSharedScalers(c->response, c->partitions, scalers_); !st.ok()) {
-      return absl::Status(
-          st.code(), absl::StrCat(ShardName(c->shard), " ShareScalers answer: ", st.message()));
+      return absl::Status(st.code(), absl::StrCat(session_.ShardName(c->shard),
+                                                  " ShareScalers answer: ", st.message()));
     }
   }
   return absl::OkStatus();
@@ -696,11 +396,11 @@ absl::Status Worker::Impl::ShareScalersWithRetry(std::vector<bool> to) {
     }
     if (reconnect.empty()) return absl::OkStatus();
     if (--reconnects_left_ < 0) {
-      return absl::UnavailableError(absl::StrCat(ShardName(reconnect[0]),
+      return absl::UnavailableError(absl::StrCat(session_.ShardName(reconnect[0]),
                                                  " ShareScalers: the connection was lost again "
                                                  "after every reconnection of this step"));
     }
-    if (absl::Status st = Reconnect(reconnect); !st.ok()) return st;
+    if (absl::Status st = session_.Reconnect(reconnect, step()); !st.ok()) return st;
     to = std::move(lost);
   }
 }
@@ -740,7 +440,7 @@ void Worker::Impl::BuildRequest(Batch& batch, uint64_t step) {
   // The heads and the payloads stay alive and unchanged until the call completes.
   batch.heads.clear();
   std::vector<size_t> ends;  // where each payload's head ends in `heads`
-  common::AppendPushPullRequestHead(options_.job_id, options_.rank, epochs_[batch.shard].load(),
+  common::AppendPushPullRequestHead(options_.job_id, options_.rank, session_.epoch(batch.shard),
                                     step, &batch.heads);
   for (size_t i = 0; i < batch.partitions.size(); ++i) {
     const uint32_t p = batch.partitions[i];
@@ -769,7 +469,7 @@ void Worker::Impl::BuildRequest(Batch& batch, uint64_t step) {
 }
 
 void Worker::Impl::Prepare(size_t call) {
-  batches_[call].context = NewContext(absl::Now() + options_.rpc_timeout);
+  batches_[call].context = session_.NewContext(absl::Now() + options_.rpc_timeout);
 }
 
 void Worker::Impl::Cancel(size_t call) { batches_[call].context->TryCancel(); }
@@ -780,36 +480,37 @@ void Worker::Impl::Start(size_t call) {
   Batch& batch = batches_[call];
   batch.response.Clear();
   const RoundSinks sinks = round_;
-  connections_[batch.shard][batch.channel].push->UnaryCall(
-      batch.context.get(), "/ternps.v1.ParameterServer/PushPull", grpc::StubOptions(),
-      &batch.request, &batch.response, [this, call, &batch, sinks](grpc::Status st) {
-        batch.timing.answered = Elapsed();
-        // A lost connection (the shard may be restarting) is not a failure yet: the shard is
-        // reconnected and its unanswered batches resent (Resend). The shard's next batches in
-        // order take this call's place.
-        using Ending = PushWindow::Ending;
-        const Ending ending = st.error_code() == grpc::StatusCode::UNAVAILABLE
-                                  ? Ending::kUnavailable
-                              : st.error_code() == grpc::StatusCode::CANCELLED ? Ending::kCancelled
-                                                                               : Ending::kDone;
-        const PushWindow::Finish finish = window_->Finished(call, ending);
-        if (finish.first_loss) sinks.pending->NoteLoss();
-        if (!st.ok() && !finish.lost) {
-          sinks.error->Set(
-              common::FromGrpcStatus(st, absl::StrCat(ShardName(batch.shard), " PushPull")));
-        }
-        if (!st.ok()) {
-          sinks.pending->DecrementCount();
-          return;
-        }
-        // Decode on the pool, not on gRPC's callback thread.
-        pool_.Schedule([this, call, &batch, sinks] {
-          absl::Status decoded = Decode(batch, sinks.gradients, *sinks.exchange, *sinks.counters);
-          if (decoded.ok()) window_->Answered(call);
-          sinks.error->Set(std::move(decoded));
-          sinks.pending->DecrementCount();
-        });
-      });
+  session_.push(batch.shard, batch.channel)
+      .UnaryCall(batch.context.get(), "/ternps.v1.ParameterServer/PushPull", grpc::StubOptions(),
+                 &batch.request, &batch.response, [this, call, &batch, sinks](grpc::Status st) {
+                   batch.timing.answered = Elapsed();
+                   // A lost connection (the shard may be restarting) is not a failure yet: the
+                   // shard is reconnected and its unanswered batches resent (Resend). The shard's
+                   // next batches in order take this call's place.
+                   using Ending = PushWindow::Ending;
+                   const Ending ending =
+                       st.error_code() == grpc::StatusCode::UNAVAILABLE ? Ending::kUnavailable
+                       : st.error_code() == grpc::StatusCode::CANCELLED ? Ending::kCancelled
+                                                                        : Ending::kDone;
+                   const PushWindow::Finish finish = window_->Finished(call, ending);
+                   if (finish.first_loss) sinks.pending->NoteLoss();
+                   if (!st.ok() && !finish.lost) {
+                     sinks.error->Set(common::FromGrpcStatus(
+                         st, absl::StrCat(session_.ShardName(batch.shard), " PushPull")));
+                   }
+                   if (!st.ok()) {
+                     sinks.pending->DecrementCount();
+                     return;
+                   }
+                   // Decode on the pool, not on gRPC's callback thread.
+                   pool_.Schedule([this, call, &batch, sinks] {
+                     absl::Status decoded =
+                         Decode(batch, sinks.gradients, *sinks.exchange, *sinks.counters);
+                     if (decoded.ok()) window_->Answered(call);
+                     sinks.error->Set(std::move(decoded));
+                     sinks.pending->DecrementCount();
+                   });
+                 });
 }
 
 absl::Status Worker::Impl::Resend(Gradients gradients, Exchange& exchange, StepCounters& counters,
@@ -829,10 +530,10 @@ absl::Status Worker::Impl::Resend(Gradients gradients, Exchange& exchange, StepC
     for (const ScalerCall& c : scaler_calls_) {
       for (const uint32_t p : c.partitions) {
         if (scalers_[p] != encoded_with[p]) {
-          return absl::FailedPreconditionError(
-              absl::StrCat(ShardName(c.shard), " ShareScalers after reconnecting: shared scaler ",
-                           scalers_[p], " for partition ", p, " of step ", step,
-                           ", the payloads were encoded with ", encoded_with[p]));
+          return absl::FailedPreconditionError(absl::StrCat(
+              session_.ShardName(c.shard), " ShareScalers after reconnecting: shared scaler ",
+              scalers_[p], " for partition ", p, " of step ", step,
+              ", the payloads were encoded with ", encoded_with[p]));
         }
       }
     }
@@ -855,11 +556,11 @@ absl::Status Worker::Impl::ReconnectLost() {
   const std::vector<uint32_t> shards = window_->ShardsToReconnect();
   if (shards.empty()) return absl::OkStatus();
   if (--reconnects_left_ < 0) {
-    return absl::UnavailableError(absl::StrCat(ShardName(shards[0]),
+    return absl::UnavailableError(absl::StrCat(session_.ShardName(shards[0]),
                                                " PushPull: the connection was lost again after "
                                                "every reconnection of this step"));
   }
-  if (absl::Status st = Reconnect(shards); !st.ok()) return st;
+  if (absl::Status st = session_.Reconnect(shards, step()); !st.ok()) return st;
   window_->MarkReconnected(shards);
   return absl::OkStatus();
 }
@@ -875,7 +576,7 @@ void Worker::Impl::WaitReconnecting(CallLatch& pending, FirstError& error) {
 absl::Status Worker::Impl::Decode(Batch& batch, Gradients gradients, Exchange& exchange,
                                   StepCounters& counters) {
   const absl::Time start = absl::Now();
-  auto where = [&] { return absl::StrCat(ShardName(batch.shard), " PushPull answer: "); };
+  auto where = [&] { return absl::StrCat(session_.ShardName(batch.shard), " PushPull answer: "); };
   // The answer as the slices gRPC received it in (referenced, not copied).
   std::vector<grpc::Slice> slices;
   (void)batch.response.Dump(&slices);
@@ -967,7 +668,7 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
   const absl::Time scaler_start = absl::Now();
   const double statistics_end = Elapsed();
   reconnects_left_ = kMaxReconnectsPerStep;
-  reconnects_ = 0;
+  session_.TakeReconnects();
   if (!scaler_calls_.empty()) {
     if (absl::Status st = ShareScalersWithRetry(std::vector<bool>(options_.shards.size(), true));
         !st.ok()) {
@@ -1018,39 +719,13 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
   last_.scaler_seconds = scaler_seconds;
   last_.communication_seconds = Seconds(scaler_start);
   last_.min_contributors = counters.min_contributors.load();
-  last_.reconnects = reconnects_;
+  last_.reconnects = session_.TakeReconnects();
   last_.statistics_end = statistics_end;
   last_.scalers_end = scalers_end;
   last_.calls.clear();
   for (const Batch& b : batches_) last_.calls.push_back(b.timing);
   ++step_;
   return absl::OkStatus();
-}
-
-absl::Status Worker::Impl::Leave(absl::Duration timeout) {
-  // Every shard at once, under one deadline.
-  const absl::Time deadline = absl::Now() + timeout;
-  const size_t shards = stubs_.size();
-  std::vector<v1::LeaveRequest> requests(shards);
-  std::vector<v1::LeaveResponse> responses(shards);
-  std::vector<std::unique_ptr<grpc::ClientContext>> contexts(shards);
-  absl::BlockingCounter pending(static_cast<int>(shards));
-  FirstError error;
-  for (uint32_t s = 0; s < shards; ++s) {
-    requests[s].set_job_id(options_.job_id);
-    requests[s].set_worker_rank(options_.rank);
-    requests[s].set_epoch(epochs_[s].load());
-    contexts[s] = NewContext(deadline);
-    stubs_[s]->async()->Leave(
-        contexts[s].get(), &requests[s], &responses[s], [&, s](grpc::Status st) {
-          error.Set(common::FromGrpcStatus(st, absl::StrCat(ShardName(s), " Leave")));
-          pending.DecrementCount();
-        });
-  }
-  pending.Wait();
-  left_ = true;
-  watches_->StopAll();  // after the Leave: a closed Watch before it would look like a death
-  return error.Get();
 }
 
 absl::Status Worker::Impl::CheckState(State state) const {
@@ -1102,7 +777,7 @@ absl::Status Worker::Impl::OfferState(State state) {
     u.request.Clear();
     u.request.set_job_id(options_.job_id);
     u.request.set_worker_rank(options_.rank);
-    u.request.set_epoch(epochs_[u.shard].load());
+    u.request.set_epoch(session_.epoch(u.shard));
     u.request.set_step(step);
     for (const uint32_t p : u.groups[u.next++]) {
       const common::Partition& part = spec_.plan.partition(p);
@@ -1116,15 +791,15 @@ absl::Status Worker::Impl::OfferState(State state) {
         data.append(reinterpret_cast<const char*>(slice.data()), 4 * slice.size());
       }
     }
-    u.context = NewContext(deadline);
-    stubs_[u.shard]->async()->PutSnapshot(
+    u.context = session_.NewContext(deadline);
+    session_.stub(u.shard).async()->PutSnapshot(
         u.context.get(), &u.request, &u.response, [&, up = &u](grpc::Status st) {
           if (LostConnection(st, /*cancelled_here=*/false)) {
             absl::MutexLock lock(&lost_mu);
             lost[up->shard] = true;
           } else if (!st.ok()) {
-            error.Set(
-                common::FromGrpcStatus(st, absl::StrCat(ShardName(up->shard), " PutSnapshot")));
+            error.Set(common::FromGrpcStatus(
+                st, absl::StrCat(session_.ShardName(up->shard), " PutSnapshot")));
           }
           if (!st.ok()) {
             pending->DecrementCount();
@@ -1155,10 +830,10 @@ absl::Status Worker::Impl::OfferState(State state) {
     if (to.empty()) return absl::OkStatus();
     if (attempt == kMaxReconnectsPerStep) {
       return absl::UnavailableError(
-          absl::StrCat(ShardName(to[0]),
+          absl::StrCat(session_.ShardName(to[0]),
                        " PutSnapshot: the connection was lost again after every reconnection"));
     }
-    if (absl::Status st = Reconnect(to); !st.ok()) return st;
+    if (absl::Status st = session_.Reconnect(to, this->step()); !st.ok()) return st;
   }
 }
 
@@ -1185,14 +860,14 @@ absl::StatusOr<bool> Worker::Impl::FetchRecoveryPage(RecoveryGroup& g, uint64_t 
     v1::GetRecoveryRequest request;
     request.set_job_id(options_.job_id);
     request.set_worker_rank(options_.rank);
-    request.set_epoch(epochs_[g.shard].load());
+    request.set_epoch(session_.epoch(g.shard));
     request.set_to_step(to_step);
     request.set_from_step(from_step);
     request.set_max_bytes(kRecoveryPageBytes);
     for (const uint32_t p : g.partitions) request.add_partition_ids(p);
     g.page.Clear();
-    std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
-    const grpc::Status st = stubs_[g.shard]->GetRecovery(context.get(), request, &g.page);
+    std::unique_ptr<grpc::ClientContext> context = session_.NewContext(deadline);
+    const grpc::Status st = session_.stub(g.shard).GetRecovery(context.get(), request, &g.page);
     if (st.error_code() == grpc::StatusCode::UNAVAILABLE && absl::Now() + backoff < deadline) {
       // Either a step is still aggregating there (its other workers are still on it: the shard's
       // RecoveryLog says "has not completed step"), or this worker's session with the shard is
@@ -1200,12 +875,13 @@ absl::StatusOr<bool> Worker::Impl::FetchRecoveryPage(RecoveryGroup& g, uint64_t 
       // after a disk fault): then it joins that shard again before asking again.
       if (!absl::StrContains(st.error_message(), "has not completed step")) {
         absl::StatusOr<v1::JoinResponse> joined =
-            JoinShard(g.shard, /*rejoin=*/true, /*resume=*/true);
+            session_.JoinShard(g.shard, /*rejoin=*/true, /*resume=*/true);
         if (!joined.ok()) return joined.status();
         if (joined->start_step() > to_step) {
           return absl::FailedPreconditionError(absl::StrCat(
-              ShardName(g.shard), " GetRecovery: after joining again the shard is at step ",
-              joined->start_step(), ", past step ", to_step,
+              session_.ShardName(g.shard),
+              " GetRecovery: after joining again the shard is at step ", joined->start_step(),
+              ", past step ", to_step,
               " this worker recovers to (it went on without it); Rejoin and Recover again"));
         }
       }
@@ -1215,10 +891,10 @@ absl::StatusOr<bool> Worker::Impl::FetchRecoveryPage(RecoveryGroup& g, uint64_t 
       continue;
     }
     if (!st.ok())
-      return common::FromGrpcStatus(st, absl::StrCat(ShardName(g.shard), " GetRecovery"));
+      return common::FromGrpcStatus(st, absl::StrCat(session_.ShardName(g.shard), " GetRecovery"));
     break;
   }
-  const std::string where = absl::StrCat(ShardName(g.shard), " GetRecovery answer: ");
+  const std::string where = absl::StrCat(session_.ShardName(g.shard), " GetRecovery answer: ");
   if (g.page.partitions_size() != static_cast<int>(g.partitions.size())) {
     return absl::InvalidArgumentError(absl::StrCat(where, "partitions: ", g.page.partitions_size(),
                                                    " for ", g.partitions.size(), " requested"));
