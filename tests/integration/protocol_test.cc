@@ -572,6 +572,13 @@ TEST(ChannelsTest, EachShardGetsItsOwnConnectionsAndTheAveragesAreExact) {
     const std::string address = cluster.addresses()[0];
     int port = 0;
     ASSERT_TRUE(absl::SimpleAtoi(address.substr(address.rfind(':') + 1), &port));
+    // The port may be one an earlier cluster of this process used, whose connections are still
+    // closing (gRPC closes them asynchronously): wait until none is left to count.
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (ConnectionsTo(port) != 0) {
+      ASSERT_LT(absl::Now(), deadline) << "connections to port " << port << " stay open";
+      absl::SleepFor(absl::Milliseconds(10));
+    }
     worker::WorkerOptions options;
     options.job_id = "channels";
     options.shards = cluster.addresses();
