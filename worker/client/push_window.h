@@ -78,9 +78,6 @@ class PushWindow {
   // Starts `shard`'s next calls while it has room.
   void SendNext(uint32_t shard) ABSL_LOCKS_EXCLUDED(mu_);
 
-  size_t calls() const { return shard_of_call_.size(); }
-  uint32_t shard_of(size_t call) const { return shard_of_call_[call]; }
-
  private:
   enum class Encoding { kNotYet, kReady, kFailed };
   struct Call {

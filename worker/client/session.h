@@ -65,15 +65,14 @@ class Session {
   ternps::v1::ParameterServer::Stub& stub(uint32_t s) const { return *stubs_[s]; }
   // The stub of connection `channel` of shard `s`, for PushPull.
   grpc::GenericStub& push(uint32_t s, int channel) const { return *connections_[s][channel].push; }
-  size_t connections(uint32_t s) const { return connections_[s].size(); }
   // A call context with `deadline` and the job token.
   std::unique_ptr<grpc::ClientContext> NewContext(absl::Time deadline) const;
   // "shard 1 (host:port)", for messages.
   std::string ShardName(uint32_t shard) const;
-  // A progress line (options.log, or stderr).
-  void Log(std::string_view line) const;
 
  private:
+  // A progress line (options.log, or stderr).
+  void Log(std::string_view line) const;
   // Waits until shard `s`'s host name resolves, logging after kFirstWaitLog and then every
   // kWaitLogInterval; UNAVAILABLE at `deadline`.
   absl::Status WaitForName(uint32_t s, absl::Time first, absl::Time deadline);
