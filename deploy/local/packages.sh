@@ -15,6 +15,7 @@ TERNPS_TEST_PACKAGES=(
 # The Python package (worker/python: pybind11 bindings) and its tests (label `python`).
 TERNPS_PYTHON_PACKAGES=(
   python3-dev python3-pybind11 python3-numpy python3-torch python3-grpcio python3-protobuf
+  python3-pip python3-venv python3-setuptools python3-wheel
 )
 
 # ternps_install_packages PKG... — apt-get installs those not yet installed (sudo when not root).

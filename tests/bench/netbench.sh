@@ -4,6 +4,7 @@
 #   tests/bench/netbench.sh [--rate 1gbit|10gbit|off] [--workers "1 2 4"] [--profile resnet50]
 #                           [--steps 5] [--systems "gloo terngrad fp32"] [--rounds 1] [--out DIR]
 #   tests/bench/netbench.sh --systems "ddp-gloo ddp-terngrad"   # PyTorch DDP: the ternps hook
+#                           [--ddp-backward SECONDS]   # and an emulated backward of that length
 #                           [--worker-args "--calls_in_flight=4 ..."]   # ternps-bench worker flags
 #
 # Every shard and every worker runs in its own network namespace, one veth each (MTU 1500) on one
@@ -14,9 +15,11 @@
 # payload byte) and a PNG of step time against W. --rounds R runs the systems R times in turn
 # (gloo, terngrad, fp32, gloo, ...): a shared machine's speed drifts between runs, so the ratio
 # to gloo is then the median of the R ratios measured back to back, with their range. Systems
-# ddp-gloo and ddp-terngrad run PyTorch DistributedDataParallel on a synthetic model of the
-# profile's size (tests/bench/ddp_step.py): its own gloo all-reduce, or the ternps.ddp hook
-# through W shards. Needs root (namespaces, tc);
+# ddp-gloo and ddp-terngrad run PyTorch DistributedDataParallel on a model of resnet50's
+# parameter shapes (tests/bench/ddp_step.py; --profile is ignored there): its own gloo
+# all-reduce, or the ternps.ddp hook through W shards; with --ddp-backward B each rank also
+# times steps whose backward takes B seconds (sleeping, as beside an accelerator) with and
+# without the exchange, to show how much of the exchange hides behind the backward pass. Needs root (namespaces, tc);
 # removes its namespaces on exit and on Ctrl-C. Nothing passes or fails on speed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -29,6 +32,7 @@ SYSTEMS="gloo terngrad fp32"
 ROUNDS=1
 OUT=""
 WORKER_ARGS=""
+DDP_BACKWARD=0
 PROC_TIMEOUT=900  # seconds any one process may run (a lost peer must not hang the bench)
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -41,6 +45,7 @@ while [[ $# -gt 0 ]]; do
     --out) OUT="$2"; shift 2 ;;
     --build-dir) BUILD_DIR="$2"; shift 2 ;;
     --worker-args) WORKER_ARGS="$2"; shift 2 ;;
+    --ddp-backward) DDP_BACKWARD="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "netbench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -194,7 +199,8 @@ run_ddp() {  # run_ddp ddp-gloo|ddp-terngrad W
   for (( r = 0; r < W; ++r )); do
     timeout "${PROC_TIMEOUT}" ip netns exec "${PREFIX}-w${r}" env GLOO_SOCKET_IFNAME=eth0 \
       PYTHONPATH="${BUILD_DIR}/python" /usr/bin/python3 "${ROOT}/tests/bench/ddp_step.py" \
-      --rank "${r}" --world_size "${W}" --master 10.77.0.100:29500 --elements "${ELEMENTS}" \
+      --rank "${r}" --world_size "${W}" --master 10.77.0.100:29500 \
+      --backward_seconds "${DDP_BACKWARD}" \
       --steps "${STEPS}" --job_id "net-${system}-${W}" "${shard_args[@]}" \
       > "${OUT}/${system}-W${W}-r${r}.jsonl" 2> "${OUT}/${system}-W${W}-r${r}.log" &
     pids+=($!)

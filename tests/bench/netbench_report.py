@@ -84,22 +84,31 @@ def main():
                 "last_decoded": avg(lambda t: max(c["decoded"] for c in t["calls"])),
             }
         if ranks[0]["bench"] == "ddp_worker":
-            row["no_exchange_step_seconds_mean"] = round(
-                statistics.mean(r["no_exchange_step_seconds_mean"] for r in ranks), 6)
+            # The first step (DDP's bucket rebuild, the hook's connections warming up) apart.
+            row["first_step_seconds_mean"] = round(
+                statistics.mean(r["first_step_seconds"] for r in ranks), 6)
+            if "backward_seconds" in ranks[0]:
+                for field in ("with_backward_step_seconds_p50", "backward_alone_seconds_p50",
+                              "no_overlap_seconds_p50", "overlap_ratio_p50"):
+                    row[field] = round(statistics.median(r[field] for r in ranks), 4)
+                row["backward_seconds"] = ranks[0]["backward_seconds"]
         summary[key] = row
     for (system, w), row in summary.items():
         # DDP runs compare with DDP's own all-reduce, the rest with the bare gloo all-reduce.
         reference = "ddp-gloo" if system.startswith("ddp-") else "gloo"
         if system != reference and (reference, w) in summary:
             # Per round: gloo's mean step over this system's, both measured in that round.
-            ratios = []
+            ratios, ratios_p50 = [], []
             for (s, sw, k), ranks in rounds.items():
                 if (s, sw) != (system, w) or (reference, w, k) not in rounds:
                     continue
                 ref = statistics.mean(r["step_seconds_mean"] for r in rounds[(reference, w, k)])
                 ratios.append(ref / statistics.mean(r["step_seconds_mean"] for r in ranks))
+                ref = statistics.median(r["step_seconds_p50"] for r in rounds[(reference, w, k)])
+                ratios_p50.append(ref / statistics.median(r["step_seconds_p50"] for r in ranks))
             if ratios:
                 row["speedup_vs_gloo"] = round(statistics.median(ratios), 3)
+                row["speedup_vs_gloo_p50"] = round(statistics.median(ratios_p50), 3)
                 if len(ratios) > 1:
                     row["speedup_vs_gloo_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
         print(json.dumps(row), flush=True)

@@ -1,10 +1,15 @@
 // Integration: 2 shards and 4 workers over real gRPC on loopback exchange random gradients; every
 // worker must receive the same averages, equal bit for bit to an independent computation from
-// the codec (each worker's codes re-derived from its key, summed, averaged).
+// the codec (each worker's codes re-derived from its key, summed, averaged); through the blocking
+// Step and through the streaming step.
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <numeric>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -82,17 +87,43 @@ std::vector<std::vector<float>> Gradient(Mode mode, uint32_t rank, int step) {
   return g;
 }
 
-class AveragesTest : public ::testing::TestWithParam<Mode> {};
+// Streamed: StartStep, the tensors marked in groups in an order of each rank's own (each group's
+// callback must report OK), FinishStep. The averages must be the same bits as Step's.
+class AveragesTest : public ::testing::TestWithParam<std::tuple<Mode, bool>> {};
+
+absl::Status StreamStep(worker::Worker& w, std::vector<absl::Span<float>>& spans, uint32_t rank,
+                        int step) {
+  if (absl::Status st = w.StartStep(); !st.ok()) return st;
+  std::vector<uint32_t> order(spans.size());
+  std::iota(order.begin(), order.end(), 0u);
+  std::shuffle(order.begin(), order.end(), std::mt19937(rank * 31 + step));
+  std::atomic<int> written{0};
+  for (size_t i = 0; i < order.size();) {
+    const size_t n = std::min<size_t>(1 + (i + rank) % 2, order.size() - i);
+    std::vector<uint32_t> group(order.begin() + i, order.begin() + i + n);
+    std::vector<absl::Span<float>> buffers;
+    for (const uint32_t t : group) buffers.push_back(spans[t]);
+    absl::Status st = w.MarkReady(group, buffers, [&written](const absl::Status& st) {
+      EXPECT_TRUE(st.ok()) << st;
+      ++written;
+    });
+    if (!st.ok()) return st;
+    i += n;
+  }
+  absl::Status st = w.FinishStep();
+  EXPECT_GT(written.load(), 0);
+  return st;
+}
 
 TEST_P(AveragesTest, EveryWorkerGetsTheExactAverage) {
-  const Mode mode = GetParam();
+  const auto [mode, streamed] = GetParam();
   testing::TestCluster cluster(kShards);
   // results[rank][step] = the averaged gradient that worker received.
   std::vector<std::vector<std::vector<std::vector<float>>>> results(kWorld);
   std::vector<uint32_t> contributors(kWorld, 0);
   testing::RunWorkers(kWorld, [&](uint32_t rank) {
     worker::WorkerOptions options;
-    options.job_id = "averages-" + ModeName(mode);
+    options.job_id = "averages-" + ModeName(mode) + (streamed ? "-streamed" : "");
     options.rank = rank;
     options.world_size = kWorld;
     options.shards = cluster.addresses();
@@ -105,7 +136,11 @@ TEST_P(AveragesTest, EveryWorkerGetsTheExactAverage) {
       std::vector<std::vector<float>> g = Gradient(mode, rank, step);
       std::vector<absl::Span<float>> spans;
       for (auto& v : g) spans.push_back(absl::MakeSpan(v));
-      ASSERT_TRUE((*w)->Step(spans).ok());
+      if (streamed) {
+        ASSERT_TRUE(StreamStep(**w, spans, rank, step).ok());
+      } else {
+        ASSERT_TRUE((*w)->Step(spans).ok());
+      }
       contributors[rank] = (*w)->last_step().min_contributors;
       results[rank].push_back(std::move(g));
     }
@@ -188,10 +223,14 @@ TEST_P(AveragesTest, EveryWorkerGetsTheExactAverage) {
   for (uint32_t r = 0; r < kWorld; ++r) EXPECT_EQ(contributors[r], kWorld);
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, AveragesTest,
-                         ::testing::Values(Mode::kSharing, Mode::kNoSharingFp32Down,
-                                           Mode::kNoSharingTernaryDown, Mode::kFp32),
-                         [](const auto& info) { return ModeName(info.param); });
+INSTANTIATE_TEST_SUITE_P(
+    Modes, AveragesTest,
+    ::testing::Combine(::testing::Values(Mode::kSharing, Mode::kNoSharingFp32Down,
+                                         Mode::kNoSharingTernaryDown, Mode::kFp32),
+                       ::testing::Bool()),
+    [](const auto& info) {
+      return ModeName(std::get<0>(info.param)) + (std::get<1>(info.param) ? "Streamed" : "");
+    });
 
 }  // namespace
 }  // namespace ternps

@@ -223,14 +223,15 @@ class MixedJobTest(unittest.TestCase):
                                     f"--tls_client_ca={f('ca.pem')}"])
         try:
             with ternps.Worker(job_id="tls", rank=0, world_size=1, shards=[tls.address],
-                               tensors=TENSORS, threads=1, tls_ca=f("ca.pem"),
-                               tls_cert=f("client.pem"), tls_key=f("client.key")) as worker:
+                               tensors=TENSORS, threads=1, tls_ca_file=f("ca.pem"),
+                               tls_cert_file=f("client.pem"),
+                               tls_key_file=f("client.key")) as worker:
                 worker.step([np.ones(20000, np.float32), np.ones(100, np.float32)])
                 self.assertEqual(worker.step_index, 1)
                 worker.leave()
             with self.assertRaises(ternps.TernpsError) as raised:
                 ternps.Worker(job_id="tls2", rank=0, world_size=1, shards=[tls.address],
-                              tensors=TENSORS, tls_ca=f("ca.pem"), connect_timeout=1)
+                              tensors=TENSORS, tls_ca_file=f("ca.pem"), connect_timeout=1)
             self.assertEqual(raised.exception.code, "UNAVAILABLE")
             self.assertIn("refuses this worker's certificate", raised.exception.message)
             # The pure-Python client over the same mutual TLS.

@@ -4,8 +4,10 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <string_view>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -33,43 +35,14 @@
 #include "worker/client/push_window.h"
 #include "worker/client/recovery.h"
 #include "worker/client/session.h"
+#include "worker/client/step_events.h"
+#include "worker/client/step_progress.h"
 
 namespace ternps::worker {
 
 namespace v1 = ::ternps::v1;
 
 namespace {
-
-// Counts a step's outstanding PushPull calls. Wait also returns early when a call reports a lost
-// connection, so that the worker reconnects to that shard while its other calls go on (and a
-// shard that is gone for good fails the step at the connect timeout, not at the call deadline).
-class CallLatch {
- public:
-  explicit CallLatch(int count) : count_(count) {}
-  void DecrementCount() ABSL_LOCKS_EXCLUDED(mu_) {
-    absl::MutexLock lock(&mu_);
-    --count_;
-  }
-  void NoteLoss() ABSL_LOCKS_EXCLUDED(mu_) {
-    absl::MutexLock lock(&mu_);
-    ++losses_;
-  }
-  // True once every call is done; false when a loss was noted since the last Wait.
-  bool Wait() ABSL_LOCKS_EXCLUDED(mu_) {
-    absl::MutexLock lock(&mu_);
-    auto ready = [this]()
-                     ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return count_ == 0 || losses_ > seen_; };
-    mu_.Await(absl::Condition(&ready));
-    seen_ = losses_;
-    return count_ == 0;
-  }
-
- private:
-  absl::Mutex mu_;
-  int count_ ABSL_GUARDED_BY(mu_);
-  int losses_ ABSL_GUARDED_BY(mu_) = 0;
-  int seen_ ABSL_GUARDED_BY(mu_) = 0;
-};
 
 double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
 
@@ -113,11 +86,14 @@ class Worker::Impl final : private PushWindow::Transport {
         session_(options_, spec_, std::move(join)),
         pool_(options.threads),
         host_(MakeHostExchange(spec_, pool_)),
-        recovery_(options_, spec_, session_, *host_) {}
+        recovery_(options_, spec_, session_, *host_),
+        progress_(StepProgress({}, {}, 0)) {}
+  ~Impl() override { FinishStream().IgnoreError(); }
 
   absl::Status Init();
   // Joins every shard; `rejoin`: the job must exist there already (JoinRequest.rejoin).
   absl::Status JoinAll(bool rejoin) {
+    FinishStream().IgnoreError();  // a failed streaming step: its error was reported
     absl::StatusOr<uint64_t> start = session_.JoinAll(rejoin);
     if (!start.ok()) return start.status();
     left_ = false;
@@ -125,15 +101,26 @@ class Worker::Impl final : private PushWindow::Transport {
     step_ = *start;
     return absl::OkStatus();
   }
+  // The blocking step: every tensor ready at once, driven on the calling thread.
   absl::Status Step(Gradients gradients, Exchange& exchange, void* stream);
+  // The streaming step (Worker::StartStep, MarkReady, FinishStep), on the host exchange.
+  absl::Status StartStream();
+  absl::Status MarkReady(absl::Span<const uint32_t> tensors, Gradients gradients,
+                         StepProgress::Written written);
+  absl::Status FinishStream();
   absl::Status Leave(absl::Duration timeout) {
+    FinishStream().IgnoreError();
     absl::Status st = session_.Leave(timeout);
     left_ = true;
     return st;
   }
-  absl::Status OfferState(State state) { return recovery_.Offer(state, step()); }
+  absl::Status OfferState(State state) {
+    if (absl::Status st = FinishStream(); !st.ok()) return st;
+    return recovery_.Offer(state, step());
+  }
   absl::Status Recover(State state, Gradients gradients,
                        const std::function<absl::Status(uint64_t)>& apply) {
+    if (absl::Status st = FinishStream(); !st.ok()) return st;
     if (absl::Status st = CheckGradients(gradients); !st.ok()) return st;
     return recovery_.Recover(state, gradients, apply, step());
   }
@@ -153,13 +140,27 @@ class Worker::Impl final : private PushWindow::Transport {
   uint32_t partitions() const { return static_cast<uint32_t>(spec_.plan.partitions().size()); }
 
  private:
-  // One reusable ShareScalers call to one shard about its shared-scaler partitions.
+  // One reusable ShareScalers call to one shard about its shared-scaler partitions (a repeat
+  // after reconnecting: every partition of the shard).
   struct ScalerCall {
     uint32_t shard = 0;
     std::vector<uint32_t> partitions;
     v1::ShareScalersRequest request;
     v1::ShareScalersResponse response;
     std::unique_ptr<grpc::ClientContext> context;
+  };
+  // One ShareScalers call of the step's first round, about the shared-scaler partitions of
+  // `batches` (calls that became ready together) on one shard; asked again after a lost
+  // connection, with the same scalers.
+  struct StepScalerCall {
+    uint32_t shard = 0;
+    std::vector<size_t> batches;
+    std::vector<uint32_t> partitions;
+    v1::ShareScalersRequest request;
+    v1::ShareScalersResponse response;
+    std::unique_ptr<grpc::ClientContext> context;
+    grpc::Status status;
+    double sent = 0.0;  // seconds into the step
   };
   // One PushPull call: its payloads are encoded in place into `data` and sent as slices that
   // alias it (common/wire writes the fields around them), and its answer is parsed from gRPC's
@@ -168,9 +169,12 @@ class Worker::Impl final : private PushWindow::Transport {
     uint32_t shard = 0;
     int channel = 0;  // which of the shard's connections carries it
     std::vector<uint32_t> partitions;
-    std::vector<std::string> data;  // per partition: its encoded uplink (sized at first use)
+    std::vector<uint32_t> shared;      // its partitions with shared scalers (INT_SUM)
+    std::vector<uint32_t> compressed;  // its partitions with statistics and a scaler
+    std::vector<std::string> data;     // per partition: its encoded uplink (sized at first use)
     std::vector<absl::Span<const uint8_t>> payloads;  // per partition: what is sent, this step
-    std::string heads;  // the message's fields around the payloads, per step
+    std::string heads;   // the message's fields around the payloads, per step
+    uint64_t epoch = 0;  // the shard's epoch `heads` carries (built as the call starts)
     grpc::ByteBuffer request;
     grpc::ByteBuffer response;
     std::unique_ptr<grpc::ClientContext> context;
@@ -187,6 +191,23 @@ class Worker::Impl final : private PushWindow::Transport {
   };
 
   absl::Status CheckGradients(Gradients gradients) const;
+  // Runs a step whose tensors are marked through `events` (all at once, or as they become
+  // ready), on the calling thread; tells the groups not written when it fails.
+  absl::Status RunStep(Exchange& exchange, void* stream, StepEvents& events, absl::Time start);
+  // Handles the driver's work until the round is done; the step's first error goes to `error`.
+  void Drive(StepEvents& events, FirstError& error);
+  // Calls whose tensors are all marked: their statistics and local scalers, then ShareScalers
+  // for those with shared scalers (one call per shard) and encoding for the others.
+  void StartReady(const std::vector<size_t>& ready, StepEvents& events, FirstError& error);
+  // Sends (or, after a lost connection, sends again) step scaler call `index`.
+  void SendStepScalers(size_t index, StepEvents& events);
+  // A step scaler call ended: its batches are encoded, or it is asked again after reconnecting.
+  void StepScalersEnded(size_t index, StepEvents& events, FirstError& error);
+  // Starts encoding `calls` (in call order) and sends each when encoded.
+  void Encode(std::vector<size_t> calls, FirstError& error);
+  // Gives up calls not started yet (the step failed).
+  void Abandon(const std::vector<size_t>& calls, StepEvents& events);
+  void CancelStepScalers() ABSL_LOCKS_EXCLUDED(scaler_mu_);
   // The step's ShareScalers calls to the shards with to[s]; shards whose call lost its
   // connection are set in `lost` (not an error).
   absl::Status ShareScalers(const std::vector<bool>& to, std::vector<bool>* lost);
@@ -197,23 +218,18 @@ class Worker::Impl final : private PushWindow::Transport {
   void BuildRequest(Batch& batch, uint64_t step);
   // After some batches' calls lost their connection: reconnects those shards, shares their
   // scalers again and resends the batches they have not answered, until none is lost.
-  absl::Status Resend(Gradients gradients, Exchange& exchange, StepCounters& counters,
-                      FirstError& error);
+  absl::Status Resend(StepEvents& events, FirstError& error);
   // Reconnects the shards whose calls lost their connection and that are not reconnected yet.
   absl::Status ReconnectLost();
-  // Waits for a round of calls, reconnecting lost shards as soon as a loss is reported.
-  void WaitReconnecting(CallLatch& pending, FirstError& error);
+  // A PushPull call to `shard` sent with `epoch` lost its connection.
+  void NoteLostEpoch(uint32_t shard, uint64_t epoch) ABSL_LOCKS_EXCLUDED(lost_mu_);
   // PushWindow::Transport: the window's calls are batches_[call], sent over gRPC.
   void Prepare(size_t call) override;
   void Start(size_t call) override;
   void Cancel(size_t call) override;
   void Held(size_t call) override;
-  size_t IndexOf(const Batch& batch) const { return static_cast<size_t>(&batch - batches_.data()); }
-  void EncodeAndSend(Batch& batch, Gradients gradients, Exchange& exchange, int ticket,
-                     const EncodeParams& params, StepCounters& counters, FirstError& error,
-                     CallLatch& pending);
-  absl::Status Decode(Batch& batch, Gradients gradients, Exchange& exchange,
-                      StepCounters& counters);
+  void EncodeAndSend(size_t call, int ticket);
+  absl::Status Decode(Batch& batch);
 
   // Seconds since the current step began.
   double Elapsed() const { return Seconds(step_start_); }
@@ -227,7 +243,6 @@ class Worker::Impl final : private PushWindow::Transport {
   Recovery recovery_;                 // OfferState, Recover
   std::vector<Batch> batches_;
   std::vector<ScalerCall> scaler_calls_;
-  std::vector<uint32_t> compressed_;           // partitions with statistics and a scaler
   std::vector<common::PartitionStats> stats_;  // per partition (compressed ones)
   std::vector<float> scalers_;                 // per partition: the scaler it is encoded with
   std::vector<float> clips_;                   // per partition: its clip threshold
@@ -236,16 +251,35 @@ class Worker::Impl final : private PushWindow::Transport {
   absl::Time step_start_;
   // The order and window of the PushPull calls (batches_[i] is its call i; created by Init).
   std::unique_ptr<PushWindow> window_;
-  // What the calls of the current round report to: set by Step, and by Resend for each of its
-  // rounds, while no call is in flight; Start copies the pointers into each call's callback.
+  // Which tensors of the step are marked, which calls are ready, which groups are written.
+  StepProgress progress_;
+  // The step's gradients: tensor t's buffer, set when t is marked (under the step's lock).
+  std::vector<absl::Span<float>> grads_;
+  std::vector<bool> taken_;  // per call: the driver has started it (or abandoned it)
+  // The step's ShareScalers calls of its first round; a deque, so that they stay in place.
+  absl::Mutex scaler_mu_;
+  std::deque<StepScalerCall> step_scalers_ ABSL_GUARDED_BY(scaler_mu_);
+  bool scalers_cancelled_ ABSL_GUARDED_BY(scaler_mu_) = false;
+  // Per shard: the newest epoch a lost PushPull call carried.
+  absl::Mutex lost_mu_;
+  std::vector<uint64_t> lost_epoch_ ABSL_GUARDED_BY(lost_mu_);
+  double statistics_end_ = 0.0;
+  double scalers_end_ = 0.0;
+  double scaler_seconds_ = 0.0;
+  // What the calls of the current step report to: set while no call is in flight; Start copies
+  // the pointers into each call's callback.
   struct RoundSinks {
-    Gradients gradients;
     Exchange* exchange = nullptr;
     StepCounters* counters = nullptr;
     FirstError* error = nullptr;
-    CallLatch* pending = nullptr;
+    StepEvents* events = nullptr;
   };
   RoundSinks round_;
+  EncodeParams params_;
+  // The streaming step in progress: its events and the thread driving it.
+  std::unique_ptr<StepEvents> stream_;
+  std::thread stream_driver_;
+  absl::Status stream_status_;
   mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;
   StepStats last_ ABSL_GUARDED_BY(mu_);
@@ -259,23 +293,39 @@ absl::Status Worker::Impl::Init() {
   clips_.assign(plan.partitions().size(), 0.0f);
   CallPlan calls = PlanCalls(spec_, static_cast<uint32_t>(options_.shards.size()),
                              options_.max_call_bytes, options_.channels_per_shard);
-  compressed_ = std::move(calls.compressed);
-  for (CallGroup& g : calls.push) {
-    batches_.emplace_back();
-    batches_.back().shard = g.shard;
-    batches_.back().channel = g.channel;
-    batches_.back().partitions = std::move(g.partitions);
-  }
+  std::vector<bool> shared(plan.partitions().size(), false);
   for (CallGroup& g : calls.scalers) {
+    for (const uint32_t p : g.partitions) shared[p] = true;
     scaler_calls_.emplace_back();
     scaler_calls_.back().shard = g.shard;
     scaler_calls_.back().partitions = std::move(g.partitions);
   }
   std::vector<uint32_t> shard_of_call;
-  for (Batch& b : batches_) {
+  std::vector<std::vector<uint32_t>> call_partitions;
+  for (CallGroup& g : calls.push) {
+    Batch& b = batches_.emplace_back();
+    b.shard = g.shard;
+    b.channel = g.channel;
+    b.partitions = std::move(g.partitions);
+    for (const uint32_t p : b.partitions) {
+      if (shared[p]) b.shared.push_back(p);
+      if (plan.partition(p).compressed) b.compressed.push_back(p);
+    }
     b.data.resize(b.partitions.size());
     b.payloads.resize(b.partitions.size());
     shard_of_call.push_back(b.shard);
+    call_partitions.push_back(b.partitions);
+  }
+  std::vector<uint32_t> tensor_of_partition;
+  for (const common::Partition& part : plan.partitions()) {
+    tensor_of_partition.push_back(part.tensor);
+  }
+  progress_ = StepProgress(call_partitions, tensor_of_partition,
+                           static_cast<uint32_t>(options_.tensors.size()));
+  grads_.resize(options_.tensors.size());
+  {
+    absl::MutexLock lock(&lost_mu_);
+    lost_epoch_.assign(options_.shards.size(), 0);
   }
   window_ = std::make_unique<PushWindow>(
       std::move(shard_of_call), static_cast<uint32_t>(options_.shards.size()),
@@ -356,15 +406,15 @@ absl::Status Worker::Impl::ShareScalersWithRetry(std::vector<bool> to) {
   }
 }
 
-void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& exchange, int ticket,
-                                 const EncodeParams& params, StepCounters& counters,
-                                 FirstError& error, CallLatch& pending) {
+void Worker::Impl::EncodeAndSend(size_t call, int ticket) {
+  Batch& batch = batches_[call];
+  const RoundSinks sinks = round_;
   const absl::Time start = absl::Now();
   std::vector<absl::Span<uint8_t>> out(batch.partitions.size());
   uint64_t sent = 0;
   for (size_t i = 0; i < batch.partitions.size(); ++i) {
     const uint32_t p = batch.partitions[i];
-    batch.payloads[i] = exchange.UplinkInPlace(gradients, p);
+    batch.payloads[i] = sinks.exchange->UplinkInPlace(grads_, p);
     if (batch.payloads[i].empty()) {
       std::string& d = batch.data[i];
       d.resize(common::PayloadBytes(spec_.route(p).uplink, spec_.plan.partition(p).elements, 0));
@@ -373,26 +423,27 @@ void Worker::Impl::EncodeAndSend(Batch& batch, Gradients gradients, Exchange& ex
     }
     sent += batch.payloads[i].size();
   }
-  if (absl::Status st = exchange.FinishEncode(ticket, gradients, batch.partitions, params, out);
+  if (absl::Status st =
+          sinks.exchange->FinishEncode(ticket, grads_, batch.partitions, params_, out);
       !st.ok()) {
-    error.Set(std::move(st));
-    pending.DecrementCount();
-    window_->Encoded(IndexOf(batch), /*sendable=*/false);
+    sinks.error->Set(std::move(st));
+    sinks.events->DecrementCount();
+    window_->Encoded(call, /*sendable=*/false);
     return;
   }
-  BuildRequest(batch, params.key_base.step);
-  counters.sent.fetch_add(sent, std::memory_order_relaxed);
-  AddSeconds(counters.encode, Seconds(start));
+  sinks.counters->sent.fetch_add(sent, std::memory_order_relaxed);
+  AddSeconds(sinks.counters->encode, Seconds(start));
   batch.timing = {.shard = batch.shard, .sent_bytes = sent, .encoded = Elapsed()};
-  window_->Encoded(IndexOf(batch), /*sendable=*/true);
+  window_->Encoded(call, /*sendable=*/true);
 }
 
 void Worker::Impl::BuildRequest(Batch& batch, uint64_t step) {
   // The heads and the payloads stay alive and unchanged until the call completes.
   batch.heads.clear();
   std::vector<size_t> ends;  // where each payload's head ends in `heads`
-  common::AppendPushPullRequestHead(options_.job_id, options_.rank, session_.epoch(batch.shard),
-                                    step, &batch.heads);
+  batch.epoch = session_.epoch(batch.shard);
+  common::AppendPushPullRequestHead(options_.job_id, options_.rank, batch.epoch, step,
+                                    &batch.heads);
   for (size_t i = 0; i < batch.partitions.size(); ++i) {
     const uint32_t p = batch.partitions[i];
     const common::PayloadView head{
@@ -425,10 +476,14 @@ void Worker::Impl::Prepare(size_t call) {
 
 void Worker::Impl::Cancel(size_t call) { batches_[call].context->TryCancel(); }
 
-void Worker::Impl::Held(size_t call) { round_.pending->DecrementCount(); }
+void Worker::Impl::Held(size_t call) { round_.events->DecrementCount(); }
 
 void Worker::Impl::Start(size_t call) {
   Batch& batch = batches_[call];
+  // Built now, not when encoded: the shard may have been joined again meanwhile (a lost
+  // ShareScalers call reconnects it while this call waited in the window), and a call carrying
+  // an older epoch would be refused as coming from a replaced session.
+  BuildRequest(batch, params_.key_base.step);
   batch.response.Clear();
   const RoundSinks sinks = round_;
   session_.push(batch.shard, batch.channel)
@@ -444,28 +499,31 @@ void Worker::Impl::Start(size_t call) {
                        : st.error_code() == grpc::StatusCode::CANCELLED ? Ending::kCancelled
                                                                         : Ending::kDone;
                    const PushWindow::Finish finish = window_->Finished(call, ending);
-                   if (finish.first_loss) sinks.pending->NoteLoss();
+                   if (finish.lost) NoteLostEpoch(batch.shard, batch.epoch);
+                   if (finish.first_loss) sinks.events->NoteLoss();
                    if (!st.ok() && !finish.lost) {
                      sinks.error->Set(common::FromGrpcStatus(
                          st, absl::StrCat(session_.ShardName(batch.shard), " PushPull")));
                    }
                    if (!st.ok()) {
-                     sinks.pending->DecrementCount();
+                     sinks.events->DecrementCount();
                      return;
                    }
                    // Decode on the pool, not on gRPC's callback thread.
                    pool_.Schedule([this, call, &batch, sinks] {
-                     absl::Status decoded =
-                         Decode(batch, sinks.gradients, *sinks.exchange, *sinks.counters);
-                     if (decoded.ok()) window_->Answered(call);
-                     sinks.error->Set(std::move(decoded));
-                     sinks.pending->DecrementCount();
+                     absl::Status decoded = Decode(batch);
+                     if (!decoded.ok()) {
+                       sinks.error->Set(std::move(decoded));
+                       sinks.events->DecrementCount();
+                       return;
+                     }
+                     window_->Answered(call);
+                     sinks.events->Decoded(call);
                    });
                  });
 }
 
-absl::Status Worker::Impl::Resend(Gradients gradients, Exchange& exchange, StepCounters& counters,
-                                  FirstError& error) {
+absl::Status Worker::Impl::Resend(StepEvents& events, FirstError& error) {
   const uint64_t step = this->step();
   for (;;) {
     const std::vector<uint32_t> shards = window_->LostShards();
@@ -488,17 +546,12 @@ absl::Status Worker::Impl::Resend(Gradients gradients, Exchange& exchange, StepC
         }
       }
     }
-    // Resend what those shards have not answered, in plan order, with the new epochs.
+    // Resend what those shards have not answered, in plan order (with the new epochs: a
+    // call's request is built as it starts).
     const std::vector<size_t> again = window_->Requeue(shards);
-    for (const size_t call : again) BuildRequest(batches_[call], step);
-    CallLatch pending(static_cast<int>(again.size()));
-    round_ = {.gradients = gradients,
-              .exchange = &exchange,
-              .counters = &counters,
-              .error = &error,
-              .pending = &pending};
+    events.AddPending(static_cast<int>(again.size()));
     for (const uint32_t s : shards) window_->SendNext(s);
-    WaitReconnecting(pending, error);
+    Drive(events, error);
     if (absl::Status st = error.Get(); !st.ok()) return st;
   }
 }
@@ -506,27 +559,36 @@ absl::Status Worker::Impl::Resend(Gradients gradients, Exchange& exchange, StepC
 absl::Status Worker::Impl::ReconnectLost() {
   const std::vector<uint32_t> shards = window_->ShardsToReconnect();
   if (shards.empty()) return absl::OkStatus();
-  if (--reconnects_left_ < 0) {
-    return absl::UnavailableError(absl::StrCat(session_.ShardName(shards[0]),
-                                               " PushPull: the connection was lost again after "
-                                               "every reconnection of this step"));
+  // A shard joined again since its lost calls were sent (a lost ShareScalers call reconnected
+  // it) is not joined once more: that would replace the session the other calls now use.
+  std::vector<uint32_t> join;
+  {
+    absl::MutexLock lock(&lost_mu_);
+    for (const uint32_t s : shards) {
+      if (lost_epoch_[s] >= session_.epoch(s)) join.push_back(s);
+    }
   }
-  if (absl::Status st = session_.Reconnect(shards, step()); !st.ok()) return st;
+  if (!join.empty()) {
+    if (--reconnects_left_ < 0) {
+      return absl::UnavailableError(absl::StrCat(session_.ShardName(join[0]),
+                                                 " PushPull: the connection was lost again after "
+                                                 "every reconnection of this step"));
+    }
+    if (absl::Status st = session_.Reconnect(join, step()); !st.ok()) return st;
+  }
   window_->MarkReconnected(shards);
   return absl::OkStatus();
 }
 
-void Worker::Impl::WaitReconnecting(CallLatch& pending, FirstError& error) {
-  while (!pending.Wait()) {
-    // A call lost its connection: reconnect that shard now, while the others go on. If it cannot
-    // be reached within the connect timeout the step fails (its other calls are cancelled).
-    if (error.Get().ok()) error.Set(ReconnectLost());
-  }
+void Worker::Impl::NoteLostEpoch(uint32_t shard, uint64_t epoch) {
+  absl::MutexLock lock(&lost_mu_);
+  lost_epoch_[shard] = std::max(lost_epoch_[shard], epoch);
 }
 
-absl::Status Worker::Impl::Decode(Batch& batch, Gradients gradients, Exchange& exchange,
-                                  StepCounters& counters) {
+absl::Status Worker::Impl::Decode(Batch& batch) {
   const absl::Time start = absl::Now();
+  Exchange& exchange = *round_.exchange;
+  StepCounters& counters = *round_.counters;
   auto where = [&] { return absl::StrCat(session_.ShardName(batch.shard), " PushPull answer: "); };
   // The answer as the slices gRPC received it in (referenced, not copied).
   std::vector<grpc::Slice> slices;
@@ -550,7 +612,7 @@ absl::Status Worker::Impl::Decode(Batch& batch, Gradients gradients, Exchange& e
     absl::StatusOr<Average> avg =
         ValidateAverage(payload, p, spec_, scalers_[p],
                         exchange.DecodesPieces(spec_.route(p).downlink), &batch.scratch);
-    absl::Status st = avg.ok() ? exchange.Decode(gradients, p, *avg) : avg.status();
+    absl::Status st = avg.ok() ? exchange.Decode(grads_, p, *avg) : avg.status();
     if (!st.ok()) {
       return absl::Status(st.code(), absl::StrCat(where(), "averages[", i, "]", st.message()));
     }
@@ -596,69 +658,96 @@ absl::StatusOr<Exchange*> Worker::Impl::Device() {
 
 absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* stream) {
   const absl::Time start = absl::Now();
-  step_start_ = start;
   if (absl::Status st = CheckGradients(gradients); !st.ok()) return st;
-  StepCounters counters;
-  if (absl::Status st = exchange.Begin(stream); !st.ok()) return st;
-  // 1. Statistics, local scalers and clip thresholds of the compressed partitions.
-  if (!compressed_.empty()) {
-    uint32_t bad = 0;
-    if (absl::Status st = exchange.Stats(gradients, compressed_, stats_, &bad); !st.ok()) {
-      const common::Partition& part = spec_.plan.partition(bad);
-      return absl::Status(st.code(), absl::StrCat("gradients[", part.tensor, "] ('",
-                                                  options_.tensors[part.tensor].name,
-                                                  "'), partition ", bad, ": ", st.message()));
-    }
-    for (const uint32_t p : compressed_) {
-      scalers_[p] = common::LocalScaler(stats_[p], options_.codec.clip_sigmas);
-      clips_[p] = common::ClipThreshold(stats_[p], options_.codec.clip_sigmas);
-    }
-    AddSeconds(counters.encode, Seconds(start));
+  if (absl::Status st = FinishStream(); !st.ok()) return st;
+  progress_.Begin();
+  StepEvents events(&progress_, static_cast<int>(batches_.size()));
+  std::vector<uint32_t> all(gradients.size());
+  for (uint32_t t = 0; t < all.size(); ++t) {
+    all[t] = t;
+    grads_[t] = gradients[t];
   }
-  // 2. Shared scalers.
-  const absl::Time scaler_start = absl::Now();
-  const double statistics_end = Elapsed();
+  if (absl::Status st = events.Mark(all, nullptr); !st.ok()) return st;
+  events.Finish();
+  return RunStep(exchange, stream, events, start);
+}
+
+absl::Status Worker::Impl::StartStream() {
+  const absl::Time start = absl::Now();
+  if (absl::Status st = FinishStream(); !st.ok()) return st;
+  progress_.Begin();
+  stream_ = std::make_unique<StepEvents>(&progress_, static_cast<int>(batches_.size()));
+  stream_driver_ =
+      std::thread([this, start] { stream_status_ = RunStep(*host_, nullptr, *stream_, start); });
+  return absl::OkStatus();
+}
+
+absl::Status Worker::Impl::MarkReady(absl::Span<const uint32_t> tensors, Gradients gradients,
+                                     StepProgress::Written written) {
+  if (stream_ == nullptr) {
+    return absl::FailedPreconditionError("MarkReady: no step started (call StartStep first)");
+  }
+  if (gradients.size() != tensors.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gradients: ", gradients.size(), " buffers for ", tensors.size(), " tensors"));
+  }
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const uint32_t t = tensors[i];
+    if (t < options_.tensors.size() && gradients[i].size() != options_.tensors[t].elements) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gradients[", i, "]: ", gradients[i].size(), " elements, tensor '",
+                       options_.tensors[t].name, "' has ", options_.tensors[t].elements));
+    }
+  }
+  // The buffers are recorded under the step's lock once the mark is accepted, before the driver
+  // can see the calls it readies.
+  return stream_->Mark(tensors, std::move(written), [&] {
+    for (size_t i = 0; i < tensors.size(); ++i) grads_[tensors[i]] = gradients[i];
+  });
+}
+
+absl::Status Worker::Impl::FinishStream() {
+  if (stream_ == nullptr) return absl::OkStatus();
+  stream_->Finish();
+  stream_driver_.join();
+  stream_.reset();
+  return stream_status_;
+}
+
+absl::Status Worker::Impl::RunStep(Exchange& exchange, void* stream, StepEvents& events,
+                                   absl::Time start) {
+  step_start_ = start;
+  StepCounters counters;
   reconnects_left_ = kMaxReconnectsPerStep;
   session_.TakeReconnects();
-  if (!scaler_calls_.empty()) {
-    if (absl::Status st = ShareScalersWithRetry(std::vector<bool>(options_.shards.size(), true));
-        !st.ok()) {
-      return st;
-    }
+  statistics_end_ = scalers_end_ = scaler_seconds_ = 0.0;
+  {
+    absl::MutexLock lock(&scaler_mu_);
+    step_scalers_.clear();
+    scalers_cancelled_ = false;
   }
-  const double scaler_seconds = Seconds(scaler_start);
-  const double scalers_end = Elapsed();
-  // 3. Encode, push and decode, batch by batch: every batch's encoding is started now, in order
-  // (a device queues it), and a pool task per batch finishes it, sends it and decodes the answer.
-  const EncodeParams params{.clips = &clips_,
-                            .scalers = &scalers_,
-                            .key_base = {options_.codec.seed, options_.rank, step(), 0}};
+  taken_.assign(batches_.size(), false);
+  params_ = {.clips = &clips_,
+             .scalers = &scalers_,
+             .key_base = {options_.codec.seed, options_.rank, step(), 0}};
   // One failed call fails the step: calls in flight to every shard are cancelled and nothing
   // more is sent, instead of waiting for answers that no longer matter.
-  FirstError error([this] { window_->CancelAll(); });
-  CallLatch pending(static_cast<int>(batches_.size()));
+  FirstError error([this, &events] {
+    window_->CancelAll();
+    CancelStepScalers();
+    events.Wake();
+  });
+  round_ = {.exchange = &exchange, .counters = &counters, .error = &error, .events = &events};
   window_->Begin();
-  round_ = {.gradients = gradients,
-            .exchange = &exchange,
-            .counters = &counters,
-            .error = &error,
-            .pending = &pending};
-  for (Batch& batch : batches_) {
-    absl::StatusOr<int> ticket = exchange.StartEncode(gradients, batch.partitions, params);
-    if (!ticket.ok()) {
-      error.Set(ticket.status());
-      pending.DecrementCount();
-      window_->Encoded(IndexOf(batch), /*sendable=*/false);
-      continue;
-    }
-    pool_.Schedule([&, b = &batch, t = *ticket] {
-      EncodeAndSend(*b, gradients, exchange, t, params, counters, error, pending);
-    });
-  }
-  WaitReconnecting(pending, error);
-  if (error.Get().ok()) error.Set(Resend(gradients, exchange, counters, error));
+  error.Set(exchange.Begin(stream));
+  Drive(events, error);
+  if (error.Get().ok()) error.Set(Resend(events, error));
   error.Set(exchange.End());
-  if (absl::Status st = error.Get(); !st.ok()) return st;
+  if (absl::Status st = error.Get(); !st.ok()) {
+    events.EndWith(st);
+    return st;
+  }
+  events.EndWith(absl::FailedPreconditionError("the step is over"));
   absl::MutexLock lock(&mu_);
   last_.step = step_;
   last_.sent_bytes = counters.sent.load();
@@ -667,16 +756,218 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
   last_.seconds = Seconds(start);
   last_.encode_seconds = counters.encode.load();
   last_.decode_seconds = counters.decode.load();
-  last_.scaler_seconds = scaler_seconds;
-  last_.communication_seconds = Seconds(scaler_start);
+  last_.scaler_seconds = scaler_seconds_;
+  last_.communication_seconds = last_.seconds - statistics_end_;
   last_.min_contributors = counters.min_contributors.load();
   last_.reconnects = session_.TakeReconnects();
-  last_.statistics_end = statistics_end;
-  last_.scalers_end = scalers_end;
+  last_.statistics_end = statistics_end_;
+  last_.scalers_end = scalers_end_;
   last_.calls.clear();
   for (const Batch& b : batches_) last_.calls.push_back(b.timing);
   ++step_;
   return absl::OkStatus();
+}
+
+void Worker::Impl::Drive(StepEvents& events, FirstError& error) {
+  for (;;) {
+    StepEvents::Work work = events.Wait();
+    if (work.unmarked_at_finish) {
+      const std::vector<uint32_t> unmarked = events.Unmarked(5);
+      std::string names;
+      for (const uint32_t t : unmarked) {
+        absl::StrAppend(&names, names.empty() ? "" : ", ", "'", options_.tensors[t].name, "'");
+      }
+      error.Set(absl::FailedPreconditionError(
+          absl::StrCat("FinishStep: tensors not marked ready in this step (the first ",
+                       unmarked.size(), "): ", names)));
+    }
+    for (const size_t index : work.shared) StepScalersEnded(index, events, error);
+    if (!work.ready.empty()) {
+      for (const size_t call : work.ready) taken_[call] = true;
+      if (error.Get().ok()) {
+        StartReady(work.ready, events, error);
+      } else {
+        Abandon(work.ready, events);
+      }
+    }
+    if (!error.Get().ok()) {
+      // Nothing more starts: the calls not taken yet will never be sent.
+      std::vector<size_t> untaken;
+      for (size_t call = 0; call < taken_.size(); ++call) {
+        if (!taken_[call]) {
+          taken_[call] = true;
+          untaken.push_back(call);
+        }
+      }
+      Abandon(untaken, events);
+    } else if (work.loss) {
+      // A call lost its connection: reconnect that shard now, while the others go on. If it
+      // cannot be reached within the connect timeout the step fails (its other calls are
+      // cancelled).
+      error.Set(ReconnectLost());
+    }
+    if (work.done) return;
+  }
+}
+
+void Worker::Impl::StartReady(const std::vector<size_t>& ready, StepEvents& events,
+                              FirstError& error) {
+  std::vector<uint32_t> compressed;
+  for (const size_t call : ready) {
+    const Batch& b = batches_[call];
+    compressed.insert(compressed.end(), b.compressed.begin(), b.compressed.end());
+  }
+  if (!compressed.empty()) {
+    const absl::Time start = absl::Now();
+    uint32_t bad = 0;
+    if (absl::Status st = round_.exchange->Stats(grads_, compressed, stats_, &bad); !st.ok()) {
+      const common::Partition& part = spec_.plan.partition(bad);
+      error.Set(absl::Status(st.code(), absl::StrCat("gradients[", part.tensor, "] ('",
+                                                     options_.tensors[part.tensor].name,
+                                                     "'), partition ", bad, ": ", st.message())));
+      Abandon(ready, events);
+      return;
+    }
+    for (const uint32_t p : compressed) {
+      scalers_[p] = common::LocalScaler(stats_[p], options_.codec.clip_sigmas);
+      clips_[p] = common::ClipThreshold(stats_[p], options_.codec.clip_sigmas);
+    }
+    AddSeconds(round_.counters->encode, Seconds(start));
+    statistics_end_ = Elapsed();
+  }
+  // One ShareScalers call per shard for the ready calls with shared scalers; the others are
+  // encoded now.
+  std::vector<size_t> now;
+  std::vector<size_t> scaler_calls;
+  {
+    absl::MutexLock lock(&scaler_mu_);
+    std::vector<int> of_shard(options_.shards.size(), -1);
+    for (const size_t call : ready) {
+      const Batch& b = batches_[call];
+      if (b.shared.empty()) {
+        now.push_back(call);
+        continue;
+      }
+      if (of_shard[b.shard] < 0) {
+        of_shard[b.shard] = static_cast<int>(step_scalers_.size());
+        scaler_calls.push_back(step_scalers_.size());
+        step_scalers_.emplace_back().shard = b.shard;
+      }
+      StepScalerCall& c = step_scalers_[of_shard[b.shard]];
+      c.batches.push_back(call);
+      c.partitions.insert(c.partitions.end(), b.shared.begin(), b.shared.end());
+    }
+  }
+  for (const size_t index : scaler_calls) SendStepScalers(index, events);
+  if (!now.empty()) Encode(std::move(now), error);
+}
+
+void Worker::Impl::SendStepScalers(size_t index, StepEvents& events) {
+  absl::MutexLock lock(&scaler_mu_);
+  StepScalerCall& c = step_scalers_[index];
+  if (scalers_cancelled_) {  // the step failed meanwhile: tell the driver, which abandons it
+    c.status = grpc::Status(grpc::StatusCode::CANCELLED, "the step failed");
+    events.AddPending(1);
+    events.ScalerCallEnded(index);
+    events.DecrementCount();
+    return;
+  }
+  c.request.Clear();
+  c.request.set_job_id(options_.job_id);
+  c.request.set_worker_rank(options_.rank);
+  c.request.set_epoch(session_.epoch(c.shard));
+  c.request.set_step(params_.key_base.step);
+  for (const uint32_t p : c.partitions) {
+    c.request.add_partition_ids(p);
+    c.request.add_scalers(scalers_[p]);
+  }
+  c.response.Clear();
+  c.context = session_.NewContext(absl::Now() + options_.rpc_timeout);
+  c.sent = Elapsed();
+  events.AddPending(1);
+  session_.stub(c.shard).async()->ShareScalers(c.context.get(), &c.request, &c.response,
+                                               [&c, index, &events](grpc::Status st) {
+                                                 c.status = std::move(st);
+                                                 events.ScalerCallEnded(index);
+                                                 events.DecrementCount();
+                                               });
+}
+
+void Worker::Impl::StepScalersEnded(size_t index, StepEvents& events, FirstError& error) {
+  StepScalerCall* c;
+  {
+    absl::MutexLock lock(&scaler_mu_);
+    c = &step_scalers_[index];
+  }
+  const double answered = Elapsed();
+  if (!c->status.ok()) {
+    if (error.Get().ok() && LostConnection(c->status, /*cancelled_here=*/false)) {
+      // The shard went away (maybe restarting from its state directory): join it again, unless
+      // that happened since this call was sent, and ask again with the same scalers.
+      if (c->request.epoch() == session_.epoch(c->shard)) {
+        if (--reconnects_left_ < 0) {
+          error.Set(absl::UnavailableError(absl::StrCat(
+              session_.ShardName(c->shard),
+              " ShareScalers: the connection was lost again after every reconnection of this "
+              "step")));
+        } else {
+          error.Set(session_.Reconnect({c->shard}, params_.key_base.step));
+        }
+      }
+      if (error.Get().ok()) {
+        SendStepScalers(index, events);
+        return;
+      }
+    } else {
+      error.Set(common::FromGrpcStatus(
+          c->status, absl::StrCat(session_.ShardName(c->shard), " ShareScalers")));
+    }
+    Abandon(c->batches, events);
+    return;
+  }
+  if (!error.Get().ok()) {
+    Abandon(c->batches, events);
+    return;
+  }
+  if (absl::Status st = CheckSharedScalers(c->response, c->partitions, scalers_); !st.ok()) {
+    error.Set(absl::Status(st.code(), absl::StrCat(session_.ShardName(c->shard),
+                                                   " ShareScalers answer: ", st.message())));
+    Abandon(c->batches, events);
+    return;
+  }
+  scaler_seconds_ = std::max(scaler_seconds_, answered - c->sent);
+  scalers_end_ = answered;
+  Encode(c->batches, error);
+}
+
+void Worker::Impl::Encode(std::vector<size_t> calls, FirstError& error) {
+  std::sort(calls.begin(), calls.end());
+  for (const size_t call : calls) {
+    absl::StatusOr<int> ticket =
+        round_.exchange->StartEncode(grads_, batches_[call].partitions, params_);
+    if (!ticket.ok()) {
+      error.Set(ticket.status());
+      round_.events->DecrementCount();
+      window_->Encoded(call, /*sendable=*/false);
+      continue;
+    }
+    pool_.Schedule([this, call, t = *ticket] { EncodeAndSend(call, t); });
+  }
+}
+
+void Worker::Impl::Abandon(const std::vector<size_t>& calls, StepEvents& events) {
+  for (const size_t call : calls) {
+    window_->Encoded(call, /*sendable=*/false);
+    events.DecrementCount();
+  }
+}
+
+void Worker::Impl::CancelStepScalers() {
+  absl::MutexLock lock(&scaler_mu_);
+  scalers_cancelled_ = true;
+  for (StepScalerCall& c : step_scalers_) {
+    if (c.context != nullptr) c.context->TryCancel();
+  }
 }
 
 absl::StatusOr<std::unique_ptr<Worker>> Worker::Connect(const WorkerOptions& options) {
@@ -722,6 +1013,13 @@ absl::Status Worker::StepOnDevice(absl::Span<const absl::Span<float>> device_gra
   return impl_->Step(device_gradients, **device, cuda_stream);
 }
 bool Worker::DeviceAvailable() { return DeviceExchangeAvailable(); }
+absl::Status Worker::StartStep() { return impl_->StartStream(); }
+absl::Status Worker::MarkReady(absl::Span<const uint32_t> tensors,
+                               absl::Span<const absl::Span<float>> gradients,
+                               std::function<void(const absl::Status&)> written) {
+  return impl_->MarkReady(tensors, gradients, std::move(written));
+}
+absl::Status Worker::FinishStep() { return impl_->FinishStream(); }
 absl::Status Worker::Rejoin() { return impl_->JoinAll(/*rejoin=*/true); }
 absl::Status Worker::OfferState(State state) { return impl_->OfferState(state); }
 absl::Status Worker::Recover(State state, absl::Span<const absl::Span<float>> gradients,

@@ -209,6 +209,49 @@ class Worker {
                             void* cuda_stream = nullptr);
   // Whether StepOnDevice can work here (ternps::worker_cuda linked and a device).
   static bool DeviceAvailable();
+
+  // The streaming step: the same exchange as Step, started tensor by tensor while the rest of
+  // the gradient is still being computed (the backward pass of a framework).
+  //
+  //   worker->StartStep();
+  //   // as each group of gradients is computed (e.g. a DDP bucket, from the backward thread):
+  //   worker->MarkReady({7, 8}, {w7_grad, b7_grad}, [](const absl::Status& st) { ... });
+  //   ...
+  //   absl::Status st = worker->FinishStep();   // waits for the whole step
+  //
+  // MarkReady hands over the buffers of `tensors` (indexes into options.tensors; buffers in
+  // host memory, the tensors' sizes) and returns at once. A PushPull call starts as soon as
+  // every tensor it carries a part of is marked: its statistics, its ShareScalers (one call per
+  // shard for the calls readied by one mark) and its encoding run on the worker's threads
+  // while the caller goes on. `written` is called once, from a worker thread (never inside
+  // MarkReady), when every tensor of the group holds its average: OK, or the step's error once
+  // nothing of the step touches any buffer any more (then the buffers are unspecified). It must
+  // not call the worker's step methods; it may hand the buffers to another thread.
+  //
+  // Order. A shard's calls go out in the call plan's order, which follows options.tensors: a
+  // call waits for the calls before it to the same shard to be sent (calls_in_flight_per_shard
+  // still applies). Every worker keeps that order whatever order its tensors are marked in, which
+  // is what keeps the shards' per-partition rounds from waiting on each other in a cycle. So list
+  // options.tensors in the order their gradients become ready (reverse layer order for a
+  // backward pass); then the calls the next forward pass needs first (the first layers) are
+  // those sent last, and no call waits behind one whose tensors are not ready. Marking in
+  // another order is correct, only slower.
+  //
+  // FinishStep says no more marks come and waits for the step's end: OK once every tensor was
+  // marked and every average written (step() then advances), else the step's error; a tensor
+  // never marked fails the step with FAILED_PRECONDITION naming it (what other tensors' calls
+  // sent is then like any failed step: Rejoin). StartStep, Step, Rejoin, OfferState, Recover and
+  // Leave finish a streaming step in progress first (StartStep and Step return its error if it
+  // failed). MarkReady: INVALID_ARGUMENT for a bad index, size or a tensor marked twice (nothing
+  // marked); FAILED_PRECONDITION without StartStep, or after the step failed (with its error).
+  // Host memory only: CUDA buffers go through host memory (StepOnDevice is not streamed).
+  // Thread safety: MarkReady may be called from any one thread at a time besides the driving
+  // thread's StartStep/FinishStep ordering (StartStep before, FinishStep after every MarkReady).
+  absl::Status StartStep();
+  absl::Status MarkReady(absl::Span<const uint32_t> tensors,
+                         absl::Span<const absl::Span<float>> gradients,
+                         std::function<void(const absl::Status&)> written);
+  absl::Status FinishStep();
   // Joins every shard again (after a failed Step); the next Step continues at the step they
   // agree on. The model is then behind its peers' (this worker missed averages): Recover.
   // NOT_FOUND if a shard no longer has the job (it ended or expired, or the shard restarted

@@ -78,8 +78,8 @@ def main():
         hook = ternps.ddp.TernGradHook(net, job_id=args.job_id, rank=args.rank,
                                        world_size=args.world_size,
                                        shards=args.shards.split(","), codec=args.codec,
-                                       seed=args.seed, threads=1, tls_ca=args.tls_ca,
-                                       tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                       seed=args.seed, threads=1, tls_ca_file=args.tls_ca,
+                                       tls_cert_file=args.tls_cert, tls_key_file=args.tls_key,
                                        token_file=args.token_file)
         hook.register(model)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)

@@ -16,7 +16,9 @@ released. Failures raise ternps.TernpsError with the gRPC status code's name.
 from ternps.errors import TernpsError
 from ternps import _ternps
 
-__all__ = ["Worker", "TernpsError"]
+__all__ = ["Worker", "TernpsError", "option_names", "__version__"]
+
+__version__ = "0.1.0"  # the CMake project's version (a test checks they agree)
 
 
 def _as_array(g, i):
@@ -35,41 +37,81 @@ def _as_array(g, i):
     return g
 
 
+def _options(job_id, rank, world_size, shards, tensors, options):
+    """A _ternps.WorkerOptions from ternps.Worker's arguments: every keyword must be one of its
+    attributes (the one list of the settings, with the C++ defaults)."""
+    o = _ternps.WorkerOptions()
+    o.job_id = str(job_id)
+    o.rank = int(rank)
+    o.world_size = int(world_size)
+    o.shards = [str(s) for s in shards]
+    o.tensors = [tuple(t) for t in tensors]
+    for name, value in options.items():
+        if name.startswith("_") or name in _FIXED or not hasattr(o, name):
+            raise TypeError(f"Worker: unknown option {name!r}; the options are "
+                            f"{', '.join(option_names())}")
+        setattr(o, name, value)
+    return o
+
+
+_FIXED = ("job_id", "rank", "world_size", "shards", "tensors")
+
+
+def option_names():
+    """The keyword options of ternps.Worker (ternps::worker::WorkerOptions' settings)."""
+    return [n for n in dir(_ternps.WorkerOptions)
+            if not n.startswith("_") and n not in _FIXED]
+
+
 class Worker:
     """One worker of a ternps job (a C++ ternps::worker::Worker underneath).
 
     Connects to every shard (retrying for connect_timeout seconds while one is starting).
-    tensors: the model's tensors in order, as (name, elements) pairs, identical on every
-    worker. codec: "terngrad" or "fp32". snapshot_interval / state_slots: recovery
-    settings (see the C++ header); the Python package does not expose Recover yet.
-    tls_ca, tls_cert, tls_key: PEM files; tls_ca turns TLS on, tls_cert/tls_key present a
-    client certificate to shards that require one (mutual TLS). token_file: a file holding
-    the job's token, sent with every call (the first Join fixes it; see the C++ header).
-    int_sum_radix: averages come back radix-packed where that is smaller (CodecConfig in
-    ternps/codec_config.h); a job setting, like the codec's.
+    tensors: the model's tensors in order, as (name, elements) or (name, elements, keep_fp32),
+    identical on every worker. The keyword options are ternps::worker::WorkerOptions' settings
+    under their C++ names, with its defaults (`ternps.option_names()` lists them; the header
+    ternps/worker.h documents each): codec ("terngrad" or "fp32"), clip_sigmas,
+    scaler_sharing, partition_elements, min_compress_elements, ternary_downlink, seed,
+    int_sum_radix, threads, max_call_bytes, calls_in_flight_per_shard, channels_per_shard,
+    snapshot_interval, state_slots, connect_timeout / rpc_timeout / leave_timeout (seconds),
+    tls_ca_file, tls_cert_file, tls_key_file, token_file, restart_ended_job. An unknown keyword
+    raises TypeError.
 
-    Threads: one thread drives a worker (step, rejoin, leave). A call from a second thread
-    while one is inside is refused (TernpsError FAILED_PRECONDITION); close() from another
-    thread waits for the call in progress. Every call releases the GIL while it runs.
+    Threads: one thread drives a worker (step, start_step/mark_ready/finish_step, rejoin,
+    leave). A call from a second thread while one is inside is refused (TernpsError
+    FAILED_PRECONDITION); close() from another thread waits for the call in progress. Every
+    call releases the GIL while it runs.
     """
 
-    def __init__(self, job_id, rank, world_size, shards, tensors, codec="terngrad",
-                 clip_sigmas=2.5, scaler_sharing=True, partition_elements=0,
-                 min_compress_elements=4096, seed=0, snapshot_interval=0, state_slots=1,
-                 threads=2, connect_timeout=60.0, rpc_timeout=180.0, tls_ca="", tls_cert="",
-                 tls_key="", token_file="", int_sum_radix=True):
-        self._tensors = [(str(n), int(e)) for n, e in tensors]
-        self._impl = _ternps.Worker(
-            job_id, rank, world_size, list(shards), self._tensors, codec, clip_sigmas,
-            scaler_sharing, partition_elements, min_compress_elements, seed,
-            snapshot_interval, state_slots, threads, float(connect_timeout),
-            float(rpc_timeout), tls_ca, tls_cert, tls_key, token_file, bool(int_sum_radix))
+    def __init__(self, job_id, rank, world_size, shards, tensors, **options):
+        self._tensors = [(str(t[0]), int(t[1])) for t in tensors]
+        self._impl = _ternps.Worker(_options(job_id, rank, world_size, shards, tensors, options))
 
     def step(self, gradients):
         """Exchanges one gradient: gradients[i] is tensor i's buffer; on return each holds
         the average over the contributing workers. Raises TernpsError on failure (the
         buffers' contents are then unspecified)."""
         self._impl.step([_as_array(g, i) for i, g in enumerate(gradients)])
+
+    def start_step(self):
+        """Starts a streaming step (finishing one in progress first; raises its error if it
+        failed). Then mark_ready() the tensors as their gradients are computed, and
+        finish_step()."""
+        self._impl.start_step()
+
+    def mark_ready(self, tensors, gradients, written=None):
+        """Hands over the gradients of `tensors` (indexes into the tensor list; one float32 CPU
+        buffer each) and returns at once: their exchange starts while the caller goes on.
+        `written(code, message)` is called once from a worker thread when all of them hold
+        their averages (code None) or the step failed (code: the gRPC status code's name); it
+        must not call the worker's step methods. The buffers must not be touched until then."""
+        self._impl.mark_ready([int(t) for t in tensors],
+                              [_as_array(g, i) for i, g in enumerate(gradients)], written)
+
+    def finish_step(self):
+        """Waits for the streaming step's end; raises its error (a tensor never marked fails
+        the step, naming it)."""
+        self._impl.finish_step()
 
     def rejoin(self):
         """Joins every shard again after a failed step (ABORTED: dropped or replaced)."""

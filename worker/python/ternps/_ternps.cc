@@ -10,6 +10,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -39,45 +40,160 @@ void ThrowIfError(const absl::Status& st) {
   throw StatusError{absl::StatusCodeToString(st.code()), std::string(st.message())};
 }
 
+// The worker's options as Python sees them: every ternps::worker::WorkerOptions setting, under
+// its C++ name (the codec's settings flattened; durations in seconds; `codec` "terngrad" or
+// "fp32"; tensors as (name, elements[, keep_fp32]) tuples). This is the one list of the options:
+// ternps.Worker's keyword arguments are these attributes, with these defaults.
+void BindOptions(py::module_& m) {
+  using ternps::worker::WorkerOptions;
+  auto seconds = [](absl::Duration WorkerOptions::*field) {
+    return std::make_pair(
+        [field](const WorkerOptions& o) { return absl::ToDoubleSeconds(o.*field); },
+        [field](WorkerOptions& o, double s) {
+          if (!(s > 0)) throw py::value_error("a timeout must be > 0 seconds");
+          o.*field = absl::Seconds(s);
+        });
+  };
+  py::class_<WorkerOptions> c(m, "WorkerOptions",
+                              "ternps::worker::WorkerOptions (ternps/worker.h documents each).");
+  c.def(py::init<>())
+      .def_readwrite("job_id", &WorkerOptions::job_id)
+      .def_readwrite("rank", &WorkerOptions::rank)
+      .def_readwrite("world_size", &WorkerOptions::world_size)
+      .def_readwrite("shards", &WorkerOptions::shards, "host:port of shard i at index i")
+      .def_property(
+          "tensors",
+          [](const WorkerOptions& o) {
+            py::list out;
+            for (const auto& t : o.tensors)
+              out.append(py::make_tuple(t.name, t.elements, t.keep_fp32));
+            return out;
+          },
+          [](WorkerOptions& o, const py::iterable& tensors) {
+            o.tensors.clear();
+            size_t i = 0;
+            for (const py::handle& item : tensors) {
+              const py::tuple t = py::reinterpret_borrow<py::object>(item).cast<py::tuple>();
+              if (t.size() != 2 && t.size() != 3) {
+                throw py::value_error(
+                    absl::StrCat("tensors[", i, "]: expected (name, elements[, keep_fp32])"));
+              }
+              o.tensors.push_back({t[0].cast<std::string>(), t[1].cast<uint64_t>(),
+                                   t.size() == 3 && t[2].cast<bool>()});
+              ++i;
+            }
+          },
+          "(name, elements[, keep_fp32]) per tensor, identical on every worker")
+      .def_property(
+          "codec",
+          [](const WorkerOptions& o) {
+            return o.codec.codec == ternps::CodecKind::kFp32 ? "fp32" : "terngrad";
+          },
+          [](WorkerOptions& o, const std::string& codec) {
+            if (codec == "terngrad") {
+              o.codec.codec = ternps::CodecKind::kTernGrad;
+            } else if (codec == "fp32") {
+              o.codec.codec = ternps::CodecKind::kFp32;
+            } else {
+              throw StatusError{"INVALID_ARGUMENT",
+                                absl::StrCat("codec: '", codec, "' is not 'terngrad' or 'fp32'")};
+            }
+          },
+          "'terngrad' or 'fp32'");
+#define TERNPS_CODEC_FIELD(name)                                  \
+  c.def_property(                                                 \
+      #name, [](const WorkerOptions& o) { return o.codec.name; }, \
+      [](WorkerOptions& o, decltype(ternps::CodecConfig::name) v) { o.codec.name = v; })
+  TERNPS_CODEC_FIELD(clip_sigmas);
+  TERNPS_CODEC_FIELD(scaler_sharing);
+  TERNPS_CODEC_FIELD(partition_elements);
+  TERNPS_CODEC_FIELD(min_compress_elements);
+  TERNPS_CODEC_FIELD(ternary_downlink);
+  TERNPS_CODEC_FIELD(seed);
+  TERNPS_CODEC_FIELD(int_sum_radix);
+#undef TERNPS_CODEC_FIELD
+  auto [connect_get, connect_set] = seconds(&WorkerOptions::connect_timeout);
+  auto [rpc_get, rpc_set] = seconds(&WorkerOptions::rpc_timeout);
+  auto [leave_get, leave_set] = seconds(&WorkerOptions::leave_timeout);
+  c.def_property("connect_timeout", connect_get, connect_set, "seconds")
+      .def_property("rpc_timeout", rpc_get, rpc_set, "seconds")
+      .def_property("leave_timeout", leave_get, leave_set, "seconds")
+      .def_readwrite("threads", &WorkerOptions::threads)
+      .def_readwrite("max_call_bytes", &WorkerOptions::max_call_bytes)
+      .def_readwrite("calls_in_flight_per_shard", &WorkerOptions::calls_in_flight_per_shard)
+      .def_readwrite("channels_per_shard", &WorkerOptions::channels_per_shard)
+      .def_readwrite("snapshot_interval", &WorkerOptions::snapshot_interval)
+      .def_readwrite("tls_ca_file", &WorkerOptions::tls_ca_file)
+      .def_readwrite("tls_cert_file", &WorkerOptions::tls_cert_file)
+      .def_readwrite("tls_key_file", &WorkerOptions::tls_key_file)
+      .def_readwrite("token_file", &WorkerOptions::token_file)
+      .def_readwrite("state_slots", &WorkerOptions::state_slots)
+      .def_readwrite("restart_ended_job", &WorkerOptions::restart_ended_job);
+}
+
+// A Python callable called from a worker thread: the GIL is taken to call it and to release it.
+// While the interpreter shuts down it is neither called nor released (its threads may be gone).
+class PyCallback {
+ public:
+  PyCallback(py::object fn, std::vector<py::object> keep)
+      : fn_(std::move(fn)), keep_(std::move(keep)) {}
+  ~PyCallback() {
+    if (!Alive()) {
+      fn_.release();  // leaked: no GIL can be taken any more
+      for (py::object& o : keep_) o.release();
+      return;
+    }
+    py::gil_scoped_acquire gil;
+    fn_ = py::object();
+    keep_.clear();
+  }
+  // fn(None, "") on success, fn(code name, message) on failure; exceptions are reported as
+  // unraisable (they cannot propagate into the worker's thread).
+  void operator()(const absl::Status& st) {
+    if (!Alive()) return;
+    py::gil_scoped_acquire gil;
+    try {
+      if (st.ok()) {
+        fn_(py::none(), "");
+      } else {
+        fn_(absl::StatusCodeToString(st.code()), std::string(st.message()));
+      }
+    } catch (py::error_already_set& e) {
+      e.discard_as_unraisable("ternps: a mark_ready callback");
+    }
+  }
+
+ private:
+  static bool Alive() { return Py_IsInitialized() && !_Py_IsFinalizing(); }
+  py::object fn_;
+  std::vector<py::object> keep_;
+};
+
+// A C-contiguous, writable float32 numpy array's memory (what a step writes in place).
+absl::Span<float> FloatBuffer(const py::handle& h, const char* field, size_t i) {
+  // Checked before viewing it as an array: constructing one from anything else would copy.
+  if (!py::isinstance<py::array>(h)) {
+    throw StatusError{"INVALID_ARGUMENT",
+                      absl::StrCat(field, "[", i, "]: not a numpy array or CPU tensor")};
+  }
+  py::array a = py::reinterpret_borrow<py::array>(h);
+  if (!a.dtype().is(py::dtype::of<float>())) {
+    throw StatusError{"INVALID_ARGUMENT",
+                      absl::StrCat(field, "[", i, "]: dtype ", std::string(py::str(a.dtype())),
+                                   ", expected float32")};
+  }
+  if (!(a.flags() & py::array::c_style) || !a.writeable()) {
+    throw StatusError{"INVALID_ARGUMENT",
+                      absl::StrCat(field, "[", i,
+                                   "]: must be C-contiguous and writable (it is stepped in "
+                                   "place; no copy is made)")};
+  }
+  return absl::MakeSpan(static_cast<float*>(a.mutable_data()), static_cast<size_t>(a.size()));
+}
+
 class PyWorker {
  public:
-  PyWorker(const std::string& job_id, uint32_t rank, uint32_t world_size,
-           const std::vector<std::string>& shards,
-           const std::vector<std::pair<std::string, uint64_t>>& tensors, const std::string& codec,
-           float clip_sigmas, bool scaler_sharing, uint32_t partition_elements,
-           uint32_t min_compress_elements, uint64_t seed, uint32_t snapshot_interval,
-           uint32_t state_slots, int threads, double connect_timeout, double rpc_timeout,
-           const std::string& tls_ca, const std::string& tls_cert, const std::string& tls_key,
-           const std::string& token_file, bool int_sum_radix) {
-    ternps::worker::WorkerOptions options;
-    options.job_id = job_id;
-    options.rank = rank;
-    options.world_size = world_size;
-    options.shards = shards;
-    for (const auto& [name, elements] : tensors) options.tensors.push_back({name, elements, false});
-    if (codec == "terngrad") {
-      options.codec.codec = ternps::CodecKind::kTernGrad;
-    } else if (codec == "fp32") {
-      options.codec.codec = ternps::CodecKind::kFp32;
-    } else {
-      throw StatusError{"INVALID_ARGUMENT",
-                        absl::StrCat("codec: '", codec, "' is not 'terngrad' or 'fp32'")};
-    }
-    options.codec.clip_sigmas = clip_sigmas;
-    options.codec.scaler_sharing = scaler_sharing;
-    options.codec.int_sum_radix = int_sum_radix;
-    options.codec.partition_elements = partition_elements;
-    options.codec.min_compress_elements = min_compress_elements;
-    options.codec.seed = seed;
-    options.snapshot_interval = snapshot_interval;
-    options.state_slots = state_slots;
-    options.threads = threads;
-    options.connect_timeout = absl::Seconds(connect_timeout);
-    options.rpc_timeout = absl::Seconds(rpc_timeout);
-    options.tls_ca_file = tls_ca;
-    options.tls_cert_file = tls_cert;
-    options.tls_key_file = tls_key;
-    options.token_file = token_file;
+  explicit PyWorker(const ternps::worker::WorkerOptions& options) {
     absl::StatusOr<std::unique_ptr<ternps::worker::Worker>> worker;
     {
       py::gil_scoped_release release;
@@ -89,31 +205,43 @@ class PyWorker {
 
   // Steps `gradients` (one buffer per tensor, in registration order) in place.
   void Step(const py::list& gradients) {
-    std::vector<py::array> keep;
     std::vector<absl::Span<float>> spans;
-    keep.reserve(gradients.size());
     for (size_t i = 0; i < gradients.size(); ++i) {
-      // Checked before viewing it as an array: constructing one from anything else would copy.
-      if (!py::isinstance<py::array>(gradients[i])) {
-        throw StatusError{"INVALID_ARGUMENT",
-                          absl::StrCat("gradients[", i, "]: not a numpy array or CPU tensor")};
-      }
-      py::array a = py::reinterpret_borrow<py::array>(gradients[i]);
-      if (!a.dtype().is(py::dtype::of<float>())) {
-        throw StatusError{"INVALID_ARGUMENT",
-                          absl::StrCat("gradients[", i, "]: dtype ",
-                                       std::string(py::str(a.dtype())), ", expected float32")};
-      }
-      if (!(a.flags() & py::array::c_style) || !a.writeable()) {
-        throw StatusError{"INVALID_ARGUMENT",
-                          absl::StrCat("gradients[", i,
-                                       "]: must be C-contiguous and writable (it is stepped in "
-                                       "place; no copy is made)")};
-      }
-      spans.emplace_back(static_cast<float*>(a.mutable_data()), static_cast<size_t>(a.size()));
-      keep.push_back(std::move(a));
+      spans.push_back(FloatBuffer(gradients[i], "gradients", i));
     }
+    // `gradients` (the caller's list) keeps the arrays alive during the call.
     WithoutGil([&](ternps::worker::Worker& w) { return w.Step(spans); });
+  }
+
+  // The streaming step (ternps/worker.h: StartStep, MarkReady, FinishStep).
+  void StartStep() {
+    WithoutGil([](ternps::worker::Worker& w) { return w.StartStep(); });
+  }
+  // `written(code, message)` is called from a worker thread with the GIL (code None: the
+  // averages are in the buffers); the buffers are kept alive until then.
+  void MarkReady(const std::vector<uint32_t>& tensors, const py::list& gradients,
+                 py::object written) {
+    std::vector<absl::Span<float>> spans;
+    std::vector<py::object> keep;
+    for (size_t i = 0; i < gradients.size(); ++i) {
+      spans.push_back(FloatBuffer(gradients[i], "gradients", i));
+      keep.push_back(py::reinterpret_borrow<py::object>(gradients[i]));
+    }
+    std::function<void(const absl::Status&)> callback;
+    if (!written.is_none()) {
+      auto holder = std::make_shared<PyCallback>(std::move(written), std::move(keep));
+      callback = [holder](const absl::Status& st) { (*holder)(st); };
+    }
+    // The callback's last copy may be released on this thread, without the GIL: PyCallback
+    // takes it.
+    WithoutGil([&](ternps::worker::Worker& w) {
+      absl::Status st = w.MarkReady(tensors, spans, std::move(callback));
+      callback = nullptr;
+      return st;
+    });
+  }
+  void FinishStep() {
+    WithoutGil([](ternps::worker::Worker& w) { return w.FinishStep(); });
   }
 
   void Rejoin() {
@@ -293,18 +421,13 @@ PYBIND11_MODULE(_ternps, m) {
       PyErr_SetObject(cls.ptr(), py::make_tuple(e.code, e.message).ptr());
     }
   });
+  BindOptions(m);
   py::class_<PyWorker>(m, "Worker")
-      .def(py::init<const std::string&, uint32_t, uint32_t, const std::vector<std::string>&,
-                    const std::vector<std::pair<std::string, uint64_t>>&, const std::string&, float,
-                    bool, uint32_t, uint32_t, uint64_t, uint32_t, uint32_t, int, double, double,
-                    const std::string&, const std::string&, const std::string&, const std::string&,
-                    bool>(),
-           py::arg("job_id"), py::arg("rank"), py::arg("world_size"), py::arg("shards"),
-           py::arg("tensors"), py::arg("codec"), py::arg("clip_sigmas"), py::arg("scaler_sharing"),
-           py::arg("partition_elements"), py::arg("min_compress_elements"), py::arg("seed"),
-           py::arg("snapshot_interval"), py::arg("state_slots"), py::arg("threads"),
-           py::arg("connect_timeout"), py::arg("rpc_timeout"), py::arg("tls_ca"),
-           py::arg("tls_cert"), py::arg("tls_key"), py::arg("token_file"), py::arg("int_sum_radix"))
+      .def(py::init<const ternps::worker::WorkerOptions&>(), py::arg("options"))
+      .def("start_step", &PyWorker::StartStep)
+      .def("mark_ready", &PyWorker::MarkReady, py::arg("tensors"), py::arg("gradients"),
+           py::arg("written"))
+      .def("finish_step", &PyWorker::FinishStep)
       .def("step", &PyWorker::Step, py::arg("gradients"))
       .def("rejoin", &PyWorker::Rejoin)
       .def("leave", &PyWorker::Leave)

@@ -1,36 +1,53 @@
 """A PyTorch DistributedDataParallel communication hook that averages gradients through ternps
-shards with TernGrad instead of an all-reduce.
+shards with TernGrad instead of an all-reduce, while the backward pass still runs.
 
     import ternps.ddp
-    model = torch.nn.parallel.DistributedDataParallel(net)          # gloo process group
-    hook = ternps.ddp.TernGradHook(net, job_id="mnist", rank=rank, world_size=world_size,
-                                   shards=["127.0.0.1:7070", "127.0.0.1:7071"])
-    hook.register(model)   # = model.register_comm_hook(state=hook, hook=ternps.ddp.terngrad_hook)
+    model = torch.nn.parallel.DistributedDataParallel(net)   # any process group (gloo)
+    ternps.ddp.register(model, shards=["10.0.0.5:7070", "10.0.0.6:7070"])
 
-How it works: the hook registers every parameter of the model as one ternps tensor (in
-`named_parameters()` order, so every worker registers the same list). DDP hands it gradient
-buckets as they become ready; the hook notes where each parameter's gradient lies in its bucket
-and, once the buckets of the iteration cover every parameter, runs one ternps step over those
-views in place (no copy) and resolves every bucket's future with its (now averaged) buffer. DDP
-waits for the futures only at the end of the backward pass, so holding the early ones back is
-safe. Bucket order and DDP's rebuild of the buckets after the first iteration do not matter.
+`register` takes the rank and the world size from the model's process group, the job id from
+TORCHELASTIC_RUN_ID when torchrun sets a real one (plain torchrun sets "none": then pass
+job_id=...), and the shards from TERNPS_SHARDS (comma-separated) when not given. Other keyword
+arguments are ternps.Worker's options (codec, seed, token_file, ...).
 
-Constraints:
-- world_size is the number of DDP processes, and each is one ternps worker (rank = DDP rank).
-- Every parameter that requires a gradient must receive one in every iteration (a static graph;
-  `find_unused_parameters=True` is refused with an error in the first iteration that misses
-  one). CPU tensors, float32.
-- The exchange starts when the last bucket is ready: communication does not overlap the
-  backward pass yet, so `bucket_cap_mb` does not change what is sent.
-- DDP's own process group (gloo) still does its bookkeeping (the initial broadcast of the
-  parameters, the bucket rebuild); the gradients go through the shards only.
+How it works. The hook registers every parameter that requires a gradient as one ternps
+tensor, in reverse `named_parameters()` order: the order a backward pass computes them, so
+the order the worker sends its calls in is the order their gradients become ready (every worker
+registers the same list). Each bucket DDP hands it is marked ready at once (a streaming step,
+ternps/worker.h): its statistics, scaler sharing, encoding and push start on the library's
+threads while backward goes on computing the next buckets, and the bucket's future resolves
+(from a library thread, taking the GIL only for that) when its averages are written into the
+bucket. The hook call of the iteration's last bucket waits for the whole step, which is where
+DDP waits anyway.
+
+What it handles:
+- any number of buckets, in any order, and DDP's rebuild of the buckets after the first
+  iteration (parameters are found by identity, not by position);
+- `no_sync()`: DDP does not call the hook then; the accumulated gradient goes through the next
+  synchronized iteration;
+- `static_graph=True`;
+- `find_unused_parameters=True`: DDP still hands the hook every parameter, the unused ones with
+  a zero gradient (what torch 1.13 does, tested), so the exchange is the same;
+- CPU float32 buckets in place (no copy); float16/bfloat16 buckets are exchanged as float32
+  and written back in their dtype; CUDA buckets go through host memory (copied out, averaged,
+  copied back), which works without a CUDA build of ternps but is not the device codec;
+- a failure in any bucket: every future of the iteration fails (none hangs), with the
+  ternps error. A worker whose step failed has missed averages its peers applied: the next
+  iteration raises (FAILED_PRECONDITION) instead of letting the replicas diverge silently.
+  Rebuilding the model from the shards (Recover) is not bound in Python yet.
+
+Constraints: world_size is the number of DDP processes, each one ternps worker (rank = DDP
+rank). DDP's own process group still does its bookkeeping (the initial broadcast, the bucket
+rebuild); the gradients go through the shards only.
 """
+
+import os
 
 import torch
 
 from ternps import Worker, TernpsError
 
-__all__ = ["TernGradHook", "terngrad_hook"]
+__all__ = ["TernGradHook", "register", "terngrad_hook"]
 
 
 def terngrad_hook(state, bucket):
@@ -38,8 +55,50 @@ def terngrad_hook(state, bucket):
     return state.on_bucket(bucket)
 
 
+def register(ddp_model, shards=None, job_id=None, **worker_options):
+    """Averages `ddp_model`'s gradients through ternps shards: builds a TernGradHook for its
+    module (rank and world size from its process group) and registers it. Returns the hook
+    (its `.worker` gives the figures of each step; `close()` leaves the job)."""
+    import torch.distributed as dist
+    if shards is None:
+        env = os.environ.get("TERNPS_SHARDS", "")
+        shards = [s for s in env.split(",") if s]
+        if not shards:
+            raise ValueError("shards: none given and TERNPS_SHARDS is not set "
+                             "(host:port of each shard, comma-separated)")
+    if job_id is None:
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+        if not run_id or run_id == "none":
+            raise ValueError("job_id: required (TORCHELASTIC_RUN_ID is "
+                             f"{repr(run_id) if run_id else 'not set'}; torchrun sets a real "
+                             "one with --rdzv_id)")
+        job_id = run_id
+    group = ddp_model.process_group
+    hook = TernGradHook(ddp_model.module, job_id=job_id, rank=dist.get_rank(group),
+                        world_size=dist.get_world_size(group), shards=shards,
+                        **worker_options)
+    hook.register(ddp_model)
+    return hook
+
+
+class _Staged:
+    """A bucket whose buffer is not CPU float32: exchanged through a float32 CPU copy."""
+
+    def __init__(self, buffer):
+        self.buffer = buffer
+        self.host = buffer.detach().to(device="cpu", dtype=torch.float32).contiguous()
+
+    def view(self, grad):
+        offset = grad.storage_offset() - self.buffer.storage_offset()
+        return self.host.narrow(0, offset, grad.numel())
+
+    def write_back(self):
+        self.buffer.copy_(self.host)
+
+
 class TernGradHook:
-    """The hook's state: `TernGradHook(...).register(ddp_model)`.
+    """The hook's state: `TernGradHook(module, job_id=..., rank=..., ...).register(ddp_model)`
+    (or `ternps.ddp.register(ddp_model, ...)`, which finds rank and world size itself).
 
     `module` is the network DDP wraps (its parameters define the ternps tensors); the keyword
     arguments are ternps.Worker's (job_id, rank, world_size, shards, codec, seed, ...).
@@ -49,63 +108,83 @@ class TernGradHook:
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("module: no parameter requires a gradient")
+        named.reverse()  # the order backward computes them
         self._index = {id(p): i for i, (_, p) in enumerate(named)}
         self._names = [n for n, _ in named]
         self.worker = Worker(tensors=[(n, p.numel()) for n, p in named], **worker_options)
-        self._views = [None] * len(named)
-        self._seen = 0
-        self._pending = []
+        self._marked = 0         # tensors marked in the current iteration
+        self._in_step = False
+        self._failure = None     # the error of a failed step, until the worker rejoins
 
     def register(self, ddp_model):
         """Registers the hook with a DistributedDataParallel model (before its first step)."""
         ddp_model.register_comm_hook(state=self, hook=terngrad_hook)
 
     def on_bucket(self, bucket):
-        """One gradient bucket of the current iteration; a future of its averaged buffer."""
-        future = torch.futures.Future()
-        self._pending.append((future, bucket))
+        """One gradient bucket of the current iteration: marked ready now; a future of its
+        buffer, resolved when the averages are in it."""
+        buffer = bucket.buffer()
+        future = (torch.futures.Future(devices=[buffer.device]) if buffer.is_cuda
+                  else torch.futures.Future())
+        try:
+            self._mark(bucket, buffer, future)
+        except TernpsError as e:
+            if not future.done():
+                future.set_exception(e)
+        return future
+
+    def _mark(self, bucket, buffer, future):
+        if not self._in_step:
+            if self._failure is not None:
+                raise TernpsError(
+                    "FAILED_PRECONDITION",
+                    f"an earlier step failed ({self._failure}): this worker missed averages its "
+                    "peers applied, so its replica would diverge; restart the job from a "
+                    "checkpoint (Recover is not bound in Python yet)")
+            self.worker.start_step()
+            self._in_step = True
+            self._marked = 0
+        staged = None
+        if buffer.dtype != torch.float32 or buffer.device.type != "cpu":
+            staged = _Staged(buffer)
+        tensors, views = [], []
         for p, g in zip(bucket.parameters(), bucket.gradients()):
             i = self._index.get(id(p))
             if i is None:
-                # Every future of the iteration fails, the earlier buckets' too: DDP waits for
-                # all of them, and one left unresolved would hang it.
-                self._fail(TernpsError("INVALID_ARGUMENT",
-                                       "bucket: a parameter the hook was not built with"))
-                return future
-            if self._views[i] is None:
-                self._seen += 1
-            self._views[i] = g
-        if self._seen == len(self._views):
-            self._exchange()
-        elif bucket.is_last():
-            missing = [n for n, v in zip(self._names, self._views) if v is None]
-            self._fail(TernpsError(
-                "FAILED_PRECONDITION",
-                f"parameters without a gradient this iteration: {missing[:5]} (the ternps hook "
-                "needs every parameter's gradient every iteration: a static graph)"))
-        return future
+                self._end_step(TernpsError("INVALID_ARGUMENT",
+                                           "bucket: a parameter the hook was not built with"))
+                raise self._failure
+            tensors.append(i)
+            views.append(staged.view(g) if staged is not None else g)
 
-    def _exchange(self):
+        def written(code, message):
+            if code is not None:
+                future.set_exception(TernpsError(code, message))
+                return
+            if staged is not None:
+                staged.write_back()
+            future.set_result(buffer)
+
         try:
-            self.worker.step(self._views)  # in place, in the buckets' memory
+            self.worker.mark_ready(tensors, views, written)
         except TernpsError as e:
-            self._fail(e)
-            return
-        pending = self._pending
-        self._reset()
-        for future, bucket in pending:
-            future.set_result(bucket.buffer())
+            self._end_step(e)
+            raise
+        self._marked += len(tensors)
+        if self._marked == len(self._index):
+            # The iteration's last bucket: wait for the whole step here, where DDP would wait
+            # for the futures anyway; the step's figures are then current.
+            self._end_step(None)
 
-    def _fail(self, error):
-        pending = self._pending
-        self._reset()
-        for future, _ in pending:
-            future.set_exception(error)
-
-    def _reset(self):
-        self._views = [None] * len(self._views)
-        self._seen = 0
-        self._pending = []
+    def _end_step(self, error):
+        """Finishes the step (every future is told by then); remembers a failure."""
+        self._in_step = False
+        try:
+            self.worker.finish_step()
+        except TernpsError as e:
+            error = error or e
+        if error is not None and self._failure is None:
+            self._failure = error
 
     def close(self):
         """Leaves the job (bounded) and releases the connections."""
