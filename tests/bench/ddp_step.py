@@ -4,8 +4,7 @@
 a model of resnet50's real parameter shapes (161 tensors, 64 to 2.4M elements).
 
 The model is a chain of one "layer" per parameter tensor, in resnet50's order. A layer's
-forward passes its input on; its backward writes a fixed random gradient (scaled by the
-incoming one) and, with --backward_seconds B, sleeps its share of B (shares proportional to
+forward passes its input on; its backward hands autograd a fixed random gradient and, with --backward_seconds B, sleeps its share of B (shares proportional to
 the tensor's size), as an accelerator's backward leaves the CPU free. The chain makes autograd
 compute the gradients in reverse order, layer by layer, as a real backward pass does, so DDP's
 buckets fill, and its hook is called, while later layers are still "computing".
@@ -74,7 +73,9 @@ class _Layer(torch.autograd.Function):
     def backward(ctx, grad):
         if ctx.sleep[0] > 0:
             time.sleep(ctx.sleep[0])  # the accelerator computing this layer's gradient
-        return grad, ctx.c * grad, None, None
+        # The upstream gradient is 1 all along the chain: the layer's gradient is c itself (no
+        # CPU spent on it, as when an accelerator computes it).
+        return grad, ctx.c, None, None
 
 
 class Chain(torch.nn.Module):
@@ -113,6 +114,9 @@ def main():
     ap.add_argument("--backward_seconds", type=float, default=0.0,
                     help="emulated backward time per step (0: only the exchange is measured)")
     ap.add_argument("--bucket_cap_mb", type=float, default=25.0)
+    ap.add_argument("--bucket_view", action="store_true",
+                    help="DDP's gradient_as_bucket_view=True (saves two copies per step)")
+    ap.add_argument("--threads", type=int, default=2, help="the ternps worker's threads")
     ap.add_argument("--shards", default="", help="ternps shards; empty: DDP's gloo all-reduce")
     ap.add_argument("--job_id", default="ddp-bench")
     args = ap.parse_args()
@@ -121,18 +125,29 @@ def main():
                             world_size=args.world_size)
     shapes = resnet50_shapes()
     net = Chain(shapes)
-    model = torch.nn.parallel.DistributedDataParallel(net, bucket_cap_mb=args.bucket_cap_mb)
+    model = torch.nn.parallel.DistributedDataParallel(
+        net, bucket_cap_mb=args.bucket_cap_mb, gradient_as_bucket_view=args.bucket_view)
     hook = None
     if args.shards:
         import ternps.ddp
         hook = ternps.ddp.register(model, shards=args.shards.split(","), job_id=args.job_id,
-                                   threads=2)
+                                   threads=args.threads)
     totals = {"sent": 0, "received": 0}
+    marks = []  # (seconds into the step, elements) per hook call of the step being timed
+    if hook is not None:
+        on_bucket = hook.on_bucket
+
+        def timed_on_bucket(bucket):
+            marks.append((time.perf_counter(), bucket.buffer().numel()))
+            return on_bucket(bucket)
+        hook.on_bucket = timed_on_bucket
 
     def one_step(no_sync=False):
         model.zero_grad(set_to_none=False)
         dist.barrier()
+        marks.clear()
         c0, t0 = cpu_seconds(), time.perf_counter()
+        totals["t0"] = t0
         if no_sync:
             with model.no_sync():
                 model().backward()
@@ -147,10 +162,20 @@ def main():
 
     first, _ = one_step()
     exchange, cpu = zip(*[one_step() for _ in range(args.steps)])
+    timeline_exchange = None
+    if hook is not None:
+        stats = hook.worker.last_step()
+        timeline_exchange = {
+            "buckets": [(round(t - totals["t0"], 4), n) for t, n in marks],
+            "step_seconds": round(stats["seconds"], 4),
+            "statistics_end": round(stats["statistics_end"], 4),
+            "calls": [(c["shard"], round(c["encoded"], 4), round(c["answered"], 4),
+                       round(c["decoded"], 4)) for c in stats["calls"]]}
     row = {"bench": "ddp_worker", "rank": args.rank, "world_size": args.world_size,
            "exchange": "ternps terngrad" if args.shards else "gloo all-reduce",
            "model": "resnet50 shapes", "tensors": len(shapes),
            "elements": sum(n for _, n in shapes), "bucket_cap_mb": args.bucket_cap_mb,
+           "bucket_view": args.bucket_view, "threads": args.threads,
            "steps": args.steps, "first_step_seconds": first}
     row["step_seconds_mean"], row["step_seconds_p50"] = summary(exchange)
     row["cpu_seconds_per_step"] = sum(cpu) / len(cpu)
@@ -160,9 +185,20 @@ def main():
     else:  # a ring all-reduce sends and receives 2(N-1)/N of the gradient per rank
         row["sent_bytes_per_step"] = (2.0 * (args.world_size - 1) / args.world_size * 4 *
                                       row["elements"])
+    if timeline_exchange is not None:
+        row["timeline_exchange"] = timeline_exchange
     if args.backward_seconds > 0:
         net.set_backward_seconds(args.backward_seconds)
         both = [one_step()[0] for _ in range(args.steps)]
+        if hook is not None:
+            # The last of those steps: when each bucket was handed over, and when the calls
+            # were sent and answered (seconds since the step's first bucket).
+            stats = hook.worker.last_step()
+            row["timeline"] = {
+                "buckets": [(round(t - totals["t0"], 4), n) for t, n in marks],
+                "step_seconds": round(stats["seconds"], 4),
+                "calls": [(c["shard"], round(c["encoded"], 4), round(c["answered"], 4),
+                           round(c["decoded"], 4)) for c in stats["calls"]]}
         alone = [one_step(no_sync=True)[0] for _ in range(args.steps)]
         row["backward_seconds"] = args.backward_seconds
         row["with_backward_step_seconds_mean"], row["with_backward_step_seconds_p50"] = \

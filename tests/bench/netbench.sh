@@ -5,6 +5,7 @@
 #                           [--steps 5] [--systems "gloo terngrad fp32"] [--rounds 1] [--out DIR]
 #   tests/bench/netbench.sh --systems "ddp-gloo ddp-terngrad"   # PyTorch DDP: the ternps hook
 #                           [--ddp-backward SECONDS]   # and an emulated backward of that length
+#                           [--ddp-args "--bucket_view --threads=1 ..."]   # ddp_step.py flags
 #                           [--worker-args "--calls_in_flight=4 ..."]   # ternps-bench worker flags
 #
 # Every shard and every worker runs in its own network namespace, one veth each (MTU 1500) on one
@@ -33,6 +34,7 @@ ROUNDS=1
 OUT=""
 WORKER_ARGS=""
 DDP_BACKWARD=0
+DDP_ARGS=""
 PROC_TIMEOUT=900  # seconds any one process may run (a lost peer must not hang the bench)
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -46,6 +48,7 @@ while [[ $# -gt 0 ]]; do
     --build-dir) BUILD_DIR="$2"; shift 2 ;;
     --worker-args) WORKER_ARGS="$2"; shift 2 ;;
     --ddp-backward) DDP_BACKWARD="$2"; shift 2 ;;
+    --ddp-args) DDP_ARGS="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "netbench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -200,7 +203,7 @@ run_ddp() {  # run_ddp ddp-gloo|ddp-terngrad W
     timeout "${PROC_TIMEOUT}" ip netns exec "${PREFIX}-w${r}" env GLOO_SOCKET_IFNAME=eth0 \
       PYTHONPATH="${BUILD_DIR}/python" /usr/bin/python3 "${ROOT}/tests/bench/ddp_step.py" \
       --rank "${r}" --world_size "${W}" --master 10.77.0.100:29500 \
-      --backward_seconds "${DDP_BACKWARD}" \
+      --backward_seconds "${DDP_BACKWARD}" ${DDP_ARGS} \
       --steps "${STEPS}" --job_id "net-${system}-${W}" "${shard_args[@]}" \
       > "${OUT}/${system}-W${W}-r${r}.jsonl" 2> "${OUT}/${system}-W${W}-r${r}.log" &
     pids+=($!)

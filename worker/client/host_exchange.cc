@@ -1,6 +1,7 @@
 // The Exchange on the CPU: statistics in parallel on the worker's pool, SIMD ternarization into
 // the request's payload buffers, decoding straight into the caller's gradient buffers.
 #include <algorithm>
+#include <atomic>
 #include <bit>
 
 #include "absl/strings/str_cat.h"
@@ -21,12 +22,15 @@ class HostExchange final : public Exchange {
 
   absl::Status Begin(void*) override { return absl::OkStatus(); }
 
+  // The calling thread computes partitions too, taking them from a shared counter with the pool's
+  // threads: in a streaming step the pool may be busy encoding earlier calls, and the statistics
+  // of newly ready ones (which their ShareScalers round waits for) must not queue behind them.
   absl::Status Stats(Gradients gradients, absl::Span<const uint32_t> compressed,
                      std::vector<common::PartitionStats>& stats, uint32_t* bad) override {
-    absl::BlockingCounter done(static_cast<int>(compressed.size()));
     std::vector<absl::Status> errors(compressed.size());
-    for (size_t i = 0; i < compressed.size(); ++i) {
-      pool_.Schedule([&, i] {
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      for (size_t i = next.fetch_add(1); i < compressed.size(); i = next.fetch_add(1)) {
         const uint32_t p = compressed[i];
         absl::StatusOr<common::PartitionStats> st =
             common::ComputeStats(PartitionSlice(plan_, gradients, p));
@@ -35,9 +39,18 @@ class HostExchange final : public Exchange {
         } else {
           errors[i] = st.status();
         }
+      }
+    };
+    const int helpers = static_cast<int>(
+        std::min<size_t>(compressed.empty() ? 0 : compressed.size() - 1, pool_.size()));
+    absl::BlockingCounter done(helpers);
+    for (int h = 0; h < helpers; ++h) {
+      pool_.Schedule([&] {
+        work();
         done.DecrementCount();
       });
     }
+    work();
     done.Wait();
     for (size_t i = 0; i < compressed.size(); ++i) {
       if (!errors[i].ok()) {

@@ -273,6 +273,20 @@ class PyWorker {
     d["scaler_seconds"] = s.scaler_seconds;
     d["communication_seconds"] = s.communication_seconds;
     d["min_contributors"] = s.min_contributors;
+    d["statistics_end"] = s.statistics_end;
+    d["scalers_end"] = s.scalers_end;
+    py::list calls;  // per PushPull call, seconds since the step began
+    for (const auto& c : s.calls) {
+      py::dict call;
+      call["shard"] = c.shard;
+      call["sent_bytes"] = c.sent_bytes;
+      call["received_bytes"] = c.received_bytes;
+      call["encoded"] = c.encoded;
+      call["answered"] = c.answered;
+      call["decoded"] = c.decoded;
+      calls.append(call);
+    }
+    d["calls"] = calls;
     d["reconnects"] = s.reconnects;
     return d;
   }
