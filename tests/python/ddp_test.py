@@ -87,6 +87,30 @@ class DdpHookTest(unittest.TestCase):
         self.assertGreaterEqual(hooked["test_accuracy"], 0.80)
         self.assertLessEqual(abs(hooked["test_accuracy"] - reference["test_accuracy"]), 0.01)
 
+    def test_the_example_runs_under_torchrun_with_the_one_line_register(self):
+        """torchrun --standalone: rank, world size and rendezvous from its environment, the job
+        id from TORCHELASTIC_RUN_ID, the shards from TERNPS_SHARDS (ternps.ddp.register)."""
+        proc, log, address = self.shard()
+        try:
+            env = dict(os.environ, TERNPS_SHARDS=address)
+            out = subprocess.run(
+                ["/usr/bin/torchrun", "--standalone", f"--nproc_per_node={WORLD}",
+                 # Debian's torchrun (torch 1.13, Python 3.11) crashes on the default "0" of
+                 # these (Python 3.11's IntFlag no longer iterates the zero member): give 2.
+                 "--redirects=2", "--tee=2", EXAMPLE,
+                 "--max_steps=20", f"--summary_file={self.dir.name}/torchrun.json"],
+                env=env, capture_output=True, text=True, timeout=300)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+            with open(f"{self.dir.name}/torchrun.json") as f:
+                summary = json.load(f)
+            self.assertEqual(summary["exchange"], "ternps terngrad")
+            self.assertEqual(summary["steps"], 20)
+            self.assertGreater(summary["uplink_bytes_per_step"], 0)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            log.close()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
