@@ -85,6 +85,9 @@ PartitionAggregator::Slot& PartitionAggregator::SlotFor(uint64_t step, uint32_t 
   slot.shared_scaler = 0.0f;
   slot.scalers_done = !sharing();
   slot.pushes = 0;
+  slot.next_rank = 0;
+  slot.summed_any = false;
+  slot.deferred_count = 0;
   return slot;
 }
 
@@ -233,25 +236,22 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& 
       });
       break;
     }
-    case common::Aggregation::kTernaryFloat: {
-      const absl::Span<float> sums = FloatSums(slot, first);
-      if (first) std::fill(sums.begin(), sums.end(), 0.0f);
-      common::ForEachRun(pieces, 1, [&](common::Piece run, size_t byte) {
-        const size_t k = std::min(4 * run.size(), n - 4 * byte);
-        common::DecodeValidatedTernaryAdd(run, payload.scaler, sums.subspan(4 * byte, k));
-      });
-      break;
-    }
+    case common::Aggregation::kTernaryFloat:
     case common::Aggregation::kFp32: {
-      const absl::Span<float> sums = FloatSums(slot, first);
-      common::ForEachRun(pieces, 4, [&](common::Piece run, size_t element) {
-        const absl::Span<float> out = sums.subspan(element, run.size() / 4);
-        if (first) {
-          common::CopyValidatedFp32(run, out);
-        } else {
-          common::AddValidatedFp32(run, out);
+      if (rank == slot.next_rank) {
+        SumFloatPush(slot, pieces, payload.scaler);
+        ++slot.next_rank;
+        SumDeferred(slot, /*all=*/false);
+      } else {  // a rank before it has not pushed yet: kept until it has
+        if (slot.deferred_count == slot.deferred.size()) slot.deferred.emplace_back();
+        Slot::Deferred& d = slot.deferred[slot.deferred_count++];
+        d.rank = rank;
+        d.scaler = payload.scaler;
+        d.bytes.clear();
+        for (const common::Piece& piece : pieces) {
+          d.bytes.insert(d.bytes.end(), piece.begin(), piece.end());
         }
-      });
+      }
       break;
     }
   }
@@ -261,6 +261,48 @@ void PartitionAggregator::Push(uint32_t rank, uint64_t step, const PayloadView& 
   slot.apply += config_.clock->Now() - apply_start;
   slot.push_waiters.push_back({std::move(call), index});
   TryComplete(view, finisher, completed);
+}
+
+void PartitionAggregator::SumFloatPush(Slot& slot, absl::Span<const common::Piece> pieces,
+                                       float scaler) {
+  const size_t n = config_.elements;
+  const bool first = !slot.summed_any;
+  const absl::Span<float> sums = FloatSums(slot, first);
+  slot.summed_any = true;
+  if (config_.route.aggregation == common::Aggregation::kTernaryFloat) {
+    if (first) std::fill(sums.begin(), sums.end(), 0.0f);
+    common::ForEachRun(pieces, 1, [&](common::Piece run, size_t byte) {
+      const size_t k = std::min(4 * run.size(), n - 4 * byte);
+      common::DecodeValidatedTernaryAdd(run, scaler, sums.subspan(4 * byte, k));
+    });
+    return;
+  }
+  common::ForEachRun(pieces, 4, [&](common::Piece run, size_t element) {
+    const absl::Span<float> out = sums.subspan(element, run.size() / 4);
+    if (first) {
+      common::CopyValidatedFp32(run, out);
+    } else {
+      common::AddValidatedFp32(run, out);
+    }
+  });
+}
+
+void PartitionAggregator::SumDeferred(Slot& slot, bool all) {
+  auto begin = slot.deferred.begin();
+  auto end = begin + static_cast<std::ptrdiff_t>(slot.deferred_count);
+  std::sort(begin, end,
+            [](const Slot::Deferred& a, const Slot::Deferred& b) { return a.rank < b.rank; });
+  size_t taken = 0;
+  for (auto it = begin; it != end; ++it) {
+    if (!all && it->rank != slot.next_rank) break;
+    const common::Piece piece(it->bytes.data(), it->bytes.size());
+    SumFloatPush(slot, absl::MakeConstSpan(&piece, 1), it->scaler);
+    slot.next_rank = it->rank + 1;
+    ++taken;
+  }
+  // The ones left stay first, their buffers' capacity kept behind them.
+  std::rotate(begin, begin + static_cast<std::ptrdiff_t>(taken), end);
+  slot.deferred_count -= taken;
 }
 
 void PartitionAggregator::UnpackIntSums(Slot& slot) {
@@ -373,6 +415,7 @@ CompletionStats PartitionAggregator::Complete(Slot& slot, Finisher& finisher) {
       answer = spare;
     }
   } else {
+    SumDeferred(slot, /*all=*/true);  // ranks after one that did not push this step
     const absl::Span<float> sums =
         absl::MakeSpan(reinterpret_cast<float*>(slot.float_sums->data()), n);
     // One push: validated finite, and x / 1 is x.

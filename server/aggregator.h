@@ -177,12 +177,32 @@ class PartitionAggregator {
     // Otherwise: float32 sums, kept in the buffer the average is sent from (an FP32 average is
     // divided in place and answered without a copy); replaced when an answer still holds it.
     std::shared_ptr<AverageBytes> float_sums;
+    // Float sums are taken in rank order, so that an average depends only on the pushed values,
+    // not on when they arrived: ranks [0, next_rank) are summed; a push from a later rank is
+    // copied into `deferred` until the ranks before it are in (or, for ranks that never push
+    // this step, until the slot completes), then summed in rank order. The first rank summed
+    // is copied, not added (0 + -0 would be +0).
+    uint32_t next_rank = 0;
+    bool summed_any = false;
+    struct Deferred {
+      uint32_t rank = 0;
+      float scaler = 0.0f;
+      std::vector<uint8_t> bytes;  // the payload, contiguous (capacity kept across steps)
+    };
+    std::vector<Deferred> deferred;  // the first `deferred_count` are in use
+    size_t deferred_count = 0;
     std::vector<PushWaiter> push_waiters;
   };
 
   bool sharing() const { return config_.route.aggregation == common::Aggregation::kIntSum; }
   // The slot's float sums as floats (n elements), in a buffer nobody else holds.
   absl::Span<float> FloatSums(Slot& slot, bool first) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds one push (its payload pieces; the scaler of a ternary one) to the slot's float sums
+  // (kFp32, kTernaryFloat), or copies it when it is the first summed.
+  void SumFloatPush(Slot& slot, absl::Span<const common::Piece> pieces, float scaler)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sums the deferred pushes of ranks next in order (all of them, in rank order, with `all`).
+  void SumDeferred(Slot& slot, bool all) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves a slot's packed sums into int_sums (k = field - packed_offset): for an answer of
   // fewer contributors than the offset, or a push beyond it.
   void UnpackIntSums(Slot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -8,7 +8,11 @@
 #   deploy/local/run.sh --framework pytorch   # the workers are PyTorch DDP processes (ternps hook)
 #   deploy/local/run.sh --tls                 # mutual TLS and a job token, made fresh (openssl)
 #
+#   deploy/local/run.sh --seed 7              # the same seed gives the same model_checksum
+#
 # Options: --epochs N, --workers N, --shards N, --codec terngrad|fp32, --batch-size N, --lr X,
+#   --seed N (model init, data order, rounding streams; default 1: two runs with the same seed,
+#   workers, shards, codec and batch end with the same model bits, model_checksum in the summary),
 #   --build-dir DIR, --no-install (skip apt-get), --no-build, --logs DIR (keep logs there),
 #   --with-prometheus (also start a local Prometheus scraping every shard and worker),
 #   --framework cpp|pytorch (pytorch: each worker is a PyTorch DistributedDataParallel process,
@@ -35,6 +39,7 @@ SHARDS=2
 CODEC=terngrad
 BATCH=32
 LR=0.05
+SEED=1
 INSTALL=1
 BUILD=1
 LOGS=""
@@ -52,6 +57,7 @@ while [[ $# -gt 0 ]]; do
     --codec) CODEC="$2"; shift 2 ;;
     --batch-size) BATCH="$2"; shift 2 ;;
     --lr) LR="$2"; shift 2 ;;
+    --seed) SEED="$2"; shift 2 ;;
     --build-dir) BUILD_DIR="$2"; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
     --no-build) BUILD=0; shift ;;
@@ -196,7 +202,7 @@ CHAOS_RANK=$((WORKERS - 1))
 CHAOS_STEP=$((60000 / WORKERS / BATCH / 2))
 worker_args() {  # worker_args RANK
   echo --shards="${SHARD_LIST}" --rank="$1" --world_size="${WORKERS}" --codec="${CODEC}" \
-    --epochs="${EPOCHS}" --batch_size="${BATCH}" --lr="${LR}" \
+    --epochs="${EPOCHS}" --batch_size="${BATCH}" --lr="${LR}" --seed="${SEED}" \
     --job_id="local-$$" --summary_file="${WORK}/worker-$1.json"
 }
 # The PyTorch workers' gloo process group (DDP's own bookkeeping) meets on a free port.
@@ -208,7 +214,7 @@ pytorch_worker() {  # pytorch_worker RANK: a DDP process of the example, in the 
   PYTHONPATH="${BUILD_DIR}/python${PYTHONPATH:+:${PYTHONPATH}}" /usr/bin/python3 \
     "${ROOT}/worker/python/examples/ddp_fashion_mnist.py" --shards="${SHARD_LIST}" \
     --rank="$1" --world_size="${WORKERS}" --codec="${CODEC}" --epochs="${EPOCHS}" \
-    --batch_size="${BATCH}" --lr="${LR}" --job_id="local-$$" \
+    --batch_size="${BATCH}" --lr="${LR}" --seed="${SEED}" --job_id="local-$$" \
     --master="127.0.0.1:${DDP_MASTER_PORT}" --summary_file="${WORK}/worker-$1.json" \
     "${WORKER_SECURITY[@]}" "${EXTRA[@]}"
 }

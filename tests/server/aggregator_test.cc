@@ -3,6 +3,7 @@
 // deadlines read from a ManualClock (no sleeping).
 #include "server/aggregator.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -457,6 +458,117 @@ TEST_F(AggregatorTest, RadixAnswersWhereSmaller) {
                     .ok());
     EXPECT_EQ(avg.bytes->span(), absl::MakeConstSpan(expected));
   }
+}
+
+namespace order {
+
+// Float32 values whose sum depends on the order it is taken in: per element, two ranks push
+// +-1e8 (whose float32 spacing is 8) and the others small values near half of that, which are
+// lost or kept depending on whether they meet each other or 1e8 first.
+std::vector<float> Values(uint32_t rank) {
+  const float table[] = {1e8f, 3.0f, 3.0f, -1e8f, 2.5f};
+  std::vector<float> v(kElements);
+  for (uint32_t k = 0; k < kElements; ++k) {
+    v[k] = table[(rank + k) % 5] * (1.0f + 0.01f * static_cast<float>(k % 3));
+  }
+  return v;
+}
+
+v1::PartitionPayload Fp32Values(const std::vector<float>& g) {
+  v1::PartitionPayload p;
+  p.set_partition_id(5);
+  p.set_elements(static_cast<uint32_t>(g.size()));
+  p.set_encoding(v1::FP32);
+  p.mutable_data()->resize(common::Fp32Bytes(g.size()));
+  EXPECT_TRUE(
+      common::EncodeFp32(
+          g, absl::MakeSpan(reinterpret_cast<uint8_t*>(p.mutable_data()->data()), p.data().size()))
+          .ok());
+  return p;
+}
+
+}  // namespace order
+
+const common::PartitionRoute kTernaryFloat{v1::TERNARY_2BIT, common::Aggregation::kTernaryFloat,
+                                           v1::FP32};
+
+// Every order in which the pushes of 5 ranks can arrive gives the same average bits: the sum of
+// the ranks in rank order, divided by the contributors. For FP32 pushes and for ternary pushes
+// with per-rank scalers (no sharing), whose float sums both depend on order. (Summing in arrival
+// order instead fails this: checked by making the shard sum in arrival order.)
+TEST_F(AggregatorTest, FloatSumsAreTakenInRankOrderWhateverTheArrivalOrder) {
+  for (const bool ternary : {false, true}) {
+    SCOPED_TRACE(ternary ? "ternary, per-rank scalers" : "fp32");
+    constexpr uint32_t kWorld = 5;
+    std::vector<v1::PartitionPayload> payloads;
+    // Ternary: ranks 0 and 3 push +1e8 and -1e8 (all codes +1, all -1), the others small scalers
+    // (valid 2-bit codes only: 00, 01 = +1, 10 = -1).
+    const float scalers[] = {1e8f, 3.0f, 3.0f, 1e8f, 2.5f};
+    const uint8_t kCodes[] = {0x55, 0x55, 0x59, 0xAA, 0x56};
+    for (uint32_t r = 0; r < kWorld; ++r) {
+      payloads.push_back(ternary ? Ternary(kCodes[r], scalers[r])
+                                 : order::Fp32Values(order::Values(r)));
+    }
+    // The expected average: rank order, computed here from the payloads with the codec's own
+    // decode-and-add (as a shard that sums in rank order does).
+    std::vector<float> expected(kElements, 0.0f);
+    for (uint32_t r = 0; r < kWorld; ++r) {
+      const auto* bytes = reinterpret_cast<const uint8_t*>(payloads[r].data().data());
+      const absl::Span<const uint8_t> data(bytes, payloads[r].data().size());
+      if (ternary) {
+        ASSERT_TRUE(common::DecodeTernaryAdd(data, scalers[r], absl::MakeSpan(expected)).ok());
+      } else if (r == 0) {
+        std::memcpy(expected.data(), bytes, kElements * sizeof(float));
+      } else {
+        ASSERT_TRUE(common::DecodeFp32Add(data, absl::MakeSpan(expected)).ok());
+      }
+    }
+    for (float& x : expected) x /= static_cast<float>(kWorld);
+    std::vector<uint32_t> arrival = {0, 1, 2, 3, 4};
+    int orders = 0;
+    do {
+      Make(ternary ? kTernaryFloat : kFp32, kWorld);
+      std::vector<PushPullAnswer> answers(kWorld);
+      std::vector<absl::Status> answered(kWorld, absl::UnknownError("unanswered"));
+      for (const uint32_t r : arrival) {
+        ASSERT_TRUE(Push(r, 0, payloads[r], &answers[r], &answered[r]).ok());
+      }
+      for (uint32_t r = 0; r < kWorld; ++r) {
+        ASSERT_TRUE(answered[r].ok()) << answered[r];
+        const auto* avg = reinterpret_cast<const float*>(answers[r].averages[0].bytes->data());
+        ASSERT_EQ(std::memcmp(avg, expected.data(), kElements * sizeof(float)), 0)
+            << "arrival order " << arrival[0] << arrival[1] << arrival[2] << arrival[3]
+            << arrival[4] << ", rank " << r;
+      }
+      ++orders;
+    } while (std::next_permutation(arrival.begin(), arrival.end()));
+    EXPECT_EQ(orders, 120);
+  }
+}
+
+// A rank that does not push (dropped at the timeout) leaves a gap: the pushes after it wait
+// until the step completes, and are then summed in rank order too.
+TEST_F(AggregatorTest, RankOrderSkipsARankThatNeverPushes) {
+  std::vector<uint32_t> arrival = {0, 2, 3};
+  std::vector<float> expected(kElements);
+  for (uint32_t k = 0; k < kElements; ++k) {
+    expected[k] = (order::Values(0)[k] + order::Values(2)[k] + order::Values(3)[k]) / 3.0f;
+  }
+  do {
+    Make(kFp32, 4);
+    members_->Drop({1});
+    std::vector<PushPullAnswer> answers(4);
+    std::vector<absl::Status> answered(4, absl::UnknownError("unanswered"));
+    for (const uint32_t r : arrival) {
+      ASSERT_TRUE(Push(r, 0, order::Fp32Values(order::Values(r)), &answers[r], &answered[r]).ok());
+    }
+    for (const uint32_t r : arrival) {
+      ASSERT_TRUE(answered[r].ok()) << answered[r];
+      const auto* avg = reinterpret_cast<const float*>(answers[r].averages[0].bytes->data());
+      ASSERT_EQ(std::memcmp(avg, expected.data(), kElements * sizeof(float)), 0)
+          << "arrival " << arrival[0] << arrival[1] << arrival[2];
+    }
+  } while (std::next_permutation(arrival.begin(), arrival.end()));
 }
 
 }  // namespace
