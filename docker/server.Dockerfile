@@ -20,8 +20,8 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DTERNPS_CUDA=OFF -DTERNPS_B
 FROM ${RUNTIME_BASE}
 COPY --from=build /opt/ternps /opt/ternps
 ENV LD_LIBRARY_PATH=/opt/ternps/lib PATH=/opt/ternps/bin:/usr/local/bin:/usr/bin:/bin
-# Non-root; the root filesystem can be read-only (the server writes nothing but its optional
-# --port_file).
+# Non-root; the root filesystem can be read-only: the server writes only its optional
+# --port_file and, with --state_dir, its durable state (a volume in deploy/k8s).
 USER 10001:10001
 EXPOSE 7070 9091
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \

@@ -7,9 +7,11 @@
 // call and frees the step:
 //   - kIntSum (TERNARY_2BIT with scaler sharing): int16 sums of the codes, answered as INT_SUM
 //     with the shared scaler; exact, independent of arrival order.
-//   - kTernaryFloat (TERNARY_2BIT without sharing): float32 sum of scaler_i * code_i in arrival
+//   - kTernaryFloat (TERNARY_2BIT without sharing): float32 sum of scaler_i * code_i in rank
 //     order, answered as FP32 or re-ternarized (the shard's own random stream).
-//   - kFp32: float32 sum in arrival order, answered as FP32.
+//   - kFp32: float32 sum in rank order, answered as FP32.
+// Float sums are taken in rank order whatever the pushes' arrival order (Slot::deferred), so an
+// average depends only on the pushed values (the proto states the order).
 // The average is sum / contributors in float32 (contributors = pushes included).
 //
 // The caller validates payloads before handing them over (server/request_validation.h, so

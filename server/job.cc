@@ -222,6 +222,10 @@ absl::StatusOr<v1::JoinResponse> Job::Join(const v1::JoinRequest& request,
     response.add_owned_partitions(p);
   }
   for (const uint32_t r : membership_.View()->LiveRanks()) response.add_live_workers(r);
+  v1::JobSettings* settings = response.mutable_settings();
+  *settings->mutable_codec() = common::CodecToProto(spec_.codec);
+  settings->set_snapshot_interval(spec_.recovery.snapshot_interval);
+  settings->set_state_slots(spec_.recovery.state_slots);
   return response;
 }
 

@@ -37,9 +37,9 @@ namespace ternps::common {
 
 // How a shard sums the pushes of one partition.
 enum class Aggregation {
-  kFp32,          // float32 sum of FP32 pushes, in arrival order
+  kFp32,          // float32 sum of FP32 pushes, in rank order
   kIntSum,        // exact int16 sum of ternary codes (all pushed with the shared scaler)
-  kTernaryFloat,  // float32 sum of scaler_i * code_i, in arrival order
+  kTernaryFloat,  // float32 sum of scaler_i * code_i, in rank order
 };
 
 struct PartitionRoute {

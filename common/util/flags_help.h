@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <string>
 #include <vector>
 
 #include "absl/flags/internal/program_name.h"
@@ -32,6 +33,19 @@ inline void SetUsage(absl::string_view usage) {
     return absl::EndsWith(path, "main.cc") || absl::StrContains(path, "/ternps/");
   };
   config.contains_helpshort_flags = config.contains_help_flags;
+  // "Flags from server/main.cc", not the build machine's absolute path.
+  config.normalize_filename = [](absl::string_view path) -> std::string {
+    size_t from = absl::string_view::npos;  // the last top-level directory of the tree
+    for (absl::string_view top : {"/server/", "/worker/", "/common/", "/tests/"}) {
+      const size_t at = path.rfind(top);
+      if (at != absl::string_view::npos && (from == absl::string_view::npos || at > from)) {
+        from = at;
+      }
+    }
+    if (from != absl::string_view::npos) return std::string(path.substr(from + 1));
+    const size_t slash = path.rfind('/');
+    return std::string(slash == absl::string_view::npos ? path : path.substr(slash + 1));
+  };
   absl::SetFlagsUsageConfig(config);
 }
 

@@ -232,14 +232,15 @@ done
 for ((r = 0; r < WORKERS && !PYTORCH; r++)); do
   # shellcheck disable=SC2207
   args=($(worker_args "${r}") $(metrics_flags "worker-${r}") "${WORKER_SECURITY[@]}" "${EXTRA[@]}")
+  crash=()  # test-only: the chaos rank kills itself (TERNPS_TEST_CRASH_AT_STEP, not a flag)
   if [[ "${CHAOS}" == 1 && "${r}" == "${CHAOS_RANK}" ]]; then
-    args+=(--crash_at_step="${CHAOS_STEP}")
+    crash=(env TERNPS_TEST_CRASH_AT_STEP="${CHAOS_STEP}")
   fi
   if [[ "${r}" == 0 ]]; then
     # Rank 0's progress goes to the terminal and to its log.
-    "${BIN}/ternps-worker" "${args[@]}" > >(tee "${WORK}/worker-0.log" | grep -v '^{') 2>&1 &
+    "${crash[@]}" "${BIN}/ternps-worker" "${args[@]}" > >(tee "${WORK}/worker-0.log" | grep -v '^{') 2>&1 &
   else
-    "${BIN}/ternps-worker" "${args[@]}" --quiet >"${WORK}/worker-${r}.log" 2>&1 &
+    "${crash[@]}" "${BIN}/ternps-worker" "${args[@]}" --quiet >"${WORK}/worker-${r}.log" 2>&1 &
   fi
   PIDS+=("$!")
   WORKER_PIDS+=("$!")

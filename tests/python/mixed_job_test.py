@@ -127,6 +127,14 @@ class MixedJobTest(unittest.TestCase):
         client = ternps.client.Client(job_id=job, rank=1, world_size=2,
                                       shards=[self.shard.address], tensors=TENSORS, codec=codec,
                                       seed=7, rpc_timeout=60)
+        # The client sent partition_elements 0 and no min_compress_elements ("the default") and
+        # plans with what the shard resolved (JoinResponse.settings), not with its own defaults;
+        # the digests below match the C++ peer's only if that plan is the shard's.
+        resolved = client.settings.codec
+        self.assertEqual(resolved.partition_elements, 1 << 20 if codec == "terngrad" else 1 << 18)
+        self.assertEqual(resolved.min_compress_elements, 4096)
+        self.assertEqual(len(client.partitions),
+                         sum(-(-n // resolved.partition_elements) for _, n in TENSORS))
         digests = []
         for step in range(STEPS):
             averages = client.step(gradient(1, step))

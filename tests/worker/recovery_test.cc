@@ -181,7 +181,10 @@ TEST_F(RecoveryTest, AWorkerKilledAndRestartedEndsWithItsPeersModel) {
   const int crash_step = 20 + static_cast<int>(rng() % 80);  // seeded: [20, 100)
   auto w0 = StartWorker(0, {});
   auto w1 = StartWorker(1, {});
-  auto w2 = StartWorker(2, {absl::StrCat("--crash_at_step=", crash_step)});
+  // Test-only, an environment variable (not a flag of the shipping binary): the child inherits it.
+  ASSERT_EQ(setenv("TERNPS_TEST_CRASH_AT_STEP", absl::StrCat(crash_step).c_str(), 1), 0);
+  auto w2 = StartWorker(2, {});
+  ASSERT_EQ(unsetenv("TERNPS_TEST_CRASH_AT_STEP"), 0);
   const int crashed = w2->Wait();
   ASSERT_TRUE(WIFSIGNALED(crashed) && WTERMSIG(crashed) == SIGKILL) << ExitString(crashed);
   // The survivors go on once the shards drop rank 2 (within --disconnect_grace, 2 s). Hold them

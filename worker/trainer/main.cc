@@ -6,6 +6,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <numeric>
 #include <random>
@@ -67,10 +68,17 @@ ABSL_FLAG(int, snapshot_interval, -1,
           "Recovery: steps between state snapshots kept by the shards; 0: off (a restarted or "
           "readmitted worker then cannot rebuild its peers' model and exits); -1: 50 on the CPU, "
           "0 with --device=cuda (whose model cannot hand its state over yet)");
-ABSL_FLAG(uint64_t, crash_at_step, 0,
-          "Testing recovery: before pushing this step (> 0), kill this process with SIGKILL, as a "
-          "crash would (no Leave, no cleanup)");
 ABSL_FLAG(int, threads, 2, "Encode/decode threads of the client library");
+
+namespace {
+// Test-only, not a flag (kept out of --help): TERNPS_TEST_CRASH_AT_STEP=N makes the process kill
+// itself with SIGKILL before pushing step N (> 0), as a crash would (no Leave, no cleanup). Used
+// by tests/worker/recovery_test.cc and deploy/local/run.sh --chaos.
+uint64_t TestCrashAtStep() {
+  const char* v = std::getenv("TERNPS_TEST_CRASH_AT_STEP");
+  return v == nullptr ? 0 : std::strtoull(v, nullptr, 10);
+}
+}  // namespace
 ABSL_FLAG(uint64_t, max_call_bytes, ternps::worker::WorkerOptions{}.max_call_bytes,
           "Payload bytes per PushPull call (partitions are grouped up to this)");
 ABSL_FLAG(int, calls_in_flight, ternps::worker::WorkerOptions{}.calls_in_flight_per_shard,
@@ -304,6 +312,7 @@ int main(int argc, char** argv) {
   int epoch_steps = 0;
   uint64_t epoch_sent = 0, epoch_received = 0;
   double epoch_step_seconds = 0.0;
+  const uint64_t crash_at_step = TestCrashAtStep();
   for (uint64_t g = (*worker)->step(); g < total_steps; g = (*worker)->step()) {
     const int epoch = static_cast<int>(g / steps_per_epoch) + 1;
     const int s = static_cast<int>(g % steps_per_epoch);
@@ -320,7 +329,7 @@ int main(int argc, char** argv) {
                   &images[size_t(i) * kImagePixels]);
       labels[i] = train->labels[item];
     }
-    if (g > 0 && g == absl::GetFlag(FLAGS_crash_at_step)) raise(SIGKILL);
+    if (g > 0 && g == crash_at_step) raise(SIGKILL);
     const absl::Time step_start = absl::Now();
     absl::StatusOr<float> loss = model.ComputeGradients(images.data(), labels.data(), batch);
     if (!loss.ok()) return Fail(loss.status().ToString());

@@ -41,25 +41,18 @@ def _error(where, rpc_error):
 
 class Client:
     def __init__(self, job_id, rank, world_size, shards, tensors, codec="terngrad",
-                 clip_sigmas=2.5, partition_elements=0, min_compress_elements=4096,
+                 clip_sigmas=2.5, partition_elements=0, min_compress_elements=None,
                  seed=0, rpc_timeout=180.0, tls_ca="", tls_cert="", tls_key="",
                  token_file="", int_sum_radix=True):
+        """partition_elements 0 and min_compress_elements None are sent as "the default": the
+        client plans with the values the shards resolved (JoinResponse.settings), not with
+        defaults of its own."""
         self.job_id, self.rank, self.world_size = job_id, rank, world_size
         self.tensors = [(str(n), int(e)) for n, e in tensors]
         self.timeout = rpc_timeout
         self.clip_sigmas = clip_sigmas
         self.rng = np.random.default_rng(seed * 1000003 + rank)  # any rounding stream is valid
         self.terngrad = codec == "terngrad"
-        if partition_elements == 0:  # DefaultPartitionElements in ternps/codec_config.h
-            partition_elements = 1 << 20 if self.terngrad else 1 << 18
-        # The plan (file header, "Partitions"): tensors split in registration order into pieces
-        # of at most partition_elements; ids count across tensors.
-        self.partitions = []  # (tensor, offset, elements, compressed)
-        for t, (_, n) in enumerate(self.tensors):
-            compressed = self.terngrad and n >= min_compress_elements
-            for offset in range(0, n, partition_elements):
-                self.partitions.append((t, offset, min(partition_elements, n - offset),
-                                        compressed))
         self.metadata = ()
         if token_file:
             with open(token_file, encoding="ascii") as f:
@@ -86,7 +79,8 @@ class Client:
             request.codec.codec = pb.CODEC_TERNGRAD if self.terngrad else pb.CODEC_FP32
             request.codec.clip_sigmas = clip_sigmas
             request.codec.partition_elements = partition_elements
-            request.codec.min_compress_elements = min_compress_elements
+            if min_compress_elements is not None:
+                request.codec.min_compress_elements = min_compress_elements
             request.codec.seed = seed
             request.codec.int_sum_radix = int_sum_radix  # as the C++ library's default
             self.int_sum_radix = bool(int_sum_radix)
@@ -95,9 +89,28 @@ class Client:
                                    metadata=self.metadata)
             except grpc.RpcError as e:
                 raise _error(f"shard {s} ({shards[s]}) Join", e) from None
+            if not answer.HasField("settings") or answer.settings.codec.partition_elements == 0:
+                raise TernpsError("FAILED_PRECONDITION",
+                                  f"shard {s} ({shards[s]}) Join answer: settings: absent (a "
+                                  "shard older than JoinResponse.settings)")
+            if s > 0 and answer.settings != self.settings:
+                raise TernpsError("FAILED_PRECONDITION",
+                                  f"shard {s} ({shards[s]}) Join answer: settings differ from "
+                                  f"shard 0's: {answer.settings} vs {self.settings}")
+            self.settings = answer.settings
             self.epochs.append(answer.epoch)
             self.owned.append(list(answer.owned_partitions))
             start = max(start, answer.start_step)
+        # The plan (file header, "Partitions"), from the settings the shards resolved: tensors
+        # split in registration order into pieces of at most partition_elements; ids count
+        # across tensors.
+        resolved = self.settings.codec
+        self.partitions = []  # (tensor, offset, elements, compressed)
+        for t, (_, n) in enumerate(self.tensors):
+            compressed = self.terngrad and n >= resolved.min_compress_elements
+            for offset in range(0, n, resolved.partition_elements):
+                self.partitions.append((t, offset, min(resolved.partition_elements, n - offset),
+                                        compressed))
         self.step_index = start
         self.pool = futures.ThreadPoolExecutor(max_workers=max(1, len(shards)))
 
