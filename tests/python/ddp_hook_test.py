@@ -111,6 +111,29 @@ def child(rank, master, shard, out):
 
 # --- the tests ----------------------------------------------------------------------------------
 
+class FlatBucket:
+    """What DDP hands a hook (the torch.distributed.GradBucket methods the hook uses): the
+    parameters' current gradients, copied into one flat buffer that gradients() views."""
+
+    def __init__(self, params):
+        import torch
+        self.params = params
+        self.buf = torch.cat([p.grad.reshape(-1) for p in params])
+
+    def buffer(self):
+        return self.buf
+
+    def parameters(self):
+        return self.params
+
+    def gradients(self):
+        out, at = [], 0
+        for p in self.params:
+            out.append(self.buf[at:at + p.numel()].view_as(p))
+            at += p.numel()
+        return out
+
+
 class Shard:
     def __init__(self, directory):
         port_file = os.path.join(directory, "port")
@@ -177,24 +200,6 @@ class DdpHookTest(unittest.TestCase):
         import ternps
         import ternps.ddp
 
-        class Bucket:  # what DDP hands a hook (torch.distributed.GradBucket's methods used)
-            def __init__(self, params):
-                self.params = params
-                self.buf = torch.cat([p.grad.reshape(-1) for p in params])
-
-            def buffer(self):
-                return self.buf
-
-            def parameters(self):
-                return self.params
-
-            def gradients(self):
-                out, at = [], 0
-                for p in self.params:
-                    out.append(self.buf[at:at + p.numel()].view_as(p))
-                    at += p.numel()
-                return out
-
         net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
         stranger = torch.nn.Parameter(torch.ones(3))
         for p in list(net.parameters()) + [stranger]:
@@ -203,15 +208,15 @@ class DdpHookTest(unittest.TestCase):
         hook = ternps.ddp.TernGradHook(net, job_id="bad-bucket", rank=0, world_size=2,
                                        shards=[self.shard.address], codec="fp32", threads=1)
         params = list(net.parameters())
-        first = hook.on_bucket(Bucket(params[2:]))      # fine on its own
-        second = hook.on_bucket(Bucket([stranger]))    # unknown: the iteration fails
+        first = hook.on_bucket(FlatBucket(params[2:]))      # fine on its own
+        second = hook.on_bucket(FlatBucket([stranger]))    # unknown: the iteration fails
         with self.assertRaises(Exception) as e:
             first.wait()
         self.assertIn("not marked ready", str(e.exception))
         with self.assertRaises(Exception) as e:
             second.wait()
         self.assertIn("not built with", str(e.exception))
-        third = hook.on_bucket(Bucket(params))
+        third = hook.on_bucket(FlatBucket(params))
         with self.assertRaises(Exception) as e:
             third.wait()
         self.assertIn("missed averages", str(e.exception))
@@ -266,6 +271,98 @@ class DdpHookTest(unittest.TestCase):
                     self.assertEqual(results[rank].dtype, dtype)
                     self.assertTrue(torch.equal(results[rank], expected),
                                     f"rank {rank}: not the float32 average in {dtype}")
+
+    def test_a_worker_restarted_into_the_job_recovers_its_peers_model(self):
+        """Two ranks (threads, each a hook over its own replica, buckets handed over as DDP
+        would), SGD with momentum, snapshot_interval 3. Rank 1 leaves after 4 steps; a new rank
+        1 (a restarted process: the model made afresh with the job's seed) joins the running job,
+        calls hook.recover() and trains on. Both must end with the same parameters and momentum
+        buffers, bit for bit."""
+        import torch
+        import ternps.ddp
+
+        steps = 10
+        results, errors = {}, []
+        rejoined = threading.Event()
+        common = dict(job_id="recover", world_size=2, shards=[self.shard.address],
+                      codec="terngrad", snapshot_interval=3, threads=1, min_compress_elements=64)
+
+        def replica():
+            net = torch.nn.Sequential(torch.nn.Linear(30, 40), torch.nn.Tanh(),
+                                      torch.nn.Linear(40, 5))
+            # The job's seed: every process makes the same initial model (a generator of its
+            # own: the threads must not share torch's global one).
+            g = torch.Generator().manual_seed(11)
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+            opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+            return net, opt
+
+        def train(rank, hook, net, opt, until):
+            params = list(net.parameters())
+            while hook.worker.step_index < until:
+                step = hook.worker.step_index
+                g = torch.Generator().manual_seed(1000 * rank + step)  # data of (rank, step)
+                x = torch.randn(8, 30, generator=g)
+                opt.zero_grad()
+                net(x).square().mean().backward()
+                bucket = FlatBucket(params)
+                hook.on_bucket(bucket).wait()
+                for p, avg in zip(params, bucket.gradients()):
+                    p.grad.copy_(avg)
+                opt.step()
+                if rank == 0:
+                    results.setdefault("history", {})[step + 1] = state(net, opt)
+                if rank == 0 and step == 5:
+                    rejoined.wait(60)  # rank 0 waits for the new rank 1 to join
+
+        def state(net, opt):
+            return [p.detach().clone() for p in net.parameters()] + [
+                opt.state[p]["momentum_buffer"].clone() for p in net.parameters()]
+
+        def rank0():
+            try:
+                net, opt = replica()
+                hook = ternps.ddp.TernGradHook(net, optimizer=opt, rank=0, **common)
+                train(0, hook, net, opt, steps)
+                results[0] = state(net, opt)
+                hook.close()
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        def rank1():
+            try:
+                net, opt = replica()
+                hook = ternps.ddp.TernGradHook(net, optimizer=opt, rank=1, **common)
+                train(1, hook, net, opt, 4)
+                hook.close()  # leaves: rank 0 goes on alone
+                net, opt = replica()  # a restarted process
+                hook = ternps.ddp.TernGradHook(net, optimizer=opt, rank=1, **common)
+                rejoined.set()
+                results["joined_at"] = hook.worker.step_index
+                hook.recover()
+                results["recovered"] = state(net, opt)
+                train(1, hook, net, opt, steps)
+                results[1] = state(net, opt)
+                hook.close()
+            except Exception as e:  # reported below
+                errors.append(e)
+                rejoined.set()
+
+        threads = [threading.Thread(target=f) for f in (rank0, rank1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(errors, [])
+        self.assertGreaterEqual(results["joined_at"], 4, "the new rank 1 joined a running job")
+        at = results["joined_at"]
+        for i, (a, b) in enumerate(zip(results["history"][at], results["recovered"])):
+            self.assertTrue(torch.equal(a, b), f"state tensor {i} differs right after recovery "
+                            f"to step {at}: max diff {(a - b).abs().max()}")
+        for i, (a, b) in enumerate(zip(results[0], results[1])):
+            self.assertTrue(torch.equal(a, b), f"state tensor {i} differs after recovery")
 
     def test_register_needs_a_real_job_id_under_plain_torchrun(self):
         import ternps.ddp

@@ -113,6 +113,22 @@ class Worker:
         the step, naming it)."""
         self._impl.finish_step()
 
+    def offer_state(self, state):
+        """Recovery: call right after each optimizer update with the worker's state, one
+        float32 buffer per (tensor, slot), tensor-major: state[i * state_slots + j] is slot j
+        (0: the parameters) of tensor i. The worker whose turn it is (every snapshot_interval
+        steps) uploads it to the shards; the others return at once."""
+        self._impl.offer_state([_as_array(s, i) for i, s in enumerate(state)])
+
+    def recover(self, state, gradients, apply):
+        """Rebuilds the peers' exact state after joining a running job (or rejoin()): `state`
+        (laid out as in offer_state) must hold the job's initial state (the model made afresh
+        with the job's seed); for each step t the peers completed, the average of step t is
+        written into `gradients` and apply(t) must run the same optimizer update the peers ran
+        after step t. Afterwards `state` is bit for bit its peers'. Needs snapshot_interval > 0."""
+        self._impl.recover([_as_array(s, i) for i, s in enumerate(state)],
+                           [_as_array(g, i) for i, g in enumerate(gradients)], apply)
+
     def rejoin(self):
         """Joins every shard again after a failed step (ABORTED: dropped or replaced)."""
         self._impl.rejoin()

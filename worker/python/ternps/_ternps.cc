@@ -252,6 +252,37 @@ class PyWorker {
     WithoutGil([](ternps::worker::Worker& w) { return w.Leave(); });
   }
 
+  // Recovery (ternps/worker.h: OfferState, Recover). `state`: one buffer per (tensor, slot),
+  // tensor-major (state[i * state_slots + j]).
+  void OfferState(const py::list& state) {
+    std::vector<absl::Span<float>> spans;
+    for (size_t i = 0; i < state.size(); ++i) spans.push_back(FloatBuffer(state[i], "state", i));
+    WithoutGil([&](ternps::worker::Worker& w) { return w.OfferState(spans); });
+  }
+  // apply(step) runs on the calling thread (the GIL taken for it); an exception it raises fails
+  // the recovery (INTERNAL, with the exception's text).
+  void Recover(const py::list& state, const py::list& gradients, py::object apply) {
+    std::vector<absl::Span<float>> state_spans;
+    for (size_t i = 0; i < state.size(); ++i) {
+      state_spans.push_back(FloatBuffer(state[i], "state", i));
+    }
+    std::vector<absl::Span<float>> grad_spans;
+    for (size_t i = 0; i < gradients.size(); ++i) {
+      grad_spans.push_back(FloatBuffer(gradients[i], "gradients", i));
+    }
+    auto call_apply = [&apply](uint64_t step) -> absl::Status {
+      py::gil_scoped_acquire gil;
+      try {
+        apply(step);
+      } catch (py::error_already_set& e) {
+        return absl::InternalError(absl::StrCat("apply(", step, "): ", e.what()));
+      }
+      return absl::OkStatus();
+    };
+    WithoutGil(
+        [&](ternps::worker::Worker& w) { return w.Recover(state_spans, grad_spans, call_apply); });
+  }
+
   uint64_t step() const {
     return Read([](const ternps::worker::Worker& w) { return w.step(); });
   }
@@ -442,6 +473,8 @@ PYBIND11_MODULE(_ternps, m) {
       .def("mark_ready", &PyWorker::MarkReady, py::arg("tensors"), py::arg("gradients"),
            py::arg("written"))
       .def("finish_step", &PyWorker::FinishStep)
+      .def("offer_state", &PyWorker::OfferState, py::arg("state"))
+      .def("recover", &PyWorker::Recover, py::arg("state"), py::arg("gradients"), py::arg("apply"))
       .def("step", &PyWorker::Step, py::arg("gradients"))
       .def("rejoin", &PyWorker::Rejoin)
       .def("leave", &PyWorker::Leave)

@@ -33,8 +33,20 @@ What it handles:
   copied back), which works without a CUDA build of ternps but is not the device codec;
 - a failure in any bucket: every future of the iteration fails (none hangs), with the
   ternps error. A worker whose step failed has missed averages its peers applied: the next
-  iteration raises (FAILED_PRECONDITION) instead of letting the replicas diverge silently.
-  Rebuilding the model from the shards (Recover) is not bound in Python yet.
+  iteration raises (FAILED_PRECONDITION) instead of letting the replicas diverge silently,
+  until `hook.recover()` rebuilds the model.
+
+Recovery. Pass the optimizer (`register(model, optimizer=opt, snapshot_interval=K)`; SGD, with
+or without momentum, dampening 0): every K steps one worker's parameters and momentum buffers
+are snapshotted on the shards, and the shards keep every average since. After a failed step
+(backward raised; e.g. ABORTED: this worker was dropped), or in a process restarted into a
+running job (its model made afresh with the job's seed), call `hook.recover()` outside the
+backward pass: it joins again, loads the newest snapshot and replays every average since
+through `optimizer.step()`, so the parameters and momentum buffers are bit for bit its peers'.
+A learning-rate schedule must then be a function of the step (`hook.worker.step_index`).
+Partitions without a snapshot yet start from the parameters the model has: only a model made
+afresh with the job's seed has those right, so a worker whose step failed before the first
+snapshot cannot recover.
 
 Constraints: world_size is the number of DDP processes, each one ternps worker (rank = DDP
 rank). DDP's own process group still does its bookkeeping (the initial broadcast, the bucket
@@ -55,10 +67,11 @@ def terngrad_hook(state, bucket):
     return state.on_bucket(bucket)
 
 
-def register(ddp_model, shards=None, job_id=None, **worker_options):
+def register(ddp_model, shards=None, job_id=None, optimizer=None, **worker_options):
     """Averages `ddp_model`'s gradients through ternps shards: builds a TernGradHook for its
     module (rank and world size from its process group) and registers it. Returns the hook
-    (its `.worker` gives the figures of each step; `close()` leaves the job)."""
+    (its `.worker` gives the figures of each step; `recover()` rebuilds the model after a
+    failure; `close()` leaves the job). `optimizer`: for recovery (see the module's doc)."""
     import torch.distributed as dist
     if shards is None:
         env = os.environ.get("TERNPS_SHARDS", "")
@@ -74,9 +87,9 @@ def register(ddp_model, shards=None, job_id=None, **worker_options):
                              "one with --rdzv_id)")
         job_id = run_id
     group = ddp_model.process_group
-    hook = TernGradHook(ddp_model.module, job_id=job_id, rank=dist.get_rank(group),
-                        world_size=dist.get_world_size(group), shards=shards,
-                        **worker_options)
+    hook = TernGradHook(ddp_model.module, optimizer=optimizer, job_id=job_id,
+                        rank=dist.get_rank(group), world_size=dist.get_world_size(group),
+                        shards=shards, **worker_options)
     hook.register(ddp_model)
     return hook
 
@@ -104,13 +117,20 @@ class TernGradHook:
     arguments are ternps.Worker's (job_id, rank, world_size, shards, codec, seed, ...).
     """
 
-    def __init__(self, module, **worker_options):
+    def __init__(self, module, optimizer=None, **worker_options):
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("module: no parameter requires a gradient")
         named.reverse()  # the order backward computes them
         self._index = {id(p): i for i, (_, p) in enumerate(named)}
         self._names = [n for n, _ in named]
+        self._params = [p for _, p in named]
+        self._optimizer = None
+        self._momentum = False
+        if optimizer is not None and worker_options.get("snapshot_interval", 0) > 0:
+            self._optimizer = optimizer
+            self._momentum = self._check_optimizer(optimizer)
+            worker_options.setdefault("state_slots", 2 if self._momentum else 1)
         self.worker = Worker(tensors=[(n, p.numel()) for n, p in named], **worker_options)
         self._marked = 0         # tensors marked in the current iteration
         self._in_step = False
@@ -133,14 +153,85 @@ class TernGradHook:
                 future.set_exception(e)
         return future
 
+    def _check_optimizer(self, optimizer):
+        """Whether the optimizer keeps momentum buffers (state slot 1); refuses optimizers whose
+        state the hook cannot snapshot and replay exactly. Creates the momentum buffers now
+        (zeros, which SGD with dampening 0 treats exactly like its own first-step copy), so that
+        every worker's state has them from step 0."""
+        if type(optimizer) is not torch.optim.SGD:
+            raise ValueError(f"optimizer: recovery supports torch.optim.SGD, not "
+                             f"{type(optimizer).__name__}")
+        mine = {id(p) for p in self._params}
+        momentum = set()
+        for group in optimizer.param_groups:
+            if group["momentum"] and group["dampening"]:
+                raise ValueError("optimizer: recovery needs dampening 0 with momentum")
+            for p in group["params"]:
+                if id(p) in mine:
+                    momentum.add(bool(group["momentum"]))
+        if len(momentum) > 1:
+            raise ValueError("optimizer: momentum in some parameter groups and not others")
+        with_momentum = momentum == {True}
+        if with_momentum:
+            for p in self._params:
+                state = optimizer.state[p]
+                if state.get("momentum_buffer") is None:
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+        return with_momentum
+
+    def _state(self):
+        """The worker's state for recovery, tensor-major: parameters, then momentum buffers."""
+        out = []
+        for p in self._params:
+            out.append(p.data)
+            if self._momentum:
+                out.append(self._optimizer.state[p]["momentum_buffer"])
+        return out
+
+    def recover(self):
+        """Rebuilds this worker's parameters and momentum buffers from the shards (outside the
+        backward pass): after a failed step (joins again first) or in a process that joined a
+        running job. Needs `optimizer=` and snapshot_interval > 0."""
+        if self._optimizer is None:
+            raise TernpsError("FAILED_PRECONDITION",
+                              "recover: the hook was built without optimizer= and "
+                              "snapshot_interval > 0, so the shards keep nothing to recover from")
+        if self._in_step:
+            self._end_step(None)
+        if self._failure is not None:
+            self.worker.rejoin()
+        grads = [torch.zeros_like(p, memory_format=torch.contiguous_format)
+                 for p in self._params]
+        saved = [p.grad for p in self._params]
+
+        def apply(step):
+            for p, g in zip(self._params, grads):
+                p.grad = g
+            self._optimizer.step()
+
+        try:
+            with torch.no_grad():
+                self.worker.recover(self._state(), grads, apply)
+        finally:
+            for p, g in zip(self._params, saved):
+                p.grad = g
+        self._failure = None
+
     def _mark(self, bucket, buffer, future):
         if not self._in_step:
             if self._failure is not None:
+                advice = ("call hook.recover() to rebuild the model from the shards"
+                          if self._optimizer is not None else
+                          "build the hook with optimizer= and snapshot_interval > 0 to be able "
+                          "to recover, or restart the job from a checkpoint")
                 raise TernpsError(
                     "FAILED_PRECONDITION",
                     f"an earlier step failed ({self._failure}): this worker missed averages its "
-                    "peers applied, so its replica would diverge; restart the job from a "
-                    "checkpoint (Recover is not bound in Python yet)")
+                    f"peers applied, so its replica would diverge; {advice}")
+            if self._optimizer is not None:
+                # The optimizer has applied the previous step's averages: the worker whose turn
+                # it is snapshots the state on the shards.
+                self.worker.offer_state(self._state())
             self.worker.start_step()
             self._in_step = True
             self._marked = 0
