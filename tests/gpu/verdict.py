@@ -11,7 +11,7 @@ Each step's log is LOGS_DIR/<step>.log; device_check.sh ends it with "ternps-che
   FAIL            anything else: a non-zero exit, a timeout, a skipped test, no tests, a
                   sanitizer error summary, a missing shared library, accuracy off by > 1 point
   not available   the tool refused this machine (compute-sanitizer on some GPUs)
-  not yet         the capability is not built yet (the DDP hook on CUDA tensors)
+  not yet         the capability is not built yet (none at the moment)
 The verdict is PASS only if no step reads FAIL and every step ran.
 """
 import json
@@ -184,14 +184,20 @@ def judge_python(text):
     return "pass", "extension built and imported; exact averages"
 
 
-def judge_not_yet(text):
+def judge_ddp_cuda(text):
     if "ternps-check-not-yet:" in text:
         return "not yet", text.split("ternps-check-not-yet:", 1)[1].splitlines()[0].strip()
-    return judge_tests(text)
+    why = exited(text)
+    if why:
+        return "FAIL", why
+    exact = re.findall(r"^ddp_cuda: (\S+) CUDA buckets .* averages exact$", text, re.M)
+    if len(exact) < 2:
+        return "FAIL", "not every dtype reported exact averages"
+    return "pass", "CUDA buckets through the hook: " + ", ".join(exact)
 
 
 JUDGES = {"preflight": judge_preflight, "bench": judge_bench, "training": judge_training,
-          "python": judge_python, "ddp_cuda": judge_not_yet}
+          "python": judge_python, "ddp_cuda": judge_ddp_cuda}
 
 
 def judge(step, logs):

@@ -93,7 +93,10 @@ def clean_logs():
         "training": ended(training_log(), limit=150),
         "python": ended("python: extension built\n"
                         "python: two workers exchanged 65536 elements; averages exact\n"),
-        "ddp_cuda": "ternps-check-not-yet: the DDP hook steps CPU tensors only\n",
+        "ddp_cuda": ended("ddp_cuda: torch.float32 CUDA buckets of 65536 elements through the "
+                          "hook; averages exact\n"
+                          "ddp_cuda: torch.float16 CUDA buckets of 65536 elements through the "
+                          "hook; averages exact\n"),
         "sanitizer_memcheck": ended(SANITIZER_CLEAN, limit=120),
         "sanitizer_racecheck": ended(RACECHECK_CLEAN, limit=120),
     }
@@ -119,7 +122,19 @@ class VerdictTest(unittest.TestCase):
     def test_clean_set_passes(self):
         rc, last, out = self.run_verdict(clean_logs())
         self.assertEqual((rc, last), (0, "PASS"), out)
-        self.assertIn("not yet", out)  # ddp_cuda, distinct from pass and FAIL
+
+    def test_a_capability_not_built_yet_reads_not_yet(self):
+        logs = clean_logs()
+        logs["ddp_cuda"] = "ternps-check-not-yet: something\n"
+        rc, last, out = self.run_verdict(logs)
+        self.assertEqual((rc, last), (0, "PASS"), out)
+        self.assertIn("not yet", out)  # distinct from pass and FAIL
+
+    def test_ddp_cuda_without_exact_averages_fails(self):
+        logs = clean_logs()
+        logs["ddp_cuda"] = ended("ddp_cuda: torch.float32 CUDA buckets of 65536 elements "
+                                 "through the hook; averages exact\n")
+        self.assert_fails(logs, "not every dtype")
 
     def test_skipped_test_fails(self):
         logs = clean_logs()

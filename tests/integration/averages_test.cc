@@ -116,7 +116,8 @@ absl::Status StreamStep(worker::Worker& w, std::vector<absl::Span<float>>& spans
 }
 
 TEST_P(AveragesTest, EveryWorkerGetsTheExactAverage) {
-  const auto [mode, streamed] = GetParam();
+  const Mode mode = std::get<0>(GetParam());
+  const bool streamed = std::get<1>(GetParam());
   testing::TestCluster cluster(kShards);
   // results[rank][step] = the averaged gradient that worker received.
   std::vector<std::vector<std::vector<std::vector<float>>>> results(kWorld);
