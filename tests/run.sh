@@ -94,10 +94,13 @@ fi
 ctest "${ctest_args[@]}"
 if [[ "${SANITIZE}" == 1 ]]; then
   # install_test builds a consumer with the default compiler against the installed library (not
-  # with ASan); k8s_manifests_test is not C++ and needs the main tree's npm packages.
+  # with ASan); k8s_manifests_test is not C++ and needs the main tree's npm packages;
+  # local_run_reproducibility_test checks determinism through deploy/local/run.sh (the same
+  # processes the other integration tests run under ASan), about 3 minutes there.
   echo "== test under ASan + UBSan, and short fuzz runs (${SAN_DIR})"
   san_args=(--test-dir "${SAN_DIR}" --output-on-failure -j "${JOBS}" --timeout 900
-            -L "unit|integration|fuzz" -E "^(install_test|k8s_manifests_test)$")
+            -L "unit|integration|fuzz"
+            -E "^(install_test|k8s_manifests_test|local_run_reproducibility_test)$")
   if [[ -n "${LABEL_EXCLUDE}" ]]; then
     san_args+=(-LE "${LABEL_EXCLUDE}")
   fi

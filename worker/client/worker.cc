@@ -193,7 +193,12 @@ class Worker::Impl final : private PushWindow::Transport {
   absl::Status CheckGradients(Gradients gradients) const;
   // Runs a step whose tensors are marked through `events` (all at once, or as they become
   // ready), on the calling thread; tells the groups not written when it fails.
-  absl::Status RunStep(Exchange& exchange, void* stream, StepEvents& events, absl::Time start);
+  // `scalers_first`: encode nothing before every ShareScalers call of the step is answered (the
+  // blocking Step: the shards then stay in step with each other, as a worker's calls to one shard
+  // do not run ahead of another shard's scaler round, which a shard's drop rule relies on: a rank
+  // silent on one shard for the step timeout while it waits on another is dropped there).
+  absl::Status RunStep(Exchange& exchange, void* stream, StepEvents& events, absl::Time start,
+                       bool scalers_first);
   // Handles the driver's work until the round is done; the step's first error goes to `error`.
   void Drive(StepEvents& events, FirstError& error);
   // Calls whose tensors are all marked: their statistics and local scalers, then ShareScalers
@@ -266,6 +271,10 @@ class Worker::Impl final : private PushWindow::Transport {
   double statistics_end_ = 0.0;
   double scalers_end_ = 0.0;
   double scaler_seconds_ = 0.0;
+  // With scalers_first: the calls ready to encode, held until no ShareScalers call is open.
+  bool scalers_first_ = false;
+  int scalers_open_ = 0;
+  std::vector<size_t> held_;
   // What the calls of the current step report to: set while no call is in flight; Start copies
   // the pointers into each call's callback.
   struct RoundSinks {
@@ -669,7 +678,7 @@ absl::Status Worker::Impl::Step(Gradients gradients, Exchange& exchange, void* s
   }
   if (absl::Status st = events.Mark(all, nullptr); !st.ok()) return st;
   events.Finish();
-  return RunStep(exchange, stream, events, start);
+  return RunStep(exchange, stream, events, start, /*scalers_first=*/true);
 }
 
 absl::Status Worker::Impl::StartStream() {
@@ -677,8 +686,9 @@ absl::Status Worker::Impl::StartStream() {
   if (absl::Status st = FinishStream(); !st.ok()) return st;
   progress_.Begin();
   stream_ = std::make_unique<StepEvents>(&progress_, static_cast<int>(batches_.size()));
-  stream_driver_ =
-      std::thread([this, start] { stream_status_ = RunStep(*host_, nullptr, *stream_, start); });
+  stream_driver_ = std::thread([this, start] {
+    stream_status_ = RunStep(*host_, nullptr, *stream_, start, /*scalers_first=*/false);
+  });
   return absl::OkStatus();
 }
 
@@ -715,8 +725,11 @@ absl::Status Worker::Impl::FinishStream() {
 }
 
 absl::Status Worker::Impl::RunStep(Exchange& exchange, void* stream, StepEvents& events,
-                                   absl::Time start) {
+                                   absl::Time start, bool scalers_first) {
   step_start_ = start;
+  scalers_first_ = scalers_first;
+  scalers_open_ = 0;
+  held_.clear();
   StepCounters counters;
   reconnects_left_ = kMaxReconnectsPerStep;
   session_.TakeReconnects();
@@ -800,6 +813,8 @@ void Worker::Impl::Drive(StepEvents& events, FirstError& error) {
         }
       }
       Abandon(untaken, events);
+      Abandon(held_, events);  // taken, waiting for the last scaler answer: never sent now
+      held_.clear();
     } else if (work.loss) {
       // A call lost its connection: reconnect that shard now, while the others go on. If it
       // cannot be reached within the connect timeout the step fails (its other calls are
@@ -859,6 +874,15 @@ void Worker::Impl::StartReady(const std::vector<size_t>& ready, StepEvents& even
     }
   }
   for (const size_t index : scaler_calls) SendStepScalers(index, events);
+  if (scalers_first_) {
+    scalers_open_ += static_cast<int>(scaler_calls.size());
+    held_.insert(held_.end(), now.begin(), now.end());
+    if (scalers_open_ == 0 && !held_.empty()) {
+      Encode(std::move(held_), error);
+      held_.clear();
+    }
+    return;
+  }
   if (!now.empty()) Encode(std::move(now), error);
 }
 
@@ -937,6 +961,14 @@ void Worker::Impl::StepScalersEnded(size_t index, StepEvents& events, FirstError
   }
   scaler_seconds_ = std::max(scaler_seconds_, answered - c->sent);
   scalers_end_ = answered;
+  if (scalers_first_) {
+    held_.insert(held_.end(), c->batches.begin(), c->batches.end());
+    if (--scalers_open_ == 0) {
+      Encode(std::move(held_), error);
+      held_.clear();
+    }
+    return;
+  }
   Encode(c->batches, error);
 }
 
