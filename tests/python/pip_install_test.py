@@ -31,7 +31,8 @@ CHECK = textwrap.dedent("""
     assert ternps.__file__.startswith(venv), ternps.__file__
     assert ternps._ternps.__file__.startswith(venv), ternps._ternps.__file__
     assert ternps.__version__ == version, (ternps.__version__, version)
-    stub = open(os.path.join(os.path.dirname(ternps.__file__), "_ternps.pyi")).read()
+    with open(os.path.join(os.path.dirname(ternps.__file__), "_ternps.pyi")) as f:
+        stub = f.read()
     missing = [n for n in dir(ternps._ternps.WorkerOptions)
                if not n.startswith("_") and f"    {n}:" not in stub]
     assert not missing, f"_ternps.pyi lacks {missing}"

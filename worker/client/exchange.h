@@ -1,14 +1,17 @@
-// Internal to libternps_worker: where a step's numeric work happens. Worker::Step runs one path
-// (statistics, shared scalers, encode and push batch by batch, decode each answer) over an
-// Exchange; the host implementation works on the CPU thread pool, the device one (CUDA, in
-// libternps_worker_cuda) keeps gradients on the GPU and moves only packed bytes over PCIe.
+// Internal to libternps_worker: where a step's numeric work happens. A step (Worker::Step, or
+// the streaming step as its tensors are marked) runs one path (statistics, shared scalers, encode
+// and push batch by batch, decode each answer) over an Exchange; the host implementation works on
+// the CPU thread pool, the device one (CUDA, in libternps_worker_cuda) keeps gradients on the GPU
+// and moves only packed bytes over PCIe.
 //
 //   std::unique_ptr<Exchange> host = MakeHostExchange(spec, pool);
 //   absl::StatusOr<std::unique_ptr<Exchange>> device = MakeDeviceExchange(spec);
 //
-// Per step: Begin, Stats, then per batch StartEncode (in batch order, from the stepping thread)
-// and FinishEncode (from any thread, once per ticket), Decode per answered partition (from any
-// thread, concurrently), and End before the step returns. Thread-compatible otherwise.
+// Per step: Begin; then, as batches become ready, Stats of their partitions and per batch
+// StartEncode (from the thread driving the step, in batch order within each group of batches
+// that became encodable together) and FinishEncode (from any thread, once per ticket), Decode per
+// answered partition (from any thread, concurrently), and End before the step returns.
+// Thread-compatible otherwise.
 #ifndef TERNPS_WORKER_CLIENT_EXCHANGE_H_
 #define TERNPS_WORKER_CLIENT_EXCHANGE_H_
 

@@ -1,5 +1,6 @@
-// The Exchange on the CPU: statistics in parallel on the worker's pool, SIMD ternarization into
-// the request's payload buffers, decoding straight into the caller's gradient buffers.
+// The Exchange on the CPU: statistics in parallel on the calling thread and the worker's pool, SIMD
+// ternarization into the request's payload buffers, decoding straight into the caller's gradient
+// buffers.
 #include <algorithm>
 #include <atomic>
 #include <bit>

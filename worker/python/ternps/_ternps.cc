@@ -191,6 +191,14 @@ absl::Span<float> FloatBuffer(const py::handle& h, const char* field, size_t i) 
   return absl::MakeSpan(static_cast<float*>(a.mutable_data()), static_cast<size_t>(a.size()));
 }
 
+// FloatBuffer of every item of `list` (field[i] in errors). The list keeps the arrays alive.
+std::vector<absl::Span<float>> FloatBuffers(const py::list& list, const char* field) {
+  std::vector<absl::Span<float>> spans;
+  spans.reserve(list.size());
+  for (size_t i = 0; i < list.size(); ++i) spans.push_back(FloatBuffer(list[i], field, i));
+  return spans;
+}
+
 class PyWorker {
  public:
   explicit PyWorker(const ternps::worker::WorkerOptions& options) {
@@ -205,10 +213,7 @@ class PyWorker {
 
   // Steps `gradients` (one buffer per tensor, in registration order) in place.
   void Step(const py::list& gradients) {
-    std::vector<absl::Span<float>> spans;
-    for (size_t i = 0; i < gradients.size(); ++i) {
-      spans.push_back(FloatBuffer(gradients[i], "gradients", i));
-    }
+    const std::vector<absl::Span<float>> spans = FloatBuffers(gradients, "gradients");
     // `gradients` (the caller's list) keeps the arrays alive during the call.
     WithoutGil([&](ternps::worker::Worker& w) { return w.Step(spans); });
   }
@@ -221,12 +226,9 @@ class PyWorker {
   // averages are in the buffers); the buffers are kept alive until then.
   void MarkReady(const std::vector<uint32_t>& tensors, const py::list& gradients,
                  py::object written) {
-    std::vector<absl::Span<float>> spans;
-    std::vector<py::object> keep;
-    for (size_t i = 0; i < gradients.size(); ++i) {
-      spans.push_back(FloatBuffer(gradients[i], "gradients", i));
-      keep.push_back(py::reinterpret_borrow<py::object>(gradients[i]));
-    }
+    const std::vector<absl::Span<float>> spans = FloatBuffers(gradients, "gradients");
+    std::vector<py::object> keep;  // the buffers, alive until written
+    for (const py::handle& g : gradients) keep.push_back(py::reinterpret_borrow<py::object>(g));
     std::function<void(const absl::Status&)> callback;
     if (!written.is_none()) {
       auto holder = std::make_shared<PyCallback>(std::move(written), std::move(keep));
@@ -255,21 +257,14 @@ class PyWorker {
   // Recovery (ternps/worker.h: OfferState, Recover). `state`: one buffer per (tensor, slot),
   // tensor-major (state[i * state_slots + j]).
   void OfferState(const py::list& state) {
-    std::vector<absl::Span<float>> spans;
-    for (size_t i = 0; i < state.size(); ++i) spans.push_back(FloatBuffer(state[i], "state", i));
+    const std::vector<absl::Span<float>> spans = FloatBuffers(state, "state");
     WithoutGil([&](ternps::worker::Worker& w) { return w.OfferState(spans); });
   }
   // apply(step) runs on the calling thread (the GIL taken for it); an exception it raises fails
   // the recovery (INTERNAL, with the exception's text).
   void Recover(const py::list& state, const py::list& gradients, py::object apply) {
-    std::vector<absl::Span<float>> state_spans;
-    for (size_t i = 0; i < state.size(); ++i) {
-      state_spans.push_back(FloatBuffer(state[i], "state", i));
-    }
-    std::vector<absl::Span<float>> grad_spans;
-    for (size_t i = 0; i < gradients.size(); ++i) {
-      grad_spans.push_back(FloatBuffer(gradients[i], "gradients", i));
-    }
+    const std::vector<absl::Span<float>> state_spans = FloatBuffers(state, "state");
+    const std::vector<absl::Span<float>> grad_spans = FloatBuffers(gradients, "gradients");
     auto call_apply = [&apply](uint64_t step) -> absl::Status {
       py::gil_scoped_acquire gil;
       try {
